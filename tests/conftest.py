@@ -1,0 +1,16 @@
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("DIM_NO_PROGRESS", "1")
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The real MNIST files (fetched once through the package's own sources, then cached)."""
+    from dim import data
+    data.fetch("mnist")
+    return data.default_data_dir()

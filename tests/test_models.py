@@ -1,0 +1,107 @@
+"""Registry-driven model tests: every registered model gets each of these."""
+import pytest
+import torch
+
+import dim
+from dim.models import GradientMode, get_entry, has_binarization, list_models, set_gradient_mode
+
+MODELS = list_models()
+BINARIZED = [m for m in MODELS if has_binarization(dim.create_model(m))]
+
+
+def batch(n=6, seed=0):
+    return torch.rand(n, 1, 28, 28, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_shape_and_finite(name):
+    model = dim.create_model(name)
+    assert not model.training
+    out = model(batch())
+    assert out.shape == (6, 10) and out.dtype == torch.float32
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_deterministic_in_eval(name):
+    model = dim.create_model(name)
+    x = batch()
+    assert torch.equal(model(x), model(x))
+
+
+@pytest.mark.parametrize("name", sorted(set(MODELS) - set(BINARIZED)))
+def test_gradient_reaches_input(name):
+    model = dim.create_model(name)
+    x = batch().requires_grad_(True)
+    model(x).logsumexp(1).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", BINARIZED)
+def test_binarized_gradient_modes(name):
+    model = dim.create_model(name)
+    x = batch().requires_grad_(True)
+    model(x)[:, 0].sum().backward()  # exact mode: a gradient tensor exists, and it is zero (a step function)
+    assert x.grad is not None and torch.count_nonzero(x.grad) == 0
+    set_gradient_mode(model, GradientMode.STRAIGHT_THROUGH)
+    x.grad = None
+    y = model(x)
+    y[:, 0].sum().backward()
+    assert x.grad.abs().sum() > 0
+    # the forward pass is the binarized model in both modes
+    set_gradient_mode(model, "exact")
+    assert torch.equal(y, model(x))
+
+
+@pytest.mark.parametrize("name", BINARIZED)
+def test_binarized_output_depends_only_on_binarized_input(name):
+    model = dim.create_model(name)
+    x = batch()
+    nudged = torch.where(x > 0.5, torch.full_like(x, 0.9), torch.full_like(x, 0.1))
+    assert torch.equal(model(x), model(nudged))
+
+
+def test_set_gradient_mode_refuses_model_without_binarization():
+    with pytest.raises(ValueError, match="has no binarization"):
+        set_gradient_mode(dim.create_model("dim"), "straight_through")
+
+
+def test_variants_share_weights_layout():
+    for name in MODELS:
+        base = get_entry(name).weights_from
+        if base:
+            assert dim.create_model(name).state_dict().keys() == dim.create_model(base).state_dict().keys()
+
+
+def test_dim_score_is_paper_eq3():
+    model = dim.create_model("dim")
+    x = batch(4)
+    with torch.no_grad():
+        d, rec = model.reconstructions(x)
+        manual = torch.stack([rec[i].abs().sum(1) / d.abs().sum(1) for i in range(10)], 1)
+        assert torch.allclose(model.scores(x), manual, atol=1e-6)
+        assert torch.allclose(model(x), model.temperature * manual, atol=1e-5)
+    assert model.latents(x).shape == (10, 4, 10)
+
+
+def test_batched_internal_models_equal_separate_autoencoders():
+    """The batched computation is exactly ten independent autoencoders."""
+    from dim.models.dim import InternalModels
+    im = InternalModels(10, 784, 32, 10)
+    x = batch(5).flatten(1)
+    out = im(x)
+    for k in range(10):
+        w1 = im.enc1.linear.weight[k * 32:(k + 1) * 32]
+        b1 = im.enc1.linear.bias[k * 32:(k + 1) * 32]
+        h = torch.relu(x @ w1.t() + b1)
+        z = h @ im.enc2.weight[k] + im.enc2.bias[k]
+        h2 = torch.relu(z @ im.dec1.weight[k] + im.dec1.bias[k])
+        ref = torch.sigmoid(h2 @ im.dec2.weight[k] + im.dec2.bias[k])
+        assert torch.allclose(out[k], ref, atol=1e-5)
+
+
+def test_create_model_rejects_unknown():
+    with pytest.raises(KeyError, match="unknown model 'nope'"):
+        dim.create_model("nope")
+    with pytest.raises(ValueError, match="unknown config keys"):
+        dim.create_model("dim", hiden=3)

@@ -1,0 +1,147 @@
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import dim
+from dim.checkpoint import CheckpointError
+from dim.models import list_models, get_entry
+from dim.train import train
+
+TRAINABLE = [m for m in list_models() if get_entry(m).weights_from is None]
+SMALL = {"batch_size": 32}
+
+
+@pytest.fixture(scope="module")
+def trained_dim(data_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("dim")
+    card = train("dim", out, epochs=12, seed=1, data_dir=data_dir, limit=600, eval_limit=1000,
+                 train_overrides=SMALL, show=False)
+    return out, card
+
+
+def test_short_training_beats_chance(trained_dim):
+    out, card = trained_dim
+    assert card["clean_accuracy"] > 0.6, card["clean_accuracy"]  # chance is 0.1
+    for key in ("model", "config", "clean_accuracy", "train_seconds", "seed", "git_commit", "packages",
+                "data_sha256", "weights_sha256"):
+        assert key in card
+    assert card["config"]["train"]["epochs"] == 12 and card["test_samples"] == 1000
+    assert json.loads((out / "card.json").read_text())["clean_accuracy"] == card["clean_accuracy"]
+
+
+@pytest.mark.parametrize("name", TRAINABLE)
+def test_every_trainable_model_learns(name, data_dir, tmp_path):
+    card = train(name, tmp_path / name, epochs=8, seed=0, data_dir=data_dir, limit=400, eval_limit=500,
+                 train_overrides=SMALL, show=False)
+    assert card["clean_accuracy"] > 0.4, (name, card["clean_accuracy"])
+
+
+def test_load_model_roundtrip(trained_dim, data_dir):
+    out, card = trained_dim
+    model = dim.load_model(out)
+    assert not model.training and model.card["model"] == "dim"
+    x, y = dim.data.load_split("mnist", "test", data_dir, limit=1000)
+    acc = (model(torch.from_numpy(x)).argmax(1) == torch.from_numpy(y)).float().mean().item()
+    assert acc == pytest.approx(card["clean_accuracy"], abs=1e-6)
+
+
+def test_same_seed_same_weights(data_dir, tmp_path):
+    kw = dict(epochs=1, seed=7, data_dir=data_dir, limit=200, eval_limit=100, train_overrides=SMALL, show=False)
+    train("im", tmp_path / "a", **kw)
+    train("im", tmp_path / "b", **kw)
+    kw["seed"] = 8
+    train("im", tmp_path / "c", **kw)
+    a, b, c = (load_file(str(tmp_path / s / "model.safetensors")) for s in "abc")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_bidim_from_dim_dir(trained_dim, tmp_path):
+    out, _ = trained_dim
+    card = train("bidim", tmp_path / "bidim", from_dir=out, eval_limit=1000, show=False)
+    assert card["weights_from"]["model"] == "dim" and card["clean_accuracy"] > 0.5
+    bi = dim.load_model(tmp_path / "bidim")
+    src = dim.load_model(out)
+    assert all(torch.equal(bi.state_dict()[k], v) for k, v in src.state_dict().items())
+    with pytest.raises(ValueError, match="inference variant of 'dim'"):
+        train("bidim", tmp_path / "x", show=False)
+    with pytest.raises(CheckpointError, match="needs the weights of 'dim'"):
+        train("bidim", tmp_path / "y", from_dir=tmp_path / "bidim", show=False)
+
+
+def _copy(src, dst):
+    dst.mkdir()
+    for f in src.iterdir():
+        (dst / f.name).write_bytes(f.read_bytes())
+    return dst
+
+
+def test_bad_checkpoints_are_clear_errors(trained_dim, tmp_path):
+    out, _ = trained_dim
+    with pytest.raises(CheckpointError, match="does not exist"):
+        dim.load_model(tmp_path / "missing")
+    trunc = _copy(out, tmp_path / "trunc")
+    raw = (trunc / "model.safetensors").read_bytes()
+    (trunc / "model.safetensors").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(CheckpointError, match="truncated"):
+        dim.load_model(trunc)
+    shapes = _copy(out, tmp_path / "shapes")
+    card = json.loads((shapes / "card.json").read_text())
+    card["config"]["model"]["im_hidden"] = 64
+    (shapes / "card.json").write_text(json.dumps(card))
+    with pytest.raises(CheckpointError, match=r"shapes do not match.*heads.enc1"):
+        dim.load_model(shapes)
+    wrong = _copy(out, tmp_path / "wrong")
+    card = json.loads((wrong / "card.json").read_text())
+    card["model"] = "single_im"
+    (wrong / "card.json").write_text(json.dumps(card))
+    with pytest.raises(CheckpointError, match="missing tensors"):
+        dim.load_model(wrong)
+    with pytest.raises(CheckpointError, match="holds model 'dim', expected 'cnn'"):
+        dim.load_model(out, expected_model="cnn")
+    tampered = _copy(out, tmp_path / "tampered")
+    t = load_file(str(tampered / "model.safetensors"))
+    t["heads.dec2.bias"] += 1
+    save_file(t, str(tampered / "model.safetensors"))
+    with pytest.raises(CheckpointError, match="modified after training"):
+        dim.load_model(tampered)
+
+
+def run_cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "dim", *args], capture_output=True, text=True, env=env)
+
+
+def test_cli_fetch_train_load(data_dir, tmp_path):
+    r = run_cli("data", "fetch", "--data-dir", str(data_dir))
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "m"
+    r = run_cli("train", "single_im", "--out", str(out), "--epochs", "2", "--limit", "300", "--eval-limit", "300",
+                "--data-dir", str(data_dir), "--set", "batch_size=32")
+    assert r.returncode == 0, r.stderr
+    assert "single_im: clean accuracy" in r.stdout
+    model = dim.load_model(out)
+    assert model.card["config"]["train"]["batch_size"] == 32
+
+
+@pytest.mark.parametrize("args, message", [
+    (["data", "fetch", "--source", "/nonexistent/dir"], "folder does not exist"),
+    (["train", "nope"], "unknown model 'nope'"),
+    (["train", "bidim"], "inference variant"),
+    (["info", "/nonexistent"], "does not exist"),
+    (["train", "dim", "--set", "nonsense"], "key=value"),
+])
+def test_cli_errors_are_clear(args, message, tmp_path):
+    r = run_cli(*args)
+    assert r.returncode == 2 and message in r.stderr, (r.returncode, r.stderr)
+    assert "Traceback" not in r.stderr
+
+
+def test_cli_help_everywhere():
+    for args in (["--help"], ["data", "--help"], ["data", "fetch", "--help"], ["train", "--help"],
+                 ["models", "--help"], ["info", "--help"]):
+        r = run_cli(*args)
+        assert r.returncode == 0 and "Usage" in r.stdout, args
