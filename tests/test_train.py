@@ -145,3 +145,28 @@ def test_cli_help_everywhere():
                  ["models", "--help"], ["info", "--help"]):
         r = run_cli(*args)
         assert r.returncode == 0 and "Usage" in r.stdout, args
+
+
+def test_interrupted_training_resumes_to_the_same_weights(data_dir, tmp_path, monkeypatch):
+    from dim.train import loop
+    kw = dict(epochs=3, seed=3, data_dir=data_dir, limit=200, eval_limit=100, train_overrides=SMALL, show=False)
+    train("dn_single_im", tmp_path / "ref", **kw)
+    real_save = loop._save_state
+
+    def crash_after_two_epochs(path, module, opt, gen, epoch, last_loss):
+        real_save(path, module, opt, gen, epoch, last_loss)
+        if path.name == "heads.safetensors" and epoch == 2:
+            raise KeyboardInterrupt("simulated kill")
+
+    monkeypatch.setattr(loop, "_save_state", crash_after_two_epochs)
+    with pytest.raises(KeyboardInterrupt):
+        train("dn_single_im", tmp_path / "resumed", **kw)
+    assert not (tmp_path / "resumed" / "model.safetensors").exists()
+    monkeypatch.setattr(loop, "_save_state", real_save)
+    with pytest.raises(ValueError, match="different configuration"):
+        train("dn_single_im", tmp_path / "resumed", **{**kw, "seed": 4})
+    card = train("dn_single_im", tmp_path / "resumed", **kw)
+    assert card["resumed"] is True and not (tmp_path / "resumed" / ".train_state").exists()
+    a = load_file(str(tmp_path / "ref" / "model.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -118,6 +118,60 @@ def train_cmd(model: str = typer.Argument(..., help="Model name (see 'dim models
               f"{card['train_seconds']:.1f} s -> {target}", highlight=False)
 
 
+@app.command("evaluate")
+@friendly_errors
+def evaluate_cmd(model_dirs: Optional[list[Path]] = typer.Argument(None, help="Model directories made by 'dim train'."),
+                 suite: str = typer.Option("quick", "--suite", help="Attack suite: paper, extended, quick, ..."),
+                 n: int = typer.Option(200, "--n", min=1, help="Evaluate the first N test images."),
+                 run: Path = typer.Option(..., "--run", help="Run directory (results.sqlite, adversarials)."),
+                 batch_size: int = typer.Option(100, "--batch-size", min=1, help="Samples per shard (unit of work)."),
+                 seed: int = typer.Option(0, "--seed"),
+                 factories: Optional[list[str]] = typer.Option(None, "--model-factory",
+                                                                help="package.module:function returning a model."),
+                 data_dir: Optional[Path] = DataDirOpt,
+                 dataset: Dataset = typer.Option(Dataset.MNIST, "--dataset"),
+                 report: bool = typer.Option(True, "--report/--no-report", help="Write the report when done.")) -> None:
+    """Attack every model with every attack of the suite; resumable (rerun the same command)."""
+    from .evaluation.pipeline import run_evaluation
+    out_dir = run_evaluation(list(model_dirs or []), list(factories or []), suite=suite, n=n, run=run,
+                             batch_size=batch_size, seed=seed, data_dir=data_dir, dataset=dataset.value,
+                             report=report)
+    out.print(f"results: {run / 'results.sqlite'}" + (f"; report: {out_dir}" if out_dir else ""), highlight=False)
+
+
+@app.command("report")
+@friendly_errors
+def report_cmd(run: Path = typer.Argument(..., help="A run directory of 'dim evaluate'.")) -> None:
+    """Render RUN/report/ (summary, Table 1/2 as Markdown/CSV/LaTeX, curves) from the stored results."""
+    from .report import build_report
+    path = build_report(run)
+    out.print((path / "report.md").read_text(), highlight=False, markup=False)
+
+
+@app.command("reproduce")
+@friendly_errors
+def reproduce_cmd(preset: str = typer.Option("quick", "--preset", help="quick or paper."),
+                  run: Path = typer.Option(..., "--run", help="Run directory."),
+                  models_dir: Path = typer.Option(Path("models"), "--models-dir",
+                                                  help="Where model directories live (trained if missing)."),
+                  data_dir: Optional[Path] = DataDirOpt) -> None:
+    """Train the models a preset needs (if missing), evaluate them and write the report."""
+    from .evaluation.pipeline import reproduce
+    path = reproduce(preset, run, models_dir, data_dir)
+    out.print((path / "report.md").read_text(), highlight=False, markup=False)
+
+
+@app.command("figure3")
+@friendly_errors
+def figure3_cmd(model_dir: Path = typer.Argument(..., help="A dim-family model directory."),
+                out_png: Path = typer.Option(Path("figure3.png"), "--out"),
+                n: int = typer.Option(1000, "--n", min=20, help="Test images to embed."),
+                data_dir: Optional[Path] = DataDirOpt) -> None:
+    """The paper's Figure 3: t-SNE of each internal model's 10-d latents, coloured by digit."""
+    from .report.figures import figure3
+    out.print(str(figure3(model_dir, out_png, n=n, data_dir=data_dir)))
+
+
 @app.command("info")
 @friendly_errors
 def info_cmd(model_dir: Path = typer.Argument(..., help="A model directory.")) -> None:

@@ -1,0 +1,82 @@
+"""The Python API for evaluating any PyTorch classifier.
+
+    import dim
+    results = dim.evaluate(model, x, y, suite="quick", run_dir="runs/mine")
+
+``model`` maps ``(N, C, H, W)`` floats in [0, 1] to ``(N, classes)`` logits.
+"""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from .attacks.suites import AttackSpec
+from .checkpoint import CARD, load_model
+from .evaluation import metrics
+from .evaluation.runner import EvalModel, evaluate_models
+from .models.registry import get_entry
+from .provenance import file_sha256
+from .store import Store
+
+
+def _as_numpy(a: Any, dtype) -> np.ndarray:
+    if isinstance(a, torch.Tensor):
+        a = a.detach().cpu().numpy()
+    return np.asarray(a, dtype=dtype)
+
+
+def evaluate(model: nn.Module, x: Any, y: Any, *, suite: str | Sequence[AttackSpec] = "quick",
+             run_dir: Path | str, name: str = "model", batch_size: int = 100, seed: int = 0,
+             show: bool | None = None, report: bool = True) -> list[metrics.ModelResult]:
+    """Evaluate one classifier; resumable in ``run_dir``. Returns the metrics (and writes the report)."""
+    m = EvalModel(key=name, model=model.eval(), name=name, paper_name=name)
+    evaluate_models([m], _as_numpy(x, np.float32), _as_numpy(y, np.int64), suite=suite, run_dir=Path(run_dir),
+                    batch_size=batch_size, seed=seed, show=show)
+    if report:
+        from .report import build_report
+        build_report(run_dir)
+    store = Store(Path(run_dir) / "results.sqlite")
+    try:
+        return metrics.compute(store)
+    finally:
+        store.close()
+
+
+def eval_model_from_dir(model_dir: Path, key: str | None = None) -> EvalModel:
+    model = load_model(model_dir)
+    card = dict(model.card)
+    card["dir"] = str(Path(model_dir).resolve())
+    return EvalModel(key=key or card["model"], model=model, name=card["model"],
+                     paper_name=get_entry(card["model"]).paper_name, card=card,
+                     card_sha256=file_sha256(Path(model_dir) / CARD))
+
+
+def eval_model_from_factory(spec: str) -> EvalModel:
+    """``package.module:function`` -> the model that ``function()`` returns."""
+    if ":" not in spec:
+        raise ValueError(f"--model-factory expects package.module:function, got {spec!r}")
+    mod_name, fn_name = spec.split(":", 1)
+    try:
+        fn: Callable[[], nn.Module] = getattr(importlib.import_module(mod_name), fn_name)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"--model-factory {spec!r}: cannot import ({exc})") from exc
+    model = fn()
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"--model-factory {spec!r} returned {type(model).__name__}, expected a torch.nn.Module")
+    return EvalModel(key=fn_name, model=model.eval(), name=fn_name, paper_name=fn_name, card={"factory": spec})
+
+
+def unique_keys(models: list[EvalModel]) -> list[EvalModel]:
+    seen: dict[str, int] = {}
+    for m in models:
+        if m.key in seen:
+            seen[m.key] += 1
+            m.key = f"{m.key}-{seen[m.key]}"
+        else:
+            seen[m.key] = 0
+    return models

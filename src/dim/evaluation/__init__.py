@@ -1,0 +1,1 @@
+"""Robustness evaluation: norms, verification, the resumable runner and metrics."""

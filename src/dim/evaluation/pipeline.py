@@ -1,0 +1,84 @@
+"""What the CLI's ``evaluate`` and ``reproduce`` do: load data and models, run, report."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import data as data_mod
+from ..models.registry import get_entry, list_models
+from ..progress import log
+from .runner import evaluate_models
+
+
+@dataclass(frozen=True)
+class Preset:
+    models: tuple[str, ...]
+    suite: str
+    n: int
+    batch_size: int = 100
+
+
+PRESETS: dict[str, Preset] = {
+    # The README's main job: minutes on two CPU cores, training included.
+    "quick": Preset(("cnn", "bicnn", "dim", "bidim"), "quick", 200),
+    # Every model of Tables 1 and 2 that the registry has, with the paper's 42 attacks.
+    "paper": Preset(("cnn", "bicnn", "madry", "biabs", "abs", "bidim", "dim", "single_im", "im", "dn_single_im"),
+                    "paper", 200),
+}
+
+
+def run_evaluation(model_dirs: list[Path], factories: list[str], *, suite: str, n: int, run: Path,
+                   batch_size: int = 100, seed: int = 0, data_dir: Path | None = None, dataset: str = "mnist",
+                   report: bool = True) -> Path | None:
+    from ..api import eval_model_from_dir, eval_model_from_factory, unique_keys
+    from ..attacks.suites import get_suite
+    get_suite(suite)  # fail on a bad suite name before loading anything
+    if not model_dirs and not factories:
+        raise ValueError("nothing to evaluate: give model directories and/or --model-factory")
+    models = unique_keys([eval_model_from_dir(d) for d in model_dirs] +
+                         [eval_model_from_factory(f) for f in factories])
+    x, y = data_mod.load_split(dataset, "test", data_dir, limit=n)
+    if len(y) < n:
+        raise ValueError(f"--n {n}: the {dataset} test set has only {len(y)} images")
+    evaluate_models(models, x, y, suite=suite, run_dir=run, batch_size=batch_size, seed=seed,
+                    extra_config={"dataset": dataset})
+    if not report:
+        return None
+    from ..report import build_report
+    return build_report(run)
+
+
+def ensure_model(name: str, models_dir: Path, data_dir: Path | None) -> Path:
+    """The model directory for ``name``, trained (or derived) with defaults if missing."""
+    from ..train import train
+    target = models_dir / name
+    if (target / "card.json").is_file():
+        return target
+    base = get_entry(name).weights_from
+    if base:
+        src = ensure_model(base, models_dir, data_dir)
+        log(f"deriving {name} from {src}")
+        train(name, target, from_dir=src, data_dir=data_dir)
+    else:
+        log(f"training {name} (defaults) -> {target}")
+        train(name, target, data_dir=data_dir)
+    return target
+
+
+def reproduce(preset: str, run: Path, models_dir: Path, data_dir: Path | None = None) -> Path:
+    try:
+        p = PRESETS[preset]
+    except KeyError:
+        raise ValueError(f"unknown preset {preset!r}; expected one of {sorted(PRESETS)}") from None
+    missing = [m for m in p.models if m not in list_models()]
+    if missing:
+        log(f"preset {preset}: models not available in this version, skipped: {missing}")
+    data_mod.fetch("mnist", data_dir)
+    dirs = [ensure_model(m, Path(models_dir), data_dir) for m in p.models if m not in missing]
+    out = run_evaluation(dirs, [], suite=p.suite, n=p.n, run=run, batch_size=p.batch_size, data_dir=data_dir)
+    from ..report.figures import figure3
+    dim_dir = Path(models_dir) / "dim"
+    if (dim_dir / "card.json").is_file() and out is not None:
+        figure3(dim_dir, out / "figure3_tsne.png", data_dir=data_dir)
+    assert out is not None
+    return out

@@ -1,0 +1,224 @@
+"""The evaluation runner: (model, attack, shard) units, stored as they finish, resumable.
+
+A run directory holds ``results.sqlite`` (see :mod:`dim.store`), the resolved
+config and provenance, and ``adversarials/<model>/<attack>.npz``. Running the
+same evaluation again skips every finished shard; each shard's random seed is a
+function of (seed, model, attack, shard), so a resumed run stores exactly what an
+uninterrupted one would.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+import time
+import traceback
+import zlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch.nn as nn
+
+from ..attacks.suites import AttackSpec, get_suite
+from ..progress import progress_bar
+from ..provenance import git_commit, package_versions
+from ..store import ResultRow, Store
+from .verify import Verified, predict_numpy
+
+ADV_DIR = "adversarials"
+
+
+@dataclass
+class EvalModel:
+    """A model under evaluation. ``key`` names it in the store (unique per run)."""
+    key: str
+    model: nn.Module
+    name: str = "custom"
+    paper_name: str = ""
+    card: dict[str, Any] = field(default_factory=dict)
+    card_sha256: str | None = None
+
+
+def attack_runner(spec: AttackSpec) -> Callable[..., Verified]:
+    """The function that runs ``spec``: foolbox unless an adapter of ours is registered."""
+    from ..attacks import ADAPTERS
+    from ..attacks.foolbox_adapter import run_foolbox
+    return ADAPTERS.get(spec.attack, run_foolbox)
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")
+
+
+def shard_seed(seed: int, model: str, attack: str, shard: int) -> int:
+    return zlib.crc32(f"{seed}/{model}/{attack}/{shard}".encode())
+
+
+def _atomic_npz(path: Path, **arrays: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npz.part", dir=path.parent)
+    os.close(fd)
+    try:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def adversarial_path(run_dir: Path, model: str, attack: str) -> Path:
+    return Path(run_dir) / ADV_DIR / slug(model) / f"{slug(attack)}.npz"
+
+
+def _shard_path(run_dir: Path, model: str, attack: str, shard: int) -> Path:
+    return Path(run_dir) / ADV_DIR / slug(model) / slug(attack) / f"shard_{shard:05d}.npz"
+
+
+def load_adversarials(run_dir: Path, model: str, attack: str) -> dict[str, np.ndarray] | None:
+    """The stored adversarials of (model, attack): merged file, else whatever shards exist."""
+    merged = adversarial_path(run_dir, model, attack)
+    if merged.is_file():
+        with np.load(merged) as z:
+            return {k: z[k] for k in z.files}
+    parts = sorted(_shard_path(run_dir, model, attack, 0).parent.glob("shard_*.npz"))
+    if not parts:
+        return None
+    loaded = [dict(np.load(p)) for p in parts]
+    return {k: np.concatenate([p[k] for p in loaded]) for k in loaded[0]}
+
+
+def _merge_shards(run_dir: Path, model: str, attack: str) -> None:
+    data = load_adversarials(run_dir, model, attack)
+    if data is None:
+        return
+    order = np.argsort(data["sample"])
+    _atomic_npz(adversarial_path(run_dir, model, attack), **{k: v[order] for k, v in data.items()})
+    shutil.rmtree(_shard_path(run_dir, model, attack, 0).parent, ignore_errors=True)
+
+
+def _best_so_far(run_dir: Path, model: str, suite: Sequence[AttackSpec], spec: AttackSpec,
+                 samples: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Best verified adversarial per sample among earlier attacks of the same norm (NaN if none)."""
+    best = np.full((len(samples), *shape), np.nan, np.float32)
+    best_d = np.full(len(samples), np.inf)
+    pos = {s: i for i, s in enumerate(samples)}
+    for other in suite:
+        if other.name == spec.name:
+            break
+        if other.norm is not spec.norm:
+            continue
+        data = load_adversarials(run_dir, model, other.name)
+        if data is None:
+            continue
+        for s, d, xa in zip(data["sample"], data["distance"], data["x_adv"]):
+            i = pos.get(int(s))
+            if i is not None and np.isfinite(d) and d > 0 and d < best_d[i]:
+                best_d[i], best[i] = d, xa
+    return best
+
+
+class RunConfigError(ValueError):
+    """The run directory holds a different evaluation."""
+
+
+def evaluate_models(models: Sequence[EvalModel], x: np.ndarray, y: np.ndarray, *, suite: str | Sequence[AttackSpec],
+                    run_dir: Path, batch_size: int = 100, seed: int = 0, show: bool | None = None,
+                    suite_name: str | None = None, extra_config: dict[str, Any] | None = None) -> Path:
+    """Evaluate every model against every attack of ``suite`` on ``x``/``y``; returns the store path."""
+    specs = tuple(get_suite(suite) if isinstance(suite, str) else suite)
+    suite_name = suite if isinstance(suite, str) else (suite_name or "custom")
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    y = np.asarray(y, dtype=np.int64)
+    if x.ndim != 4 or len(x) != len(y):
+        raise ValueError(f"expected x of shape (N, C, H, W) and y of shape (N,), got {x.shape} and {y.shape}")
+    if x.min() < 0 or x.max() > 1:
+        raise ValueError("inputs must lie in [0, 1]")
+    keys = [m.key for m in models]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"model keys must be unique, got {keys}")
+    run_dir = Path(run_dir)
+    store = Store(run_dir / "results.sqlite")
+    try:
+        data_hash = hashlib.sha256(x.tobytes() + y.tobytes()).hexdigest()
+        config = {"suite": suite_name, "attacks": [_spec_dict(s) for s in specs], "n": len(y),
+                  "batch_size": batch_size, "seed": seed, "data_sha256": data_hash, **(extra_config or {})}
+        old = store.get_meta("config")
+        if old is not None and old != config:
+            diff = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
+            raise RunConfigError(f"{run_dir}: holds a different evaluation (differs in {diff}); "
+                                 "use a new --run directory or the same options")
+        store.set_meta("config", config)
+        prov = store.get_meta("provenance") or {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        prov.update({"git_commit": git_commit(), "packages": package_versions()})
+        store.set_meta("provenance", prov)
+        store.add_attacks([(s.name, s.norm.value, _spec_dict(s)) for s in specs])
+        n_shards = (len(y) + batch_size - 1) // batch_size
+        with progress_bar(show) as bar:
+            for m in models:
+                _evaluate_one(store, run_dir, m, specs, x, y, batch_size, n_shards, seed, bar)
+    finally:
+        store.close()
+    return run_dir / "results.sqlite"
+
+
+def _spec_dict(spec: AttackSpec) -> dict[str, Any]:
+    d = asdict(spec)
+    d["norm"] = spec.norm.value
+    d["params"] = dict(spec.params)
+    return d
+
+
+def _evaluate_one(store: Store, run_dir: Path, m: EvalModel, specs, x, y, batch_size, n_shards, seed, bar) -> None:
+    clean_pred = predict_numpy(m.model, x)
+    store.add_model(m.key, m.name, m.paper_name or m.name, m.card, m.card_sha256, y, clean_pred)
+    model_task = bar.add_task(f"{m.key}", total=len(specs) * n_shards, info="")
+    for spec in specs:
+        run = attack_runner(spec)
+        attack_task = bar.add_task(f"  {spec.name}", total=n_shards, info="")
+        for shard in range(n_shards):
+            if store.shard_status(m.key, spec.name, shard) in ("done", "failed"):
+                bar.update(attack_task, advance=1)
+                bar.update(model_task, advance=1)
+                continue
+            lo, hi = shard * batch_size, min(len(y), (shard + 1) * batch_size)
+            _run_shard(store, run_dir, m, specs, spec, run, x[lo:hi], y[lo:hi], clean_pred[lo:hi],
+                       np.arange(lo, hi), shard, seed)
+            bar.update(attack_task, advance=1)
+            bar.update(model_task, advance=1, info=spec.name)
+        if all(store.shard_status(m.key, spec.name, s) == "done" for s in range(n_shards)):
+            _merge_shards(run_dir, m.key, spec.name)
+        bar.remove_task(attack_task)
+
+
+def _run_shard(store, run_dir, m: EvalModel, specs, spec: AttackSpec, run, xs, ys, clean, samples, shard,
+               seed) -> None:
+    t0 = time.perf_counter()
+    correct = np.flatnonzero(clean == ys)
+    n = len(ys)
+    dist = np.where(clean == ys, np.inf, 0.0)   # misclassified clean sample: distance 0
+    pred = clean.copy()
+    x_adv = np.full(xs.shape, np.nan, np.float32)
+    x_adv[clean != ys] = xs[clean != ys]
+    try:
+        if len(correct):
+            kwargs = {}
+            if spec.starting_points:
+                kwargs["starting_points"] = _best_so_far(run_dir, m.key, specs, spec, samples[correct], xs.shape[1:])
+            got = run(spec, m.model, xs[correct], ys[correct], shard_seed(seed, m.key, spec.name, shard), **kwargs)
+            dist[correct], x_adv[correct] = got.distance, got.x_adv
+            pred[correct] = np.where(np.isfinite(got.distance), got.pred, clean[correct])
+    except Exception as exc:  # a failing attack is recorded and does not stop the run
+        msg = f"{type(exc).__name__}: {exc}\n" + "".join(traceback.format_exc(limit=3))
+        store.fail_shard(m.key, spec.name, shard, msg, time.perf_counter() - t0)
+        return
+    seconds = time.perf_counter() - t0
+    _atomic_npz(_shard_path(run_dir, m.key, spec.name, shard), sample=samples, distance=dist, pred=pred,
+                x_adv=x_adv)
+    rows = [ResultRow(m.key, spec.name, int(s), float(d), int(p), seconds / n)
+            for s, d, p in zip(samples, dist, pred)]
+    store.finish_shard(m.key, spec.name, shard, rows, seconds)

@@ -1,0 +1,51 @@
+"""The Madry et al. MNIST CNN (``cnn``), its binarized-input variant (``bicnn``) and
+the same network adversarially trained (``madry``)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from .binarize import Binarize
+from .registry import register_model
+
+
+@dataclass(frozen=True)
+class CNNConfig:
+    """conv 5x5x32 - maxpool 2 - conv 5x5x64 - maxpool 2 - fc 1024 - fc 10 (``same`` padding)."""
+    channels: tuple[int, int] = (32, 64)
+    fc: int = 1024
+    num_classes: int = 10
+    binarize_threshold: float = 0.5
+
+
+class MadryCNN(nn.Module):
+    def __init__(self, cfg: CNNConfig, binarize: bool):
+        super().__init__()
+        c1, c2 = cfg.channels
+        self.num_classes = cfg.num_classes
+        self.bin_in = Binarize(cfg.binarize_threshold) if binarize else nn.Identity()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, c1, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),   # (B, 32, 14, 14)
+            nn.Conv2d(c1, c2, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),  # (B, 64, 7, 7)
+        )
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(c2 * 7 * 7, cfg.fc), nn.ReLU(),
+                                        nn.Linear(cfg.fc, cfg.num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1, 28, 28) -> (B, 10)
+        return self.classifier(self.features(self.bin_in(x)))
+
+
+# name, paper label, binarize, recipe, weights_from, description
+_VARIANTS = [
+    ("cnn", "CNN", False, "classifier", None, "Madry et al. MNIST CNN, standard training"),
+    ("bicnn", "biCNN", True, "classifier", "cnn", "cnn's weights with the input binarized at 0.5 (inference only)"),
+    ("madry", "Madry", False, "adversarial", None, "Madry CNN adversarially trained against L-inf eps 0.3"),
+]
+
+for _name, _label, _bin, _recipe, _from, _desc in _VARIANTS:
+    def _factory(cfg: CNNConfig, _bin=_bin) -> MadryCNN:
+        return MadryCNN(cfg, _bin)
+    register_model(_name, config=CNNConfig, description=_desc, paper_name=_label, recipe=_recipe,
+                   weights_from=_from)(_factory)

@@ -1,0 +1,39 @@
+"""The paper's Figure 3: t-SNE of the latent codes of each of the ten internal models."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import data as data_mod
+from ..checkpoint import load_model
+
+
+def figure3(model_dir: Path, out_png: Path, n: int = 1000, data_dir: Path | None = None, seed: int = 0) -> Path:
+    """One panel per internal model: its 10-d latents of ``n`` test images, t-SNE to 2-d, coloured by digit."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.manifold import TSNE
+
+    model = load_model(model_dir)
+    if not hasattr(model, "latents"):
+        raise ValueError(f"{model_dir}: model {model.card['model']!r} has no internal-model latents")
+    x, y = data_mod.load_split(model.card.get("dataset", "mnist"), "test", data_dir, limit=n)
+    with torch.no_grad():
+        z = model.latents(torch.from_numpy(x)).numpy()  # (K, N, latent)
+    fig, axes = plt.subplots(2, 5, figsize=(15, 6.4))
+    for k, ax in enumerate(axes.flat[: len(z)]):
+        emb = TSNE(n_components=2, init="pca", perplexity=30, random_state=seed).fit_transform(z[k])
+        sc = ax.scatter(emb[:, 0], emb[:, 1], c=y, cmap="tab10", s=3, vmin=-0.5, vmax=9.5)
+        ax.set_title(f"internal model {k}")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.colorbar(sc, ax=axes, ticks=range(10), label="digit", shrink=0.8)
+    fig.suptitle(f"t-SNE of the internal models' latents ({model.card['model']}, {len(y)} test images)")
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)
+    return out_png

@@ -1,0 +1,122 @@
+"""Tables in the layout of the paper's Tables 1 and 2, rendered from stored results.
+
+A table is data (:class:`Table`: header + rows of strings); Markdown, CSV and
+LaTeX are three renderings of the same data.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import dataclass
+
+from ..evaluation.metrics import ModelResult
+from ..evaluation.norms import Norm
+from .paper import TABLES
+
+NORM_ORDER = (Norm.L2, Norm.LINF, Norm.L0, Norm.L1)  # the paper's order
+
+
+@dataclass
+class Table:
+    title: str
+    header: list[str]
+    rows: list[list[str]]
+    section_rows: set[int]  # indices of rows that are section headings
+
+
+def fmt_acc(acc: float) -> str:
+    return "-" if acc is None or (isinstance(acc, float) and math.isnan(acc)) else f"{100 * acc:.0f}%"
+
+
+def fmt_dist(d: float) -> str:
+    if d is None or math.isnan(d):
+        return "-"
+    if math.isinf(d):
+        return "inf"
+    return f"{d:.2g}" if d < 10 else f"{d:.0f}"
+
+
+def _paper_cell(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, tuple):
+        return f"{value[0]}/{value[1]}%"
+    return f"{value}%"
+
+
+def build(results: list[ModelResult], layout: str) -> Table:
+    """Table ``layout`` ("table1" or "table2") with our numbers and the paper's beside them."""
+    order, published = TABLES[layout]
+    by_label = {r.paper_name: r for r in results}
+    cols = [lab for lab in order if lab in by_label]
+    extra = [r.paper_name for r in results if r.paper_name not in order and layout == "table1"]
+    cols += extra
+    header = ["Attack"] + [c for lab in cols for c in (lab, f"{lab} (paper)")]
+    rows: list[list[str]] = []
+    sections: set[int] = set()
+
+    def add(label: str, ours: list[str], key: str | None) -> None:
+        paper = published.get(key or label, {})
+        rows.append([label] + [c for lab, o in zip(cols, ours) for c in (o, _paper_cell(paper.get(lab)))])
+
+    add("Clean accuracy", [fmt_acc(by_label[c].clean_accuracy) for c in cols], None)
+    attack_names: list[tuple[str, Norm]] = []
+    for r in results:
+        for a in r.attacks.values():
+            if (a.attack, a.norm) not in attack_names:
+                attack_names.append((a.attack, a.norm))
+    for norm in NORM_ORDER:
+        names = [a for a, n in attack_names if n is norm]
+        if not names:
+            continue
+        sections.add(len(rows))
+        rows.append([f"{norm.label} (eps = {norm.threshold:g})"] + [""] * (len(header) - 1))
+        for name in names:
+            cells = []
+            for c in cols:
+                a = by_label[c].attacks.get(name)
+                cells.append("-" if a is None else ("failed" if math.isnan(a.accuracy) else fmt_acc(a.accuracy)))
+            add(name, cells, name)
+        cells = []
+        for c in cols:
+            nr = by_label[c].norms.get(norm)
+            cells.append("-" if nr is None else f"{fmt_dist(nr.median)}/{fmt_acc(nr.accuracy)}")
+        add(f"All {norm.label} attacks", cells, f"All {norm.value}")
+    add("Minimal accuracy", [fmt_acc(by_label[c].minimal_accuracy) for c in cols], "Minimal accuracy")
+    title = {"table1": "Table 1: models of the paper", "table2": "Table 2: ablations"}[layout]
+    return Table(title, header, rows, sections)
+
+
+def to_markdown(t: Table) -> str:
+    lines = ["| " + " | ".join(t.header) + " |", "|" + "|".join("---" for _ in t.header) + "|"]
+    for i, row in enumerate(t.rows):
+        cells = [f"**{row[0]}**"] + row[1:] if i in t.section_rows else row
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(t: Table) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(t.header)
+    w.writerows(t.rows)
+    return buf.getvalue()
+
+
+def _tex(s: str) -> str:
+    return (s.replace("\\", r"\textbackslash{}").replace("%", r"\%").replace("_", r"\_").replace("&", r"\&")
+            .replace("∞", r"$\infty$"))
+
+
+def to_latex(t: Table) -> str:
+    lines = [r"\begin{tabular}{l" + "r" * (len(t.header) - 1) + "}", r"\toprule",
+             " & ".join(_tex(h) for h in t.header) + r" \\", r"\midrule"]
+    for i, row in enumerate(t.rows):
+        if i in t.section_rows:
+            lines.append(r"\midrule")
+            lines.append(rf"\multicolumn{{{len(t.header)}}}{{l}}{{\textit{{{_tex(row[0])}}}}} \\")
+        else:
+            lines.append(" & ".join(_tex(c) for c in row) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines) + "\n"

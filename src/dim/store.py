@@ -1,0 +1,150 @@
+"""The results store: one SQLite database per run (``RUN_DIR/results.sqlite``, WAL mode).
+
+One row per (model, attack, sample) with the smallest verified adversarial
+distance (``inf`` when the attack failed on that sample, ``0`` when the clean
+sample is already misclassified), the predicted label on that adversarial and
+the seconds spent. A shard's rows and its ``done`` mark are written in one
+transaction, so a run killed at any moment (SIGKILL included) holds either all of
+a shard or none of it: resuming redoes exactly the unfinished shards, and no row
+is lost or duplicated (the primary key forbids duplicates).
+"""
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS models (
+    model TEXT PRIMARY KEY, name TEXT NOT NULL, paper_name TEXT NOT NULL, card TEXT NOT NULL,
+    card_sha256 TEXT, clean_accuracy REAL);
+CREATE TABLE IF NOT EXISTS attacks (attack TEXT PRIMARY KEY, norm TEXT NOT NULL, spec TEXT NOT NULL,
+    position INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS samples (
+    model TEXT NOT NULL, sample INTEGER NOT NULL, label INTEGER NOT NULL, clean_pred INTEGER NOT NULL,
+    PRIMARY KEY (model, sample));
+CREATE TABLE IF NOT EXISTS shards (
+    model TEXT NOT NULL, attack TEXT NOT NULL, shard INTEGER NOT NULL, status TEXT NOT NULL,
+    error TEXT, seconds REAL, PRIMARY KEY (model, attack, shard));
+CREATE TABLE IF NOT EXISTS results (
+    model TEXT NOT NULL, attack TEXT NOT NULL, sample INTEGER NOT NULL, distance REAL NOT NULL,
+    pred INTEGER NOT NULL, seconds REAL NOT NULL, PRIMARY KEY (model, attack, sample));
+"""
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    model: str
+    attack: str
+    sample: int
+    distance: float
+    pred: int
+    seconds: float
+
+
+class Store:
+    """Thin wrapper over the run's SQLite database."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(str(self.path), timeout=60, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # ------------------------------------------------------------------ meta
+    def set_meta(self, key: str, value: Any) -> None:
+        self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value, sort_keys=True)))
+
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else default
+
+    # ---------------------------------------------------------------- models
+    def add_model(self, model: str, name: str, paper_name: str, card: dict, card_sha256: str | None,
+                  labels: np.ndarray, clean_pred: np.ndarray) -> None:
+        acc = float((labels == clean_pred).mean()) if len(labels) else math.nan
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.execute("INSERT OR REPLACE INTO models VALUES (?, ?, ?, ?, ?, ?)",
+                            (model, name, paper_name, json.dumps(card, sort_keys=True), card_sha256, acc))
+            self.db.executemany("INSERT OR REPLACE INTO samples VALUES (?, ?, ?, ?)",
+                                [(model, i, int(l), int(p)) for i, (l, p) in enumerate(zip(labels, clean_pred))])
+
+    def models(self) -> list[dict[str, Any]]:
+        rows = self.db.execute("SELECT model, name, paper_name, card, card_sha256, clean_accuracy FROM models "
+                               "ORDER BY rowid").fetchall()
+        return [dict(model=r[0], name=r[1], paper_name=r[2], card=json.loads(r[3]), card_sha256=r[4],
+                     clean_accuracy=r[5]) for r in rows]
+
+    def samples(self, model: str) -> tuple[np.ndarray, np.ndarray]:
+        rows = self.db.execute("SELECT label, clean_pred FROM samples WHERE model = ? ORDER BY sample",
+                               (model,)).fetchall()
+        arr = np.array(rows, dtype=np.int64).reshape(-1, 2)
+        return arr[:, 0], arr[:, 1]
+
+    # --------------------------------------------------------------- attacks
+    def add_attacks(self, specs: Iterable[tuple[str, str, dict]]) -> None:
+        with self.db:
+            self.db.execute("BEGIN")
+            for pos, (name, norm, spec) in enumerate(specs):
+                self.db.execute("INSERT OR REPLACE INTO attacks VALUES (?, ?, ?, ?)",
+                                (name, norm, json.dumps(spec, sort_keys=True), pos))
+
+    def attacks(self) -> list[dict[str, Any]]:
+        rows = self.db.execute("SELECT attack, norm, spec FROM attacks ORDER BY position").fetchall()
+        return [dict(attack=r[0], norm=r[1], spec=json.loads(r[2])) for r in rows]
+
+    # ---------------------------------------------------------------- shards
+    def shard_status(self, model: str, attack: str, shard: int) -> str | None:
+        row = self.db.execute("SELECT status FROM shards WHERE model = ? AND attack = ? AND shard = ?",
+                              (model, attack, shard)).fetchone()
+        return row[0] if row else None
+
+    def finish_shard(self, model: str, attack: str, shard: int, rows: list[ResultRow], seconds: float) -> None:
+        """Write a shard's rows and its done mark atomically."""
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.executemany("INSERT INTO results VALUES (?, ?, ?, ?, ?, ?)",
+                                [(r.model, r.attack, r.sample, r.distance, r.pred, r.seconds) for r in rows])
+            self.db.execute("INSERT OR REPLACE INTO shards VALUES (?, ?, ?, 'done', NULL, ?)",
+                            (model, attack, shard, seconds))
+
+    def fail_shard(self, model: str, attack: str, shard: int, error: str, seconds: float) -> None:
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.execute("INSERT OR REPLACE INTO shards VALUES (?, ?, ?, 'failed', ?, ?)",
+                            (model, attack, shard, error[:2000], seconds))
+
+    def shards(self) -> list[dict[str, Any]]:
+        rows = self.db.execute("SELECT model, attack, shard, status, error, seconds FROM shards "
+                               "ORDER BY model, attack, shard").fetchall()
+        return [dict(model=r[0], attack=r[1], shard=r[2], status=r[3], error=r[4], seconds=r[5]) for r in rows]
+
+    # --------------------------------------------------------------- results
+    def distances(self, model: str, attack: str, n: int) -> np.ndarray:
+        """Distances of one (model, attack) as an array of length ``n``; NaN where no row exists."""
+        out = np.full(n, np.nan)
+        for sample, dist in self.db.execute("SELECT sample, distance FROM results WHERE model = ? AND attack = ?",
+                                            (model, attack)):
+            if sample < n:
+                out[sample] = dist
+        return out
+
+    def results(self) -> list[ResultRow]:
+        return [ResultRow(*r) for r in self.db.execute(
+            "SELECT model, attack, sample, distance, pred, seconds FROM results ORDER BY model, attack, sample")]
+
+    def attack_seconds(self) -> dict[tuple[str, str], float]:
+        return {(m, a): s for m, a, s in self.db.execute(
+            "SELECT model, attack, SUM(seconds) FROM shards WHERE status = 'done' GROUP BY model, attack")}

@@ -1,0 +1,130 @@
+"""Training: one entry point (:func:`train`) and a small recipe per kind of model.
+
+A recipe is a config dataclass (its defaults live here, next to the code they
+configure) plus a ``fit`` function. ``train`` resolves the config (defaults <-
+overrides), seeds everything, runs the recipe, measures clean accuracy on the
+full test set and writes the model directory (weights + card with provenance).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import data as data_mod
+from ..checkpoint import CheckpointError, load_model, save_weights, write_card
+from ..models.registry import create_model, get_entry, resolve_config
+from ..provenance import git_commit, package_versions
+from . import classifier as _classifier  # noqa: F401  (registers recipes)
+from . import score as _score  # noqa: F401
+from .loop import RECIPES, TrainData, accuracy
+
+
+# ---------------------------------------------------------------- the trainer
+
+def _seed_everything(seed: int) -> torch.Generator:
+    torch.manual_seed(seed)
+    np.random.seed(seed % (2**32))
+    return torch.Generator().manual_seed(seed)
+
+
+def _load_tensors(dataset: str, split: str, data_dir: Path | None, limit: int | None) -> TrainData:
+    x, y = data_mod.load_split(dataset, split, data_dir, limit)
+    return TrainData(torch.from_numpy(x), torch.from_numpy(y))
+
+
+def train(name: str, out_dir: Path, *, epochs: int | None = None, seed: int = 0, data_dir: Path | None = None,
+          limit: int | None = None, dataset: str = "mnist", from_dir: Path | None = None,
+          model_overrides: dict[str, Any] | None = None, train_overrides: dict[str, Any] | None = None,
+          eval_limit: int | None = None, show: bool | None = None) -> dict[str, Any]:
+    """Train model ``name`` (or derive an inference variant from ``from_dir``) into ``out_dir``.
+
+    ``epochs`` overrides the main epoch count of the recipe (and caps the
+    denoiser's). Training state is kept in ``out_dir/.train_state`` after every
+    epoch; running the same command again after an interruption resumes there.
+    Returns the card that was written.
+    """
+    entry = get_entry(name)
+    recipe = RECIPES[entry.recipe]
+    out_dir = Path(out_dir)
+    train_cfg_over = dict(train_overrides or {})
+    if epochs is not None:
+        train_cfg_over["epochs"] = epochs
+        if "denoiser_epochs" in {f.name for f in dataclasses.fields(recipe.config_cls)}:
+            train_cfg_over.setdefault("denoiser_epochs", min(epochs, recipe.config_cls().denoiser_epochs))
+    gen = _seed_everything(seed)
+    test = _load_tensors(dataset, "test", data_dir, eval_limit)
+    t0 = time.perf_counter()
+    extra: dict[str, Any] = {}
+    if entry.weights_from is not None:
+        model, source_card = _derive(name, entry.weights_from, from_dir, model_overrides)
+        train_cfg: dict[str, Any] = {}
+        extra["weights_from"] = {"dir": str(from_dir), "model": entry.weights_from,
+                                 "weights_sha256": source_card.get("weights_sha256"),
+                                 "train_seconds": source_card.get("train_seconds")}
+        model_cfg = source_card["config"]["model"]
+    else:
+        if from_dir is not None:
+            raise ValueError(f"--from applies only to inference variants; {name!r} is trained from scratch")
+        model_cfg = dataclasses.asdict(resolve_config(name, model_overrides))
+        model = create_model(name, **model_cfg)
+        cfg = recipe.config_cls(**train_cfg_over)
+        train_cfg = dataclasses.asdict(cfg)
+        tr = _load_tensors(dataset, "train", data_dir, limit)
+        state_dir = _prepare_state_dir(out_dir, {"model": name, "model_cfg": model_cfg, "train_cfg": train_cfg,
+                                                 "seed": seed, "limit": limit, "dataset": dataset})
+        extra["resumed"] = any(state_dir.glob("*.safetensors"))
+        model.train()
+        extra.update(recipe.fit(model, tr, cfg, gen, show, state_dir))
+        model.eval()
+    seconds = time.perf_counter() - t0
+    acc = accuracy(model, test.x, test.y)
+    card = {
+        "model": name, "paper_name": entry.paper_name,
+        "config": {"model": model_cfg, "train": train_cfg},
+        "clean_accuracy": acc, "test_samples": len(test.y), "train_seconds": round(seconds, 2),
+        "train_samples": None if entry.weights_from else (limit or "all"),
+        "seed": seed, "dataset": dataset, "data_sha256": data_mod.checksums(dataset),
+        "git_commit": git_commit(), "packages": package_versions(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **extra,
+    }
+    save_weights(model, out_dir)
+    write_card(out_dir, card)
+    if entry.weights_from is None:
+        shutil.rmtree(out_dir / STATE_DIR, ignore_errors=True)
+    return card
+
+
+STATE_DIR = ".train_state"
+
+
+def _prepare_state_dir(out_dir: Path, identity: dict[str, Any]) -> Path:
+    """The folder for resumable training state; refuses state left by a different run."""
+    state_dir = out_dir / STATE_DIR
+    ident_file = state_dir / "run.json"
+    text = json.dumps(identity, sort_keys=True, default=str)
+    if ident_file.is_file() and ident_file.read_text() != text:
+        raise ValueError(f"{state_dir}: holds the unfinished training of a different configuration; "
+                         f"delete it to start over, or rerun with the same options to resume it")
+    state_dir.mkdir(parents=True, exist_ok=True)
+    ident_file.write_text(text)
+    return state_dir
+
+
+def _derive(name: str, base: str, from_dir: Path | None, overrides: dict[str, Any] | None):
+    if from_dir is None:
+        raise ValueError(f"{name!r} is an inference variant of {base!r} and is not trained itself: "
+                         f"train {base!r} first, then run 'dim train {name} --from <{base} model dir>'")
+    source = load_model(from_dir)
+    if source.card["model"] != base:
+        raise CheckpointError(f"{from_dir}: holds model {source.card['model']!r}, but {name!r} needs "
+                              f"the weights of {base!r}")
+    model = create_model(name, **source.card["config"]["model"], **(overrides or {}))
+    model.load_state_dict(source.state_dict())
+    return model.eval(), source.card

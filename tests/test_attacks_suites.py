@@ -1,0 +1,34 @@
+import pytest
+
+from dim.attacks.foolbox_adapter import build_attack
+from dim.attacks.suites import PAPER, SUITES, counts_per_norm, get_suite
+from dim.evaluation.norms import Norm
+
+
+def test_paper_suite_counts_match_the_paper():
+    assert len(PAPER) == 42
+    assert counts_per_norm(PAPER) == {Norm.L2: 22, Norm.LINF: 12, Norm.L1: 6, Norm.L0: 2}
+
+
+def test_extended_adds_foolbox_33_attacks():
+    ext = get_suite("extended")
+    added = {s.attack for s in ext} - {s.attack for s in PAPER}
+    assert {"L0FMNAttack", "L1FMNAttack", "L2FMNAttack", "LInfFMNAttack",
+            "LinfMomentumIterativeFastGradientMethod", "LinfAdamProjectedGradientDescentAttack"} <= added
+
+
+@pytest.mark.parametrize("suite", sorted(SUITES))
+def test_every_attack_builds_and_names_are_unique(suite):
+    specs = get_suite(suite)
+    assert len({s.name for s in specs}) == len(specs)
+    for s in specs:
+        build_attack(s)  # the foolbox class exists and takes these parameters
+
+
+def test_quick_suite_covers_every_norm():
+    assert all(v >= 1 for v in counts_per_norm(get_suite("quick")).values())
+
+
+def test_unknown_suite():
+    with pytest.raises(ValueError, match="unknown suite 'nope'"):
+        get_suite("nope")

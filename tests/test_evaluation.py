@@ -1,0 +1,166 @@
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import evalkit  # noqa: F401  (registers the test adapters)
+from dim import data
+from dim.attacks.suites import AttackSpec, get_suite
+from dim.evaluation import metrics
+from dim.evaluation.norms import Norm
+from dim.evaluation.runner import EvalModel, RunConfigError, evaluate_models, load_adversarials
+from dim.evaluation.verify import predict_numpy
+from dim.report import build_report
+from dim.store import Store
+
+TESTS = Path(__file__).resolve().parent
+
+
+@pytest.fixture(scope="module")
+def tiny(data_dir):
+    return evalkit.tiny_model()
+
+
+@pytest.fixture(scope="module")
+def test_data(data_dir):
+    return data.load_split("mnist", "test", limit=40)
+
+
+def _rows(run_dir):
+    store = Store(run_dir / "results.sqlite")
+    try:
+        return [(r.model, r.attack, r.sample, r.distance, r.pred) for r in store.results()]
+    finally:
+        store.close()
+
+
+def test_lying_attack_is_rejected(tiny, test_data, tmp_path):
+    x, y = test_data
+    suite = (AttackSpec("Linf liar", "lying", Norm.LINF),)
+    evaluate_models([EvalModel("tiny", tiny)], x, y, suite=suite, run_dir=tmp_path, batch_size=16, show=False)
+    clean_ok = predict_numpy(tiny, x) == y
+    rows = _rows(tmp_path)
+    assert len(rows) == len(y)
+    for (_, _, s, dist, _pred) in rows:
+        assert dist == (np.inf if clean_ok[s] else 0.0)  # the liar's claims count for nothing
+
+
+def test_failing_attack_is_recorded_and_run_continues(tiny, test_data, tmp_path):
+    x, y = test_data
+    suite = (AttackSpec("L2 broken", "broken", Norm.L2), AttackSpec("Linf FGSM", "LinfFastGradientAttack", Norm.LINF))
+    evaluate_models([EvalModel("tiny", tiny)], x, y, suite=suite, run_dir=tmp_path, batch_size=20, show=False)
+    store = Store(tmp_path / "results.sqlite")
+    shards = store.shards()
+    store.close()
+    failed = [s for s in shards if s["status"] == "failed"]
+    assert len(failed) == 2 and all("this attack always fails" in s["error"] for s in failed)
+    assert sum(1 for s in shards if s["status"] == "done") == 2
+    report = (build_report(tmp_path, plots=False) / "report.md").read_text()
+    assert "2 attack shard(s) failed" in report and "this attack always fails" in report
+
+
+def test_end_to_end_evaluate_and_report(tiny, test_data, tmp_path):
+    x, y = test_data
+    suite = [s for s in get_suite("quick") if s.name in ("Linf FGSM", "Linf PGD", "L2 DDN", "L2 DeepFool")]
+    evaluate_models([EvalModel("tiny", tiny, paper_name="CNN")], x, y, suite=suite, run_dir=tmp_path,
+                    batch_size=20, show=False)
+    store = Store(tmp_path / "results.sqlite")
+    (res,) = metrics.compute(store)
+    store.close()
+    assert res.clean_accuracy == pytest.approx(float(np.mean(predict_numpy(tiny, x) == y)))
+    # a linear MNIST model is not robust: PGD at eps 0.3 breaks nearly everything
+    assert res.attacks["Linf PGD"].accuracy < 0.2
+    assert res.norms[Norm.LINF].accuracy <= min(res.attacks["Linf PGD"].accuracy, res.attacks["Linf FGSM"].accuracy)
+    assert res.minimal_accuracy <= res.attacks["Linf PGD"].accuracy
+    adv = load_adversarials(tmp_path, "tiny", "Linf PGD")
+    ok = np.isfinite(adv["distance"]) & (adv["distance"] > 0)
+    assert (predict_numpy(tiny, adv["x_adv"][ok]) != y[adv["sample"][ok]]).all()
+    assert (np.abs(adv["x_adv"][ok] - x[adv["sample"][ok]]).reshape(ok.sum(), -1).max(1) <= 0.3 + 1e-6).all()
+    out = build_report(tmp_path)
+    for f in ("report.md", "table1.md", "table1.csv", "table1.tex", "metrics.json", "accuracy_vs_eps_Linf.png"):
+        assert (out / f).is_file(), f
+    table = (out / "table1.md").read_text()
+    assert "| Linf PGD |" in table and "| 0% |" in table  # the paper's CNN number stands beside ours
+    assert "LinfProjectedGradientDescentAttack" in (out / "report.md").read_text()
+
+
+def test_run_dir_refuses_a_different_evaluation(tiny, test_data, tmp_path):
+    x, y = test_data
+    suite = (AttackSpec("Linf FGSM", "LinfFastGradientAttack", Norm.LINF),)
+    evaluate_models([EvalModel("tiny", tiny)], x, y, suite=suite, run_dir=tmp_path, batch_size=20, show=False)
+    with pytest.raises(RunConfigError, match="differs in"):
+        evaluate_models([EvalModel("tiny", tiny)], x, y, suite=suite, run_dir=tmp_path, batch_size=10, show=False)
+
+
+SCRIPT = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, {tests!r})
+    import evalkit
+    from dim import data
+    from dim.attacks.suites import AttackSpec
+    from dim.evaluation.norms import Norm
+    from dim.evaluation.runner import EvalModel, evaluate_models
+    x, y = data.load_split("mnist", "test", limit=48)
+    suite = (AttackSpec("Linf slow PGD", "slow_pgd", Norm.LINF), AttackSpec("Linf FGSM", "LinfFastGradientAttack", Norm.LINF))
+    evaluate_models([EvalModel("tiny", evalkit.tiny_model())], x, y, suite=suite, run_dir=sys.argv[1],
+                    batch_size=4, seed=5, show=False)
+""")
+
+
+def _done_shards(db: Path) -> int:
+    if not db.exists():
+        return 0
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+        try:
+            return con.execute("SELECT COUNT(*) FROM shards WHERE status = 'done'").fetchone()[0]
+        finally:
+            con.close()
+    except sqlite3.OperationalError:
+        return 0
+
+
+def test_sigkill_and_resume_gives_the_same_results(tmp_path, data_dir):
+    script = tmp_path / "run.py"
+    script.write_text(SCRIPT.format(tests=str(TESTS)))
+    env = {**os.environ, "DIM_NO_PROGRESS": "1"}
+    ref, killed = tmp_path / "ref", tmp_path / "killed"
+    subprocess.run([sys.executable, str(script), str(ref)], check=True, env=env)
+    proc = subprocess.Popen([sys.executable, str(script), str(killed)], env=env)
+    deadline = time.time() + 120
+    while _done_shards(killed / "results.sqlite") < 3 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    partial = _done_shards(killed / "results.sqlite")
+    assert 3 <= partial < 24
+    subprocess.run([sys.executable, str(script), str(killed)], check=True, env=env)
+    assert _rows(killed) == _rows(ref)
+    assert len(_rows(ref)) == 2 * 48
+    a = build_report(ref, plots=False)
+    b = build_report(killed, plots=False)
+    assert (a / "table1.md").read_text() == (b / "table1.md").read_text()
+
+
+def test_cli_evaluate_with_model_factory_and_report(tmp_path, data_dir):
+    env = {**os.environ, "DIM_NO_PROGRESS": "1", "PYTHONPATH": str(TESTS)}
+    run = tmp_path / "run"
+    r = subprocess.run([sys.executable, "-m", "dim", "evaluate", "--model-factory", "evalkit:tiny_model",
+                        "--suite", "quick", "--n", "10", "--batch-size", "10", "--run", str(run)],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (run / "report" / "report.md").is_file()
+    r = subprocess.run([sys.executable, "-m", "dim", "report", str(run)], capture_output=True, text=True, env=env)
+    assert r.returncode == 0 and "tiny_model" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "dim", "evaluate", "--suite", "nope", "--n", "5", "--run",
+                        str(tmp_path / "x"), "--model-factory", "evalkit:tiny_model"],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 2 and "unknown suite 'nope'" in r.stderr
