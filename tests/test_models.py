@@ -105,3 +105,22 @@ def test_create_model_rejects_unknown():
         dim.create_model("nope")
     with pytest.raises(ValueError, match="unknown config keys"):
         dim.create_model("dim", hiden=3)
+
+
+def test_abs_tiny_settings_finite_logits_and_input_gradient():
+    model = dim.create_model("abs", n_random=50, n_steps=2)
+    x = batch(3).requires_grad_(True)
+    out = model(x)
+    assert out.shape == (3, 10) and torch.isfinite(out).all()
+    out.logsumexp(1).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_abs_refinement_lowers_the_bound():
+    """Adam steps on the latent can only improve on the best random latent (per class, per image)."""
+    model = dim.create_model("abs", n_random=100, n_steps=0)
+    refined = dim.create_model("abs", n_random=100, n_steps=20)
+    refined.load_state_dict(model.state_dict())
+    x = batch(4)
+    with torch.no_grad():
+        assert (refined(x) >= model(x) - 1e-4).all()  # logits = -alpha * bound

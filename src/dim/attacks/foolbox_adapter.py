@@ -34,10 +34,18 @@ def build_attack(spec: AttackSpec):
         cls = getattr(fb.attacks, spec.attack)
     except AttributeError:
         raise ValueError(f"attack {spec.name!r}: foolbox {fb.__version__} has no attack class {spec.attack!r}") from None
-    params = dict(spec.params)
+    params = {k: _build_nested(v) for k, v in spec.params.items()}
     if spec.distance_param:
         params["distance"] = foolbox_distance(spec.norm)
     return cls(**params)
+
+
+def _build_nested(value):
+    """``{"attack": "ClassName", **params}`` as a parameter value builds that attack (e.g. ``init_attack``)."""
+    if isinstance(value, dict) and "attack" in value:
+        kw = {k: v for k, v in value.items() if k != "attack"}
+        return getattr(_fb().attacks, value["attack"])(**kw)
+    return value
 
 
 def is_fixed_epsilon(attack) -> bool:

@@ -110,7 +110,7 @@ class ScoreModelConfig:
     num_classes: int = 10
     im_hidden: int = 256
     latent: int = 10
-    denoiser_hidden: tuple[int, ...] = (512, 128, 512)
+    denoiser_hidden: tuple[int, ...] = (512, 256, 512)
     temperature: float = 10.0
     binarize_threshold: float = 0.5
 

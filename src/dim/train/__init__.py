@@ -23,6 +23,7 @@ from ..models.registry import create_model, get_entry, resolve_config
 from ..provenance import git_commit, package_versions
 from . import classifier as _classifier  # noqa: F401  (registers recipes)
 from . import score as _score  # noqa: F401
+from . import vae as _vae  # noqa: F401
 from .loop import RECIPES, TrainData, accuracy
 
 

@@ -1,0 +1,48 @@
+"""Evaluate models with a suite (resumable) and record the time per attack.
+
+    python benchmarks/bench_eval_suite.py --suite paper --n 200 --run runs/paper-dim models/bench/dim models/bench/bidim
+
+Reruns resume where the last one stopped. Writes
+``results/eval_<suite>_n<N>.json`` with seconds per attack per model (from the
+store: the sum of its shards' times) and the total.
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+from common import write_result
+
+from dim.store import Store
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("model_dirs", nargs="+", type=Path)
+    ap.add_argument("--suite", default="paper")
+    ap.add_argument("--n", type=int, default=200)
+    ap.add_argument("--run", type=Path, required=True)
+    ap.add_argument("--batch-size", type=int, default=100)
+    args = ap.parse_args()
+    subprocess.run([sys.executable, "-m", "dim", "evaluate", *map(str, args.model_dirs), "--suite", args.suite,
+                    "--n", str(args.n), "--run", str(args.run), "--batch-size", str(args.batch_size)], check=True)
+    store = Store(args.run / "results.sqlite")
+    try:
+        per = store.attack_seconds()
+        shards = store.shards()
+    finally:
+        store.close()
+    models = sorted({m for m, _ in per})
+    table = {m: {a: round(s, 2) for (mm, a), s in per.items() if mm == m} for m in models}
+    total = sum(per.values())
+    write_result(f"eval_{args.suite}_n{args.n}", {
+        "suite": args.suite, "n": args.n, "run": str(args.run), "seconds_per_attack": table,
+        "seconds_per_model": {m: round(sum(v.values()), 1) for m, v in table.items()},
+        "total_seconds": round(total, 1), "failed_shards": [s for s in shards if s["status"] == "failed"],
+    })
+
+
+if __name__ == "__main__":
+    main()
