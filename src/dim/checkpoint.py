@@ -8,16 +8,15 @@ traceback from inside torch.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn as nn
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
+from .fileio import atomic_write_bytes, atomic_write_text
 from .models.registry import create_model, get_entry, list_models
 from .provenance import file_sha256
 
@@ -29,36 +28,18 @@ class CheckpointError(Exception):
     """A model directory is missing, truncated or does not match its model."""
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_weights(model: nn.Module, out_dir: Path) -> Path:
     """Write ``model.safetensors`` atomically (temp name, then rename)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(prefix=".model.", suffix=".safetensors.part", dir=out_dir)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp)
-        os.replace(tmp, out_dir / WEIGHTS)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(out_dir / WEIGHTS, save(tensors))
     return out_dir / WEIGHTS
 
 
 def write_card(out_dir: Path, card: dict[str, Any]) -> Path:
     card = dict(card)
     card["weights_sha256"] = file_sha256(out_dir / WEIGHTS)
-    _atomic_write_text(out_dir / CARD, json.dumps(card, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(out_dir / CARD, json.dumps(card, indent=2, sort_keys=True) + "\n")
     return out_dir / CARD
 
 

@@ -23,6 +23,8 @@ from typing import Callable, Iterable
 
 import numpy as np
 
+from .fileio import atomic_write_bytes
+
 # IDX type codes (third byte of the magic number) -> numpy dtype (big endian).
 _IDX_DTYPES = {0x08: np.dtype(">u1"), 0x09: np.dtype(">i1"), 0x0B: np.dtype(">i2"),
                0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
@@ -247,18 +249,8 @@ SOURCES: dict[str, Callable[[DatasetSpec, Path], dict[str, bytes]]] = {
 
 
 def _write_atomically(target: Path, files: dict[str, bytes]) -> None:
-    target.mkdir(parents=True, exist_ok=True)
     for fname, raw in files.items():
-        fd, tmpname = tempfile.mkstemp(prefix=f".{fname}.", suffix=".part", dir=target)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(raw)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmpname, target / fname)
-        except BaseException:
-            Path(tmpname).unlink(missing_ok=True)
-            raise
+        atomic_write_bytes(target / fname, raw)
 
 
 def is_complete(dataset: Dataset | str, data_dir: Path | None = None) -> bool:

@@ -9,10 +9,8 @@ uninterrupted one would.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import shutil
-import tempfile
 import time
 import traceback
 import zlib
@@ -24,6 +22,7 @@ import numpy as np
 import torch.nn as nn
 
 from ..attacks.suites import AttackSpec, get_suite
+from ..fileio import atomic_write
 from ..progress import progress_bar
 from ..provenance import git_commit, package_versions
 from ..store import ResultRow, Store
@@ -59,16 +58,7 @@ def shard_seed(seed: int, model: str, attack: str, shard: int) -> int:
 
 
 def _atomic_npz(path: Path, **arrays: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npz.part", dir=path.parent)
-    os.close(fd)
-    try:
-        with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda fh: np.savez_compressed(fh, **arrays))
 
 
 def adversarial_path(run_dir: Path, model: str, attack: str) -> Path:

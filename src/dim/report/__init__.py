@@ -8,17 +8,11 @@ from pathlib import Path
 import numpy as np
 
 from ..evaluation import metrics
+from ..fileio import atomic_write_text
 from ..evaluation.norms import Norm
 from ..store import Store
 from . import tables
 from .paper import TABLES
-
-
-def _write(path: Path, text: str) -> Path:
-    tmp = path.with_suffix(path.suffix + ".part")
-    tmp.write_text(text)
-    tmp.replace(path)
-    return path
 
 
 def suite_markdown(store: Store) -> str:
@@ -124,16 +118,16 @@ def build_report(run_dir: Path | str, plots: bool = True) -> Path:
             if layout == "table2" and len(present) < 2:
                 continue
             t = tables.build(results, layout)
-            _write(out / f"{layout}.md", tables.to_markdown(t))
-            _write(out / f"{layout}.csv", tables.to_csv(t))
-            _write(out / f"{layout}.tex", tables.to_latex(t))
+            atomic_write_text(out / f"{layout}.md", tables.to_markdown(t))
+            atomic_write_text(out / f"{layout}.csv", tables.to_csv(t))
+            atomic_write_text(out / f"{layout}.tex", tables.to_latex(t))
             parts += [f"## {t.title} (ours, and the paper's published numbers)", "", tables.to_markdown(t)]
         parts += [timing_markdown(results), suite_markdown(store)]
         if plots:
             imgs = plot_curves(results, out)
             parts += ["## Accuracy versus perturbation size", ""] + [f"![{p.stem}]({p.name})" for p in imgs]
-        _write(out / "report.md", "\n".join(parts) + "\n")
-        _write(out / "metrics.json", json.dumps(_metrics_json(results), indent=2, sort_keys=True) + "\n")
+        atomic_write_text(out / "report.md", "\n".join(parts) + "\n")
+        atomic_write_text(out / "metrics.json", json.dumps(_metrics_json(results), indent=2, sort_keys=True) + "\n")
     finally:
         store.close()
     return out

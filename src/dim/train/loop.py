@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -10,8 +9,9 @@ from typing import Any, Callable
 import torch
 import torch.nn as nn
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 
+from ..fileio import atomic_write_bytes
 from ..progress import progress_bar
 
 
@@ -52,10 +52,7 @@ def _save_state(path: Path, module: nn.Module, opt: torch.optim.Optimizer, gen: 
         for key, val in st.items():
             tensors[f"opt.{i}.{key}"] = torch.as_tensor(val).clone().contiguous()
     tensors["gen"] = gen.get_state()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".part")
-    save_file(tensors, str(tmp), metadata={"epoch": str(epoch), "last_loss": repr(last_loss)})
-    os.replace(tmp, path)
+    atomic_write_bytes(path, save(tensors, metadata={"epoch": str(epoch), "last_loss": repr(last_loss)}))
 
 
 def _load_state(path: Path, module: nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator) -> tuple[int, float]:
