@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import evalkit  # noqa: F401  (registers the test adapters)
 from dim import data
@@ -164,3 +165,40 @@ def test_cli_evaluate_with_model_factory_and_report(tmp_path, data_dir):
                         str(tmp_path / "x"), "--model-factory", "evalkit:tiny_model"],
                        capture_output=True, text=True, env=env)
     assert r.returncode == 2 and "unknown suite 'nope'" in r.stderr
+
+
+class _Threshold(torch.nn.Module):
+    """Class 1 iff the first pixel exceeds 0.5."""
+
+    def forward(self, x):
+        p = x[:, 0, 0, 0]
+        return torch.stack([0.5 - p, p - 0.5], 1)
+
+
+class _PushFirstPixel:
+    """A fake fixed-epsilon attack: adds eps to the first pixel; counts its calls."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, fmodel, x, criterion, epsilons):
+        (eps,) = epsilons
+        self.calls.append((len(x), eps))
+        adv = x.clone()
+        adv[:, 0, 0, 0] += eps
+        return None, [adv], None
+
+
+def test_grid_bisection_finds_the_smallest_breaking_epsilon():
+    from dim.attacks.foolbox_adapter import _run_grid
+    margins = np.array([0.01, 0.12, 0.29, 0.31, 0.45, 0.9])
+    x = np.zeros((len(margins), 1, 2, 2), np.float32)
+    x[:, 0, 0, 0] = 0.5 - margins
+    y = np.zeros(len(margins), np.int64)
+    attack = _PushFirstPixel()
+    spec = AttackSpec("Linf push", "fake", Norm.LINF)
+    got = _run_grid(attack, spec, _Threshold(), None, x, y, torch.from_numpy(x), torch.from_numpy(y))
+    np.testing.assert_allclose(got.distance, [0.025, 0.15, 0.3, 0.35, 0.5, np.inf], rtol=1e-5)
+    assert attack.calls[0] == (len(margins), 0.3)          # everyone starts at the threshold
+    runs_per_sample = sum(n for n, _ in attack.calls) / len(margins)
+    assert runs_per_sample < len(Norm.LINF.grid) / 2        # bisection, not a sweep

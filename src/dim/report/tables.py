@@ -60,7 +60,7 @@ def build(results: list[ModelResult], layout: str) -> Table:
         paper = published.get(key or label, {})
         rows.append([label] + [c for lab, o in zip(cols, ours) for c in (o, _paper_cell(paper.get(lab)))])
 
-    add("Clean accuracy", [fmt_acc(by_label[c].clean_accuracy) for c in cols], None)
+    add("Clean accuracy", [fmt_acc(by_label[c].clean_accuracy) for c in cols], "Clean accuracy")
     attack_names: list[tuple[str, Norm]] = []
     for r in results:
         for a in r.attacks.values():
