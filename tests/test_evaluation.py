@@ -202,3 +202,14 @@ def test_grid_bisection_finds_the_smallest_breaking_epsilon():
     assert attack.calls[0] == (len(margins), 0.3)          # everyone starts at the threshold
     runs_per_sample = sum(n for n, _ in attack.calls) / len(margins)
     assert runs_per_sample < len(Norm.LINF.grid) / 2        # bisection, not a sweep
+
+
+def test_report_warns_about_binarized_models(test_data, tmp_path):
+    import dim
+    x, y = test_data
+    suite = (AttackSpec("Linf FGSM", "LinfFastGradientAttack", Norm.LINF),)
+    models = [EvalModel("bicnn", dim.create_model("bicnn"), name="bicnn", paper_name="biCNN"),
+              EvalModel("cnn", dim.create_model("cnn"), name="cnn", paper_name="CNN")]
+    evaluate_models(models, x[:10], y[:10], suite=suite, run_dir=tmp_path, batch_size=10, show=False)
+    text = (build_report(tmp_path, plots=False) / "report.md").read_text()
+    assert "Warning: bicnn binarize their input" in text and "cnn, " not in text.split("Warning:")[1][:40]

@@ -12,7 +12,7 @@ from dim.models import list_models, get_entry
 from dim.train import train
 
 TRAINABLE = [m for m in list_models() if get_entry(m).weights_from is None]
-SMALL = {"batch_size": 32}
+SMALL = {"batch_size": 16}  # small data: more, smaller steps
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def test_short_training_beats_chance(trained_dim):
 
 @pytest.mark.parametrize("name", TRAINABLE)
 def test_every_trainable_model_learns(name, data_dir, tmp_path):
-    card = train(name, tmp_path / name, epochs=8, seed=0, data_dir=data_dir, limit=400, eval_limit=500,
+    card = train(name, tmp_path / name, epochs=12, seed=0, data_dir=data_dir, limit=400, eval_limit=500,
                  train_overrides=SMALL, show=False)
     assert card["clean_accuracy"] > 0.4, (name, card["clean_accuracy"])
 

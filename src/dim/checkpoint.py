@@ -36,11 +36,12 @@ def save_weights(model: nn.Module, out_dir: Path) -> Path:
     return out_dir / WEIGHTS
 
 
-def write_card(out_dir: Path, card: dict[str, Any]) -> Path:
+def write_card(out_dir: Path, card: dict[str, Any]) -> dict[str, Any]:
+    """Write ``card.json`` (with the weights' sha256) atomically; returns the card as written."""
     card = dict(card)
     card["weights_sha256"] = file_sha256(out_dir / WEIGHTS)
     atomic_write_text(out_dir / CARD, json.dumps(card, indent=2, sort_keys=True) + "\n")
-    return out_dir / CARD
+    return card
 
 
 def read_card(model_dir: Path) -> dict[str, Any]:

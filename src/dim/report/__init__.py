@@ -48,6 +48,12 @@ def summary_markdown(results: list[metrics.ModelResult], store: Store) -> str:
             cells.append("-" if nr is None else f"{tables.fmt_acc(nr.accuracy)} ({tables.fmt_dist(nr.median)})")
         lines.append(f"| {r.model} | {tables.fmt_acc(r.clean_accuracy)} | " + " | ".join(cells)
                      + f" | {tables.fmt_acc(r.minimal_accuracy)} ({r.minimal_attack or '-'}) |")
+    masked = [r.model for r in results if _is_binarized(r.name)]
+    if masked:
+        lines += ["", f"**Warning: {', '.join(masked)} binarize their input.** Their binarization has a zero "
+                  "gradient almost everywhere, so gradient attacks run with the exact gradient cannot move them and "
+                  "the numbers above overstate their robustness (gradient masking). Evaluate them with the "
+                  "straight-through (BPDA) gradient too: `dim.set_gradient_mode(model, 'straight_through')`."]
     failed = [s for s in store.shards() if s["status"] == "failed"]
     if failed:
         lines += ["", f"**{len(failed)} attack shard(s) failed** (excluded from the numbers above):", ""]
@@ -58,6 +64,11 @@ def summary_markdown(results: list[metrics.ModelResult], store: Store) -> str:
     if incomplete:
         lines += ["", f"{len(incomplete)} (model, attack) pairs are incomplete (run not finished or shards failed)."]
     return "\n".join(lines) + "\n"
+
+
+def _is_binarized(name: str) -> bool:
+    from ..models import create_model, has_binarization, list_models
+    return name in list_models() and has_binarization(create_model(name))
 
 
 def timing_markdown(results: list[metrics.ModelResult]) -> str:

@@ -96,7 +96,7 @@ def train(name: str, out_dir: Path, *, epochs: int | None = None, seed: int = 0,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **extra,
     }
     save_weights(model, out_dir)
-    write_card(out_dir, card)
+    card = write_card(out_dir, card)
     if entry.weights_from is None:
         shutil.rmtree(out_dir / STATE_DIR, ignore_errors=True)
     return card
