@@ -19,6 +19,7 @@ import torch
 
 from .. import data as data_mod
 from ..checkpoint import CheckpointError, load_model, save_weights, write_card
+from ..fileio import atomic_write_text
 from ..models.registry import create_model, get_entry, resolve_config
 from ..provenance import git_commit, package_versions
 from . import classifier as _classifier  # noqa: F401  (registers recipes)
@@ -113,8 +114,7 @@ def _prepare_state_dir(out_dir: Path, identity: dict[str, Any]) -> Path:
     if ident_file.is_file() and ident_file.read_text() != text:
         raise ValueError(f"{state_dir}: holds the unfinished training of a different configuration; "
                          f"delete it to start over, or rerun with the same options to resume it")
-    state_dir.mkdir(parents=True, exist_ok=True)
-    ident_file.write_text(text)
+    atomic_write_text(ident_file, text)
     return state_dir
 
 
