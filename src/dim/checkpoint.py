@@ -17,7 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from .fileio import atomic_write_bytes, atomic_write_text
-from .models.registry import create_model, get_entry, list_models
+from .models.registry import create_model, list_models
 from .provenance import file_sha256
 
 WEIGHTS = "model.safetensors"
@@ -102,7 +102,3 @@ def load_model(model_dir: Path | str, expected_model: str | None = None) -> nn.M
                               "the weights were modified after training")
     model.card = card
     return model.eval()
-
-
-def paper_name(model_dir: Path) -> str:
-    return get_entry(read_card(model_dir)["model"]).paper_name

@@ -19,7 +19,7 @@ import tempfile
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable
 
 import numpy as np
 
@@ -329,7 +329,3 @@ def load_split(dataset: Dataset | str = Dataset.MNIST, split: str = "train", dat
 
 def checksums(dataset: Dataset | str) -> dict[str, str]:
     return dict(get_spec(dataset).sha256)
-
-
-def iter_dataset_names() -> Iterable[str]:
-    return (d.value for d in Dataset)

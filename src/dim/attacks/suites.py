@@ -35,11 +35,6 @@ class AttackSpec:
     starting_points: bool = False                # Brendel-Bethge: start from the best adversarial so far
     distance_param: bool = False                 # distance-agnostic attack: pass distance=<norm>
 
-    def describe(self) -> str:
-        extra = ", ".join(f"{k}={v}" for k, v in self.params.items())
-        rep = f" x{self.repeats}" if self.repeats > 1 else ""
-        return f"{self.attack}({extra}){rep}"
-
 
 L0, L1, L2, LINF = Norm.L0, Norm.L1, Norm.L2, Norm.LINF
 
