@@ -213,3 +213,14 @@ def test_report_warns_about_binarized_models(test_data, tmp_path):
     evaluate_models(models, x[:10], y[:10], suite=suite, run_dir=tmp_path, batch_size=10, show=False)
     text = (build_report(tmp_path, plots=False) / "report.md").read_text()
     assert "Warning: bicnn binarize their input" in text and "cnn, " not in text.split("Warning:")[1][:40]
+
+
+def test_public_api_evaluate_any_classifier(tiny, test_data, tmp_path):
+    import dim
+    x, y = test_data
+    suite = [s for s in get_suite("quick") if s.name == "Linf FGSM"]
+    (res,) = dim.evaluate(tiny, torch.from_numpy(x), torch.from_numpy(y), suite=suite, run_dir=tmp_path,
+                          name="mine", batch_size=20, show=False)
+    assert res.clean_accuracy == pytest.approx(float(np.mean(predict_numpy(tiny, x) == y)))
+    assert 0.0 <= res.attacks["Linf FGSM"].accuracy < res.clean_accuracy
+    assert (tmp_path / "report" / "report.md").exists()
