@@ -19,8 +19,9 @@ from common import write_result
 
 from dim.models import get_entry
 
-TARGETS = {"dim": 0.98, "bidim": 0.975}
-MAX_SECONDS = 300
+# Clean-accuracy targets and training-time budgets of the issues (seconds, this 2-core machine).
+TARGETS = {"dim": 0.98, "bidim": 0.975, "cnn": 0.99, "madry": 0.98, "abs": 0.985}
+MAX_SECONDS = {"dim": 300, "madry": 3600}
 
 
 def main() -> None:
@@ -41,8 +42,8 @@ def main() -> None:
         card = json.loads((args.out / name / "card.json").read_text())
         row = {"model": name, "wall_seconds": round(wall, 1), "train_seconds": card["train_seconds"],
                "clean_accuracy": card["clean_accuracy"], "test_samples": card["test_samples"],
-               "config": card["config"], "max_seconds": MAX_SECONDS,
-               "within_time": wall <= MAX_SECONDS, "accuracy_target": TARGETS.get(name),
+               "config": card["config"], "max_seconds": MAX_SECONDS.get(name),
+               "within_time": wall <= MAX_SECONDS[name] if name in MAX_SECONDS else None, "accuracy_target": TARGETS.get(name),
                "meets_accuracy": card["clean_accuracy"] >= TARGETS[name] if name in TARGETS else None}
         write_result(f"train_{name}", row)
         summary[name] = {k: row[k] for k in ("wall_seconds", "clean_accuracy", "within_time", "meets_accuracy")}

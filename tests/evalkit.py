@@ -46,3 +46,44 @@ def slow_pgd(spec, model, x, y, seed, **kw) -> Verified:
 @register_adapter("broken")
 def broken_attack(spec, model, x, y, seed, **kw) -> Verified:
     raise RuntimeError("this attack always fails")
+
+
+# ---- crafted models that must trip the sanity checks (tests/test_checks.py)
+class Masked(nn.Module):
+    """``base`` on an input rounded to 1/255 steps: the same decisions, and an exactly zero input gradient."""
+
+    def __init__(self, base: nn.Module):
+        super().__init__()
+        self.base = base
+
+    def forward(self, x):
+        return self.base(torch.round(x * 255) / 255)
+
+
+class Randomized(nn.Module):
+    """``base`` on a noisy copy of the input: a different answer on every call."""
+
+    def __init__(self, base: nn.Module, sigma: float = 0.1):
+        super().__init__()
+        self.base, self.sigma = base, sigma
+
+    def forward(self, x):
+        return self.base(x + self.sigma * torch.randn_like(x))
+
+
+class Trap(nn.Module):
+    """Weak near the data, "robust" far from it: beyond L-inf 0.15 of every reference image it answers
+    the label of the nearest one with a constant (gradient-free) logit, so attacks with larger eps do worse."""
+
+    def __init__(self, base: nn.Module, x_ref: torch.Tensor, y_ref: torch.Tensor, radius: float = 0.15):
+        super().__init__()
+        self.base, self.radius = base, radius
+        self.register_buffer("x_ref", x_ref.flatten(1))
+        self.register_buffer("y_ref", y_ref)
+
+    def forward(self, x):
+        d = (x.flatten(1)[:, None, :] - self.x_ref[None]).abs().amax(-1)      # (B, R) L-inf distances
+        dist, nearest = d.min(1)
+        far = (dist > self.radius)[:, None]
+        memorized = 20.0 * nn.functional.one_hot(self.y_ref[nearest], 10).float()
+        return torch.where(far, memorized, self.base(x))

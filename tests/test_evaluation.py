@@ -98,6 +98,29 @@ def test_run_dir_refuses_a_different_evaluation(tiny, test_data, tmp_path):
     evaluate_models([EvalModel("tiny", tiny)], x, y, suite=suite, run_dir=tmp_path, batch_size=20, show=False)
     with pytest.raises(RunConfigError, match="differs in"):
         evaluate_models([EvalModel("tiny", tiny)], x, y, suite=suite, run_dir=tmp_path, batch_size=10, show=False)
+    changed = (AttackSpec("Linf FGSM", "LinfFastGradientAttack", Norm.LINF, params={"random_start": True}),)
+    with pytest.raises(RunConfigError, match="parameters of 'Linf FGSM'"):
+        evaluate_models([EvalModel("tiny", tiny)], x, y, suite=changed, run_dir=tmp_path, batch_size=20, show=False)
+
+
+def test_a_run_grows_by_attacks_and_keeps_what_it_has(tiny, test_data, tmp_path):
+    x, y = test_data
+    fgsm = AttackSpec("Linf FGSM", "LinfFastGradientAttack", Norm.LINF)
+    pgd = AttackSpec("Linf PGD", "LinfProjectedGradientDescentAttack", Norm.LINF)
+    evaluate_models([EvalModel("tiny", tiny)], x, y, suite=(fgsm,), run_dir=tmp_path, batch_size=20,
+                    suite_name="one", show=False)
+    before = _rows(tmp_path)
+    evaluate_models([EvalModel("tiny", tiny)], x, y, suite=(pgd,), run_dir=tmp_path, batch_size=20,
+                    suite_name="two", show=False)
+    after = _rows(tmp_path)
+    assert [r for r in after if r[1] == "Linf FGSM"] == before
+    assert sum(1 for r in after if r[1] == "Linf PGD") == len(y)
+    store = Store(tmp_path / "results.sqlite")
+    try:
+        assert store.get_meta("config")["suite"] == "one+two"
+        assert [a["attack"] for a in store.attacks()] == ["Linf FGSM", "Linf PGD"]
+    finally:
+        store.close()
 
 
 SCRIPT = textwrap.dedent("""

@@ -14,6 +14,14 @@ def test_accuracy_at_threshold_is_strict_and_counts_clean_errors():
     assert metrics.accuracy_at(d, 0.3) == pytest.approx(2 / 5)
 
 
+def test_a_float32_projection_onto_the_ball_counts_as_within_eps():
+    x = np.full((1, 1, 2, 2), 0.1, np.float32)
+    adv = np.clip(x + np.float32(0.3), 0, 1)           # what a float32 L-inf projection produces
+    d = distances(x, adv, Norm.LINF)
+    assert d[0] > 0.3                                   # 0.30000001... in float64
+    assert metrics.accuracy_at(d, 0.3) == 0.0           # still broken at eps = 0.3
+
+
 def test_worst_case_per_sample_and_median():
     table = np.array([[0.5, INF, 2.0, 0.0],
                       [0.7, 1.0, INF, 0.0],

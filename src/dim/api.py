@@ -32,11 +32,11 @@ def _as_numpy(a: Any, dtype) -> np.ndarray:
 
 def evaluate(model: nn.Module, x: Any, y: Any, *, suite: str | Sequence[AttackSpec] = "quick",
              run_dir: Path | str, name: str = "model", batch_size: int = 100, seed: int = 0,
-             show: bool | None = None, report: bool = True) -> list[metrics.ModelResult]:
+             show: bool | None = None, report: bool = True, checks: bool = True) -> list[metrics.ModelResult]:
     """Evaluate one classifier; resumable in ``run_dir``. Returns the metrics (and writes the report)."""
     m = EvalModel(key=name, model=model.eval(), name=name, paper_name=name)
     evaluate_models([m], _as_numpy(x, np.float32), _as_numpy(y, np.int64), suite=suite, run_dir=Path(run_dir),
-                    batch_size=batch_size, seed=seed, show=show)
+                    batch_size=batch_size, seed=seed, show=show, checks=checks)
     if report:
         from .report import build_report
         build_report(run_dir)

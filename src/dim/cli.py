@@ -121,7 +121,9 @@ def train_cmd(model: str = typer.Argument(..., help="Model name (see 'dim models
 @app.command("evaluate")
 @friendly_errors
 def evaluate_cmd(model_dirs: Optional[list[Path]] = typer.Argument(None, help="Model directories made by 'dim train'."),
-                 suite: str = typer.Option("quick", "--suite", help="Attack suite: paper, extended, quick, ..."),
+                 suite: str = typer.Option("quick", "--suite",
+                                           help="Attack suite: paper, extended, quick, adaptive, or several joined "
+                                                "by '+' (paper+adaptive). A run can grow by more attacks later."),
                  n: int = typer.Option(200, "--n", min=1, help="Evaluate the first N test images."),
                  run: Path = typer.Option(..., "--run", help="Run directory (results.sqlite, adversarials)."),
                  batch_size: int = typer.Option(100, "--batch-size", min=1, help="Samples per shard (unit of work)."),
@@ -130,21 +132,27 @@ def evaluate_cmd(model_dirs: Optional[list[Path]] = typer.Argument(None, help="M
                                                                 help="package.module:function returning a model."),
                  data_dir: Optional[Path] = DataDirOpt,
                  dataset: Dataset = typer.Option(Dataset.MNIST, "--dataset"),
-                 report: bool = typer.Option(True, "--report/--no-report", help="Write the report when done.")) -> None:
+                 report: bool = typer.Option(True, "--report/--no-report", help="Write the report when done."),
+                 checks: bool = typer.Option(True, "--checks/--no-checks",
+                                             help="Run the model sanity checks (unbounded attack, eps monotonicity, "
+                                                  "zero gradients, determinism) for the report.")) -> None:
     """Attack every model with every attack of the suite; resumable (rerun the same command)."""
     from .evaluation.pipeline import run_evaluation
     out_dir = run_evaluation(list(model_dirs or []), list(factories or []), suite=suite, n=n, run=run,
                              batch_size=batch_size, seed=seed, data_dir=data_dir, dataset=dataset.value,
-                             report=report)
+                             report=report, checks=checks)
     out.print(f"results: {run / 'results.sqlite'}" + (f"; report: {out_dir}" if out_dir else ""), highlight=False)
 
 
 @app.command("report")
 @friendly_errors
-def report_cmd(run: Path = typer.Argument(..., help="A run directory of 'dim evaluate'.")) -> None:
-    """Render RUN/report/ (summary, Table 1/2 as Markdown/CSV/LaTeX, curves) from the stored results."""
+def report_cmd(run: Path = typer.Argument(..., help="A run directory of 'dim evaluate'."),
+               cards: Optional[Path] = typer.Option(None, "--cards",
+                                                    help="Also write one JSON card per model into this folder "
+                                                         "(e.g. results/).")) -> None:
+    """Render RUN/report/ (summary, sanity checks, Table 1/2 as Markdown/CSV/LaTeX, curves, JSON cards)."""
     from .report import build_report
-    path = build_report(run)
+    path = build_report(run, cards_dir=cards)
     out.print((path / "report.md").read_text(), highlight=False, markup=False)
 
 

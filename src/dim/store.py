@@ -95,11 +95,16 @@ class Store:
 
     # --------------------------------------------------------------- attacks
     def add_attacks(self, specs: Iterable[tuple[str, str, dict]]) -> None:
+        """Record attacks; one already recorded keeps its position, new ones go after the last."""
         with self.db:
             self.db.execute("BEGIN")
-            for pos, (name, norm, spec) in enumerate(specs):
+            pos = self.db.execute("SELECT COALESCE(MAX(position), -1) FROM attacks").fetchone()[0]
+            for name, norm, spec in specs:
+                row = self.db.execute("SELECT position FROM attacks WHERE attack = ?", (name,)).fetchone()
+                if row is None:
+                    pos += 1
                 self.db.execute("INSERT OR REPLACE INTO attacks VALUES (?, ?, ?, ?)",
-                                (name, norm, json.dumps(spec, sort_keys=True), pos))
+                                (name, norm, json.dumps(spec, sort_keys=True), pos if row is None else row[0]))
 
     def attacks(self) -> list[dict[str, Any]]:
         rows = self.db.execute("SELECT attack, norm, spec FROM attacks ORDER BY position").fetchall()
@@ -120,11 +125,13 @@ class Store:
             self.db.execute("INSERT OR REPLACE INTO shards VALUES (?, ?, ?, 'done', NULL, ?)",
                             (model, attack, shard, seconds))
 
-    def fail_shard(self, model: str, attack: str, shard: int, error: str, seconds: float) -> None:
+    def fail_shard(self, model: str, attack: str, shard: int, error: str, seconds: float,
+                   status: str = "failed") -> None:
+        """Mark a shard ``failed`` (the attack raised) or ``skipped`` (it does not apply), with why."""
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
-            self.db.execute("INSERT OR REPLACE INTO shards VALUES (?, ?, ?, 'failed', ?, ?)",
-                            (model, attack, shard, error[:2000], seconds))
+            self.db.execute("INSERT OR REPLACE INTO shards VALUES (?, ?, ?, ?, ?, ?)",
+                            (model, attack, shard, status, error[:2000], seconds))
 
     def shards(self) -> list[dict[str, Any]]:
         rows = self.db.execute("SELECT model, attack, shard, status, error, seconds FROM shards "

@@ -13,6 +13,14 @@ from .suites import SUITES, AttackSpec, counts_per_norm, get_suite
 ADAPTERS: dict[str, Callable] = {}
 
 
+class NotApplicable(Exception):
+    """The attack does not apply to this model (BPDA on a model without binarization).
+
+    The runner records the shard as ``skipped`` with the message; it is neither a
+    failure nor a result, and tables show the attack as n/a for that model.
+    """
+
+
 def register_adapter(key: str) -> Callable[[Callable], Callable]:
     def deco(fn: Callable) -> Callable:
         ADAPTERS[key] = fn
@@ -20,4 +28,7 @@ def register_adapter(key: str) -> Callable[[Callable], Callable]:
     return deco
 
 
-__all__ = ["ADAPTERS", "AttackSpec", "SUITES", "counts_per_norm", "get_suite", "register_adapter"]
+__all__ = ["ADAPTERS", "AttackSpec", "NotApplicable", "SUITES", "counts_per_norm", "get_suite", "register_adapter"]
+
+
+from . import adaptive as _adaptive  # noqa: E402,F401  (registers the adaptive suite's adapters)

@@ -34,6 +34,31 @@ class AttackSpec:
     targeted: bool = False                       # GenAttack is targeted only: target = runner-up class
     starting_points: bool = False                # Brendel-Bethge: start from the best adversarial so far
     distance_param: bool = False                 # distance-agnostic attack: pass distance=<norm>
+    adaptive: bool = False                       # beyond the paper's protocol (issue 5): own rows in Table 1
+    refines: str | None = None                   # the same attack with more steps/restarts than this one
+
+
+# Fields added after the first runs were stored: written into a run's config only when they differ
+# from their default, so that a run stored before they existed still resumes.
+OPTIONAL_FIELDS = ("adaptive", "refines")
+
+# Attacks that use no gradient of the model (decision- or score-based, or model-agnostic
+# corruptions). The sanity check "black-box does not beat white-box" compares these with the rest.
+BLACK_BOX = frozenset({
+    "L2ContrastReductionAttack", "L2AdditiveGaussianNoiseAttack", "L2AdditiveUniformNoiseAttack",
+    "L2ClippingAwareAdditiveGaussianNoiseAttack", "L2ClippingAwareAdditiveUniformNoiseAttack",
+    "L2RepeatedAdditiveGaussianNoiseAttack", "L2RepeatedAdditiveUniformNoiseAttack",
+    "L2ClippingAwareRepeatedAdditiveGaussianNoiseAttack", "L2ClippingAwareRepeatedAdditiveUniformNoiseAttack",
+    "LinearSearchBlendedUniformNoiseAttack", "InversionAttack", "SaltAndPepperNoiseAttack", "BoundaryAttack",
+    "LinfAdditiveUniformNoiseAttack", "LinfRepeatedAdditiveUniformNoiseAttack", "GenAttack",
+    "BinarySearchContrastReductionAttack", "LinearSearchContrastReductionAttack", "GaussianBlurAttack",
+    "HopSkipJumpAttack", "PointwiseAttack", "square",
+})
+
+
+def is_black_box(attack: str) -> bool:
+    """``attack`` is an :attr:`AttackSpec.attack` (foolbox class or adapter key)."""
+    return attack in BLACK_BOX
 
 
 L0, L1, L2, LINF = Norm.L0, Norm.L1, Norm.L2, Norm.LINF
@@ -143,14 +168,47 @@ QUICK: tuple[AttackSpec, ...] = tuple(s for s in PAPER if s.name in _QUICK_NAMES
     _spec("L0 Pointwise", "PointwiseAttack", L0, params=_POINTWISE),
 )
 
-SUITES: dict[str, tuple[AttackSpec, ...]] = {"paper": PAPER, "extended": EXTENDED, "quick": QUICK}
+
+def _adaptive(norm: Norm) -> tuple[AttackSpec, ...]:
+    """The adaptive attacks at one threshold (see :mod:`dim.attacks.adaptive`).
+
+    AutoAttack runs on the model as it is (the reference evaluation); the BPDA attacks
+    run only on models that binarize (elsewhere they are recorded as not applicable);
+    the score attack follows the straight-through gradient whenever a model binarizes.
+    """
+    n = norm.value
+    return (
+        _spec(f"{n} AutoAttack", "autoattack", norm, params={"version": "standard"}, adaptive=True),
+        _spec(f"{n} PGD-CE 100x5", "pgd", norm, params={"steps": 100, "restarts": 5, "loss": "ce"},
+              adaptive=True, refines=f"{n} PGD"),
+        _spec(f"{n} BPDA-PGD 100x5", "pgd", norm,
+              params={"steps": 100, "restarts": 5, "loss": "ce", "gradient": "bpda"}, adaptive=True),
+        _spec(f"{n} BPDA-APGD", "apgd", norm, params={"steps": 100, "targets": 9, "gradient": "bpda"},
+              adaptive=True),
+        _spec(f"{n} Score-MT", "score_mt", norm, params={"steps": 100, "restarts": 1, "gradient": "auto"},
+              adaptive=True),
+        _spec(f"{n} Square", "square", norm, params={"queries": 5000}, adaptive=True),
+    )
+
+
+# adaptive: beyond the paper (DESIGN.md 5.3), at the L-inf and L2 thresholds.
+ADAPTIVE: tuple[AttackSpec, ...] = _adaptive(LINF) + _adaptive(L2)
+
+SUITES: dict[str, tuple[AttackSpec, ...]] = {"paper": PAPER, "extended": EXTENDED, "quick": QUICK,
+                                             "adaptive": ADAPTIVE}
 
 
 def get_suite(name: str) -> tuple[AttackSpec, ...]:
-    try:
-        return SUITES[name]
-    except KeyError:
-        raise ValueError(f"unknown suite {name!r}; expected one of {sorted(SUITES)}") from None
+    """A suite by name; ``a+b`` joins suites (``paper+adaptive``), keeping each attack once."""
+    out: dict[str, AttackSpec] = {}
+    for part in name.split("+"):
+        try:
+            specs = SUITES[part.strip()]
+        except KeyError:
+            raise ValueError(f"unknown suite {part.strip()!r}; expected one of {sorted(SUITES)} "
+                             "or several joined by '+'") from None
+        out.update((s.name, s) for s in specs)
+    return tuple(out.values())
 
 
 def counts_per_norm(suite: tuple[AttackSpec, ...]) -> dict[Norm, int]:

@@ -21,6 +21,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch.nn as nn
 
+from ..attacks import NotApplicable
 from ..attacks.suites import AttackSpec, get_suite
 from ..fileio import atomic_write
 from ..progress import progress_bar
@@ -118,8 +119,13 @@ class RunConfigError(ValueError):
 
 def evaluate_models(models: Sequence[EvalModel], x: np.ndarray, y: np.ndarray, *, suite: str | Sequence[AttackSpec],
                     run_dir: Path, batch_size: int = 100, seed: int = 0, show: bool | None = None,
-                    suite_name: str | None = None, extra_config: dict[str, Any] | None = None) -> Path:
-    """Evaluate every model against every attack of ``suite`` on ``x``/``y``; returns the store path."""
+                    suite_name: str | None = None, extra_config: dict[str, Any] | None = None,
+                    checks: bool = True) -> Path:
+    """Evaluate every model against every attack of ``suite`` on ``x``/``y``; returns the store path.
+
+    With ``checks`` (the default) the model sanity checks of :mod:`dim.evaluation.checks`
+    run once per model and are stored in the run, for the report.
+    """
     specs = tuple(get_suite(suite) if isinstance(suite, str) else suite)
     suite_name = suite if isinstance(suite, str) else (suite_name or "custom")
     x = np.ascontiguousarray(x, dtype=np.float32)
@@ -137,11 +143,7 @@ def evaluate_models(models: Sequence[EvalModel], x: np.ndarray, y: np.ndarray, *
         data_hash = hashlib.sha256(x.tobytes() + y.tobytes()).hexdigest()
         config = {"suite": suite_name, "attacks": [_spec_dict(s) for s in specs], "n": len(y),
                   "batch_size": batch_size, "seed": seed, "data_sha256": data_hash, **(extra_config or {})}
-        old = store.get_meta("config")
-        if old is not None and old != config:
-            diff = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
-            raise RunConfigError(f"{run_dir}: holds a different evaluation (differs in {diff}); "
-                                 "use a new --run directory or the same options")
+        config = merge_config(store.get_meta("config"), config, run_dir)
         store.set_meta("config", config)
         prov = store.get_meta("provenance") or {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         prov.update({"git_commit": git_commit(), "packages": package_versions()})
@@ -150,14 +152,48 @@ def evaluate_models(models: Sequence[EvalModel], x: np.ndarray, y: np.ndarray, *
         n_shards = (len(y) + batch_size - 1) // batch_size
         with progress_bar(show) as bar:
             for m in models:
+                if checks and store.get_meta(f"checks/{m.key}") is None:
+                    from .checks import run_model_checks
+                    task = bar.add_task(f"{m.key}: sanity checks", total=1, info="")
+                    store.set_meta(f"checks/{m.key}", run_model_checks(m.model, x, y, seed))
+                    bar.remove_task(task)
                 _evaluate_one(store, run_dir, m, specs, x, y, batch_size, n_shards, seed, bar)
     finally:
         store.close()
     return run_dir / "results.sqlite"
 
 
+def merge_config(old: dict[str, Any] | None, new: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """The run's config after this evaluation: the same one, or the same one with more attacks.
+
+    A run may grow by attacks (``--suite adaptive`` on a run that holds ``paper``): every
+    finished shard stays valid because shards are keyed by (model, attack, shard) and
+    seeded per attack. Anything else that differs (samples, seed, batch size, an attack
+    of the same name with other parameters) is another evaluation and is refused.
+    """
+    if old is None or old == new:
+        return new
+    fixed = sorted(k for k in set(old) | set(new) if k not in ("suite", "attacks") and old.get(k) != new.get(k))
+    old_attacks = {a["name"]: a for a in old.get("attacks", [])}
+    changed = sorted(a["name"] for a in new["attacks"] if a["name"] in old_attacks and old_attacks[a["name"]] != a)
+    if fixed or changed:
+        what = fixed + [f"parameters of {name!r}" for name in changed]
+        raise RunConfigError(f"{run_dir}: holds a different evaluation (differs in {what}); "
+                             "use a new --run directory or the same options")
+    added = [a for a in new["attacks"] if a["name"] not in old_attacks]
+    if not added:
+        return old
+    suites = old["suite"].split("+")
+    suites += [p for p in new["suite"].split("+") if p not in suites]
+    return {**old, "suite": "+".join(suites), "attacks": old["attacks"] + added}
+
+
 def _spec_dict(spec: AttackSpec) -> dict[str, Any]:
+    from ..attacks.suites import OPTIONAL_FIELDS
     d = asdict(spec)
+    for name in OPTIONAL_FIELDS:
+        if d[name] == AttackSpec.__dataclass_fields__[name].default:
+            del d[name]
     d["norm"] = spec.norm.value
     d["params"] = dict(spec.params)
     return d
@@ -171,7 +207,7 @@ def _evaluate_one(store: Store, run_dir: Path, m: EvalModel, specs, x, y, batch_
         run = attack_runner(spec)
         attack_task = bar.add_task(f"  {spec.name}", total=n_shards, info="")
         for shard in range(n_shards):
-            if store.shard_status(m.key, spec.name, shard) in ("done", "failed"):
+            if store.shard_status(m.key, spec.name, shard) in ("done", "failed", "skipped"):
                 bar.update(attack_task, advance=1)
                 bar.update(model_task, advance=1)
                 continue
@@ -202,6 +238,9 @@ def _run_shard(store, run_dir, m: EvalModel, specs, spec: AttackSpec, run, xs, y
             got = run(spec, m.model, xs[correct], ys[correct], shard_seed(seed, m.key, spec.name, shard), **kwargs)
             dist[correct], x_adv[correct] = got.distance, got.x_adv
             pred[correct] = np.where(np.isfinite(got.distance), got.pred, clean[correct])
+    except NotApplicable as exc:
+        store.fail_shard(m.key, spec.name, shard, str(exc), time.perf_counter() - t0, status="skipped")
+        return
     except Exception as exc:  # a failing attack is recorded and does not stop the run
         msg = f"{type(exc).__name__}: {exc}\n" + "".join(traceback.format_exc(limit=3))
         store.fail_shard(m.key, spec.name, shard, msg, time.perf_counter() - t0)

@@ -14,7 +14,9 @@ The backward rule is a choice, and it decides what a gradient attack sees:
 """
 from __future__ import annotations
 
+import contextlib
 import enum
+from typing import Iterator
 
 import torch
 import torch.nn as nn
@@ -69,3 +71,16 @@ def set_gradient_mode(model: nn.Module, mode: GradientMode | str) -> nn.Module:
 
 def has_binarization(model: nn.Module) -> bool:
     return any(isinstance(m, Binarize) for m in model.modules())
+
+
+@contextlib.contextmanager
+def gradient_mode(model: nn.Module, mode: GradientMode | str) -> Iterator[nn.Module]:
+    """Temporarily switch every :class:`Binarize` in ``model`` to ``mode`` (BPDA for one attack)."""
+    found = [m for m in model.modules() if isinstance(m, Binarize)]
+    old = [m.mode for m in found]
+    set_gradient_mode(model, mode)
+    try:
+        yield model
+    finally:
+        for m, o in zip(found, old):
+            m.mode = o

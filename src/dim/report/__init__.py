@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..evaluation import metrics
+from ..attacks.suites import is_black_box
+from ..evaluation import checks, metrics
 from ..fileio import atomic_write_text
 from ..evaluation.norms import Norm
 from ..store import Store
@@ -24,7 +25,9 @@ def suite_markdown(store: Store) -> str:
         params = ", ".join(f"{k}={v}" for k, v in s["params"].items()) or "foolbox defaults"
         flags = [f"x{s['repeats']}" if s.get("repeats", 1) > 1 else "", "targeted" if s.get("targeted") else "",
                  "starts from best adversarial so far" if s.get("starting_points") else "",
-                 f"distance={s['norm']}" if s.get("distance_param") else ""]
+                 f"distance={s['norm']}" if s.get("distance_param") else "",
+                 "adaptive" if s.get("adaptive") else "", f"refines {s['refines']}" if s.get("refines") else "",
+                 "black box" if is_black_box(s["attack"]) else ""]
         params += "".join(f"; {f}" for f in flags if f)
         lines.append(f"| {i} | {a['attack']} | {a['norm']} | {s['attack']} | {params} |")
     counts = {n.value: sum(1 for a in store.attacks() if a["norm"] == n.value) for n in Norm}
@@ -32,37 +35,77 @@ def suite_markdown(store: Store) -> str:
     return "\n".join(lines)
 
 
-def summary_markdown(results: list[metrics.ModelResult], store: Store) -> str:
+def _norm_cell(r: metrics.ModelResult, n: Norm) -> str:
+    """``paper-protocol accuracy (median)``, then ``-> strongest`` when adaptive attacks add something."""
+    base, full = r.norms.get(n), r.norms_all.get(n)
+    if base is None and full is None:
+        return "-"
+    if base is None:
+        return f"{tables.fmt_acc(full.accuracy)} ({tables.fmt_dist(full.median)}, adaptive only)"
+    cell = f"{tables.fmt_acc(base.accuracy)} ({tables.fmt_dist(base.median)})"
+    if r.has_adaptive and full is not None and full.attacks != base.attacks:
+        cell += f" -> **{tables.fmt_acc(full.accuracy)}**"
+    return cell
+
+
+def summary_markdown(results: list[metrics.ModelResult], store: Store,
+                     outcomes: dict[str, dict[str, checks.Outcome]]) -> str:
     cfg = store.get_meta("config", {})
+    adaptive = any(r.has_adaptive for r in results)
     lines = ["# Robustness report", "",
              f"Suite `{cfg.get('suite')}`, {cfg.get('n')} test samples, seed {cfg.get('seed')}. "
              "Accuracy at eps_L0 = 12, eps_L1 = 8, eps_L2 = 1.5, eps_Linf = 0.3; worst case per sample over "
-             "all attacks of each norm; every adversarial was clipped, checked and re-classified by us.", "",
-             "| model | clean | " + " | ".join(f"{n.label} worst-case (median dist)" for n in tables.NORM_ORDER)
-             + " | minimal accuracy (attack) |",
-             "|---|---|" + "---|" * len(tables.NORM_ORDER) + "---|"]
+             "all attacks of each norm (median smallest adversarial distance in brackets); every adversarial was "
+             "clipped, checked and re-classified by us."]
+    if adaptive:
+        lines += ["", "Each cell: the paper's protocol (its attacks only) `->` **the worst case including the "
+                  "adaptive attacks** (AutoAttack, BPDA, attacks on the model's own scores, Square): the second "
+                  "number is the one to quote."]
+    lines += ["", "| model | clean | " + " | ".join(f"{n.label}" for n in tables.NORM_ORDER)
+              + " | minimal accuracy (attack) | sanity checks |",
+              "|---|---|" + "---|" * len(tables.NORM_ORDER) + "---|---|"]
     for r in results:
-        cells = []
-        for n in tables.NORM_ORDER:
-            nr = r.norms.get(n)
-            cells.append("-" if nr is None else f"{tables.fmt_acc(nr.accuracy)} ({tables.fmt_dist(nr.median)})")
+        cells = [_norm_cell(r, n) for n in tables.NORM_ORDER]
+        warned = [c for c, o in outcomes[r.model].items() if o.status == checks.WARN]
+        minimal = (f"{tables.fmt_acc(r.minimal_accuracy_all)} ({r.minimal_attack_all or '-'})" if r.has_adaptive
+                   else f"{tables.fmt_acc(r.minimal_accuracy)} ({r.minimal_attack or '-'})")
         lines.append(f"| {r.model} | {tables.fmt_acc(r.clean_accuracy)} | " + " | ".join(cells)
-                     + f" | {tables.fmt_acc(r.minimal_accuracy)} ({r.minimal_attack or '-'}) |")
+                     + f" | {minimal} | " + (f"**{len(warned)} warning(s)**" if warned else "all passed") + " |")
+    warnings_ = [(r.model, checks.CHECKS[c], o) for r in results for c, o in outcomes[r.model].items()
+                 if o.status == checks.WARN]
+    if warnings_:
+        lines += ["", "**Sanity-check warnings** (details and what to do: section *Sanity checks*):", ""]
+        lines += [f"- **{m}**: {c.title} -- failed: {o.value}." for m, c, o in warnings_]
     masked = [r.model for r in results if _is_binarized(r.name)]
     if masked:
         lines += ["", f"**Warning: {', '.join(masked)} binarize their input.** Their binarization has a zero "
                   "gradient almost everywhere, so gradient attacks run with the exact gradient cannot move them and "
-                  "the numbers above overstate their robustness (gradient masking). Evaluate them with the "
-                  "straight-through (BPDA) gradient too: `dim.set_gradient_mode(model, 'straight_through')`."]
+                  "those numbers overstate their robustness (gradient masking). The adaptive suite attacks them "
+                  "through the straight-through gradient (BPDA); without it, treat their numbers as upper bounds."]
     failed = [s for s in store.shards() if s["status"] == "failed"]
     if failed:
         lines += ["", f"**{len(failed)} attack shard(s) failed** (excluded from the numbers above):", ""]
         for s in failed[:20]:
             first = (s["error"] or "").splitlines()[0] if s["error"] else ""
             lines.append(f"- {s['model']} / {s['attack']} / shard {s['shard']}: {first}")
-    incomplete = [(r.model, a.attack) for r in results for a in r.attacks.values() if not a.complete]
+    incomplete = [(r.model, a.attack) for r in results for a in r.attacks.values()
+                  if not a.complete and not a.not_applicable]
     if incomplete:
         lines += ["", f"{len(incomplete)} (model, attack) pairs are incomplete (run not finished or shards failed)."]
+    return "\n".join(lines) + "\n"
+
+
+def checks_markdown(results: list[metrics.ModelResult], outcomes: dict[str, dict[str, checks.Outcome]]) -> str:
+    names = list(checks.CHECKS)
+    lines = ["## Sanity checks", "", "| model | " + " | ".join(checks.CHECKS[c].title for c in names) + " |",
+             "|---|" + "---|" * len(names)]
+    mark = {checks.PASS: "pass", checks.WARN: "**WARN**", checks.NA: "n/a"}
+    for r in results:
+        o = outcomes[r.model]
+        lines.append(f"| {r.model} | " + " | ".join(f"{mark[o[c].status]}: {o[c].value}" for c in names) + " |")
+    lines += [""]
+    for c in checks.CHECKS.values():
+        lines += [f"- **{c.title}.** {c.why} *If it fails:* {c.remedy}"]
     return "\n".join(lines) + "\n"
 
 
@@ -112,8 +155,9 @@ def plot_curves(results: list[metrics.ModelResult], out: Path) -> list[Path]:
     return paths
 
 
-def build_report(run_dir: Path | str, plots: bool = True) -> Path:
-    """Write ``RUN_DIR/report/``: summary, suite, Table 1/2 (md, csv, tex), curves, metrics JSON."""
+def build_report(run_dir: Path | str, plots: bool = True, cards_dir: Path | str | None = None) -> Path:
+    """Write ``RUN_DIR/report/``: summary, checks, suite, Table 1/2 (md, csv, tex), curves, metrics JSON,
+    and one JSON card per model (``report/cards/``, and ``cards_dir`` if given)."""
     run_dir = Path(run_dir)
     db = run_dir / "results.sqlite"
     if not db.is_file():
@@ -121,9 +165,10 @@ def build_report(run_dir: Path | str, plots: bool = True) -> Path:
     store = Store(db)
     try:
         results = metrics.compute(store)
+        outcomes = {r.model: checks.all_outcomes(r, store.get_meta(f"checks/{r.model}")) for r in results}
         out = run_dir / "report"
         out.mkdir(exist_ok=True)
-        parts = [summary_markdown(results, store)]
+        parts = [summary_markdown(results, store, outcomes)]
         for layout, (order, _) in TABLES.items():
             present = [r for r in results if r.paper_name in order]
             if layout == "table2" and len(present) < 2:
@@ -133,12 +178,14 @@ def build_report(run_dir: Path | str, plots: bool = True) -> Path:
             atomic_write_text(out / f"{layout}.csv", tables.to_csv(t))
             atomic_write_text(out / f"{layout}.tex", tables.to_latex(t))
             parts += [f"## {t.title} (ours, and the paper's published numbers)", "", tables.to_markdown(t)]
-        parts += [timing_markdown(results), suite_markdown(store)]
+        parts += [checks_markdown(results, outcomes), timing_markdown(results), suite_markdown(store)]
         if plots:
             imgs = plot_curves(results, out)
             parts += ["## Accuracy versus perturbation size", ""] + [f"![{p.stem}]({p.name})" for p in imgs]
         atomic_write_text(out / "report.md", "\n".join(parts) + "\n")
         atomic_write_text(out / "metrics.json", json.dumps(_metrics_json(results), indent=2, sort_keys=True) + "\n")
+        for target in [out / "cards"] + ([Path(cards_dir)] if cards_dir else []):
+            write_cards(results, outcomes, store, target)
     finally:
         store.close()
     return out
@@ -158,3 +205,42 @@ def _metrics_json(results: list[metrics.ModelResult]) -> list[dict]:
                                     "complete": a.complete, "failed_shards": a.failed_shards,
                                     "seconds": a.seconds} for a in r.attacks.values()}}
             for r in results]
+
+
+def _norm_json(norms: dict[Norm, metrics.NormResult]) -> dict:
+    return {n.value: {"accuracy": nr.accuracy, "median_distance": _clean(nr.median), "threshold": n.threshold,
+                      "attacks": nr.attacks} for n, nr in norms.items()}
+
+
+def write_cards(results: list[metrics.ModelResult], outcomes: dict[str, dict[str, checks.Outcome]], store: Store,
+                target: Path) -> list[Path]:
+    """One JSON card per model: what was run on it, the numbers to quote, and the checks."""
+    cfg, prov = store.get_meta("config", {}), store.get_meta("provenance", {})
+    models = {m["model"]: m for m in store.models()}
+    target.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for r in results:
+        m = models[r.model]
+        card = {
+            "model": r.model, "name": r.name, "paper_name": r.paper_name, "card_sha256": m["card_sha256"],
+            "model_card": {k: m["card"].get(k) for k in ("config", "train_seconds", "clean_accuracy", "test_samples",
+                                                         "recipe", "factory") if k in m["card"]},
+            "evaluation": {"suite": cfg.get("suite"), "n": r.n, "seed": cfg.get("seed"),
+                           "dataset": cfg.get("dataset", "mnist"), "data_sha256": cfg.get("data_sha256"),
+                           "git_commit": prov.get("git_commit"), "packages": prov.get("packages")},
+            "clean_accuracy": r.clean_accuracy,
+            "paper_protocol": {"per_norm": _norm_json(r.norms), "minimal_accuracy": _clean(r.minimal_accuracy),
+                               "minimal_attack": r.minimal_attack},
+            "incl_adaptive": {"per_norm": _norm_json(r.norms_all),
+                              "minimal_accuracy": _clean(r.minimal_accuracy_all),
+                              "minimal_attack": r.minimal_attack_all},
+            "attacks": {a.attack: {"norm": a.norm.value, "accuracy": _clean(a.accuracy), "adaptive": a.adaptive,
+                                   "black_box": a.black_box, "not_applicable": a.not_applicable,
+                                   "complete": a.complete, "seconds": round(a.seconds, 2)}
+                        for a in r.attacks.values()},
+            "checks": {k: o.as_dict() for k, o in outcomes[r.model].items()},
+        }
+        path = target / f"{r.model}.json"
+        atomic_write_text(path, json.dumps(card, indent=2, sort_keys=True) + "\n")
+        paths.append(path)
+    return paths

@@ -45,6 +45,14 @@ def _paper_cell(value: object) -> str:
     return f"{value}%"
 
 
+def _attack_cell(a) -> str:
+    if a is None:
+        return "-"
+    if a.not_applicable:
+        return "n/a"
+    return "failed" if math.isnan(a.accuracy) else fmt_acc(a.accuracy)
+
+
 def build(results: list[ModelResult], layout: str) -> Table:
     """Table ``layout`` ("table1" or "table2") with our numbers and the paper's beside them."""
     order, published = TABLES[layout]
@@ -61,29 +69,42 @@ def build(results: list[ModelResult], layout: str) -> Table:
         rows.append([label] + [c for lab, o in zip(cols, ours) for c in (o, _paper_cell(paper.get(lab)))])
 
     add("Clean accuracy", [fmt_acc(by_label[c].clean_accuracy) for c in cols], "Clean accuracy")
-    attack_names: list[tuple[str, Norm]] = []
+    attack_names: list[tuple[str, Norm, bool]] = []
     for r in results:
         for a in r.attacks.values():
-            if (a.attack, a.norm) not in attack_names:
-                attack_names.append((a.attack, a.norm))
+            if (a.attack, a.norm, a.adaptive) not in attack_names:
+                attack_names.append((a.attack, a.norm, a.adaptive))
+    any_adaptive = any(ad for _, _, ad in attack_names)
+
+    def attack_rows(names: list[str]) -> None:
+        for name in names:
+            add(name, [_attack_cell(by_label[c].attacks.get(name)) for c in cols], name)
+
+    def norm_row(label: str, key: str | None, pick) -> None:
+        cells = []
+        for c in cols:
+            nr = pick(by_label[c]).get(norm)
+            cells.append("-" if nr is None else f"{fmt_dist(nr.median)}/{fmt_acc(nr.accuracy)}")
+        add(label, cells, key)
+
     for norm in NORM_ORDER:
-        names = [a for a, n in attack_names if n is norm]
-        if not names:
+        paper_names = [a for a, n, ad in attack_names if n is norm and not ad]
+        adaptive_names = [a for a, n, ad in attack_names if n is norm and ad]
+        if not paper_names and not adaptive_names:
             continue
         sections.add(len(rows))
         rows.append([f"{norm.label} (eps = {norm.threshold:g})"] + [""] * (len(header) - 1))
-        for name in names:
-            cells = []
-            for c in cols:
-                a = by_label[c].attacks.get(name)
-                cells.append("-" if a is None else ("failed" if math.isnan(a.accuracy) else fmt_acc(a.accuracy)))
-            add(name, cells, name)
-        cells = []
-        for c in cols:
-            nr = by_label[c].norms.get(norm)
-            cells.append("-" if nr is None else f"{fmt_dist(nr.median)}/{fmt_acc(nr.accuracy)}")
-        add(f"All {norm.label} attacks", cells, f"All {norm.value}")
+        attack_rows(paper_names)
+        if paper_names:
+            norm_row(f"All {norm.label} attacks", f"All {norm.value}", lambda r: r.norms)
+        if adaptive_names:
+            sections.add(len(rows))
+            rows.append([f"{norm.label} adaptive attacks (beyond the paper)"] + [""] * (len(header) - 1))
+            attack_rows(adaptive_names)
+            norm_row(f"All {norm.label} attacks incl. adaptive", None, lambda r: r.norms_all)
     add("Minimal accuracy", [fmt_acc(by_label[c].minimal_accuracy) for c in cols], "Minimal accuracy")
+    if any_adaptive:
+        add("Minimal accuracy incl. adaptive", [fmt_acc(by_label[c].minimal_accuracy_all) for c in cols], None)
     title = {"table1": "Table 1: models of the paper", "table2": "Table 2: ablations"}[layout]
     return Table(title, header, rows, sections)
 

@@ -1,0 +1,171 @@
+"""The adaptive attacks (DESIGN.md 5.3): adapters of the ``adaptive`` suite.
+
+Every adapter returns raw candidates to :func:`dim.evaluation.verify.verify`, the
+same gate as every foolbox attack, and attacks at the norm's threshold (AutoAttack
+style: the accuracy at the threshold is what these attacks are for; the stored
+distance is the size of the adversarial they found).
+
+Gradients (``params["gradient"]``):
+
+* ``"exact"``: the model as it is (binarizations give zero gradients);
+* ``"bpda"``: the straight-through gradient of every binarization (Athalye et al.
+  2018) while the forward pass stays the true binarized model; a model without
+  binarization has nothing to bypass, so the attack is recorded as not applicable;
+* ``"auto"``: ``bpda`` on models that binarize, ``exact`` elsewhere.
+
+AutoAttack, APGD and Square are the reference implementation (``pyautoattack``);
+PGD with restarts and the multi-targeted score attack are ours
+(:mod:`dim.attacks.gradient`).
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import warnings
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ..evaluation.norms import Norm
+from ..evaluation.verify import Verified, verify
+from ..models.binarize import GradientMode, gradient_mode, has_binarization
+from . import NotApplicable, register_adapter
+from .gradient import pgd
+from .suites import AttackSpec
+
+GRADIENTS = ("exact", "bpda", "auto")
+
+
+@contextlib.contextmanager
+def attack_gradients(model: nn.Module, spec: AttackSpec) -> Iterator[nn.Module]:
+    """The model with the gradient ``spec`` asks for (see the module docstring)."""
+    mode = spec.params.get("gradient", "exact")
+    if mode not in GRADIENTS:
+        raise ValueError(f"attack {spec.name!r}: gradient must be one of {GRADIENTS}, got {mode!r}")
+    binarized = has_binarization(model)
+    if mode == "bpda" and not binarized:
+        raise NotApplicable(f"{spec.name}: BPDA applies to models that binarize their input; this one does not")
+    if binarized and mode in ("bpda", "auto"):
+        with gradient_mode(model, GradientMode.STRAIGHT_THROUGH):
+            yield model
+    else:
+        yield model
+
+
+def _quiet():
+    """pyautoattack reports through warnings and its own logger; the report has our own checks."""
+    stack = contextlib.ExitStack()
+    stack.enter_context(warnings.catch_warnings())
+    warnings.simplefilter("ignore")
+    logging.getLogger("auto-attack").setLevel(logging.ERROR)
+    return stack
+
+
+def _norm_name(norm: Norm) -> str:
+    if norm not in (Norm.LINF, Norm.L2):
+        raise ValueError(f"adaptive attacks run at the L-inf and L2 thresholds, not {norm.value}")
+    return norm.value
+
+
+def is_deterministic(model: nn.Module, x: torch.Tensor) -> bool:
+    """Two forward passes in eval mode give bit-identical logits."""
+    with torch.no_grad():
+        return bool(torch.equal(model(x), model(x)))
+
+
+@register_adapter("autoattack")
+def run_autoattack(spec: AttackSpec, model: nn.Module, x: np.ndarray, y: np.ndarray, seed: int,
+                   **_: object) -> Verified:
+    """AutoAttack (Croce & Hein 2020), ``standard`` version; ``rand`` for a randomized model."""
+    from pyautoattack import AutoAttack
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    version = spec.params.get("version", "standard")
+    if version == "standard" and not is_deterministic(model, xt[:16]):
+        version = "rand"      # APGD with EOT, as AutoAttack prescribes for randomized defenses
+    with attack_gradients(model, spec), _quiet():
+        aa = AutoAttack(model, eps=spec.norm.threshold, norm=_norm_name(spec.norm), seed=seed, version=version,
+                        device="cpu")
+        aa.verbose = False
+        x_adv, _ = aa.run_standard_evaluation(xt, yt, batch_size=len(x))
+    return verify(model, x, y, x_adv.detach().numpy(), spec.norm)
+
+
+@register_adapter("apgd")
+def run_apgd(spec: AttackSpec, model: nn.Module, x: np.ndarray, y: np.ndarray, seed: int, **_: object) -> Verified:
+    """APGD-CE, then APGD with the targeted DLR loss on ``targets`` classes for what survives."""
+    from pyautoattack.autopgd_base import APGDAttack, APGDAttack_targeted
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    steps, targets = int(spec.params.get("steps", 100)), int(spec.params.get("targets", 9))
+    kw = dict(n_iter=steps, norm=_norm_name(spec.norm), eps=spec.norm.threshold, seed=seed, device="cpu")
+    with attack_gradients(model, spec), _quiet():
+        cand = APGDAttack(model, n_restarts=int(spec.params.get("restarts", 1)), loss="ce", **kw).perturb(xt, yt)
+        got = verify(model, x, y, cand.detach().numpy(), spec.norm)
+        left = np.flatnonzero(~np.isfinite(got.distance))
+        if targets and len(left):
+            t_cand = APGDAttack_targeted(model, n_target_classes=targets, **kw).perturb(xt[left], yt[left])
+            cand = cand.clone()
+            cand[left] = t_cand
+    return verify(model, x, y, cand.detach().numpy(), spec.norm)
+
+
+@register_adapter("square")
+def run_square(spec: AttackSpec, model: nn.Module, x: np.ndarray, y: np.ndarray, seed: int,
+               **_: object) -> Verified:
+    """Square Attack (Andriushchenko et al. 2020): score-based black box, margin loss."""
+    from pyautoattack.square import SquareAttack
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    with _quiet():
+        sq = SquareAttack(model, norm=_norm_name(spec.norm), n_queries=int(spec.params.get("queries", 5000)),
+                          eps=spec.norm.threshold, p_init=0.8, seed=seed, resc_schedule=False, device="cpu")
+        cand = sq.perturb(xt, yt)
+    return verify(model, x, y, cand.detach().numpy(), spec.norm)
+
+
+@register_adapter("pgd")
+def run_pgd(spec: AttackSpec, model: nn.Module, x: np.ndarray, y: np.ndarray, seed: int, **_: object) -> Verified:
+    """PGD with random restarts on the logits (cross-entropy or margin loss)."""
+    p = spec.params
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    with attack_gradients(model, spec):
+        cand, _ = pgd(model, xt, yt, norm=spec.norm, eps=spec.norm.threshold, steps=int(p.get("steps", 100)),
+                      restarts=int(p.get("restarts", 1)), loss=p.get("loss", "ce"), seed=seed,
+                      eot=int(p.get("eot", 1)))
+    return verify(model, x, y, cand.numpy(), spec.norm)
+
+
+def score_function(model: nn.Module):
+    """The per-class scores ``P(x|i)`` of a DIM-family model, else its logits."""
+    scores = getattr(model, "scores", None)
+    return scores if callable(scores) else model
+
+
+@register_adapter("score_mt")
+def run_score_mt(spec: AttackSpec, model: nn.Module, x: np.ndarray, y: np.ndarray, seed: int,
+                 **_: object) -> Verified:
+    """Multi-targeted margin attack on the model's own scores.
+
+    For each wrong class ``t`` (most likely first), PGD maximises ``P(x|t) - P(x|y)``
+    on the samples no earlier target broke (Gowal et al. 2019's multi-targeted
+    attack, on DIM's scores instead of logits).
+    """
+    p = spec.params
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    fn = score_function(model)
+    with torch.no_grad():
+        order = fn(xt).scatter(1, yt[:, None], -torch.inf).argsort(1, descending=True)
+    n_targets = min(int(p.get("targets", 9)), order.shape[1] - 1)
+    cand = xt.clone()
+    broken = torch.zeros(len(x), dtype=torch.bool)
+    with attack_gradients(model, spec):
+        for k in range(n_targets):
+            idx = torch.nonzero(~broken).flatten()
+            if len(idx) == 0:
+                break
+            c, b = pgd(fn, xt[idx], yt[idx], norm=spec.norm, eps=spec.norm.threshold,
+                       steps=int(p.get("steps", 100)), restarts=int(p.get("restarts", 1)), loss="targeted_margin",
+                       target=order[idx, k], seed=seed + k, eot=int(p.get("eot", 1)))
+            cand[idx[b]] = c[b]
+            broken[idx[b]] = True
+    return verify(model, x, y, cand.numpy(), spec.norm)

@@ -1,0 +1,102 @@
+"""The adaptive suite: composition, BPDA against the exact gradient, attacks on the model's own scores."""
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+import evalkit
+from dim import data
+from dim.attacks import ADAPTERS
+from dim.attacks.adaptive import score_function
+from dim.attacks.suites import ADAPTIVE, PAPER, counts_per_norm, get_suite
+from dim.evaluation import metrics
+from dim.evaluation.norms import Norm
+from dim.evaluation.runner import EvalModel, attack_runner, evaluate_models
+from dim.evaluation.verify import predict_numpy
+from dim.models import Binarize, create_model
+from dim.report import build_report
+from dim.store import Store
+
+
+@pytest.fixture(scope="module")
+def tiny(data_dir):
+    return evalkit.tiny_model()
+
+
+@pytest.fixture(scope="module")
+def binarized(tiny):
+    """A binarized classifier (threshold 0.5, then the linear model): zero gradients, like biCNN."""
+    return nn.Sequential(Binarize(0.5), tiny).eval()
+
+
+@pytest.fixture(scope="module")
+def samples(data_dir, binarized):
+    x, y = data.load_split("mnist", "test", limit=40)
+    ok = predict_numpy(binarized, x) == y
+    return x[ok][:20], y[ok][:20]
+
+
+def test_adaptive_suite_is_data_with_registered_adapters():
+    assert counts_per_norm(ADAPTIVE) == {Norm.L0: 0, Norm.L1: 0, Norm.L2: 6, Norm.LINF: 6}
+    assert all(s.adaptive and s.attack in ADAPTERS for s in ADAPTIVE)
+    names = {s.name for s in PAPER}
+    assert all(s.refines in names for s in ADAPTIVE if s.refines)
+    joined = get_suite("paper+adaptive")
+    assert len(joined) == len(PAPER) + len(ADAPTIVE) and joined[:len(PAPER)] == PAPER
+    with pytest.raises(ValueError, match="unknown suite 'nope'"):
+        get_suite("paper+nope")
+
+
+def _accuracy(name, model, samples, seed=0):
+    spec = next(s for s in ADAPTIVE if s.name == name)
+    x, y = samples
+    got = attack_runner(spec)(spec, model, x, y, seed)
+    return float(np.mean(~np.isfinite(got.distance))), got
+
+
+def test_bpda_breaks_what_the_exact_gradient_cannot(binarized, samples):
+    exact, _ = _accuracy("Linf PGD-CE 100x5", binarized, samples)
+    bpda, got = _accuracy("Linf BPDA-PGD 100x5", binarized, samples)
+    assert exact >= 0.8                    # zero gradients: only the random start moves the binarized model
+    assert bpda <= exact - 0.5             # straight-through gradients do
+    x, _ = samples
+    broken = np.isfinite(got.distance)
+    assert np.all(np.abs(got.x_adv[broken] - x[broken]).max(axis=(1, 2, 3)) <= 0.3 + 1e-6)
+    assert binarized[0].mode.value == "exact"   # the model is left as it was
+
+
+def test_bpda_apgd_runs_the_reference_apgd_through_the_straight_through_gradient(binarized, samples):
+    acc, _ = _accuracy("L2 BPDA-APGD", binarized, samples)
+    assert acc < 1.0
+
+
+def test_score_attack_uses_the_models_own_scores():
+    dim_model = create_model("dim")
+    assert score_function(dim_model) == dim_model.scores
+    lin = nn.Linear(3, 2)
+    assert score_function(lin) is lin
+
+
+def test_score_attack_and_autoattack_break_a_weak_model(tiny, samples):
+    for name in ("L2 Score-MT", "Linf AutoAttack"):
+        acc, got = _accuracy(name, tiny, samples)
+        assert acc <= 0.1, name
+        assert np.all(got.distance[np.isfinite(got.distance)] <= samples[0].size)  # verified, finite
+
+
+def test_bpda_on_a_model_without_binarization_is_recorded_not_applicable(tiny, samples, tmp_path):
+    x, y = samples
+    suite = [s for s in ADAPTIVE if s.name in ("Linf BPDA-PGD 100x5", "Linf PGD-CE 100x5")]
+    evaluate_models([EvalModel("tiny", tiny)], x, y, suite=suite, run_dir=tmp_path, batch_size=10, show=False,
+                    checks=False)
+    store = Store(tmp_path / "results.sqlite")
+    try:
+        statuses = {(s["attack"], s["status"]) for s in store.shards()}
+        (r,) = metrics.compute(store)
+    finally:
+        store.close()
+    assert statuses == {("Linf BPDA-PGD 100x5", "skipped"), ("Linf PGD-CE 100x5", "done")}
+    assert r.attacks["Linf BPDA-PGD 100x5"].not_applicable
+    table = (build_report(tmp_path, plots=False) / "table1.md").read_text()
+    assert "| Linf BPDA-PGD 100x5 | n/a |" in table
+    assert "All L∞ attacks incl. adaptive" in table
