@@ -25,9 +25,12 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--run", type=Path, required=True)
     ap.add_argument("--batch-size", type=int, default=100)
+    ap.add_argument("--no-checks", action="store_true", help="skip the model sanity checks")
+    ap.add_argument("--name", default=None, help="results file name (default eval_<suite>_n<N>)")
     args = ap.parse_args()
     subprocess.run([sys.executable, "-m", "dim", "evaluate", *map(str, args.model_dirs), "--suite", args.suite,
-                    "--n", str(args.n), "--run", str(args.run), "--batch-size", str(args.batch_size)], check=True)
+                    "--n", str(args.n), "--run", str(args.run), "--batch-size", str(args.batch_size)]
+                   + (["--no-checks"] if args.no_checks else []), check=True)
     store = Store(args.run / "results.sqlite")
     try:
         per = store.attack_seconds()
@@ -37,7 +40,7 @@ def main() -> None:
     models = sorted({m for m, _ in per})
     table = {m: {a: round(s, 2) for (mm, a), s in per.items() if mm == m} for m in models}
     total = sum(per.values())
-    write_result(f"eval_{args.suite}_n{args.n}", {
+    write_result(args.name or f"eval_{args.suite.replace('+', '_')}_n{args.n}", {
         "suite": args.suite, "n": args.n, "run": str(args.run), "seconds_per_attack": table,
         "seconds_per_model": {m: round(sum(v.values()), 1) for m, v in table.items()},
         "total_seconds": round(total, 1), "failed_shards": [s for s in shards if s["status"] == "failed"],

@@ -84,15 +84,20 @@ def load_weights(model: nn.Module, weights: Path, expect: str = "") -> None:
     model.load_state_dict(tensors)
 
 
-def load_model(model_dir: Path | str, expected_model: str | None = None) -> nn.Module:
-    """Load a model directory written by ``dim train``; returns the model in eval mode."""
+def load_model(model_dir: Path | str, expected_model: str | None = None,
+               overrides: dict | None = None) -> nn.Module:
+    """Load a model directory written by ``dim train``; returns the model in eval mode.
+
+    ``overrides`` changes inference-only options of the model config without touching
+    the weights (e.g. ABS's ``n_random``/``n_steps``: ``dim.models.abs.FAST``).
+    """
     model_dir = Path(model_dir)
     card = read_card(model_dir)
     name = card["model"]
     if expected_model is not None and name != expected_model:
         raise CheckpointError(f"{model_dir}: holds model {name!r}, expected {expected_model!r}")
     try:
-        model = create_model(name, **card["config"].get("model", {}))
+        model = create_model(name, **{**card["config"].get("model", {}), **(overrides or {})})
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{model_dir / CARD}: invalid model config ({exc})") from exc
     load_weights(model, model_dir / WEIGHTS, expect=f"model {name!r}")

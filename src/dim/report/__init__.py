@@ -70,7 +70,7 @@ def summary_markdown(results: list[metrics.ModelResult], store: Store,
         minimal = (f"{tables.fmt_acc(r.minimal_accuracy_all)} ({r.minimal_attack_all or '-'})" if r.has_adaptive
                    else f"{tables.fmt_acc(r.minimal_accuracy)} ({r.minimal_attack or '-'})")
         lines.append(f"| {r.model} | {tables.fmt_acc(r.clean_accuracy)} | " + " | ".join(cells)
-                     + f" | {minimal} | " + (f"**{len(warned)} warning(s)**" if warned else "all passed") + " |")
+                     + f" | {minimal} | {_checks_cell(outcomes[r.model])} |")
     warnings_ = [(r.model, checks.CHECKS[c], o) for r in results for c, o in outcomes[r.model].items()
                  if o.status == checks.WARN]
     if warnings_:
@@ -93,6 +93,12 @@ def summary_markdown(results: list[metrics.ModelResult], store: Store,
     if incomplete:
         lines += ["", f"{len(incomplete)} (model, attack) pairs are incomplete (run not finished or shards failed)."]
     return "\n".join(lines) + "\n"
+
+
+def _checks_cell(outcomes: dict[str, checks.Outcome]) -> str:
+    count = {st: sum(1 for o in outcomes.values() if o.status == st) for st in (checks.PASS, checks.WARN, checks.NA)}
+    text = f"{count[checks.PASS]} passed" + (f", {count[checks.NA]} n/a" if count[checks.NA] else "")
+    return f"**{count[checks.WARN]} warning(s)**, " + text if count[checks.WARN] else text
 
 
 def checks_markdown(results: list[metrics.ModelResult], outcomes: dict[str, dict[str, checks.Outcome]]) -> str:
