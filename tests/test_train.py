@@ -170,3 +170,16 @@ def test_interrupted_training_resumes_to_the_same_weights(data_dir, tmp_path, mo
     a = load_file(str(tmp_path / "ref" / "model.safetensors"))
     b = load_file(str(tmp_path / "resumed" / "model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_load_model_with_inference_overrides_keeps_the_weights(data_dir, tmp_path):
+    train("abs", tmp_path / "abs", epochs=1, seed=0, data_dir=data_dir, limit=200, eval_limit=50,
+          model_overrides={"n_random": 100, "n_steps": 2}, train_overrides=SMALL, show=False)
+    paper = dim.load_model(tmp_path / "abs")
+    fast = dim.load_model(tmp_path / "abs", overrides={"n_random": 30, "n_steps": 0})
+    assert (paper.cfg.n_random, paper.cfg.n_steps) == (100, 2)
+    assert (fast.cfg.n_random, fast.cfg.n_steps) == (30, 0)
+    ps, fs = paper.state_dict(), fast.state_dict()
+    assert all(torch.equal(ps[k], fs[k]) for k in ps)
+    x, _ = dim.data.load_split("mnist", "test", data_dir, limit=4)
+    assert torch.isfinite(fast(torch.from_numpy(x))).all()
