@@ -158,7 +158,9 @@ def report_cmd(run: Path = typer.Argument(..., help="A run directory of 'dim eva
 
 @app.command("reproduce")
 @friendly_errors
-def reproduce_cmd(preset: str = typer.Option("quick", "--preset", help="quick or paper."),
+def reproduce_cmd(preset: str = typer.Option("quick", "--preset",
+                                             help="quick, paper (Tables 1 and 2, the paper's 42 attacks) or "
+                                                  "adaptive (Table 1's models, paper + adaptive attacks)."),
                   run: Path = typer.Option(..., "--run", help="Run directory."),
                   models_dir: Path = typer.Option(Path("models"), "--models-dir",
                                                   help="Where model directories live (trained if missing)."),
