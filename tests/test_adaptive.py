@@ -100,3 +100,20 @@ def test_bpda_on_a_model_without_binarization_is_recorded_not_applicable(tiny, s
     table = (build_report(tmp_path, plots=False) / "table1.md").read_text()
     assert "| Linf BPDA-PGD 100x5 | n/a |" in table
     assert "All L∞ attacks incl. adaptive" in table
+
+
+def test_autoattack_switches_to_rand_for_a_randomized_model(tiny, samples, monkeypatch):
+    import pyautoattack
+    seen = []
+    real = pyautoattack.AutoAttack
+
+    def spy(*args, **kw):
+        seen.append(kw["version"])
+        return real(*args, **kw)
+
+    monkeypatch.setattr(pyautoattack, "AutoAttack", spy)
+    spec = next(s for s in ADAPTIVE if s.name == "Linf AutoAttack")
+    x, y = samples
+    attack_runner(spec)(spec, tiny, x[:5], y[:5], 0)
+    attack_runner(spec)(spec, evalkit.Randomized(tiny, sigma=0.05), x[:5], y[:5], 0)
+    assert seen == ["standard", "rand"]
