@@ -124,3 +124,13 @@ def test_abs_refinement_lowers_the_bound():
     x = batch(4)
     with torch.no_grad():
         assert (refined(x) >= model(x) - 1e-4).all()  # logits = -alpha * bound
+
+
+def test_shared_input_linear_grouped_equals_each_map_on_its_own_input():
+    from dim.models.dim import SharedInputLinear
+    torch.manual_seed(0)
+    layer = SharedInputLinear(3, 5, 4)
+    x = torch.randn(3, 2, 5)
+    grouped = layer.forward_grouped(x)
+    for k in range(3):
+        assert torch.allclose(grouped[k], layer(x[k])[k], atol=1e-6)

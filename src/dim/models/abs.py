@@ -61,7 +61,9 @@ class BatchedVAE(nn.Module):
         self.dec2 = BatchedLinear(k, hidden, d)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # (B, d) -> 2 x (K, B, latent)
-        h = self.enc2(F.elu(self.enc1(x)))
+        """Every VAE encodes the same inputs; ``x`` of shape ``(K, B, d)``: VAE k encodes ``x[k]``."""
+        h1 = self.enc1.forward_grouped(x) if x.dim() == 3 else self.enc1(x)
+        h = self.enc2(F.elu(h1))
         return h[..., : self.latent], h[..., self.latent:]
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:  # (K, S, latent) -> (K, S, d)

@@ -48,6 +48,11 @@ class SharedInputLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, in) -> (K, B, out)
         return self.linear(x).view(x.shape[0], self.k, self.d_out).transpose(0, 1)
 
+    def forward_grouped(self, x: torch.Tensor) -> torch.Tensor:  # (K, B, in) -> (K, B, out)
+        """Map k applied to its own inputs ``x[k]`` (training each map on its own data)."""
+        w = self.linear.weight.view(self.k, self.d_out, -1)
+        return torch.baddbmm(self.linear.bias.view(self.k, 1, self.d_out), x, w.transpose(1, 2))
+
 
 def mlp(sizes: tuple[int, ...], out_act: nn.Module) -> nn.Sequential:
     layers: list[nn.Module] = []

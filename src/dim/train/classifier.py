@@ -42,8 +42,12 @@ class AdversarialTrainConfig:
     MNIST adversarials live), eps ramped linearly from 0 over the first
     ``eps_warmup_epochs`` epochs, which avoids the early collapse that
     adversarial training at eps 0.3 shows from scratch.
+
+    Measured here: 8 epochs took 1,982 s and gave 98.92% clean and 87.3% under
+    PGD-40 with 5 restarts (first 1,000 test images), short of the 88% target;
+    hence 12 epochs (about 50 minutes on two cores).
     """
-    epochs: int = 8
+    epochs: int = 12
     batch_size: int = 128
     lr: float = 1e-3
     eps: float = 0.3

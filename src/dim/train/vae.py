@@ -7,15 +7,20 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from .loop import TrainData, register_recipe, run_epochs
 
 
 @dataclass(frozen=True)
 class VAETrainConfig:
-    """Negative ELBO (Gaussian likelihood with the model's fixed sigma, KL to N(0, I)),
-    computed for all ten VAEs on every batch and masked to each sample's own class."""
+    """Negative ELBO (Gaussian likelihood with the model's fixed sigma, KL to N(0, I)).
+
+    Every step trains all ten VAEs at once, VAE k on ``batch_size`` samples drawn
+    from class k only (one batched computation of shape ``(K, B, 784)``). An epoch
+    is ``N / batch_size`` such steps. An earlier version showed each step one mixed
+    batch and masked the loss to each sample's class: each VAE then learned from
+    about a tenth of the batch, and ABS reached 96.2% clean after 6 epochs.
+    """
     epochs: int = 6
     batch_size: int = 128
     lr: float = 1e-3
@@ -26,17 +31,20 @@ def fit_vaes(model: nn.Module, data: TrainData, cfg: VAETrainConfig, gen: torch.
              state_dir: Path | None = None) -> dict[str, Any]:
     x_all = data.x.flatten(1)
     vaes, sigma = model.vaes.train(), model.cfg.sigma
-    own = F.one_hot(data.y, model.num_classes).t().float()  # (K, N)
+    by_class = [torch.nonzero(data.y == k).flatten() for k in range(model.num_classes)]
+    missing = [k for k, idx in enumerate(by_class) if len(idx) == 0]
+    if missing:
+        raise ValueError(f"ABS trains one VAE per class; the training data has no sample of class(es) {missing}")
 
     def loss_fn(idx, g, step):
-        x = x_all[idx]
+        pick = [c[torch.randint(len(c), (len(idx),), generator=g)] for c in by_class]
+        x = x_all[torch.stack(pick)]                                                # (K, B, d): own class
         mu, logvar = vaes.encode(x)                                                 # (K, B, l)
         z = mu + torch.randn(mu.shape, generator=g) * torch.exp(0.5 * logvar)
         rec = vaes.decode(z)                                                        # (K, B, d)
-        nll = ((x.unsqueeze(0) - rec) ** 2).sum(-1) / (2 * sigma ** 2)
+        nll = ((x - rec) ** 2).sum(-1) / (2 * sigma ** 2)
         kl = 0.5 * (mu ** 2 + logvar.exp() - 1 - logvar).sum(-1)
-        mask = own[:, idx]
-        return ((nll + kl) * mask).sum() / mask.sum()
+        return (nll + kl).mean()
 
     loss = run_epochs(vaes, loss_fn, len(data.y), cfg.epochs, cfg.batch_size, cfg.lr, gen, "class VAEs", show,
                       state_dir and state_dir / "vaes.safetensors")
