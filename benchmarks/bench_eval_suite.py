@@ -27,10 +27,13 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=100)
     ap.add_argument("--no-checks", action="store_true", help="skip the model sanity checks")
     ap.add_argument("--name", default=None, help="results file name (default eval_<suite>_n<N>)")
+    ap.add_argument("--snapshot", action="store_true",
+                    help="do not evaluate: record what the store holds now (a run still going)")
     args = ap.parse_args()
-    subprocess.run([sys.executable, "-m", "dim", "evaluate", *map(str, args.model_dirs), "--suite", args.suite,
-                    "--n", str(args.n), "--run", str(args.run), "--batch-size", str(args.batch_size)]
-                   + (["--no-checks"] if args.no_checks else []), check=True)
+    if not args.snapshot:
+        subprocess.run([sys.executable, "-m", "dim", "evaluate", *map(str, args.model_dirs), "--suite", args.suite,
+                        "--n", str(args.n), "--run", str(args.run), "--batch-size", str(args.batch_size)]
+                       + (["--no-checks"] if args.no_checks else []), check=True)
     store = Store(args.run / "results.sqlite")
     try:
         per = store.attack_seconds()
@@ -44,6 +47,8 @@ def main() -> None:
         "suite": args.suite, "n": args.n, "run": str(args.run), "seconds_per_attack": table,
         "seconds_per_model": {m: round(sum(v.values()), 1) for m, v in table.items()},
         "total_seconds": round(total, 1), "failed_shards": [s for s in shards if s["status"] == "failed"],
+        "snapshot_of_unfinished_run": args.snapshot,
+        "shards": {st: sum(1 for s in shards if s["status"] == st) for st in ("done", "failed", "skipped")},
     })
 
 
