@@ -39,19 +39,23 @@ GRADIENTS = ("exact", "bpda", "auto")
 
 
 @contextlib.contextmanager
-def attack_gradients(model: nn.Module, spec: AttackSpec) -> Iterator[nn.Module]:
-    """The model with the gradient ``spec`` asks for (see the module docstring)."""
-    mode = spec.params.get("gradient", "exact")
+def with_gradient(model: nn.Module, mode: str, what: str = "this attack") -> Iterator[nn.Module]:
+    """The model with gradient ``mode`` (see the module docstring) for as long as the block runs."""
     if mode not in GRADIENTS:
-        raise ValueError(f"attack {spec.name!r}: gradient must be one of {GRADIENTS}, got {mode!r}")
+        raise ValueError(f"{what}: gradient must be one of {GRADIENTS}, got {mode!r}")
     binarized = has_binarization(model)
     if mode == "bpda" and not binarized:
-        raise NotApplicable(f"{spec.name}: BPDA applies to models that binarize their input; this one does not")
+        raise NotApplicable(f"{what}: BPDA applies to models that binarize their input; this one does not")
     if binarized and mode in ("bpda", "auto"):
         with gradient_mode(model, GradientMode.STRAIGHT_THROUGH):
             yield model
     else:
         yield model
+
+
+def attack_gradients(model: nn.Module, spec: AttackSpec):
+    """The model with the gradient ``spec`` asks for (``params["gradient"]``, default exact)."""
+    return with_gradient(model, spec.params.get("gradient", "exact"), spec.name)
 
 
 def _quiet():

@@ -20,9 +20,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..attacks.adaptive import with_gradient
 from ..attacks.gradient import margin_loss, pgd
-from ..models.binarize import GradientMode, gradient_mode, has_binarization
-from .metrics import ModelResult, accuracy_at, worst_case
+from .metrics import ModelResult, norm_results
 from .norms import Norm
 
 PASS, WARN, NA = "pass", "warn", "n/a"
@@ -57,14 +57,6 @@ def register_check(check: Check) -> Check:
     return check
 
 
-def _auto_gradient(model: nn.Module):
-    """The strongest gradient we have: straight-through (BPDA) on models that binarize."""
-    if has_binarization(model):
-        return gradient_mode(model, GradientMode.STRAIGHT_THROUGH)
-    import contextlib
-    return contextlib.nullcontext(model)
-
-
 @torch.no_grad()
 def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     return float((model(x).argmax(1) == y).float().mean())
@@ -72,7 +64,7 @@ def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 
 # ------------------------------------------------------------------------------------------- model checks
 def unbounded_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, seed: int) -> Outcome:
-    with _auto_gradient(model):
+    with with_gradient(model, "auto"):   # the strongest gradient we have
         cand, _ = pgd(model, x, y, norm=Norm.LINF, eps=1.0, steps=100, restarts=1, loss="margin", seed=seed)
     success = 1.0 - _accuracy(model, cand, y)
     return Outcome(PASS if success == 1.0 else WARN, f"{100 * success:.1f}% success at L-inf eps = 1",
@@ -84,7 +76,7 @@ MONOTONE_EPS = (0.05, 0.1, 0.2, 0.3, 0.4)
 
 def accuracy_falls_with_eps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, seed: int) -> Outcome:
     accs = []
-    with _auto_gradient(model):
+    with with_gradient(model, "auto"):   # the strongest gradient we have
         for i, eps in enumerate(MONOTONE_EPS):   # independent runs, one per epsilon
             cand, _ = pgd(model, x, y, norm=Norm.LINF, eps=eps, steps=20, restarts=1, loss="margin", seed=seed + i)
             accs.append(_accuracy(model, cand, y))
@@ -127,13 +119,13 @@ def more_iterations(r: ModelResult) -> Outcome:
 
 
 def black_box_vs_white_box(r: ModelResult) -> Outcome:
+    black = norm_results(r.attacks, r.distances, lambda a: a.black_box)
+    white = norm_results(r.attacks, r.distances, lambda a: not a.black_box)
     rows, bad = {}, {}
     for norm in Norm:
-        bb = [a for a in r.attacks.values() if a.norm is norm and a.black_box and not np.isnan(a.accuracy)]
-        wb = [a for a in r.attacks.values() if a.norm is norm and not a.black_box and not np.isnan(a.accuracy)]
-        if not bb or not wb:
+        if norm not in black or norm not in white:
             continue
-        acc_bb, acc_wb = _worst(r, bb, norm), _worst(r, wb, norm)
+        acc_bb, acc_wb = black[norm].accuracy, white[norm].accuracy
         rows[norm.value] = {"black_box": acc_bb, "white_box": acc_wb}
         if acc_bb < acc_wb - TOLERANCE:
             bad[norm.value] = rows[norm.value]
@@ -142,12 +134,6 @@ def black_box_vs_white_box(r: ModelResult) -> Outcome:
     value = "; ".join(f"{k}: black box {100 * v['black_box']:.0f}% vs white box {100 * v['white_box']:.0f}%"
                       for k, v in rows.items())
     return Outcome(WARN if bad else PASS, value, {"per_norm": rows, "beaten": sorted(bad)})
-
-
-def _worst(r: ModelResult, attacks, norm: Norm) -> float:
-    """Accuracy at the threshold of the per-sample worst case over ``attacks``."""
-    wc = worst_case(np.stack([r.distances[a.attack] for a in attacks]))
-    return accuracy_at(wc[~np.isnan(wc)], norm.threshold)
 
 
 register_check(Check(
