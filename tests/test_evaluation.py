@@ -123,6 +123,29 @@ def test_a_run_grows_by_attacks_and_keeps_what_it_has(tiny, test_data, tmp_path)
         store.close()
 
 
+def test_only_runs_the_matching_attacks_and_the_rest_later(tiny, test_data, tmp_path):
+    """``only`` splits one model's attacks between calls; the run records the whole suite from the start."""
+    x, y = test_data
+    suite = (AttackSpec("Linf FGSM", "LinfFastGradientAttack", Norm.LINF),
+             AttackSpec("L2 FGM", "L2FastGradientAttack", Norm.L2))
+    kw = dict(suite=suite, run_dir=tmp_path, batch_size=20, suite_name="two", show=False, checks=False)
+    with pytest.raises(ValueError, match=r"\['L1 \*'\]: no attack of the suite matches"):
+        evaluate_models([EvalModel("tiny", tiny)], x, y, only=["L1 *"], **kw)
+    assert not (tmp_path / "results.sqlite").exists()          # refused before the run was touched
+    evaluate_models([EvalModel("tiny", tiny)], x, y, only=["Linf *"], **kw)
+    assert {r[1] for r in _rows(tmp_path)} == {"Linf FGSM"}
+    store = Store(tmp_path / "results.sqlite")
+    try:
+        assert [a["attack"] for a in store.attacks()] == ["Linf FGSM", "L2 FGM"]
+    finally:
+        store.close()
+    first = _rows(tmp_path)
+    evaluate_models([EvalModel("tiny", tiny)], x, y, **kw)
+    after = _rows(tmp_path)
+    assert [r for r in after if r[1] == "Linf FGSM"] == first
+    assert sum(1 for r in after if r[1] == "L2 FGM") == len(y)
+
+
 SCRIPT = textwrap.dedent("""
     import sys
     sys.path.insert(0, {tests!r})

@@ -135,12 +135,17 @@ def evaluate_cmd(model_dirs: Optional[list[Path]] = typer.Argument(None, help="M
                  report: bool = typer.Option(True, "--report/--no-report", help="Write the report when done."),
                  checks: bool = typer.Option(True, "--checks/--no-checks",
                                              help="Run the model sanity checks (unbounded attack, eps monotonicity, "
-                                                  "zero gradients, determinism) for the report.")) -> None:
+                                                  "zero gradients, determinism) for the report."),
+                 only: Optional[list[str]] = typer.Option(None, "--only",
+                                                          help="Run only the attacks whose name matches this "
+                                                               "pattern ('Linf *', '* AutoAttack'); repeatable. The "
+                                                               "run still records the whole suite, so processes can "
+                                                               "split one model's attacks.")) -> None:
     """Attack every model with every attack of the suite; resumable (rerun the same command)."""
     from .evaluation.pipeline import run_evaluation
     out_dir = run_evaluation(list(model_dirs or []), list(factories or []), suite=suite, n=n, run=run,
                              batch_size=batch_size, seed=seed, data_dir=data_dir, dataset=dataset.value,
-                             report=report, checks=checks)
+                             report=report, checks=checks, only=list(only or []))
     out.print(f"results: {run / 'results.sqlite'}" + (f"; report: {out_dir}" if out_dir else ""), highlight=False)
 
 

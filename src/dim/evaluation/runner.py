@@ -8,6 +8,7 @@ uninterrupted one would.
 """
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import re
 import shutil
@@ -117,16 +118,32 @@ class RunConfigError(ValueError):
     """The run directory holds a different evaluation."""
 
 
+def select_attacks(specs: Sequence[AttackSpec], only: Sequence[str] | None) -> tuple[AttackSpec, ...]:
+    """The attacks of ``specs`` whose name matches one of the shell-style patterns ``only`` (all if none)."""
+    if not only:
+        return tuple(specs)
+    unmatched = [p for p in only if not any(fnmatch.fnmatchcase(s.name, p) for s in specs)]
+    if unmatched:
+        raise ValueError(f"--only {unmatched}: no attack of the suite matches (attack names look like "
+                         f"{specs[0].name!r}; patterns use * and ?)")
+    return tuple(s for s in specs if any(fnmatch.fnmatchcase(s.name, p) for p in only))
+
+
 def evaluate_models(models: Sequence[EvalModel], x: np.ndarray, y: np.ndarray, *, suite: str | Sequence[AttackSpec],
                     run_dir: Path, batch_size: int = 100, seed: int = 0, show: bool | None = None,
                     suite_name: str | None = None, extra_config: dict[str, Any] | None = None,
-                    checks: bool = True) -> Path:
+                    checks: bool = True, only: Sequence[str] | None = None) -> Path:
     """Evaluate every model against every attack of ``suite`` on ``x``/``y``; returns the store path.
 
     With ``checks`` (the default) the model sanity checks of :mod:`dim.evaluation.checks`
     run once per model and are stored in the run, for the report.
+
+    ``only`` (shell-style patterns on attack names, e.g. ``"Linf *"``) restricts the
+    work of this call to the matching attacks while the run still records the whole
+    suite: two processes can share one model's attacks without doing a shard twice.
     """
     specs = tuple(get_suite(suite) if isinstance(suite, str) else suite)
+    todo = select_attacks(specs, only)
     suite_name = suite if isinstance(suite, str) else (suite_name or "custom")
     x = np.ascontiguousarray(x, dtype=np.float32)
     y = np.asarray(y, dtype=np.int64)
@@ -157,7 +174,7 @@ def evaluate_models(models: Sequence[EvalModel], x: np.ndarray, y: np.ndarray, *
                     task = bar.add_task(f"{m.key}: sanity checks", total=1, info="")
                     store.set_meta(f"checks/{m.key}", run_model_checks(m.model, x, y, seed))
                     bar.remove_task(task)
-                _evaluate_one(store, run_dir, m, specs, x, y, batch_size, n_shards, seed, bar)
+                _evaluate_one(store, run_dir, m, specs, todo, x, y, batch_size, n_shards, seed, bar)
     finally:
         store.close()
     return run_dir / "results.sqlite"
@@ -199,11 +216,12 @@ def _spec_dict(spec: AttackSpec) -> dict[str, Any]:
     return d
 
 
-def _evaluate_one(store: Store, run_dir: Path, m: EvalModel, specs, x, y, batch_size, n_shards, seed, bar) -> None:
+def _evaluate_one(store: Store, run_dir: Path, m: EvalModel, specs, todo, x, y, batch_size, n_shards, seed,
+                  bar) -> None:
     clean_pred = predict_numpy(m.model, x)
     store.add_model(m.key, m.name, m.paper_name or m.name, m.card, m.card_sha256, y, clean_pred)
-    model_task = bar.add_task(f"{m.key}", total=len(specs) * n_shards, info="")
-    for spec in specs:
+    model_task = bar.add_task(f"{m.key}", total=len(todo) * n_shards, info="")
+    for spec in todo:
         run = attack_runner(spec)
         attack_task = bar.add_task(f"  {spec.name}", total=n_shards, info="")
         for shard in range(n_shards):
