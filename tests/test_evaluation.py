@@ -16,6 +16,7 @@ from dim import data
 from dim.attacks.suites import AttackSpec, get_suite
 from dim.evaluation import metrics
 from dim.evaluation.norms import Norm
+from dim.evaluation.status import run_status, status_text
 from dim.evaluation.runner import EvalModel, RunConfigError, evaluate_models, load_adversarials
 from dim.evaluation.verify import predict_numpy
 from dim.report import build_report
@@ -139,11 +140,18 @@ def test_only_runs_the_matching_attacks_and_the_rest_later(tiny, test_data, tmp_
         assert [a["attack"] for a in store.attacks()] == ["Linf FGSM", "L2 FGM"]
     finally:
         store.close()
+    (half,) = run_status(tmp_path)
+    assert half.shards == {"done": 2, "skipped": 0, "failed": 0, "pending": 2}
+    assert half.pending_attacks == ("L2 FGM",) and half.seconds > 0
+    assert "to do (1): L2 FGM" in status_text(tmp_path)
     first = _rows(tmp_path)
     evaluate_models([EvalModel("tiny", tiny)], x, y, **kw)
     after = _rows(tmp_path)
     assert [r for r in after if r[1] == "Linf FGSM"] == first
     assert sum(1 for r in after if r[1] == "L2 FGM") == len(y)
+    (full,) = run_status(tmp_path)
+    assert full.shards["done"] == 4 and not full.pending_attacks
+    assert "4/4 shards finished" in status_text(tmp_path)
 
 
 SCRIPT = textwrap.dedent("""
@@ -153,7 +161,8 @@ SCRIPT = textwrap.dedent("""
     from dim import data
     from dim.attacks.suites import AttackSpec
     from dim.evaluation.norms import Norm
-    from dim.evaluation.runner import EvalModel, evaluate_models
+    from dim.evaluation.status import run_status, status_text
+from dim.evaluation.runner import EvalModel, evaluate_models
     x, y = data.load_split("mnist", "test", limit=48)
     suite = (AttackSpec("Linf slow PGD", "slow_pgd", Norm.LINF), AttackSpec("Linf FGSM", "LinfFastGradientAttack", Norm.LINF))
     evaluate_models([EvalModel("tiny", evalkit.tiny_model())], x, y, suite=suite, run_dir=sys.argv[1],
@@ -207,6 +216,11 @@ def test_cli_evaluate_with_model_factory_and_report(tmp_path, data_dir):
     assert (run / "report" / "report.md").is_file()
     r = subprocess.run([sys.executable, "-m", "dim", "report", str(run)], capture_output=True, text=True, env=env)
     assert r.returncode == 0 and "tiny_model" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "dim", "status", str(run)], capture_output=True, text=True, env=env)
+    assert r.returncode == 0 and "tiny_model:" in r.stdout and "shards finished (" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "dim", "status", str(tmp_path / "none")], capture_output=True,
+                       text=True, env=env)
+    assert r.returncode == 2 and "no results store" in r.stderr
     r = subprocess.run([sys.executable, "-m", "dim", "evaluate", "--suite", "nope", "--n", "5", "--run",
                         str(tmp_path / "x"), "--model-factory", "evalkit:tiny_model"],
                        capture_output=True, text=True, env=env)

@@ -161,6 +161,14 @@ def report_cmd(run: Path = typer.Argument(..., help="A run directory of 'dim eva
     out.print((path / "report.md").read_text(), highlight=False, markup=False)
 
 
+@app.command("status")
+@friendly_errors
+def status_cmd(run: Path = typer.Argument(..., help="A run directory of 'dim evaluate'.")) -> None:
+    """Show what a run has finished, skipped, failed and still has to do (from the store, no report)."""
+    from .evaluation.status import status_text
+    out.print(status_text(run), highlight=False, markup=False)
+
+
 @app.command("reproduce")
 @friendly_errors
 def reproduce_cmd(preset: str = typer.Option("quick", "--preset",

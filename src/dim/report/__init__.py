@@ -11,6 +11,7 @@ from ..attacks.suites import is_black_box
 from ..evaluation import checks, metrics
 from ..fileio import atomic_write_text
 from ..evaluation.norms import Norm
+from ..evaluation.status import open_store
 from ..store import Store
 from . import tables
 from .paper import TABLES
@@ -165,10 +166,7 @@ def build_report(run_dir: Path | str, plots: bool = True, cards_dir: Path | str 
     """Write ``RUN_DIR/report/``: summary, checks, suite, Table 1/2 (md, csv, tex), curves, metrics JSON,
     and one JSON card per model (``report/cards/``, and ``cards_dir`` if given)."""
     run_dir = Path(run_dir)
-    db = run_dir / "results.sqlite"
-    if not db.is_file():
-        raise FileNotFoundError(f"{db}: no results store; run 'dim evaluate ... --run {run_dir}' first")
-    store = Store(db)
+    store = open_store(run_dir)
     try:
         results = metrics.compute(store)
         outcomes = {r.model: checks.all_outcomes(r, store.get_meta(f"checks/{r.model}")) for r in results}
