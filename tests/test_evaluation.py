@@ -161,8 +161,7 @@ SCRIPT = textwrap.dedent("""
     from dim import data
     from dim.attacks.suites import AttackSpec
     from dim.evaluation.norms import Norm
-    from dim.evaluation.status import run_status, status_text
-from dim.evaluation.runner import EvalModel, evaluate_models
+    from dim.evaluation.runner import EvalModel, evaluate_models
     x, y = data.load_split("mnist", "test", limit=48)
     suite = (AttackSpec("Linf slow PGD", "slow_pgd", Norm.LINF), AttackSpec("Linf FGSM", "LinfFastGradientAttack", Norm.LINF))
     evaluate_models([EvalModel("tiny", evalkit.tiny_model())], x, y, suite=suite, run_dir=sys.argv[1],
