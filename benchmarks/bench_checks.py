@@ -18,7 +18,7 @@ from common import write_result
 
 from dim.checkpoint import load_model
 from dim.data import load_split
-from dim.evaluation.checks import MODEL_CHECKS
+from dim.evaluation.checks import MODEL_CHECKS, check_samples
 
 
 def main() -> None:
@@ -30,16 +30,14 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     x, y = load_split("mnist", "test", limit=args.n)
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     per_model = {}
     for d in args.model_dirs:
         model = load_model(d)
-        with torch.no_grad():
-            ok = torch.nonzero(model(xt).argmax(1) == yt).flatten()[:100]
+        xs, ys = check_samples(model, x, y)       # the samples dim evaluate runs the checks on
         times = {}
         for c in MODEL_CHECKS:
             t0 = time.perf_counter()
-            c.on_model(model, xt[ok], yt[ok], 0)
+            c.on_model(model, xs, ys, 0)
             times[c.name] = round(time.perf_counter() - t0, 2)
         per_model[model.card["model"]] = {"seconds": round(sum(times.values()), 1), "per_check": times}
     write_result("checks_time", {"n": args.n, "threads": args.threads, "machine_shared": args.busy,

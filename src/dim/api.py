@@ -40,7 +40,7 @@ def evaluate(model: nn.Module, x: Any, y: Any, *, suite: str | Sequence[AttackSp
     if report:
         from .report import build_report
         build_report(run_dir)
-    store = Store(Path(run_dir) / "results.sqlite")
+    store = Store.of_run(run_dir)
     try:
         return metrics.compute(store)
     finally:

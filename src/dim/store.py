@@ -19,6 +19,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
+STORE_FILE = "results.sqlite"
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS models (
@@ -58,6 +60,14 @@ class Store:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(SCHEMA)
+
+    @classmethod
+    def of_run(cls, run_dir: Path | str) -> "Store":
+        """The store of an existing run directory; a clear error (and no new file) if it holds none."""
+        db = Path(run_dir) / STORE_FILE
+        if not db.is_file():
+            raise FileNotFoundError(f"{db}: no results store; run 'dim evaluate ... --run {run_dir}' first")
+        return cls(db)
 
     def close(self) -> None:
         self.db.close()

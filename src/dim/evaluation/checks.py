@@ -178,19 +178,26 @@ MODEL_CHECKS = tuple(c for c in CHECKS.values() if c.on_model is not None)
 RESULT_CHECKS = tuple(c for c in CHECKS.values() if c.on_results is not None)
 
 
-def run_model_checks(model: nn.Module, x: np.ndarray, y: np.ndarray, seed: int = 0,
-                     max_samples: int = 100) -> dict[str, dict]:
-    """Every model check on up to ``max_samples`` correctly classified samples."""
+def check_samples(model: nn.Module, x: np.ndarray, y: np.ndarray,
+                  max_samples: int = 100) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``max_samples`` correctly classified samples, on which the model checks run."""
     model.eval()
     xt, yt = torch.from_numpy(np.ascontiguousarray(x, np.float32)), torch.from_numpy(np.asarray(y, np.int64))
     with torch.no_grad():
         ok = torch.nonzero(model(xt).argmax(1) == yt).flatten()[:max_samples]
-    if len(ok) == 0:
+    return xt[ok], yt[ok]
+
+
+def run_model_checks(model: nn.Module, x: np.ndarray, y: np.ndarray, seed: int = 0,
+                     max_samples: int = 100) -> dict[str, dict]:
+    """Every model check on up to ``max_samples`` correctly classified samples."""
+    xs, ys = check_samples(model, x, y, max_samples)
+    if len(ys) == 0:
         return {c.name: Outcome(NA, "no correctly classified sample", {}).as_dict() for c in MODEL_CHECKS}
     out = {}
     for c in MODEL_CHECKS:
         try:
-            out[c.name] = c.on_model(model, xt[ok], yt[ok], seed).as_dict()
+            out[c.name] = c.on_model(model, xs, ys, seed).as_dict()
         except Exception as exc:  # a check that cannot run is reported, not fatal
             out[c.name] = Outcome(NA, f"could not run: {type(exc).__name__}: {exc}", {}).as_dict()
     return out

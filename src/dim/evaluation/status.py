@@ -26,38 +26,29 @@ class ModelStatus:
         return sum(self.shards.values())
 
 
-def open_store(run_dir: Path | str) -> Store:
-    """The store of an existing run; a clear error if ``run_dir`` holds none."""
-    db = Path(run_dir) / "results.sqlite"
-    if not db.is_file():
-        raise FileNotFoundError(f"{db}: no results store; run 'dim evaluate ... --run {run_dir}' first")
-    return Store(db)
-
-
 def run_status(run_dir: Path | str) -> list[ModelStatus]:
     """One :class:`ModelStatus` per model of the run, in the order the models were added."""
-    store = open_store(run_dir)
+    store = Store.of_run(run_dir)
     try:
         config = store.get_meta("config") or {}
         n_shards = -(-int(config.get("n", 0)) // int(config.get("batch_size", 1)))
         attacks = [a["attack"] for a in store.attacks()]
-        recorded = {(s["model"], s["attack"], s["shard"]): s for s in store.shards()}
+        recorded = {(s["model"], s["attack"], s["shard"]): s["status"] for s in store.shards()}
+        seconds = store.attack_seconds()
         out = []
         for m in store.models():
             counts = dict.fromkeys(STATES, 0)
-            seconds, pending, failed = 0.0, [], []
+            pending, failed = [], []
             for attack in attacks:
-                states = [recorded.get((m["model"], attack, k), {}).get("status", "pending")
-                          for k in range(n_shards)]
-                for k, st in enumerate(states):
+                states = [recorded.get((m["model"], attack, k), "pending") for k in range(n_shards)]
+                for st in states:
                     counts[st] += 1
-                    if st == "done":
-                        seconds += recorded[(m["model"], attack, k)]["seconds"] or 0.0
                 if "pending" in states:
                     pending.append(attack)
                 if "failed" in states:
                     failed.append(attack)
-            out.append(ModelStatus(m["model"], counts, seconds, tuple(pending), tuple(failed)))
+            spent = sum(v or 0.0 for (model, _), v in seconds.items() if model == m["model"])
+            out.append(ModelStatus(m["model"], counts, spent, tuple(pending), tuple(failed)))
         return out
     finally:
         store.close()

@@ -11,7 +11,6 @@ from ..attacks.suites import is_black_box
 from ..evaluation import checks, metrics
 from ..fileio import atomic_write_text
 from ..evaluation.norms import Norm
-from ..evaluation.status import open_store
 from ..store import Store
 from . import tables
 from .paper import TABLES
@@ -166,7 +165,7 @@ def build_report(run_dir: Path | str, plots: bool = True, cards_dir: Path | str 
     """Write ``RUN_DIR/report/``: summary, checks, suite, Table 1/2 (md, csv, tex), curves, metrics JSON,
     and one JSON card per model (``report/cards/``, and ``cards_dir`` if given)."""
     run_dir = Path(run_dir)
-    store = open_store(run_dir)
+    store = Store.of_run(run_dir)
     try:
         results = metrics.compute(store)
         outcomes = {r.model: checks.all_outcomes(r, store.get_meta(f"checks/{r.model}")) for r in results}
