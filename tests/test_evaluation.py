@@ -154,6 +154,52 @@ def test_only_runs_the_matching_attacks_and_the_rest_later(tiny, test_data, tmp_
     assert "4/4 shards finished" in status_text(tmp_path)
 
 
+def test_reuse_copies_identical_shards_of_another_run_and_changes_no_result(tiny, test_data, tmp_path):
+    """A run on 40 images that reuses a run on the first 20 stores exactly what a fresh run on 40 stores."""
+    x, y = test_data
+    suite = (AttackSpec("Linf FGSM", "LinfFastGradientAttack", Norm.LINF),
+             AttackSpec("Linf PGD", "LinfProjectedGradientDescentAttack", Norm.LINF, params={"steps": 5}))
+    kw = dict(suite=suite, batch_size=10, seed=3, show=False, checks=False, suite_name="s")
+    model = lambda sha="card-a": EvalModel("tiny", tiny, card_sha256=sha)  # noqa: E731
+    evaluate_models([model()], x[:20], y[:20], run_dir=tmp_path / "small", **kw)
+    evaluate_models([model()], x, y, run_dir=tmp_path / "fresh", **kw)
+    evaluate_models([model()], x, y, run_dir=tmp_path / "grown", reuse=[tmp_path / "small"], **kw)
+    assert _rows(tmp_path / "grown") == _rows(tmp_path / "fresh")
+    for attack, _ in [(s.name, s) for s in suite]:
+        a, b = (load_adversarials(tmp_path / r, "tiny", attack) for r in ("grown", "fresh"))
+        np.testing.assert_array_equal(a["x_adv"], b["x_adv"])
+    (st,) = run_status(tmp_path / "grown")
+    assert st.reused == {str(tmp_path / "small"): 4} and st.shards["done"] == 8
+    assert f"4 of the finished shards copied from {tmp_path / 'small'}" in status_text(tmp_path / "grown")
+
+    # another model (card), or a donor whose adversarial no longer fools the model: recomputed, not copied
+    evaluate_models([model("card-b")], x, y, run_dir=tmp_path / "other", reuse=[tmp_path / "small"], **kw)
+    assert run_status(tmp_path / "other")[0].reused == {}
+    path = tmp_path / "small" / "adversarials" / "tiny" / "Linf_FGSM.npz"
+    adv = dict(np.load(path))
+    broken = int(np.flatnonzero(np.isfinite(adv["distance"]) & (adv["distance"] > 0))[0])
+    adv["x_adv"][broken] = x[broken]
+    np.savez_compressed(path, **adv)
+    evaluate_models([model()], x, y, run_dir=tmp_path / "checked", reuse=[tmp_path / "small"], **kw)
+    assert run_status(tmp_path / "checked")[0].reused == {str(tmp_path / "small"): 3}
+    assert _rows(tmp_path / "checked") == _rows(tmp_path / "fresh")
+
+
+def test_reuse_refuses_a_run_on_other_images_or_settings(tiny, test_data, tmp_path):
+    x, y = test_data
+    suite = (AttackSpec("Linf FGSM", "LinfFastGradientAttack", Norm.LINF),)
+    kw = dict(suite=suite, batch_size=10, show=False, checks=False)
+    evaluate_models([EvalModel("tiny", tiny, card_sha256="c")], x[20:], y[20:], run_dir=tmp_path / "late", **kw)
+    with pytest.raises(ValueError, match="other images than the first 20"):
+        evaluate_models([EvalModel("tiny", tiny)], x, y, run_dir=tmp_path / "new", reuse=[tmp_path / "late"], **kw)
+    with pytest.raises(ValueError, match=r"differs in \['seed'\]"):
+        evaluate_models([EvalModel("tiny", tiny)], x[20:], y[20:], run_dir=tmp_path / "new", seed=1,
+                        reuse=[tmp_path / "late"], **kw)
+    with pytest.raises(FileNotFoundError, match="no results store"):
+        evaluate_models([EvalModel("tiny", tiny)], x, y, run_dir=tmp_path / "new", reuse=[tmp_path / "nowhere"], **kw)
+    assert not (tmp_path / "new").exists()          # refused before the run was touched
+
+
 SCRIPT = textwrap.dedent("""
     import sys
     sys.path.insert(0, {tests!r})

@@ -140,12 +140,18 @@ def evaluate_cmd(model_dirs: Optional[list[Path]] = typer.Argument(None, help="M
                                                           help="Run only the attacks whose name matches this "
                                                                "pattern ('Linf *', '* AutoAttack'); repeatable. The "
                                                                "run still records the whole suite, so processes can "
-                                                               "split one model's attacks.")) -> None:
+                                                               "split one model's attacks."),
+                 reuse: Optional[list[Path]] = typer.Option(None, "--reuse",
+                                                            help="An earlier run whose identical finished shards "
+                                                                 "(same model card, attack, seed, batch size and "
+                                                                 "images) are copied and re-verified instead of "
+                                                                 "recomputed, e.g. its first 200 images of a run on "
+                                                                 "500; repeatable.")) -> None:
     """Attack every model with every attack of the suite; resumable (rerun the same command)."""
     from .evaluation.pipeline import run_evaluation
     out_dir = run_evaluation(list(model_dirs or []), list(factories or []), suite=suite, n=n, run=run,
                              batch_size=batch_size, seed=seed, data_dir=data_dir, dataset=dataset.value,
-                             report=report, checks=checks, only=list(only or []))
+                             report=report, checks=checks, only=list(only or []), reuse=list(reuse or []))
     out.print(f"results: {run / 'results.sqlite'}" + (f"; report: {out_dir}" if out_dir else ""), highlight=False)
 
 

@@ -20,6 +20,7 @@ from typing import Any, Iterable
 import numpy as np
 
 STORE_FILE = "results.sqlite"
+REUSED = "reused/"   # meta key prefix: reused/<model>/<attack>/<shard> -> the run the shard was copied from
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -79,6 +80,11 @@ class Store:
     def get_meta(self, key: str, default: Any = None) -> Any:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return json.loads(row[0]) if row else default
+
+    def meta_with_prefix(self, prefix: str) -> dict[str, Any]:
+        """Every meta entry whose key starts with ``prefix`` (e.g. ``"reused/"``)."""
+        return {k: json.loads(v) for k, v in self.db.execute(
+            "SELECT key, value FROM meta WHERE substr(key, 1, ?) = ?", (len(prefix), prefix))}
 
     # ---------------------------------------------------------------- models
     def add_model(self, model: str, name: str, paper_name: str, card: dict, card_sha256: str | None,
@@ -157,6 +163,12 @@ class Store:
             if sample < n:
                 out[sample] = dist
         return out
+
+    def rows(self, model: str, attack: str) -> list[ResultRow]:
+        """The result rows of one (model, attack), by sample."""
+        return [ResultRow(*r) for r in self.db.execute(
+            "SELECT model, attack, sample, distance, pred, seconds FROM results WHERE model = ? AND attack = ? "
+            "ORDER BY sample", (model, attack))]
 
     def results(self) -> list[ResultRow]:
         return [ResultRow(*r) for r in self.db.execute(

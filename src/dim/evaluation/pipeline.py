@@ -31,7 +31,8 @@ PRESETS: dict[str, Preset] = {
 
 def run_evaluation(model_dirs: list[Path], factories: list[str], *, suite: str, n: int, run: Path,
                    batch_size: int = 100, seed: int = 0, data_dir: Path | None = None, dataset: str = "mnist",
-                   report: bool = True, checks: bool = True, only: list[str] | None = None) -> Path | None:
+                   report: bool = True, checks: bool = True, only: list[str] | None = None,
+                   reuse: list[Path] | None = None) -> Path | None:
     from ..api import eval_model_from_dir, eval_model_from_factory, unique_keys
     from ..attacks.suites import get_suite
     get_suite(suite)  # fail on a bad suite name before loading anything
@@ -43,7 +44,7 @@ def run_evaluation(model_dirs: list[Path], factories: list[str], *, suite: str, 
     if len(y) < n:
         raise ValueError(f"--n {n}: the {dataset} test set has only {len(y)} images")
     evaluate_models(models, x, y, suite=suite, run_dir=run, batch_size=batch_size, seed=seed,
-                    extra_config={"dataset": dataset}, checks=checks, only=only)
+                    extra_config={"dataset": dataset}, checks=checks, only=only, reuse=reuse or ())
     if not report:
         return None
     from ..report import build_report

@@ -9,7 +9,6 @@ uninterrupted one would.
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import re
 import shutil
 import time
@@ -25,9 +24,10 @@ import torch.nn as nn
 from ..attacks import NotApplicable
 from ..attacks.suites import AttackSpec, get_suite
 from ..fileio import atomic_write
-from ..progress import progress_bar
+from ..progress import log, progress_bar
 from ..provenance import git_commit, package_versions
-from ..store import ResultRow, Store
+from ..store import REUSED, ResultRow, Store
+from .reuse import Donor, copy_shard, data_sha256, open_donor, reusable
 from .verify import Verified, predict_numpy
 
 ADV_DIR = "adversarials"
@@ -132,7 +132,8 @@ def select_attacks(specs: Sequence[AttackSpec], only: Sequence[str] | None) -> t
 def evaluate_models(models: Sequence[EvalModel], x: np.ndarray, y: np.ndarray, *, suite: str | Sequence[AttackSpec],
                     run_dir: Path, batch_size: int = 100, seed: int = 0, show: bool | None = None,
                     suite_name: str | None = None, extra_config: dict[str, Any] | None = None,
-                    checks: bool = True, only: Sequence[str] | None = None) -> Path:
+                    checks: bool = True, only: Sequence[str] | None = None,
+                    reuse: Sequence[Path | str] = ()) -> Path:
     """Evaluate every model against every attack of ``suite`` on ``x``/``y``; returns the store path.
 
     With ``checks`` (the default) the model sanity checks of :mod:`dim.evaluation.checks`
@@ -141,6 +142,9 @@ def evaluate_models(models: Sequence[EvalModel], x: np.ndarray, y: np.ndarray, *
     ``only`` (shell-style patterns on attack names, e.g. ``"Linf *"``) restricts the
     work of this call to the matching attacks while the run still records the whole
     suite: two processes can share one model's attacks without doing a shard twice.
+
+    ``reuse`` names earlier runs whose identical finished shards are copied (and
+    re-verified) instead of recomputed; see :mod:`dim.evaluation.reuse`.
     """
     specs = tuple(get_suite(suite) if isinstance(suite, str) else suite)
     todo = select_attacks(specs, only)
@@ -155,11 +159,20 @@ def evaluate_models(models: Sequence[EvalModel], x: np.ndarray, y: np.ndarray, *
     if len(set(keys)) != len(keys):
         raise ValueError(f"model keys must be unique, got {keys}")
     run_dir = Path(run_dir)
+    config = {"suite": suite_name, "attacks": [_spec_dict(s) for s in specs], "n": len(y),
+              "batch_size": batch_size, "seed": seed, "data_sha256": data_sha256(x, y), **(extra_config or {})}
+    donors: list[Donor] = []
+    try:
+        for other in reuse:   # refused before this run is touched
+            if Path(other).resolve() == run_dir.resolve():
+                raise ValueError(f"--reuse {other}: that is this run itself")
+            donors.append(open_donor(other, config, x, y))
+    except Exception:
+        for d in donors:
+            d.close()
+        raise
     store = Store(run_dir / "results.sqlite")
     try:
-        data_hash = hashlib.sha256(x.tobytes() + y.tobytes()).hexdigest()
-        config = {"suite": suite_name, "attacks": [_spec_dict(s) for s in specs], "n": len(y),
-                  "batch_size": batch_size, "seed": seed, "data_sha256": data_hash, **(extra_config or {})}
         config = merge_config(store.get_meta("config"), config, run_dir)
         store.set_meta("config", config)
         prov = store.get_meta("provenance") or {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
@@ -174,9 +187,11 @@ def evaluate_models(models: Sequence[EvalModel], x: np.ndarray, y: np.ndarray, *
                     task = bar.add_task(f"{m.key}: sanity checks", total=1, info="")
                     store.set_meta(f"checks/{m.key}", run_model_checks(m.model, x, y, seed))
                     bar.remove_task(task)
-                _evaluate_one(store, run_dir, m, specs, todo, x, y, batch_size, n_shards, seed, bar)
+                _evaluate_one(store, run_dir, m, specs, todo, x, y, batch_size, n_shards, seed, bar, donors)
     finally:
         store.close()
+        for d in donors:
+            d.close()
     return run_dir / "results.sqlite"
 
 
@@ -217,7 +232,7 @@ def _spec_dict(spec: AttackSpec) -> dict[str, Any]:
 
 
 def _evaluate_one(store: Store, run_dir: Path, m: EvalModel, specs, todo, x, y, batch_size, n_shards, seed,
-                  bar) -> None:
+                  bar, donors: Sequence[Donor] = ()) -> None:
     clean_pred = predict_numpy(m.model, x)
     store.add_model(m.key, m.name, m.paper_name or m.name, m.card, m.card_sha256, y, clean_pred)
     model_task = bar.add_task(f"{m.key}", total=len(todo) * n_shards, info="")
@@ -230,6 +245,10 @@ def _evaluate_one(store: Store, run_dir: Path, m: EvalModel, specs, todo, x, y, 
                 bar.update(model_task, advance=1)
                 continue
             lo, hi = shard * batch_size, min(len(y), (shard + 1) * batch_size)
+            if _reuse_shard(store, donors, m, spec, shard, x[lo:hi], y[lo:hi], clean_pred[lo:hi], lo, hi, run_dir):
+                bar.update(attack_task, advance=1)
+                bar.update(model_task, advance=1, info=f"{spec.name} (reused)")
+                continue
             _run_shard(store, run_dir, m, specs, spec, run, x[lo:hi], y[lo:hi], clean_pred[lo:hi],
                        np.arange(lo, hi), shard, seed)
             bar.update(attack_task, advance=1)
@@ -237,6 +256,25 @@ def _evaluate_one(store: Store, run_dir: Path, m: EvalModel, specs, todo, x, y, 
         if all(store.shard_status(m.key, spec.name, s) == "done" for s in range(n_shards)):
             _merge_shards(run_dir, m.key, spec.name)
         bar.remove_task(attack_task)
+
+
+def _reuse_shard(store: Store, donors: Sequence[Donor], m: EvalModel, spec: AttackSpec, shard: int, xs, ys, clean,
+                 lo: int, hi: int, run_dir: Path) -> bool:
+    """Copy this shard from the first donor run that holds it and whose adversarials verify again."""
+    spec_dict = _spec_dict(spec)
+    for donor in donors:
+        if not reusable(donor, m.key, m.card_sha256, spec_dict, spec, shard, lo, hi):
+            continue
+        got = copy_shard(donor, m.key, spec, shard, m.model, xs, ys, clean, np.arange(lo, hi))
+        if got is None:
+            log(f"{m.key} / {spec.name} / shard {shard}: the copy from {donor.run_dir} does not verify; recomputing")
+            continue
+        arrays, rows, seconds = got
+        store.set_meta(f"{REUSED}{m.key}/{spec.name}/{shard}", str(donor.run_dir))
+        _atomic_npz(_shard_path(run_dir, m.key, spec.name, shard), **arrays)
+        store.finish_shard(m.key, spec.name, shard, rows, seconds)
+        return True
+    return False
 
 
 def _run_shard(store, run_dir, m: EvalModel, specs, spec: AttackSpec, run, xs, ys, clean, samples, shard,

@@ -5,10 +5,10 @@ did it cost so far" from the store alone, without rendering the report.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..store import Store
+from ..store import REUSED, Store
 
 STATES = ("done", "skipped", "failed", "pending")
 
@@ -20,6 +20,7 @@ class ModelStatus:
     seconds: float                  # sum over finished shards
     pending_attacks: tuple[str, ...]
     failed_attacks: tuple[str, ...]
+    reused: dict[str, int] = field(default_factory=dict)   # donor run -> finished shards copied from it
 
     @property
     def total(self) -> int:
@@ -35,6 +36,7 @@ def run_status(run_dir: Path | str) -> list[ModelStatus]:
         attacks = [a["attack"] for a in store.attacks()]
         recorded = {(s["model"], s["attack"], s["shard"]): s["status"] for s in store.shards()}
         seconds = store.attack_seconds()
+        reused = store.meta_with_prefix(REUSED)
         out = []
         for m in store.models():
             counts = dict.fromkeys(STATES, 0)
@@ -48,7 +50,12 @@ def run_status(run_dir: Path | str) -> list[ModelStatus]:
                 if "failed" in states:
                     failed.append(attack)
             spent = sum(v or 0.0 for (model, _), v in seconds.items() if model == m["model"])
-            out.append(ModelStatus(m["model"], counts, spent, tuple(pending), tuple(failed)))
+            donors: dict[str, int] = {}
+            for key, donor in reused.items():
+                model, attack, shard = key[len(REUSED):].rsplit("/", 2)
+                if model == m["model"] and recorded.get((model, attack, int(shard))) == "done":
+                    donors[donor] = donors.get(donor, 0) + 1
+            out.append(ModelStatus(m["model"], counts, spent, tuple(pending), tuple(failed), donors))
         return out
     finally:
         store.close()
@@ -64,6 +71,8 @@ def status_text(run_dir: Path | str) -> str:
         counts = ", ".join(f"{r.shards[s]} {s}" for s in STATES if r.shards[s])
         lines.append(f"{r.model}: {r.shards['done'] + r.shards['skipped']}/{r.total} shards finished "
                      f"({counts}); {r.seconds:,.0f} s of attacks so far")
+        for donor, k in r.reused.items():
+            lines.append(f"  {k} of the finished shards copied from {donor} (re-verified)")
         if r.pending_attacks:
             lines.append(f"  to do ({len(r.pending_attacks)}): " + ", ".join(r.pending_attacks))
         if r.failed_attacks:

@@ -1,0 +1,110 @@
+"""Reuse finished shards of another run instead of recomputing them (``dim evaluate --reuse RUN``).
+
+The typical case: ``runs/paper-dim`` holds the adaptive attacks on the first 200
+test images, and a new run evaluates the same attacks on the first 500. A shard
+of the new run is the same unit of work as a shard of the old one when the model
+is the same (the SHA-256 of its ``card.json``, which pins the weights and the
+inference settings), the attack has the same parameters, the run has the same
+seed, batch size and dataset, and the shard covers the same images (the old run's
+data hash equals the hash of the new run's first ``n`` images). The runner seeds
+every shard by (seed, model, attack, shard), so such a shard would be recomputed
+bit for bit; copying it saves the compute and changes no result.
+
+Nothing is trusted blindly: every copied adversarial is verified again against the
+model of this run (clipped, finite, misclassified, distance recomputed), and a
+shard whose stored distances do not reproduce is run afresh. Attacks that start
+from the best adversarial of earlier attacks (Brendel-Bethge) depend on the rest
+of the suite and are never copied.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..attacks.suites import AttackSpec
+from ..store import ResultRow, Store
+from .verify import verify
+
+# Fields of a run's config that must agree for any of its shards to be reused.
+SAME = ("seed", "batch_size", "dataset")
+
+
+@dataclass
+class Donor:
+    """An earlier run whose finished shards may stand in for this run's."""
+    run_dir: Path
+    store: Store
+    n: int
+    attacks: dict[str, dict[str, Any]]
+    cards: dict[str, str | None]                     # model key -> card_sha256
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def data_sha256(x: np.ndarray, y: np.ndarray) -> str:
+    """The hash a run's config records for its images and labels."""
+    return hashlib.sha256(np.ascontiguousarray(x).tobytes() + np.ascontiguousarray(y).tobytes()).hexdigest()
+
+
+def open_donor(run_dir: Path | str, config: dict[str, Any], x: np.ndarray, y: np.ndarray) -> Donor:
+    """Open ``run_dir`` as a donor for a run with ``config`` on ``x``/``y``, or say why it cannot be one."""
+    run_dir = Path(run_dir)
+    store = Store.of_run(run_dir)
+    try:
+        theirs = store.get_meta("config") or {}
+        differ = [k for k in SAME if theirs.get(k) != config.get(k)]
+        if differ:
+            raise ValueError(f"--reuse {run_dir}: that run differs in {differ} "
+                             f"({ {k: theirs.get(k) for k in differ} } vs { {k: config.get(k) for k in differ} }); "
+                             "its shards are not the same units of work")
+        n = int(theirs.get("n", 0))
+        if n > len(y) or data_sha256(x[:n], y[:n]) != theirs.get("data_sha256"):
+            raise ValueError(f"--reuse {run_dir}: that run evaluated other images than the first {n} of this one")
+        attacks = {a["name"]: a for a in theirs.get("attacks", [])}
+        cards = {m["model"]: m["card_sha256"] for m in store.models()}
+    except Exception:
+        store.close()
+        raise
+    return Donor(run_dir, store, n, attacks, cards)
+
+
+def reusable(donor: Donor, key: str, card_sha256: str | None, spec_dict: dict[str, Any], spec: AttackSpec,
+             shard: int, lo: int, hi: int) -> bool:
+    """Whether ``donor`` holds this (model, attack, shard) as a finished, identical unit of work."""
+    return (card_sha256 is not None and donor.cards.get(key) == card_sha256
+            and not spec.starting_points and donor.attacks.get(spec.name) == spec_dict
+            and hi <= donor.n and donor.store.shard_status(key, spec.name, shard) == "done")
+
+
+def copy_shard(donor: Donor, key: str, spec: AttackSpec, shard: int, model, xs: np.ndarray, ys: np.ndarray,
+               clean: np.ndarray, samples: np.ndarray) -> tuple[dict[str, np.ndarray], list[ResultRow], float] | None:
+    """The donor's shard, re-verified on ``model``: (adversarial arrays, rows, seconds), or None if it does not hold."""
+    from .runner import load_adversarials
+    adv = load_adversarials(donor.run_dir, key, spec.name)
+    rows = {r.sample: r for r in donor.store.rows(key, spec.name)}
+    if adv is None or any(int(s) not in rows for s in samples):
+        return None
+    where = {int(s): i for i, s in enumerate(adv["sample"])}
+    if any(int(s) not in where for s in samples):
+        return None
+    idx = np.array([where[int(s)] for s in samples])
+    stored = np.array([rows[int(s)].distance for s in samples])
+    cand = adv["x_adv"][idx]
+    got = verify(model, xs, ys, cand, spec.norm)
+    # A clean misclassification is stored as the clean image at distance 0; verify gives the same.
+    if not np.array_equal(np.isfinite(got.distance), np.isfinite(stored)):
+        return None
+    fin = np.isfinite(stored)
+    if not np.allclose(got.distance[fin], stored[fin], rtol=1e-5, atol=1e-6):
+        return None
+    pred = np.where(np.isfinite(got.distance), got.pred, clean)
+    seconds = float(sum(rows[int(s)].seconds for s in samples))
+    arrays = dict(sample=samples, distance=stored, pred=pred, x_adv=got.x_adv)
+    out = [ResultRow(key, spec.name, int(s), float(d), int(p), rows[int(s)].seconds)
+           for s, d, p in zip(samples, stored, pred)]
+    return arrays, out, seconds
