@@ -3,6 +3,7 @@ import pytest
 import torch
 
 import dim
+from dim.models.abs import VAE_ARCHS
 from dim.models import GradientMode, get_entry, has_binarization, list_models, set_gradient_mode
 
 MODELS = list_models()
@@ -100,6 +101,24 @@ def test_batched_internal_models_equal_separate_autoencoders():
         assert torch.allclose(out[k], ref, atol=1e-5)
 
 
+@pytest.mark.parametrize("arch", sorted(VAE_ARCHS))
+def test_abs_vaes_encode_and_decode_each_class_with_its_own_vae(arch):
+    """Shapes of the VAE interface, and VAE k's output depends on input/latent k only."""
+    torch.manual_seed(0)
+    vaes = dim.create_model("abs", arch=arch, n_random=10).vaes
+    x, z = torch.rand(10, 3, 784), torch.randn(10, 5, 8)
+    mu, logvar = vaes.encode(x)
+    assert mu.shape == logvar.shape == (10, 3, 8)
+    rec = vaes.decode(z)
+    assert rec.shape == (10, 5, 784) and ((rec >= 0) & (rec <= 1)).all()
+    z2 = z.clone()
+    z2[3] = torch.randn(5, 8)
+    rec2 = vaes.decode(z2)
+    assert torch.equal(rec2[:3], rec[:3]) and torch.equal(rec2[4:], rec[4:]) and not torch.equal(rec2[3], rec[3])
+    with pytest.raises(ValueError, match="unknown ABS arch 'nope'"):
+        dim.create_model("abs", arch="nope")
+
+
 def test_create_model_rejects_unknown():
     with pytest.raises(KeyError, match="unknown model 'nope'"):
         dim.create_model("nope")
@@ -107,8 +126,9 @@ def test_create_model_rejects_unknown():
         dim.create_model("dim", hiden=3)
 
 
-def test_abs_tiny_settings_finite_logits_and_input_gradient():
-    model = dim.create_model("abs", n_random=50, n_steps=2)
+@pytest.mark.parametrize("arch", sorted(VAE_ARCHS))
+def test_abs_tiny_settings_finite_logits_and_input_gradient(arch):
+    model = dim.create_model("abs", arch=arch, n_random=50, n_steps=2)
     x = batch(3).requires_grad_(True)
     out = model(x)
     assert out.shape == (3, 10) and torch.isfinite(out).all()
@@ -116,10 +136,11 @@ def test_abs_tiny_settings_finite_logits_and_input_gradient():
     assert x.grad is not None and x.grad.abs().sum() > 0
 
 
-def test_abs_refinement_lowers_the_bound():
+@pytest.mark.parametrize("arch", sorted(VAE_ARCHS))
+def test_abs_refinement_lowers_the_bound(arch):
     """Adam steps on the latent can only improve on the best random latent (per class, per image)."""
-    model = dim.create_model("abs", n_random=100, n_steps=0)
-    refined = dim.create_model("abs", n_random=100, n_steps=20)
+    model = dim.create_model("abs", arch=arch, n_random=100, n_steps=0)
+    refined = dim.create_model("abs", arch=arch, n_random=100, n_steps=20)
     refined.load_state_dict(model.state_dict())
     x = batch(4)
     with torch.no_grad():

@@ -183,3 +183,16 @@ def test_load_model_with_inference_overrides_keeps_the_weights(data_dir, tmp_pat
     assert all(torch.equal(ps[k], fs[k]) for k in ps)
     x, _ = dim.data.load_split("mnist", "test", data_dir, limit=4)
     assert torch.isfinite(fast(torch.from_numpy(x))).all()
+
+    # --from on a trained model: the same weights, the inference setting recorded in the card and reloaded
+    for name in ("abs", "biabs"):
+        card = train(name, tmp_path / f"{name}-fast", from_dir=tmp_path / "abs", eval_limit=20, show=False,
+                     model_overrides={"n_random": 30, "n_steps": 1})
+        assert card["config"]["model"]["n_random"] == 30 and card["weights_from"]["overrides"]["n_steps"] == 1
+        derived = dim.load_model(tmp_path / f"{name}-fast")
+        assert (derived.cfg.n_random, derived.cfg.n_steps) == (30, 1)
+        assert all(torch.equal(ps[k], v) for k, v in derived.state_dict().items())
+    with pytest.raises(ValueError, match="only options that leave the weights' shapes alone"):
+        train("abs", tmp_path / "wider", from_dir=tmp_path / "abs", model_overrides={"hidden": 64}, show=False)
+    with pytest.raises(ValueError, match="nothing is trained"):
+        train("abs", tmp_path / "more", from_dir=tmp_path / "abs", epochs=2, show=False)

@@ -98,8 +98,10 @@ def train_cmd(model: str = typer.Argument(..., help="Model name (see 'dim models
               limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Train on the first N images only."),
               dataset: Dataset = typer.Option(Dataset.MNIST, "--dataset"),
               from_dir: Optional[Path] = typer.Option(None, "--from",
-                                                      help="For inference variants (bidim, ...): the trained "
-                                                           "model directory whose weights they reuse."),
+                                                      help="Copy the weights of this trained model directory "
+                                                           "instead of training: required for inference variants "
+                                                           "(bidim, biabs, ...); for any model, --model-set then "
+                                                           "changes inference settings only (ABS n_random=1000)."),
               model_set: Optional[list[str]] = typer.Option(None, "--model-set", help="Model config key=value."),
               train_set: Optional[list[str]] = typer.Option(None, "--set", help="Training config key=value."),
               eval_limit: Optional[int] = typer.Option(None, "--eval-limit", min=1,

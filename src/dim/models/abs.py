@@ -36,7 +36,9 @@ class ABSConfig:
     in_features: int = 784
     num_classes: int = 10
     latent: int = 8
-    hidden: int = 256
+    arch: str = "mlp"              # key of VAE_ARCHS
+    hidden: int = 256              # mlp: hidden units of encoder and decoder
+    channels: int = 16             # conv: channels of the first conv layer (the second has twice as many)
     n_random: int = 8000
     n_steps: int = 50
     lr: float = 0.05
@@ -70,12 +72,61 @@ class BatchedVAE(nn.Module):
         return torch.sigmoid(self.dec2(F.elu(self.dec1(z))))
 
 
+class ConvVAE(nn.Module):
+    """One VAE with a small convolutional encoder and decoder (28 x 28 inputs)."""
+
+    def __init__(self, latent: int, width: int):
+        super().__init__()
+        w = width
+        self.latent, self.w = latent, w
+        self.enc = nn.Sequential(nn.Conv2d(1, w, 4, 2, 1), nn.ELU(), nn.Conv2d(w, 2 * w, 4, 2, 1), nn.ELU(),
+                                 nn.Flatten(), nn.Linear(2 * w * 49, 2 * latent))
+        self.fc = nn.Linear(latent, 2 * w * 49)
+        self.dec = nn.Sequential(nn.ELU(), nn.ConvTranspose2d(2 * w, w, 4, 2, 1), nn.ELU(),
+                                 nn.ConvTranspose2d(w, 1, 4, 2, 1))
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:  # (B, 784) -> (B, 2 * latent)
+        return self.enc(x.view(-1, 1, 28, 28))
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:  # (B, latent) -> (B, 784)
+        return torch.sigmoid(self.dec(self.fc(z).view(-1, 2 * self.w, 7, 7))).flatten(1)
+
+
+class ConvVAEs(nn.Module):
+    """K convolutional VAEs with the interface of :class:`BatchedVAE` (a loop over classes)."""
+
+    def __init__(self, k: int, d: int, channels: int, latent: int):
+        super().__init__()
+        if d != 784:
+            raise ValueError(f"the convolutional ABS expects 28 x 28 inputs (784 features), got {d}")
+        self.latent = latent
+        self.vaes = nn.ModuleList(ConvVAE(latent, channels) for _ in range(k))
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # (K, B, d) -> 2 x (K, B, latent)
+        h = torch.stack([v.encode(xk) for v, xk in zip(self.vaes, x)])
+        return h[..., : self.latent], h[..., self.latent:]
+
+    def decode(self, z: torch.Tensor, chunk: int = 4096) -> torch.Tensor:  # (K, S, latent) -> (K, S, d)
+        return torch.stack([torch.cat([v.decode(zc) for zc in zk.split(chunk)]) for v, zk in zip(self.vaes, z)])
+
+
+# The ten VAEs: ``arch(cfg)`` -> a module with ``encode((K, B, d))`` and ``decode((K, S, latent))``.
+VAE_ARCHS = {
+    "mlp": lambda cfg: BatchedVAE(cfg.num_classes, cfg.in_features, cfg.hidden, cfg.latent),
+    "conv": lambda cfg: ConvVAEs(cfg.num_classes, cfg.in_features, cfg.channels, cfg.latent),
+}
+
+
 class ABS(nn.Module):
     def __init__(self, cfg: ABSConfig, binarize: bool):
         super().__init__()
         self.cfg = cfg
         self.num_classes = cfg.num_classes
-        self.vaes = BatchedVAE(cfg.num_classes, cfg.in_features, cfg.hidden, cfg.latent)
+        try:
+            arch = VAE_ARCHS[cfg.arch]
+        except KeyError:
+            raise ValueError(f"unknown ABS arch {cfg.arch!r}; expected one of {sorted(VAE_ARCHS)}") from None
+        self.vaes = arch(cfg)
         self.bin_in = Binarize(cfg.binarize_threshold) if binarize else nn.Identity()
         g = torch.Generator().manual_seed(cfg.seed)
         self.register_buffer("z_random", torch.randn(cfg.num_classes, cfg.n_random, cfg.latent, generator=g),

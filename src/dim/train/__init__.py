@@ -45,7 +45,11 @@ def train(name: str, out_dir: Path, *, epochs: int | None = None, seed: int = 0,
           limit: int | None = None, dataset: str = "mnist", from_dir: Path | None = None,
           model_overrides: dict[str, Any] | None = None, train_overrides: dict[str, Any] | None = None,
           eval_limit: int | None = None, show: bool | None = None) -> dict[str, Any]:
-    """Train model ``name`` (or derive an inference variant from ``from_dir``) into ``out_dir``.
+    """Train model ``name`` (or derive it from the trained weights in ``from_dir``) into ``out_dir``.
+
+    With ``from_dir`` nothing is trained: the weights are copied, ``model_overrides``
+    change inference settings (e.g. ABS's ``n_random``/``n_steps``), and the card
+    records both. Inference variants (``bidim``, ``biabs``, ...) are always derived.
 
     ``epochs`` overrides the main epoch count of the recipe (and caps the
     denoiser's). Training state is kept in ``out_dir/.train_state`` after every
@@ -64,16 +68,19 @@ def train(name: str, out_dir: Path, *, epochs: int | None = None, seed: int = 0,
     test = _load_tensors(dataset, "test", data_dir, eval_limit)
     t0 = time.perf_counter()
     extra: dict[str, Any] = {}
-    if entry.weights_from is not None:
-        model, source_card = _derive(name, entry.weights_from, from_dir, model_overrides)
+    derived = entry.weights_from is not None or from_dir is not None
+    if derived and (epochs is not None or train_overrides or limit is not None):
+        raise ValueError(f"{name!r} from {from_dir}: nothing is trained (the weights are copied), so epochs, "
+                         "--set and --limit do not apply")
+    if derived:
+        base = entry.weights_from or name
+        model, source_card, model_cfg = _derive(name, base, from_dir, model_overrides)
         train_cfg: dict[str, Any] = {}
-        extra["weights_from"] = {"dir": str(from_dir), "model": entry.weights_from,
+        extra["weights_from"] = {"dir": str(from_dir), "model": base,
                                  "weights_sha256": source_card.get("weights_sha256"),
-                                 "train_seconds": source_card.get("train_seconds")}
-        model_cfg = source_card["config"]["model"]
+                                 "train_seconds": source_card.get("train_seconds"),
+                                 "overrides": dict(model_overrides or {})}
     else:
-        if from_dir is not None:
-            raise ValueError(f"--from applies only to inference variants; {name!r} is trained from scratch")
         model_cfg = dataclasses.asdict(resolve_config(name, model_overrides))
         model = create_model(name, **model_cfg)
         cfg = recipe.config_cls(**train_cfg_over)
@@ -91,14 +98,14 @@ def train(name: str, out_dir: Path, *, epochs: int | None = None, seed: int = 0,
         "model": name, "paper_name": entry.paper_name,
         "config": {"model": model_cfg, "train": train_cfg},
         "clean_accuracy": acc, "test_samples": len(test.y), "train_seconds": round(seconds, 2),
-        "train_samples": None if entry.weights_from else (limit or "all"),
+        "train_samples": None if derived else (limit or "all"),
         "seed": seed, "dataset": dataset, "data_sha256": data_mod.checksums(dataset),
         "git_commit": git_commit(), "packages": package_versions(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **extra,
     }
     save_weights(model, out_dir)
     card = write_card(out_dir, card)
-    if entry.weights_from is None:
+    if not derived:
         shutil.rmtree(out_dir / STATE_DIR, ignore_errors=True)
     return card
 
@@ -126,6 +133,11 @@ def _derive(name: str, base: str, from_dir: Path | None, overrides: dict[str, An
     if source.card["model"] != base:
         raise CheckpointError(f"{from_dir}: holds model {source.card['model']!r}, but {name!r} needs "
                               f"the weights of {base!r}")
-    model = create_model(name, **source.card["config"]["model"], **(overrides or {}))
-    model.load_state_dict(source.state_dict())
-    return model.eval(), source.card
+    model_cfg = dataclasses.asdict(resolve_config(name, {**source.card["config"]["model"], **(overrides or {})}))
+    model = create_model(name, **model_cfg)
+    try:
+        model.load_state_dict(source.state_dict())
+    except RuntimeError as exc:
+        raise ValueError(f"--from {from_dir}: the weights do not fit {name!r} with {overrides}; only options "
+                         f"that leave the weights' shapes alone (inference settings) can change ({exc})") from None
+    return model.eval(), source.card, model_cfg
