@@ -171,6 +171,8 @@ def test_reuse_copies_identical_shards_of_another_run_and_changes_no_result(tiny
     (st,) = run_status(tmp_path / "grown")
     assert st.reused == {str(tmp_path / "small"): 4} and st.shards["done"] == 8
     assert f"4 of the finished shards copied from {tmp_path / 'small'}" in status_text(tmp_path / "grown")
+    report = (build_report(tmp_path / "grown", plots=False) / "report.md").read_text()
+    assert f"4 shard(s) were copied from {tmp_path / 'small'}" in report
 
     # another model (card), or a donor whose adversarial no longer fools the model: recomputed, not copied
     evaluate_models([model("card-b")], x, y, run_dir=tmp_path / "other", reuse=[tmp_path / "small"], **kw)

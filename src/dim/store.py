@@ -149,6 +149,21 @@ class Store:
             self.db.execute("INSERT OR REPLACE INTO shards VALUES (?, ?, ?, ?, ?, ?)",
                             (model, attack, shard, status, error[:2000], seconds))
 
+    def mark_reused(self, model: str, attack: str, shard: int, donor: str) -> None:
+        """Record that a shard is (about to be) copied from the run ``donor``; counts once the shard is done."""
+        self.set_meta(f"{REUSED}{model}/{attack}/{shard}", donor)
+
+    def reused_shards(self) -> dict[tuple[str, str, int], str]:
+        """(model, attack, shard) -> the run it was copied from, for the finished shards that were copied."""
+        done = {(m, a, k) for m, a, k in self.db.execute(
+            "SELECT model, attack, shard FROM shards WHERE status = 'done'")}
+        out = {}
+        for key, donor in self.meta_with_prefix(REUSED).items():
+            model, attack, shard = key[len(REUSED):].rsplit("/", 2)
+            if (model, attack, int(shard)) in done:
+                out[(model, attack, int(shard))] = donor
+        return out
+
     def shards(self) -> list[dict[str, Any]]:
         rows = self.db.execute("SELECT model, attack, shard, status, error, seconds FROM shards "
                                "ORDER BY model, attack, shard").fetchall()

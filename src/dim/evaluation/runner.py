@@ -26,7 +26,7 @@ from ..attacks.suites import AttackSpec, get_suite
 from ..fileio import atomic_write
 from ..progress import log, progress_bar
 from ..provenance import git_commit, package_versions
-from ..store import REUSED, ResultRow, Store
+from ..store import ResultRow, Store
 from .reuse import Donor, copy_shard, data_sha256, open_donor, reusable
 from .verify import Verified, predict_numpy
 
@@ -270,7 +270,7 @@ def _reuse_shard(store: Store, donors: Sequence[Donor], m: EvalModel, spec: Atta
             log(f"{m.key} / {spec.name} / shard {shard}: the copy from {donor.run_dir} does not verify; recomputing")
             continue
         arrays, rows, seconds = got
-        store.set_meta(f"{REUSED}{m.key}/{spec.name}/{shard}", str(donor.run_dir))
+        store.mark_reused(m.key, spec.name, shard, str(donor.run_dir))
         _atomic_npz(_shard_path(run_dir, m.key, spec.name, shard), **arrays)
         store.finish_shard(m.key, spec.name, shard, rows, seconds)
         return True

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..store import REUSED, Store
+from ..store import Store
 
 STATES = ("done", "skipped", "failed", "pending")
 
@@ -36,7 +36,7 @@ def run_status(run_dir: Path | str) -> list[ModelStatus]:
         attacks = [a["attack"] for a in store.attacks()]
         recorded = {(s["model"], s["attack"], s["shard"]): s["status"] for s in store.shards()}
         seconds = store.attack_seconds()
-        reused = store.meta_with_prefix(REUSED)
+        reused = store.reused_shards()
         out = []
         for m in store.models():
             counts = dict.fromkeys(STATES, 0)
@@ -51,9 +51,8 @@ def run_status(run_dir: Path | str) -> list[ModelStatus]:
                     failed.append(attack)
             spent = sum(v or 0.0 for (model, _), v in seconds.items() if model == m["model"])
             donors: dict[str, int] = {}
-            for key, donor in reused.items():
-                model, attack, shard = key[len(REUSED):].rsplit("/", 2)
-                if model == m["model"] and recorded.get((model, attack, int(shard))) == "done":
+            for (model, _, _), donor in reused.items():
+                if model == m["model"]:
                     donors[donor] = donors.get(donor, 0) + 1
             out.append(ModelStatus(m["model"], counts, spent, tuple(pending), tuple(failed), donors))
         return out

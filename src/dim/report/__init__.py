@@ -71,6 +71,17 @@ def summary_markdown(results: list[metrics.ModelResult], store: Store,
                    else f"{tables.fmt_acc(r.minimal_accuracy)} ({r.minimal_attack or '-'})")
         lines.append(f"| {r.model} | {tables.fmt_acc(r.clean_accuracy)} | " + " | ".join(cells)
                      + f" | {minimal} | {_checks_cell(outcomes[r.model])} |")
+    cards = {m["model"]: m["card"] for m in store.models()}
+    derived = [(r.model, cards.get(r.model, {}).get("weights_from") or {}) for r in results]
+    derived = [(m, w) for m, w in derived if w.get("overrides")]
+    if derived:
+        lines += [""] + [f"- **{m}** is `{w.get('model')}`'s weights with the inference setting "
+                         + ", ".join(f"{k}={v}" for k, v in w["overrides"].items()) + "." for m, w in derived]
+    reused = store.reused_shards()
+    if reused:
+        donors = sorted(set(reused.values()))
+        lines += ["", f"{len(reused)} shard(s) were copied from {', '.join(donors)} (identical units of work: "
+                  "same model card, attack, seed and images) and re-verified on the model instead of recomputed."]
     warnings_ = [(r.model, checks.CHECKS[c], o) for r in results for c, o in outcomes[r.model].items()
                  if o.status == checks.WARN]
     if warnings_:
@@ -227,7 +238,8 @@ def write_cards(results: list[metrics.ModelResult], outcomes: dict[str, dict[str
         card = {
             "model": r.model, "name": r.name, "paper_name": r.paper_name, "card_sha256": m["card_sha256"],
             "model_card": {k: m["card"].get(k) for k in ("config", "train_seconds", "clean_accuracy", "test_samples",
-                                                         "recipe", "factory") if k in m["card"]},
+                                                         "recipe", "factory", "weights_from")
+                           if k in m["card"]},
             "evaluation": {"suite": cfg.get("suite"), "n": r.n, "seed": cfg.get("seed"),
                            "dataset": cfg.get("dataset", "mnist"), "data_sha256": cfg.get("data_sha256"),
                            "git_commit": prov.get("git_commit"), "packages": prov.get("packages")},
