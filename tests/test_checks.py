@@ -77,6 +77,18 @@ def test_black_box_beating_white_box_is_caught(tiny, samples, tmp_path):
     assert "Sanity-check warnings" in report and "Black box does not beat white box -- failed" in report
 
 
+def test_autoattack_does_not_hide_black_box_beating_white_box(tiny, samples, tmp_path):
+    """AutoAttack ends with Square; counted as white box it would make the black-box check unable to fire."""
+    suite = (AttackSpec("Linf PGD", "LinfProjectedGradientDescentAttack", Norm.LINF),
+             AttackSpec("Linf AutoAttack", "autoattack", Norm.LINF, adaptive=True),
+             AttackSpec("Linf Square", "square", Norm.LINF, params={"queries": 300}))
+    r, out = _run(evalkit.Masked(tiny), samples, suite, tmp_path)
+    assert r.attacks["Linf AutoAttack"].ensemble and not r.attacks["Linf PGD"].ensemble
+    assert r.attacks["Linf AutoAttack"].accuracy <= r.attacks["Linf Square"].accuracy
+    assert out["black_box"].status == checks.WARN
+    assert out["black_box"].detail["per_norm"][Norm.LINF.value]["white_box"] == r.attacks["Linf PGD"].accuracy
+
+
 def test_an_unconverged_attack_is_caught_by_its_refinement(tiny, samples, tmp_path):
     weak = AttackSpec("Linf PGD tiny steps", "LinfProjectedGradientDescentAttack", Norm.LINF,
                       params={"steps": 1, "abs_stepsize": 0.001, "random_start": False})

@@ -56,6 +56,17 @@ BLACK_BOX = frozenset({
 })
 
 
+# Ensembles of white-box and black-box attacks: AutoAttack's standard version ends with Square, so
+# its number is never worse than Square's. They stay out of both sides of the black-box check, or
+# the check could never fire on a model evaluated with AutoAttack.
+ENSEMBLES = frozenset({"autoattack"})
+
+
+def is_ensemble(attack: str) -> bool:
+    """``attack`` mixes gradient attacks with a black-box one (see :data:`ENSEMBLES`)."""
+    return attack in ENSEMBLES
+
+
 def is_black_box(attack: str) -> bool:
     """``attack`` is an :attr:`AttackSpec.attack` (foolbox class or adapter key)."""
     return attack in BLACK_BOX

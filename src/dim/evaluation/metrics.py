@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..store import Store
-from ..attacks.suites import is_black_box
+from ..attacks.suites import is_black_box, is_ensemble
 from .norms import Norm
 
 
@@ -58,6 +58,7 @@ class AttackResult:
     seconds: float
     adaptive: bool = False  # beyond the paper's protocol (the adaptive suite)
     black_box: bool = False  # uses no gradient of the model
+    ensemble: bool = False   # white-box and black-box attacks together (AutoAttack)
     refines: str | None = None  # the attack this one repeats with more steps/restarts
     not_applicable: bool = False  # every shard skipped (e.g. BPDA on a model without binarization)
 
@@ -132,7 +133,8 @@ def compute(store: Store, attacks: list[str] | None = None) -> list[ModelResult]
         for a in specs:
             norm = Norm(a["norm"])
             flags = {"adaptive": bool(a["spec"].get("adaptive", False)),
-                     "black_box": is_black_box(a["spec"].get("attack", "")), "refines": a["spec"].get("refines")}
+                     "black_box": is_black_box(a["spec"].get("attack", "")),
+                     "ensemble": is_ensemble(a["spec"].get("attack", "")), "refines": a["spec"].get("refines")}
             d = store.distances(m["model"], a["attack"], n)
             have = ~np.isnan(d)
             if not have.any():

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..attacks.suites import is_black_box
+from ..attacks.suites import is_black_box, is_ensemble
 from ..evaluation import checks, metrics
 from ..fileio import atomic_write_text
 from ..evaluation.norms import Norm
@@ -27,7 +27,8 @@ def suite_markdown(store: Store) -> str:
                  "starts from best adversarial so far" if s.get("starting_points") else "",
                  f"distance={s['norm']}" if s.get("distance_param") else "",
                  "adaptive" if s.get("adaptive") else "", f"refines {s['refines']}" if s.get("refines") else "",
-                 "black box" if is_black_box(s["attack"]) else ""]
+                 "black box" if is_black_box(s["attack"]) else "",
+                 "white + black box" if is_ensemble(s["attack"]) else ""]
         params += "".join(f"; {f}" for f in flags if f)
         lines.append(f"| {i} | {a['attack']} | {a['norm']} | {s['attack']} | {params} |")
     counts = {n.value: sum(1 for a in store.attacks() if a["norm"] == n.value) for n in Norm}
