@@ -15,6 +15,7 @@ from pathlib import Path
 
 from common import write_result
 
+from dim.evaluation.status import run_status
 from dim.store import Store
 
 
@@ -28,7 +29,7 @@ def main() -> None:
     ap.add_argument("--no-checks", action="store_true", help="skip the model sanity checks")
     ap.add_argument("--name", default=None, help="results file name (default eval_<suite>_n<N>)")
     ap.add_argument("--snapshot", action="store_true",
-                    help="do not evaluate: record what the store holds now (a run still going)")
+                    help="do not evaluate: record what the store holds now (a finished run, or one still going)")
     args = ap.parse_args()
     if not args.snapshot:
         subprocess.run([sys.executable, "-m", "dim", "evaluate", *map(str, args.model_dirs), "--suite", args.suite,
@@ -47,7 +48,8 @@ def main() -> None:
         "suite": args.suite, "n": args.n, "run": str(args.run), "seconds_per_attack": table,
         "seconds_per_model": {m: round(sum(v.values()), 1) for m, v in table.items()},
         "total_seconds": round(total, 1), "failed_shards": [s for s in shards if s["status"] == "failed"],
-        "snapshot_of_unfinished_run": args.snapshot,
+        "recorded_without_evaluating": args.snapshot,
+        "complete": all(not st.pending_attacks for st in run_status(args.run)),
         "shards": {st: sum(1 for s in shards if s["status"] == st) for st in ("done", "failed", "skipped")},
     })
 
