@@ -81,7 +81,7 @@ def reusable(donor: Donor, key: str, card_sha256: str | None, spec_dict: dict[st
             and hi <= donor.n and donor.store.shard_status(key, spec.name, shard) == "done")
 
 
-def copy_shard(donor: Donor, key: str, spec: AttackSpec, shard: int, model, xs: np.ndarray, ys: np.ndarray,
+def copy_shard(donor: Donor, key: str, spec: AttackSpec, model, xs: np.ndarray, ys: np.ndarray,
                clean: np.ndarray, samples: np.ndarray) -> tuple[dict[str, np.ndarray], list[ResultRow], float] | None:
     """The donor's shard, re-verified on ``model``: (adversarial arrays, rows, seconds), or None if it does not hold."""
     from .runner import load_adversarials

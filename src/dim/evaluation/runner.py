@@ -265,7 +265,7 @@ def _reuse_shard(store: Store, donors: Sequence[Donor], m: EvalModel, spec: Atta
     for donor in donors:
         if not reusable(donor, m.key, m.card_sha256, spec_dict, spec, shard, lo, hi):
             continue
-        got = copy_shard(donor, m.key, spec, shard, m.model, xs, ys, clean, np.arange(lo, hi))
+        got = copy_shard(donor, m.key, spec, m.model, xs, ys, clean, np.arange(lo, hi))
         if got is None:
             log(f"{m.key} / {spec.name} / shard {shard}: the copy from {donor.run_dir} does not verify; recomputing")
             continue
