@@ -19,7 +19,7 @@ of the suite and are never copied.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,15 @@ class Donor:
     n: int
     attacks: dict[str, dict[str, Any]]
     cards: dict[str, str | None]                     # model key -> card_sha256
+    _loaded: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False)
+
+    def attack_data(self, key: str, attack: str) -> tuple[dict[str, np.ndarray] | None, dict[int, ResultRow]]:
+        """The stored adversarials and result rows of (model, attack), read once for all its shards."""
+        if (key, attack) not in self._loaded:
+            from .runner import load_adversarials
+            self._loaded[(key, attack)] = (load_adversarials(self.run_dir, key, attack),
+                                           {r.sample: r for r in self.store.rows(key, attack)})
+        return self._loaded[(key, attack)]
 
     def close(self) -> None:
         self.store.close()
@@ -74,7 +83,7 @@ def open_donor(run_dir: Path | str, config: dict[str, Any], x: np.ndarray, y: np
 
 
 def reusable(donor: Donor, key: str, card_sha256: str | None, spec_dict: dict[str, Any], spec: AttackSpec,
-             shard: int, lo: int, hi: int) -> bool:
+             shard: int, hi: int) -> bool:
     """Whether ``donor`` holds this (model, attack, shard) as a finished, identical unit of work."""
     return (card_sha256 is not None and donor.cards.get(key) == card_sha256
             and not spec.starting_points and donor.attacks.get(spec.name) == spec_dict
@@ -84,9 +93,7 @@ def reusable(donor: Donor, key: str, card_sha256: str | None, spec_dict: dict[st
 def copy_shard(donor: Donor, key: str, spec: AttackSpec, model, xs: np.ndarray, ys: np.ndarray,
                clean: np.ndarray, samples: np.ndarray) -> tuple[dict[str, np.ndarray], list[ResultRow], float] | None:
     """The donor's shard, re-verified on ``model``: (adversarial arrays, rows, seconds), or None if it does not hold."""
-    from .runner import load_adversarials
-    adv = load_adversarials(donor.run_dir, key, spec.name)
-    rows = {r.sample: r for r in donor.store.rows(key, spec.name)}
+    adv, rows = donor.attack_data(key, spec.name)
     if adv is None or any(int(s) not in rows for s in samples):
         return None
     where = {int(s): i for i, s in enumerate(adv["sample"])}

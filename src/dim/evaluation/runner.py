@@ -263,7 +263,7 @@ def _reuse_shard(store: Store, donors: Sequence[Donor], m: EvalModel, spec: Atta
     """Copy this shard from the first donor run that holds it and whose adversarials verify again."""
     spec_dict = _spec_dict(spec)
     for donor in donors:
-        if not reusable(donor, m.key, m.card_sha256, spec_dict, spec, shard, lo, hi):
+        if not reusable(donor, m.key, m.card_sha256, spec_dict, spec, shard, hi):
             continue
         got = copy_shard(donor, m.key, spec, m.model, xs, ys, clean, np.arange(lo, hi))
         if got is None:

@@ -77,8 +77,7 @@ class ConvVAE(nn.Module):
 
     def __init__(self, latent: int, width: int):
         super().__init__()
-        w = width
-        self.latent, self.w = latent, w
+        w = self.w = width
         self.enc = nn.Sequential(nn.Conv2d(1, w, 4, 2, 1), nn.ELU(), nn.Conv2d(w, 2 * w, 4, 2, 1), nn.ELU(),
                                  nn.Flatten(), nn.Linear(2 * w * 49, 2 * latent))
         self.fc = nn.Linear(latent, 2 * w * 49)
