@@ -109,3 +109,13 @@ def test_checks_without_the_needed_attacks_are_not_applicable(tiny, samples, tmp
     r, out = _run(tiny, samples, (AttackSpec("Linf FGSM", "LinfFastGradientAttack", Norm.LINF),), tmp_path)
     assert out["more_iterations"].status == checks.NA and out["black_box"].status == checks.NA
     assert np.isfinite(r.attacks["Linf FGSM"].accuracy)
+
+
+@pytest.mark.parametrize("masked", [True, False])
+def test_report_explains_an_infinite_median(tiny, samples, tmp_path, masked):
+    """PGD cannot move the masked model, so more than half of its samples have no adversarial: median inf."""
+    suite = (AttackSpec("Linf PGD", "LinfProjectedGradientDescentAttack", Norm.LINF, params={"random_start": False}),)
+    r, _ = _run(evalkit.Masked(tiny) if masked else tiny, samples, suite, tmp_path)
+    assert np.isinf(r.norms[Norm.LINF].median) == masked
+    report = (build_report(tmp_path, plots=False) / "report.md").read_text()
+    assert ("A median of `inf`" in report) == masked

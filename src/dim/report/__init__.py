@@ -78,6 +78,10 @@ def summary_markdown(results: list[metrics.ModelResult], store: Store,
     if derived:
         lines += [""] + [f"- **{m}** is `{w.get('model')}`'s weights with the inference setting "
                          + ", ".join(f"{k}={v}" for k, v in w["overrides"].items()) + "." for m, w in derived]
+    if any(math.isinf(nr.median) for r in results for nr in (*r.norms.values(), *r.norms_all.values())):
+        lines += ["", "A median of `inf`: more than half of the samples have no adversarial from any attack of "
+                  "that norm (fixed-epsilon attacks only search up to their largest epsilon), so the median "
+                  "smallest adversarial distance lies beyond the largest distance searched."]
     reused = store.reused_shards()
     if reused:
         donors = sorted(set(reused.values()))
