@@ -34,6 +34,7 @@ VARIANTS: dict[str, tuple[dict, dict, dict[str, dict]]] = {
     # the reference trained its VAEs for ~29,000 steps; 6 epochs are 2,814 of ours
     "e30": ({}, {"epochs": 30}, {"fast": FAST}),
     "sigma0.71-e30": ({"sigma": 0.7071}, {"epochs": 30}, {"fast": FAST, "infer-sigma0.3": {"sigma": 0.3}}),
+    "e60": ({}, {"epochs": 60}, {"fast": FAST}),
     "h512-e30": ({"hidden": 512}, {"epochs": 30}, {"fast": FAST}),
 }
 
@@ -52,8 +53,6 @@ def main() -> None:
     unknown = [v for v in args.variants if v not in VARIANTS]
     if unknown:
         raise SystemExit(f"unknown variant(s) {unknown}; known: {sorted(VARIANTS)}")
-    path = RESULTS / "abs_variants.json"
-    entries = json.loads(path.read_text())["variants"] if path.is_file() else {}
     for name in args.variants:
         model_over, train_over, inference = VARIANTS[name]
         out = args.out / f"abs-{name}"
@@ -66,9 +65,11 @@ def main() -> None:
             derived = train("abs", args.out / f"abs-{name}-{label}", from_dir=out, model_overrides=over,
                             eval_limit=args.eval_limit, show=False)
             row["accuracy"][label] = derived["clean_accuracy"]
-        entries[name] = row
         print(name, json.dumps(row))
-        write_result("abs_variants", {"target": 0.985, "variants": entries})
+        # read just before writing: variants may run in parallel processes
+        path = RESULTS / "abs_variants.json"
+        entries = json.loads(path.read_text())["variants"] if path.is_file() else {}
+        write_result("abs_variants", {"target": 0.985, "variants": {**entries, name: row}})
 
 
 if __name__ == "__main__":
