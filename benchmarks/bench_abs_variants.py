@@ -33,10 +33,8 @@ VARIANTS: dict[str, tuple[dict, dict, dict[str, dict]]] = {
     "sigma0.71-e6": ({"sigma": 0.7071}, {}, {"fast": FAST, "infer-sigma0.3": {"sigma": 0.3}}),
     # the other way: a smaller sigma weighs reconstruction more against the KL term
     "sigma0.2-e6": ({"sigma": 0.2}, {}, {"fast": FAST, "infer-sigma0.3": {"sigma": 0.3}}),
-    "sigma0.1-e6": ({"sigma": 0.1}, {}, {"fast": FAST, "infer-sigma0.3": {"sigma": 0.3}}),
     # the reference trained its VAEs for ~29,000 steps; 6 epochs are 2,814 of ours
     "e30": ({}, {"epochs": 30}, {"fast": FAST}),
-    "sigma0.71-e30": ({"sigma": 0.7071}, {"epochs": 30}, {"fast": FAST, "infer-sigma0.3": {"sigma": 0.3}}),
     "e60": ({}, {"epochs": 60}, {"fast": FAST, "steps100": {"n_steps": 100}, "random30k": {"n_random": 30000},
                                   "infer-sigma0.25": {"sigma": 0.25}, "infer-sigma0.35": {"sigma": 0.35}}),
     "e120": ({}, {"epochs": 120}, {"fast": FAST, "steps100": {"n_steps": 100}, "random30k": {"n_random": 30000}}),

@@ -41,15 +41,19 @@ class Donor:
     n: int
     attacks: dict[str, dict[str, Any]]
     cards: dict[str, str | None]                     # model key -> card_sha256
-    _loaded: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False)
+    _loaded: tuple[tuple[str, str], Any] | None = field(default=None, repr=False)
 
     def attack_data(self, key: str, attack: str) -> tuple[dict[str, np.ndarray] | None, dict[int, ResultRow]]:
-        """The stored adversarials and result rows of (model, attack), read once for all its shards."""
-        if (key, attack) not in self._loaded:
+        """The stored adversarials and result rows of (model, attack), read once for all its shards.
+
+        The runner goes through an attack's shards one after the other, so only the
+        current (model, attack) is kept: memory stays that of one attack.
+        """
+        if self._loaded is None or self._loaded[0] != (key, attack):
             from .runner import load_adversarials
-            self._loaded[(key, attack)] = (load_adversarials(self.run_dir, key, attack),
-                                           {r.sample: r for r in self.store.rows(key, attack)})
-        return self._loaded[(key, attack)]
+            self._loaded = ((key, attack), (load_adversarials(self.run_dir, key, attack),
+                                            {r.sample: r for r in self.store.rows(key, attack)}))
+        return self._loaded[1]
 
     def close(self) -> None:
         self.store.close()
