@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -153,8 +154,9 @@ def test_interrupted_training_resumes_to_the_same_weights(data_dir, tmp_path, mo
     train("dn_single_im", tmp_path / "ref", **kw)
     real_save = loop._save_state
 
-    def crash_after_two_epochs(path, module, opt, gen, epoch, last_loss):
-        real_save(path, module, opt, gen, epoch, last_loss)
+    def crash_after_two_epochs(path, module, opt, gen, epoch, last_loss, seconds):
+        # as if the interrupted process had been slow: its 1000 s must reach the final card
+        real_save(path, module, opt, gen, epoch, last_loss, seconds + 1000)
         if path.name == "heads.safetensors" and epoch == 2:
             raise KeyboardInterrupt("simulated kill")
 
@@ -162,11 +164,17 @@ def test_interrupted_training_resumes_to_the_same_weights(data_dir, tmp_path, mo
     with pytest.raises(KeyboardInterrupt):
         train("dn_single_im", tmp_path / "resumed", **kw)
     assert not (tmp_path / "resumed" / "model.safetensors").exists()
+    spent = loop.state_seconds(tmp_path / "resumed" / ".train_state")
+    assert spent > 1000
     monkeypatch.setattr(loop, "_save_state", real_save)
     with pytest.raises(ValueError, match="different configuration"):
         train("dn_single_im", tmp_path / "resumed", **{**kw, "seed": 4})
+    t0 = time.perf_counter()
     card = train("dn_single_im", tmp_path / "resumed", **kw)
+    this_run = time.perf_counter() - t0
     assert card["resumed"] is True and not (tmp_path / "resumed" / ".train_state").exists()
+    # the card counts the interrupted process's training too, not only the resumed one's
+    assert spent < card["train_seconds"] <= this_run + spent + 0.01 and "train_seconds_incomplete" not in card
     a = load_file(str(tmp_path / "ref" / "model.safetensors"))
     b = load_file(str(tmp_path / "resumed" / "model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -196,3 +204,13 @@ def test_load_model_with_inference_overrides_keeps_the_weights(data_dir, tmp_pat
         train("abs", tmp_path / "wider", from_dir=tmp_path / "abs", model_overrides={"hidden": 64}, show=False)
     with pytest.raises(ValueError, match="nothing is trained"):
         train("abs", tmp_path / "more", from_dir=tmp_path / "abs", epochs=2, show=False)
+
+
+def test_state_saved_without_its_time_is_reported_as_unknown(tmp_path):
+    from dim.train import loop
+    save_file({"gen": torch.zeros(1)}, str(tmp_path / "old.safetensors"), metadata={"epoch": "3", "last_loss": "0.1"})
+    assert torch.isnan(torch.tensor(loop.state_seconds(tmp_path)))
+    save_file({"gen": torch.zeros(1)}, str(tmp_path / "old.safetensors"), metadata={"epoch": "3", "seconds": "12.5"})
+    save_file({"gen": torch.zeros(1)}, str(tmp_path / "other.safetensors"), metadata={"epoch": "1", "seconds": "2.5"})
+    assert loop.state_seconds(tmp_path) == 15.0
+    assert loop.state_seconds(tmp_path / "missing") == 0.0

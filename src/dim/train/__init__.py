@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import shutil
 import time
 from pathlib import Path
@@ -25,7 +26,7 @@ from ..provenance import git_commit, package_versions
 from . import classifier as _classifier  # noqa: F401  (registers recipes)
 from . import score as _score  # noqa: F401
 from . import vae as _vae  # noqa: F401
-from .loop import RECIPES, TrainData, accuracy
+from .loop import RECIPES, TrainData, accuracy, state_seconds
 
 
 # ---------------------------------------------------------------- the trainer
@@ -68,6 +69,7 @@ def train(name: str, out_dir: Path, *, epochs: int | None = None, seed: int = 0,
     test = _load_tensors(dataset, "test", data_dir, eval_limit)
     t0 = time.perf_counter()
     extra: dict[str, Any] = {}
+    before = 0.0  # training seconds spent by earlier, interrupted processes
     derived = entry.weights_from is not None or from_dir is not None
     if derived and (epochs is not None or train_overrides or limit is not None):
         raise ValueError(f"{name!r} from {from_dir}: nothing is trained (the weights are copied), so epochs, "
@@ -89,10 +91,14 @@ def train(name: str, out_dir: Path, *, epochs: int | None = None, seed: int = 0,
         state_dir = _prepare_state_dir(out_dir, {"model": name, "model_cfg": model_cfg, "train_cfg": train_cfg,
                                                  "seed": seed, "limit": limit, "dataset": dataset})
         extra["resumed"] = any(state_dir.glob("*.safetensors"))
+        before = state_seconds(state_dir)
+        if math.isnan(before):
+            before = 0.0
+            extra["train_seconds_incomplete"] = "resumed from state saved without its time: earlier runs not counted"
         model.train()
         extra.update(recipe.fit(model, tr, cfg, gen, show, state_dir))
         model.eval()
-    seconds = time.perf_counter() - t0
+    seconds = time.perf_counter() - t0 + before
     acc = accuracy(model, test.x, test.y)
     card = {
         "model": name, "paper_name": entry.paper_name,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -45,14 +46,33 @@ def minibatches(n: int, batch_size: int, gen: torch.Generator):
 
 
 def _save_state(path: Path, module: nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator,
-                epoch: int, last_loss: float) -> None:
-    """Resumable state without pickle: tensors in safetensors, counters in its metadata."""
+                epoch: int, last_loss: float, seconds: float) -> None:
+    """Resumable state without pickle: tensors in safetensors, counters in its metadata.
+
+    ``seconds`` is the training time of this stage so far, summed over every process
+    that worked on it, so a resumed model's card can report its whole training time.
+    """
     tensors = {f"m.{k}": v.detach().clone().contiguous() for k, v in module.state_dict().items()}
     for i, st in opt.state_dict()["state"].items():
         for key, val in st.items():
             tensors[f"opt.{i}.{key}"] = torch.as_tensor(val).clone().contiguous()
     tensors["gen"] = gen.get_state()
-    atomic_write_bytes(path, save(tensors, metadata={"epoch": str(epoch), "last_loss": repr(last_loss)}))
+    meta = {"epoch": str(epoch), "last_loss": repr(last_loss), "seconds": repr(seconds)}
+    atomic_write_bytes(path, save(tensors, metadata=meta))
+
+
+def state_seconds(state_dir: Path) -> float:
+    """Training seconds already spent on the saved stages in ``state_dir`` (0 if none).
+
+    ``nan`` when a state file predates the time field, so callers can say the time
+    is incomplete rather than under-report it.
+    """
+    return sum(_stage_seconds(path) for path in sorted(state_dir.glob("*.safetensors")))
+
+
+def _stage_seconds(path: Path) -> float:
+    with safe_open(str(path), "pt") as fh:
+        return float(fh.metadata().get("seconds", "nan"))
 
 
 def _load_state(path: Path, module: nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator) -> tuple[int, float]:
@@ -86,9 +106,11 @@ def run_epochs(module: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Generat
     opt = torch.optim.Adam(params, lr=lr)
     per_epoch = (n + batch_size - 1) // batch_size
     total = max(epochs * per_epoch, 1)
-    start, last = 0, float("nan")
+    start, last, before = 0, float("nan"), 0.0
     if state_path is not None and state_path.is_file():
         start, last = _load_state(state_path, module, opt, gen)
+        before = _stage_seconds(state_path)
+    t0 = time.perf_counter()
     with progress_bar(show) as bar:
         task = bar.add_task(desc, total=epochs * per_epoch, completed=start * per_epoch, info="")
         for epoch in range(start, epochs):
@@ -105,7 +127,7 @@ def run_epochs(module: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Generat
                 bar.update(task, advance=1, info=f"epoch {epoch + 1}/{epochs} loss {run_loss / count:.4f}")
             last = run_loss / max(count, 1)
             if state_path is not None:
-                _save_state(state_path, module, opt, gen, epoch + 1, last)
+                _save_state(state_path, module, opt, gen, epoch + 1, last, before + time.perf_counter() - t0)
     return last
 
 
