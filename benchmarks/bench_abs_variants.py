@@ -39,6 +39,9 @@ VARIANTS: dict[str, tuple[dict, dict, dict[str, dict]]] = {
                                   "infer-sigma0.25": {"sigma": 0.25}, "infer-sigma0.35": {"sigma": 0.35}}),
     "e120": ({}, {"epochs": 120}, {"fast": FAST, "steps100": {"n_steps": 100}, "random30k": {"n_random": 30000}}),
     "h512-e30": ({"hidden": 512}, {"epochs": 30}, {"fast": FAST}),
+    # 120 epochs lost accuracy against 60 (overfitting): the reference's augmentation as a regularizer
+    "aug0.3-e60": ({}, {"epochs": 60, "augment": 0.3}, {"fast": FAST}),
+    "aug0.6-e60": ({}, {"epochs": 60, "augment": 0.6}, {"fast": FAST}),
 }
 
 

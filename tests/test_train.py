@@ -214,3 +214,28 @@ def test_state_saved_without_its_time_is_reported_as_unknown(tmp_path):
     save_file({"gen": torch.zeros(1)}, str(tmp_path / "other.safetensors"), metadata={"epoch": "1", "seconds": "2.5"})
     assert loop.state_seconds(tmp_path) == 15.0
     assert loop.state_seconds(tmp_path / "missing") == 0.0
+
+
+def test_random_affine_moves_the_chosen_digits_only_and_follows_the_generator():
+    from dim.train.augment import random_affine
+    x = torch.zeros(64, 784)
+    x.view(64, 28, 28)[:, 6:22, 12:16] = 1.0  # an off-centre bar: zoom and shear both move it
+    a = random_affine(x, 0.5, torch.Generator().manual_seed(1))
+    b = random_affine(x, 0.5, torch.Generator().manual_seed(1))
+    assert torch.equal(a, b) and a.shape == x.shape
+    changed = (a - x).abs().sum(1) > 1e-3
+    assert 10 < int(changed.sum()) < 54  # about half of the samples, each one really moved
+    assert float(a.min()) >= 0.0 and float(a.max()) <= 1.0
+    # a mild distortion: the ink is about the same (zoom changes it by at most ~20%)
+    assert torch.all((a.sum(1) / x.sum(1) - 1).abs() < 0.25)
+    assert torch.equal(random_affine(x, 0.0, torch.Generator().manual_seed(1)), x)
+    assert bool(((random_affine(x, 1.0, torch.Generator()) - x).abs().sum(1) > 1e-3).all())
+    with pytest.raises(ValueError, match="probability"):
+        random_affine(x, 1.5, torch.Generator())
+
+
+def test_abs_trains_with_augmentation(data_dir, tmp_path):
+    card = train("abs", tmp_path / "abs", epochs=1, seed=0, data_dir=data_dir, limit=300, eval_limit=50,
+                 model_overrides={"n_random": 100, "n_steps": 2}, train_overrides={**SMALL, "augment": 0.5},
+                 show=False)
+    assert card["config"]["train"]["augment"] == 0.5 and card["clean_accuracy"] > 0.3
