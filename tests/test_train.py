@@ -239,3 +239,10 @@ def test_abs_trains_with_augmentation(data_dir, tmp_path):
                  model_overrides={"n_random": 100, "n_steps": 2}, train_overrides={**SMALL, "augment": 0.5},
                  show=False)
     assert card["config"]["train"]["augment"] == 0.5 and card["clean_accuracy"] > 0.3
+
+
+def test_a_bad_augmentation_probability_fails_before_any_state_is_written(data_dir, tmp_path):
+    with pytest.raises(ValueError, match=r"augmentation probability must be in \[0, 1\], got 1.5"):
+        train("abs", tmp_path / "abs", epochs=1, data_dir=data_dir, limit=200, eval_limit=50,
+              train_overrides={"augment": 1.5}, show=False)
+    assert not (tmp_path / "abs").exists()

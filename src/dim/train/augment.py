@@ -17,13 +17,18 @@ MAX_ZOOM = 0.1                    # scale in [1 - MAX_ZOOM, 1 + MAX_ZOOM]
 MAX_SHEAR = math.radians(6.0)     # horizontal shear angle in [-MAX_SHEAR, MAX_SHEAR]
 
 
+def check_probability(prob: float) -> None:
+    """Raise a ``ValueError`` naming the value unless ``prob`` is a probability."""
+    if not 0.0 <= prob <= 1.0:
+        raise ValueError(f"augmentation probability must be in [0, 1], got {prob}")
+
+
 def random_affine(x: torch.Tensor, prob: float, gen: torch.Generator, side: int = 28) -> torch.Tensor:
     """``x`` (N, side*side) in [0, 1] with each sample zoomed and sheared with probability ``prob``.
 
     Bilinear resampling with zero padding; untouched samples are returned as they were.
     """
-    if not 0.0 <= prob <= 1.0:
-        raise ValueError(f"augmentation probability must be in [0, 1], got {prob}")
+    check_probability(prob)
     hit = torch.rand(len(x), generator=gen) < prob
     n = int(hit.sum())
     if n == 0:

@@ -75,7 +75,9 @@ def _stage_seconds(path: Path) -> float:
         return float(fh.metadata().get("seconds", "nan"))
 
 
-def _load_state(path: Path, module: nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator) -> tuple[int, float]:
+def _load_state(path: Path, module: nn.Module, opt: torch.optim.Optimizer,
+                gen: torch.Generator) -> tuple[int, float, float]:
+    """Restore the state saved by ``_save_state``; returns (epoch, last loss, seconds so far)."""
     with safe_open(str(path), "pt") as fh:
         meta = fh.metadata()
         tensors = {k: fh.get_tensor(k) for k in fh.keys()}
@@ -87,7 +89,7 @@ def _load_state(path: Path, module: nn.Module, opt: torch.optim.Optimizer, gen: 
             state.setdefault(int(i), {})[key] = v
     opt.load_state_dict({"state": state, "param_groups": opt.state_dict()["param_groups"]})
     gen.set_state(tensors["gen"])
-    return int(meta["epoch"]), float(meta["last_loss"])
+    return int(meta["epoch"]), float(meta["last_loss"]), float(meta.get("seconds", "nan"))
 
 
 def run_epochs(module: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Generator, int], torch.Tensor], n: int,
@@ -108,8 +110,7 @@ def run_epochs(module: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Generat
     total = max(epochs * per_epoch, 1)
     start, last, before = 0, float("nan"), 0.0
     if state_path is not None and state_path.is_file():
-        start, last = _load_state(state_path, module, opt, gen)
-        before = _stage_seconds(state_path)
+        start, last, before = _load_state(state_path, module, opt, gen)
     t0 = time.perf_counter()
     with progress_bar(show) as bar:
         task = bar.add_task(desc, total=epochs * per_epoch, completed=start * per_epoch, info="")

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from .augment import random_affine
+from .augment import check_probability, random_affine
 from .loop import TrainData, register_recipe, run_epochs
 
 
@@ -34,6 +34,10 @@ class VAETrainConfig:
     batch_size: int = 128
     lr: float = 1e-3
     augment: float = 0.3
+
+    def __post_init__(self) -> None:
+        # checked here, before training creates its state folder, not at the first step
+        check_probability(self.augment)
 
 
 @register_recipe("vae", VAETrainConfig)
