@@ -319,7 +319,7 @@ def test_report_warns_about_binarized_models(test_data, tmp_path):
               EvalModel("cnn", dim.create_model("cnn"), name="cnn", paper_name="CNN")]
     evaluate_models(models, x[:10], y[:10], suite=suite, run_dir=tmp_path, batch_size=10, show=False)
     text = (build_report(tmp_path, plots=False) / "report.md").read_text()
-    assert "Warning: bicnn binarize their input" in text and "cnn, " not in text.split("Warning:")[1][:40]
+    assert "Warning: bicnn binarizes its input" in text and "cnn, " not in text.split("Warning:")[1][:40]
 
 
 def test_public_api_evaluate_any_classifier(tiny, test_data, tmp_path):

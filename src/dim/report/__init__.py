@@ -94,10 +94,12 @@ def summary_markdown(results: list[metrics.ModelResult], store: Store,
         lines += [f"- **{m}**: {c.title} -- failed: {o.value}." for m, c, o in warnings_]
     masked = [r.model for r in results if _is_binarized(r.name)]
     if masked:
-        lines += ["", f"**Warning: {', '.join(masked)} binarize their input.** Their binarization has a zero "
-                  "gradient almost everywhere, so gradient attacks run with the exact gradient cannot move them and "
-                  "those numbers overstate their robustness (gradient masking). The adaptive suite attacks them "
-                  "through the straight-through gradient (BPDA); without it, treat their numbers as upper bounds."]
+        verb, its, them, their = ("binarize", "Their", "them", "their") if len(masked) > 1 else \
+            ("binarizes", "Its", "it", "its")
+        lines += ["", f"**Warning: {', '.join(masked)} {verb} {their} input.** {its} binarization has a zero "
+                  f"gradient almost everywhere, so gradient attacks run with the exact gradient cannot move {them} and "
+                  f"those numbers overstate {their} robustness (gradient masking). The adaptive suite attacks {them} "
+                  f"through the straight-through gradient (BPDA); without it, treat {their} numbers as upper bounds."]
     failed = [s for s in store.shards() if s["status"] == "failed"]
     if failed:
         lines += ["", f"**{len(failed)} attack shard(s) failed** (excluded from the numbers above):", ""]
