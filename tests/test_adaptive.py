@@ -8,7 +8,7 @@ import evalkit
 from dim import data
 from dim.attacks import ADAPTERS
 from dim.attacks.adaptive import score_function
-from dim.attacks.suites import ADAPTIVE, PAPER, counts_per_norm, get_suite
+from dim.attacks.suites import ADAPTIVE, BPDA_AUTOATTACK, PAPER, counts_per_norm, get_suite
 from dim.evaluation import metrics
 from dim.evaluation.norms import Norm
 from dim.evaluation.runner import EvalModel, attack_runner, evaluate_models
@@ -117,3 +117,30 @@ def test_autoattack_switches_to_rand_for_a_randomized_model(tiny, samples, monke
     attack_runner(spec)(spec, tiny, x[:5], y[:5], 0)
     attack_runner(spec)(spec, evalkit.Randomized(tiny, sigma=0.05), x[:5], y[:5], 0)
     assert seen == ["standard", "rand"]
+
+
+def test_bpda_autoattack_runs_autoattack_through_the_straight_through_gradient(binarized, tiny, samples,
+                                                                                 monkeypatch, tmp_path):
+    import pyautoattack
+    modes = []
+    real = pyautoattack.AutoAttack
+
+    class Spy(real):
+        def run_standard_evaluation(self, *args, **kw):
+            modes.append(binarized[0].mode.value)
+            return super().run_standard_evaluation(*args, **kw)
+
+    monkeypatch.setattr(pyautoattack, "AutoAttack", Spy)
+    spec = next(s for s in BPDA_AUTOATTACK if s.norm is Norm.LINF)
+    x, y = samples
+    got = attack_runner(spec)(spec, binarized, x[:8], y[:8], 0)
+    assert modes == ["straight_through"] and binarized[0].mode.value == "exact"
+    assert np.isfinite(got.distance).mean() >= 0.5       # the straight-through gradient breaks it
+    # on a model without binarization it is recorded as not applicable, like the other BPDA attacks
+    evaluate_models([EvalModel("tiny", tiny)], x[:8], y[:8], suite=BPDA_AUTOATTACK, run_dir=tmp_path,
+                    batch_size=8, show=False, checks=False)
+    store = Store(tmp_path / "results.sqlite")
+    try:
+        assert {s["status"] for s in store.shards()} == {"skipped"}
+    finally:
+        store.close()

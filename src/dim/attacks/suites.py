@@ -205,8 +205,23 @@ def _adaptive(norm: Norm) -> tuple[AttackSpec, ...]:
 # adaptive: beyond the paper (DESIGN.md 5.3), at the L-inf and L2 thresholds.
 ADAPTIVE: tuple[AttackSpec, ...] = _adaptive(LINF) + _adaptive(L2)
 
+
+def _bpda_autoattack(norm: Norm) -> AttackSpec:
+    """AutoAttack through the straight-through gradient of a binarization.
+
+    The reference AutoAttack on a binarized model sees zero gradients, so its APGD-CE,
+    APGD-T and FAB-T do nothing and only Square works; run through BPDA all four attack.
+    A suite of its own (an addition to a finished run, ``--suite bpda-autoattack``) because
+    it costs about as much as AutoAttack itself and applies to binarized models only.
+    """
+    return _spec(f"{norm.value} BPDA-AutoAttack", "autoattack", norm,
+                 params={"version": "standard", "gradient": "bpda"}, adaptive=True)
+
+
+BPDA_AUTOATTACK: tuple[AttackSpec, ...] = (_bpda_autoattack(LINF), _bpda_autoattack(L2))
+
 SUITES: dict[str, tuple[AttackSpec, ...]] = {"paper": PAPER, "extended": EXTENDED, "quick": QUICK,
-                                             "adaptive": ADAPTIVE}
+                                             "adaptive": ADAPTIVE, "bpda-autoattack": BPDA_AUTOATTACK}
 
 
 def get_suite(name: str) -> tuple[AttackSpec, ...]:
