@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from .attacks.suites import SUITES
 from .checkpoint import CheckpointError, read_card
 from .data import DataError, Dataset
 
@@ -124,7 +125,7 @@ def train_cmd(model: str = typer.Argument(..., help="Model name (see 'dim models
 @friendly_errors
 def evaluate_cmd(model_dirs: Optional[list[Path]] = typer.Argument(None, help="Model directories made by 'dim train'."),
                  suite: str = typer.Option("quick", "--suite",
-                                           help="Attack suite: paper, extended, quick, adaptive, or several joined "
+                                           help=f"Attack suite: {', '.join(SUITES)}, or several joined "
                                                 "by '+' (paper+adaptive). A run can grow by more attacks later."),
                  n: int = typer.Option(200, "--n", min=1, help="Evaluate the first N test images."),
                  run: Path = typer.Option(..., "--run", help="Run directory (results.sqlite, adversarials)."),
