@@ -72,7 +72,12 @@ def state_seconds(state_dir: Path) -> float:
 
 def _stage_seconds(path: Path) -> float:
     with safe_open(str(path), "pt") as fh:
-        return float(fh.metadata().get("seconds", "nan"))
+        return _meta_seconds(fh.metadata())
+
+
+def _meta_seconds(meta: dict[str, str]) -> float:
+    """The seconds a state file records; ``nan`` for state written before the field existed."""
+    return float(meta.get("seconds", "nan"))
 
 
 def _load_state(path: Path, module: nn.Module, opt: torch.optim.Optimizer,
@@ -89,7 +94,7 @@ def _load_state(path: Path, module: nn.Module, opt: torch.optim.Optimizer,
             state.setdefault(int(i), {})[key] = v
     opt.load_state_dict({"state": state, "param_groups": opt.state_dict()["param_groups"]})
     gen.set_state(tensors["gen"])
-    return int(meta["epoch"]), float(meta["last_loss"]), float(meta.get("seconds", "nan"))
+    return int(meta["epoch"]), float(meta["last_loss"]), _meta_seconds(meta)
 
 
 def run_epochs(module: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Generator, int], torch.Tensor], n: int,
