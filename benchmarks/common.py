@@ -23,12 +23,14 @@ def median_seconds(fn: Callable[[], Any], repeats: int = 7, warmup: int = 2) -> 
     return statistics.median(times)
 
 
-def write_result(name: str, payload: dict[str, Any]) -> Path:
-    """Write ``results/<name>.json`` with provenance; returns its path."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
+def write_result(name: str, payload: dict[str, Any], results: Path = RESULTS, echo: bool = True) -> Path:
+    """Write ``results/<name>.json`` (or into ``results``) with provenance; returns its path."""
+    folder = Path(results)
+    folder.mkdir(parents=True, exist_ok=True)
     payload = {"benchmark": name, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                "git_commit": git_commit(), "packages": package_versions(), **payload}
-    path = RESULTS / f"{name}.json"
+    path = folder / f"{name}.json"
     path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-    print(json.dumps(payload, indent=2, sort_keys=True))
+    if echo:
+        print(json.dumps(payload, indent=2, sort_keys=True))
     return path

@@ -254,7 +254,8 @@ def test_sigkill_and_resume_gives_the_same_results(tmp_path, data_dir):
 
 
 def test_cli_evaluate_with_model_factory_and_report(tmp_path, data_dir):
-    env = {**os.environ, "DIM_NO_PROGRESS": "1", "PYTHONPATH": str(TESTS)}
+    env = {**os.environ, "DIM_NO_PROGRESS": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))}
     run = tmp_path / "run"
     r = subprocess.run([sys.executable, "-m", "dim", "evaluate", "--model-factory", "evalkit:tiny_model",
                         "--suite", "quick", "--n", "10", "--batch-size", "10", "--run", str(run)],

@@ -9,6 +9,7 @@ from safetensors.torch import load_file, save_file
 
 import dim
 from dim.checkpoint import CheckpointError
+from dim.core.device import device_of
 from dim.models import list_models, get_entry
 from dim.train import train
 
@@ -46,7 +47,8 @@ def test_load_model_roundtrip(trained_dim, data_dir):
     model = dim.load_model(out)
     assert not model.training and model.card["model"] == "dim"
     x, y = dim.data.load_split("mnist", "test", data_dir, limit=1000)
-    acc = (model(torch.from_numpy(x)).argmax(1) == torch.from_numpy(y)).float().mean().item()
+    dev = device_of(model)
+    acc = (model(torch.from_numpy(x).to(dev)).argmax(1).cpu() == torch.from_numpy(y)).float().mean().item()
     assert acc == pytest.approx(card["clean_accuracy"], abs=1e-6)
 
 
@@ -150,7 +152,7 @@ def test_cli_help_everywhere():
 
 def test_interrupted_training_resumes_to_the_same_weights(data_dir, tmp_path, monkeypatch):
     from dim.train import loop
-    kw = dict(epochs=3, seed=3, data_dir=data_dir, limit=200, eval_limit=100, train_overrides=SMALL, show=False)
+    kw = dict(epochs=3, seed=3, data_dir=data_dir, limit=400, eval_limit=100, train_overrides=SMALL, show=False)
     train("dn_single_im", tmp_path / "ref", **kw)
     real_save = loop._save_state
 
@@ -190,7 +192,7 @@ def test_load_model_with_inference_overrides_keeps_the_weights(data_dir, tmp_pat
     ps, fs = paper.state_dict(), fast.state_dict()
     assert all(torch.equal(ps[k], fs[k]) for k in ps)
     x, _ = dim.data.load_split("mnist", "test", data_dir, limit=4)
-    assert torch.isfinite(fast(torch.from_numpy(x))).all()
+    assert torch.isfinite(fast(torch.from_numpy(x).to(device_of(fast)))).all()
 
     # --from on a trained model: the same weights, the inference setting recorded in the card and reloaded
     for name in ("abs", "biabs"):

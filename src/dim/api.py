@@ -17,6 +17,7 @@ import torch.nn as nn
 
 from .attacks.suites import AttackSpec
 from .checkpoint import CARD, load_model
+from .core.device import DeviceLike
 from .evaluation import metrics
 from .evaluation.runner import EvalModel, evaluate_models
 from .models.registry import get_entry
@@ -32,11 +33,16 @@ def _as_numpy(a: Any, dtype) -> np.ndarray:
 
 def evaluate(model: nn.Module, x: Any, y: Any, *, suite: str | Sequence[AttackSpec] = "quick",
              run_dir: Path | str, name: str = "model", batch_size: int = 100, seed: int = 0,
-             show: bool | None = None, report: bool = True, checks: bool = True) -> list[metrics.ModelResult]:
-    """Evaluate one classifier; resumable in ``run_dir``. Returns the metrics (and writes the report)."""
+             show: bool | None = None, report: bool = True, checks: bool = True,
+             device: DeviceLike = None) -> list[metrics.ModelResult]:
+    """Evaluate one classifier; resumable in ``run_dir``. Returns the metrics (and writes the report).
+
+    ``device``: ``auto`` (default; ``$DIM_DEVICE`` overrides it), ``cpu``, ``cuda`` or
+    ``cuda:N``. The model is moved there (``model.to(device)``) for the evaluation.
+    """
     m = EvalModel(key=name, model=model.eval(), name=name, paper_name=name)
     evaluate_models([m], _as_numpy(x, np.float32), _as_numpy(y, np.int64), suite=suite, run_dir=Path(run_dir),
-                    batch_size=batch_size, seed=seed, show=show, checks=checks)
+                    batch_size=batch_size, seed=seed, show=show, checks=checks, device=device)
     if report:
         from .report import build_report
         build_report(run_dir)
@@ -47,8 +53,8 @@ def evaluate(model: nn.Module, x: Any, y: Any, *, suite: str | Sequence[AttackSp
         store.close()
 
 
-def eval_model_from_dir(model_dir: Path, key: str | None = None) -> EvalModel:
-    model = load_model(model_dir)
+def eval_model_from_dir(model_dir: Path, key: str | None = None, device: DeviceLike = None) -> EvalModel:
+    model = load_model(model_dir, device=device)
     card = dict(model.card)
     card["dir"] = str(Path(model_dir).resolve())
     return EvalModel(key=key or card["model"], model=model, name=card["model"],

@@ -16,6 +16,7 @@ import torch.nn as nn
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
+from .core.device import DeviceLike, resolve_device
 from .fileio import atomic_write_bytes, atomic_write_text
 from .models.registry import create_model, list_models
 from .provenance import file_sha256
@@ -31,7 +32,7 @@ class CheckpointError(Exception):
 def save_weights(model: nn.Module, out_dir: Path) -> Path:
     """Write ``model.safetensors`` atomically (temp name, then rename)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     atomic_write_bytes(out_dir / WEIGHTS, save(tensors))
     return out_dir / WEIGHTS
 
@@ -85,12 +86,15 @@ def load_weights(model: nn.Module, weights: Path, expect: str = "") -> None:
 
 
 def load_model(model_dir: Path | str, expected_model: str | None = None,
-               overrides: dict | None = None) -> nn.Module:
-    """Load a model directory written by ``dim train``; returns the model in eval mode.
+               overrides: dict | None = None, device: DeviceLike = None) -> nn.Module:
+    """Load a model directory written by ``dim train``; returns the model in eval mode on ``device``.
 
+    ``device``: ``auto`` (the default, also through ``$DIM_DEVICE``), ``cpu``, ``cuda``
+    or ``cuda:N``; a model trained on one device loads on any other.
     ``overrides`` changes inference-only options of the model config without touching
     the weights (e.g. ABS's ``n_random``/``n_steps``: ``dim.models.abs.FAST``).
     """
+    dev = resolve_device(device)
     model_dir = Path(model_dir)
     card = read_card(model_dir)
     name = card["model"]
@@ -106,4 +110,4 @@ def load_model(model_dir: Path | str, expected_model: str | None = None,
         raise CheckpointError(f"{model_dir / WEIGHTS}: sha256 differs from the one in card.json; "
                               "the weights were modified after training")
     model.card = card
-    return model.eval()
+    return model.to(dev).eval()

@@ -17,6 +17,7 @@ from rich.table import Table
 from .attacks.suites import SUITES
 from .checkpoint import CheckpointError, read_card
 from .data import DataError, Dataset
+from .train.loop import DivergedError
 
 app = typer.Typer(help="Denoised Internal Models: train, evaluate and report adversarial robustness.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -25,7 +26,7 @@ app.add_typer(data_app, name="data")
 out = Console()
 err = Console(stderr=True)
 
-EXPECTED_ERRORS = (DataError, CheckpointError, ValueError, KeyError, FileNotFoundError)
+EXPECTED_ERRORS = (DataError, CheckpointError, DivergedError, ValueError, KeyError, FileNotFoundError)
 
 
 def friendly_errors(fn: Callable) -> Callable:
@@ -58,6 +59,14 @@ def _parse_sets(items: list[str] | None) -> dict[str, Any]:
 
 
 DataDirOpt = typer.Option(None, "--data-dir", help="Data folder (default: $DIM_DATA, else ~/.cache/dim).")
+DeviceOpt = typer.Option(None, "--device", help="auto (the first CUDA GPU, else the CPU), cpu, cuda or cuda:N "
+                                               "(default: $DIM_DEVICE, else auto).")
+
+
+def _device(spec: Optional[str]):
+    """Resolve ``--device`` once, here at the edge; everything below receives the result."""
+    from .core.device import resolve_device
+    return resolve_device(spec)
 
 
 @data_app.command("fetch")
@@ -108,6 +117,7 @@ def train_cmd(model: str = typer.Argument(..., help="Model name (see 'dim models
               eval_limit: Optional[int] = typer.Option(None, "--eval-limit", min=1,
                                                        help="Measure clean accuracy on the first N test images "
                                                             "(default: all 10,000)."),
+              device: Optional[str] = DeviceOpt,
               ) -> None:
     """Train MODEL and write OUT/model.safetensors and OUT/card.json."""
     from .models import get_entry
@@ -116,9 +126,9 @@ def train_cmd(model: str = typer.Argument(..., help="Model name (see 'dim models
     target = out_dir or Path("models") / model
     card = train(model, target, epochs=epochs, seed=seed, data_dir=data_dir, limit=limit, dataset=dataset.value,
                  from_dir=from_dir, model_overrides=_parse_sets(model_set), train_overrides=_parse_sets(train_set),
-                 eval_limit=eval_limit)
+                 eval_limit=eval_limit, device=_device(device))
     out.print(f"{model}: clean accuracy {card['clean_accuracy']:.4f} on {card['test_samples']} test images, "
-              f"{card['train_seconds']:.1f} s -> {target}", highlight=False)
+              f"{card['train_seconds']:.1f} s on {card['device']['device']} -> {target}", highlight=False)
 
 
 @app.command("evaluate")
@@ -149,12 +159,14 @@ def evaluate_cmd(model_dirs: Optional[list[Path]] = typer.Argument(None, help="M
                                                                  "(same model card, attack, seed, batch size and "
                                                                  "images) are copied and re-verified instead of "
                                                                  "recomputed, e.g. its first 200 images of a run on "
-                                                                 "500; repeatable.")) -> None:
+                                                                 "500; repeatable."),
+                 device: Optional[str] = DeviceOpt) -> None:
     """Attack every model with every attack of the suite; resumable (rerun the same command)."""
     from .evaluation.pipeline import run_evaluation
     out_dir = run_evaluation(list(model_dirs or []), list(factories or []), suite=suite, n=n, run=run,
                              batch_size=batch_size, seed=seed, data_dir=data_dir, dataset=dataset.value,
-                             report=report, checks=checks, only=list(only or []), reuse=list(reuse or []))
+                             report=report, checks=checks, only=list(only or []), reuse=list(reuse or []),
+                             device=_device(device))
     out.print(f"results: {run / 'results.sqlite'}" + (f"; report: {out_dir}" if out_dir else ""), highlight=False)
 
 
@@ -186,10 +198,11 @@ def reproduce_cmd(preset: str = typer.Option("quick", "--preset",
                   run: Path = typer.Option(..., "--run", help="Run directory."),
                   models_dir: Path = typer.Option(Path("models"), "--models-dir",
                                                   help="Where model directories live (trained if missing)."),
-                  data_dir: Optional[Path] = DataDirOpt) -> None:
+                  data_dir: Optional[Path] = DataDirOpt,
+                  device: Optional[str] = DeviceOpt) -> None:
     """Train the models a preset needs (if missing), evaluate them and write the report."""
     from .evaluation.pipeline import reproduce
-    path = reproduce(preset, run, models_dir, data_dir)
+    path = reproduce(preset, run, models_dir, data_dir, device=_device(device))
     out.print((path / "report.md").read_text(), highlight=False, markup=False)
 
 
@@ -198,10 +211,11 @@ def reproduce_cmd(preset: str = typer.Option("quick", "--preset",
 def figure3_cmd(model_dir: Path = typer.Argument(..., help="A dim-family model directory."),
                 out_png: Path = typer.Option(Path("figure3.png"), "--out"),
                 n: int = typer.Option(1000, "--n", min=20, help="Test images to embed."),
-                data_dir: Optional[Path] = DataDirOpt) -> None:
+                data_dir: Optional[Path] = DataDirOpt,
+                device: Optional[str] = DeviceOpt) -> None:
     """The paper's Figure 3: t-SNE of each internal model's 10-d latents, coloured by digit."""
     from .report.figures import figure3
-    out.print(str(figure3(model_dir, out_png, n=n, data_dir=data_dir)))
+    out.print(str(figure3(model_dir, out_png, n=n, data_dir=data_dir, device=_device(device))))
 
 
 @app.command("info")

@@ -34,11 +34,14 @@ CREATE TABLE IF NOT EXISTS samples (
     PRIMARY KEY (model, sample));
 CREATE TABLE IF NOT EXISTS shards (
     model TEXT NOT NULL, attack TEXT NOT NULL, shard INTEGER NOT NULL, status TEXT NOT NULL,
-    error TEXT, seconds REAL, PRIMARY KEY (model, attack, shard));
+    error TEXT, seconds REAL, device TEXT, PRIMARY KEY (model, attack, shard));
 CREATE TABLE IF NOT EXISTS results (
     model TEXT NOT NULL, attack TEXT NOT NULL, sample INTEGER NOT NULL, distance REAL NOT NULL,
     pred INTEGER NOT NULL, seconds REAL NOT NULL, PRIMARY KEY (model, attack, sample));
 """
+
+
+_SHARD_COLUMNS = "(model, attack, shard, status, error, seconds, device)"
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,13 @@ class Store:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Bring a store written by an earlier version up to this schema (columns added since)."""
+        cols = {r[1] for r in self.db.execute("PRAGMA table_info(shards)")}
+        if "device" not in cols:   # the device that computed a shard (runs resumed elsewhere mix them)
+            self.db.execute("ALTER TABLE shards ADD COLUMN device TEXT")
 
     @classmethod
     def of_run(cls, run_dir: Path | str) -> "Store":
@@ -132,22 +142,23 @@ class Store:
                               (model, attack, shard)).fetchone()
         return row[0] if row else None
 
-    def finish_shard(self, model: str, attack: str, shard: int, rows: list[ResultRow], seconds: float) -> None:
-        """Write a shard's rows and its done mark atomically."""
+    def finish_shard(self, model: str, attack: str, shard: int, rows: list[ResultRow], seconds: float,
+                     device: str | None = None) -> None:
+        """Write a shard's rows and its done mark (with the device that computed it) atomically."""
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
             self.db.executemany("INSERT INTO results VALUES (?, ?, ?, ?, ?, ?)",
                                 [(r.model, r.attack, r.sample, r.distance, r.pred, r.seconds) for r in rows])
-            self.db.execute("INSERT OR REPLACE INTO shards VALUES (?, ?, ?, 'done', NULL, ?)",
-                            (model, attack, shard, seconds))
+            self.db.execute(f"INSERT OR REPLACE INTO shards {_SHARD_COLUMNS} VALUES (?, ?, ?, 'done', NULL, ?, ?)",
+                            (model, attack, shard, seconds, device))
 
     def fail_shard(self, model: str, attack: str, shard: int, error: str, seconds: float,
-                   status: str = "failed") -> None:
+                   status: str = "failed", device: str | None = None) -> None:
         """Mark a shard ``failed`` (the attack raised) or ``skipped`` (it does not apply), with why."""
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
-            self.db.execute("INSERT OR REPLACE INTO shards VALUES (?, ?, ?, ?, ?, ?)",
-                            (model, attack, shard, status, error[:2000], seconds))
+            self.db.execute(f"INSERT OR REPLACE INTO shards {_SHARD_COLUMNS} VALUES (?, ?, ?, ?, ?, ?, ?)",
+                            (model, attack, shard, status, error[:2000], seconds, device))
 
     def mark_reused(self, model: str, attack: str, shard: int, donor: str) -> None:
         """Record that a shard is (about to be) copied from the run ``donor``; counts once the shard is done."""
@@ -165,9 +176,20 @@ class Store:
         return out
 
     def shards(self) -> list[dict[str, Any]]:
-        rows = self.db.execute("SELECT model, attack, shard, status, error, seconds FROM shards "
+        rows = self.db.execute("SELECT model, attack, shard, status, error, seconds, device FROM shards "
                                "ORDER BY model, attack, shard").fetchall()
-        return [dict(model=r[0], attack=r[1], shard=r[2], status=r[3], error=r[4], seconds=r[5]) for r in rows]
+        return [dict(model=r[0], attack=r[1], shard=r[2], status=r[3], error=r[4], seconds=r[5], device=r[6])
+                for r in rows]
+
+    def shard_device(self, model: str, attack: str, shard: int) -> str | None:
+        row = self.db.execute("SELECT device FROM shards WHERE model = ? AND attack = ? AND shard = ?",
+                              (model, attack, shard)).fetchone()
+        return row[0] if row else None
+
+    def shard_devices(self) -> dict[str, int]:
+        """Finished shards per device that computed them (``None``: recorded before devices were)."""
+        return {d: n for d, n in self.db.execute(
+            "SELECT device, COUNT(*) FROM shards WHERE status = 'done' GROUP BY device ORDER BY device")}
 
     # --------------------------------------------------------------- results
     def distances(self, model: str, attack: str, n: int) -> np.ndarray:

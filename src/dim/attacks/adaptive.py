@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..core.device import device_of
 from ..evaluation.norms import Norm
 from ..evaluation.verify import Verified, verify
 from ..models.binarize import GradientMode, gradient_mode, has_binarization
@@ -67,6 +68,12 @@ def _quiet():
     return stack
 
 
+def _tensors(model: nn.Module, x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.device]:
+    """``x``/``y`` as tensors on the model's device, and that device."""
+    dev = device_of(model)
+    return torch.from_numpy(x).to(dev), torch.from_numpy(y).to(dev), dev
+
+
 def _norm_name(norm: Norm) -> str:
     if norm not in (Norm.LINF, Norm.L2):
         raise ValueError(f"adaptive attacks run at the L-inf and L2 thresholds, not {norm.value}")
@@ -84,34 +91,34 @@ def run_autoattack(spec: AttackSpec, model: nn.Module, x: np.ndarray, y: np.ndar
                    **_: object) -> Verified:
     """AutoAttack (Croce & Hein 2020), ``standard`` version; ``rand`` for a randomized model."""
     from pyautoattack import AutoAttack
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    xt, yt, dev = _tensors(model, x, y)
     version = spec.params.get("version", "standard")
     if version == "standard" and not is_deterministic(model, xt[:16]):
         version = "rand"      # APGD with EOT, as AutoAttack prescribes for randomized defenses
     with attack_gradients(model, spec), _quiet():
         aa = AutoAttack(model, eps=spec.norm.threshold, norm=_norm_name(spec.norm), seed=seed, version=version,
-                        device="cpu")
+                        device=dev)
         aa.verbose = False
         x_adv, _ = aa.run_standard_evaluation(xt, yt, batch_size=len(x))
-    return verify(model, x, y, x_adv.detach().numpy(), spec.norm)
+    return verify(model, x, y, x_adv.detach().cpu().numpy(), spec.norm)
 
 
 @register_adapter("apgd")
 def run_apgd(spec: AttackSpec, model: nn.Module, x: np.ndarray, y: np.ndarray, seed: int, **_: object) -> Verified:
     """APGD-CE, then APGD with the targeted DLR loss on ``targets`` classes for what survives."""
     from pyautoattack.autopgd_base import APGDAttack, APGDAttack_targeted
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    xt, yt, dev = _tensors(model, x, y)
     steps, targets = int(spec.params.get("steps", 100)), int(spec.params.get("targets", 9))
-    kw = dict(n_iter=steps, norm=_norm_name(spec.norm), eps=spec.norm.threshold, seed=seed, device="cpu")
+    kw = dict(n_iter=steps, norm=_norm_name(spec.norm), eps=spec.norm.threshold, seed=seed, device=dev)
     with attack_gradients(model, spec), _quiet():
         cand = APGDAttack(model, n_restarts=int(spec.params.get("restarts", 1)), loss="ce", **kw).perturb(xt, yt)
-        got = verify(model, x, y, cand.detach().numpy(), spec.norm)
+        got = verify(model, x, y, cand.detach().cpu().numpy(), spec.norm)
         left = np.flatnonzero(~np.isfinite(got.distance))
         if targets and len(left):
             t_cand = APGDAttack_targeted(model, n_target_classes=targets, **kw).perturb(xt[left], yt[left])
             cand = cand.clone()
             cand[left] = t_cand
-    return verify(model, x, y, cand.detach().numpy(), spec.norm)
+    return verify(model, x, y, cand.detach().cpu().numpy(), spec.norm)
 
 
 @register_adapter("square")
@@ -119,24 +126,24 @@ def run_square(spec: AttackSpec, model: nn.Module, x: np.ndarray, y: np.ndarray,
                **_: object) -> Verified:
     """Square Attack (Andriushchenko et al. 2020): score-based black box, margin loss."""
     from pyautoattack.square import SquareAttack
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    xt, yt, dev = _tensors(model, x, y)
     with _quiet():
         sq = SquareAttack(model, norm=_norm_name(spec.norm), n_queries=int(spec.params.get("queries", 5000)),
-                          eps=spec.norm.threshold, p_init=0.8, seed=seed, resc_schedule=False, device="cpu")
+                          eps=spec.norm.threshold, p_init=0.8, seed=seed, resc_schedule=False, device=dev)
         cand = sq.perturb(xt, yt)
-    return verify(model, x, y, cand.detach().numpy(), spec.norm)
+    return verify(model, x, y, cand.detach().cpu().numpy(), spec.norm)
 
 
 @register_adapter("pgd")
 def run_pgd(spec: AttackSpec, model: nn.Module, x: np.ndarray, y: np.ndarray, seed: int, **_: object) -> Verified:
     """PGD with random restarts on the logits (cross-entropy or margin loss)."""
     p = spec.params
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    xt, yt, _ = _tensors(model, x, y)
     with attack_gradients(model, spec):
         cand, _ = pgd(model, xt, yt, norm=spec.norm, eps=spec.norm.threshold, steps=int(p.get("steps", 100)),
                       restarts=int(p.get("restarts", 1)), loss=p.get("loss", "ce"), seed=seed,
                       eot=int(p.get("eot", 1)))
-    return verify(model, x, y, cand.numpy(), spec.norm)
+    return verify(model, x, y, cand.cpu().numpy(), spec.norm)
 
 
 def score_function(model: nn.Module):
@@ -155,13 +162,13 @@ def run_score_mt(spec: AttackSpec, model: nn.Module, x: np.ndarray, y: np.ndarra
     attack, on DIM's scores instead of logits).
     """
     p = spec.params
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    xt, yt, dev = _tensors(model, x, y)
     fn = score_function(model)
     with torch.no_grad():
         order = fn(xt).scatter(1, yt[:, None], -torch.inf).argsort(1, descending=True)
     n_targets = min(int(p.get("targets", 9)), order.shape[1] - 1)
     cand = xt.clone()
-    broken = torch.zeros(len(x), dtype=torch.bool)
+    broken = torch.zeros(len(x), dtype=torch.bool, device=dev)
     with attack_gradients(model, spec):
         for k in range(n_targets):
             idx = torch.nonzero(~broken).flatten()
@@ -172,4 +179,4 @@ def run_score_mt(spec: AttackSpec, model: nn.Module, x: np.ndarray, y: np.ndarra
                        target=order[idx, k], seed=seed + k, eot=int(p.get("eot", 1)))
             cand[idx[b]] = c[b]
             broken[idx[b]] = True
-    return verify(model, x, y, cand.numpy(), spec.norm)
+    return verify(model, x, y, cand.cpu().numpy(), spec.norm)

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..core.device import device_of
 from ..evaluation.norms import Norm
 from ..evaluation.verify import Verified, keep_best, predict_numpy, verify
 from .suites import AttackSpec
@@ -70,8 +71,9 @@ def run_foolbox(spec: AttackSpec, model: nn.Module, x: np.ndarray, y: np.ndarray
                 starting_points: np.ndarray | None = None) -> Verified:
     """Run ``spec`` on ``x``/``y`` (all correctly classified) and return verified results."""
     fb = _fb()
-    fmodel = fb.PyTorchModel(model.eval(), bounds=(0, 1), device="cpu")
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    dev = device_of(model)
+    fmodel = fb.PyTorchModel(model.eval(), bounds=(0, 1), device=dev)
+    xt, yt = torch.from_numpy(x).to(dev), torch.from_numpy(y).to(dev)
     best: Verified | None = None
     for rep in range(spec.repeats):
         torch.manual_seed(seed + rep)
@@ -85,7 +87,7 @@ def run_foolbox(spec: AttackSpec, model: nn.Module, x: np.ndarray, y: np.ndarray
                 new = _run_from_starting_points(attack, spec, model, fmodel, x, y, xt, yt, starting_points)
             else:
                 raw, _, _ = attack(fmodel, xt, _criterion(spec, model, xt, yt), epsilons=None)
-                new = verify(model, x, y, raw.detach().numpy(), spec.norm)
+                new = verify(model, x, y, raw.detach().cpu().numpy(), spec.norm)
         best = keep_best(best, new)
     assert best is not None
     return best
@@ -114,7 +116,7 @@ def _run_grid(attack, spec: AttackSpec, model, fmodel, x, y, xt, yt) -> Verified
             todo = active[mid[active] == m]
             sub_x, sub_y = xt[todo], yt[todo]
             _, clipped, _ = attack(fmodel, sub_x, _criterion(spec, model, sub_x, sub_y), epsilons=[grid[m]])
-            got = verify(model, x[todo], y[todo], clipped[0].detach().numpy(), spec.norm)
+            got = verify(model, x[todo], y[todo], clipped[0].detach().cpu().numpy(), spec.norm)
             broken = np.isfinite(got.distance)
             hi[todo[broken]], lo[todo[~broken]] = m, m
             better = todo[broken & (got.distance < best.distance[todo])]
@@ -136,7 +138,7 @@ def _run_from_starting_points(attack, spec, model, fmodel, x, y, xt, yt, startin
         miss = np.flatnonzero(~have)
         init = fb.attacks.LinearSearchBlendedUniformNoiseAttack(distance=foolbox_distance(spec.norm), steps=200)
         raw, _, _ = init(fmodel, xt[miss], fb.criteria.Misclassification(yt[miss]), epsilons=None)
-        got = verify(model, x[miss], y[miss], raw.detach().numpy(), spec.norm)
+        got = verify(model, x[miss], y[miss], raw.detach().cpu().numpy(), spec.norm)
         ok = np.isfinite(got.distance)
         start[miss[ok]] = got.x_adv[ok]
         have[miss[ok]] = True
@@ -144,7 +146,7 @@ def _run_from_starting_points(attack, spec, model, fmodel, x, y, xt, yt, startin
     idx = np.flatnonzero(have)
     if len(idx):
         raw, _, _ = attack(fmodel, xt[idx], fb.criteria.Misclassification(yt[idx]), epsilons=None,
-                           starting_points=torch.from_numpy(start[idx]))
-        got = verify(model, x[idx], y[idx], raw.detach().numpy(), spec.norm)
+                           starting_points=torch.from_numpy(start[idx]).to(xt.device))
+        got = verify(model, x[idx], y[idx], raw.detach().cpu().numpy(), spec.norm)
         result.distance[idx], result.pred[idx], result.x_adv[idx] = got.distance, got.pred, got.x_adv
     return result

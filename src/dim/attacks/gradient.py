@@ -17,6 +17,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from ..core.device import generator
 from ..evaluation.norms import Norm
 
 Fn = Callable[[torch.Tensor], torch.Tensor]
@@ -49,12 +50,13 @@ LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], to
 
 
 def _random_start(x: torch.Tensor, norm: Norm, eps: float, gen: torch.Generator) -> torch.Tensor:
+    dev = gen.device
     if norm is Norm.LINF:
-        delta = (torch.rand(x.shape, generator=gen) * 2 - 1) * eps
+        delta = (torch.rand(x.shape, generator=gen, device=dev) * 2 - 1) * eps
     elif norm is Norm.L2:
-        d = torch.randn(x.shape, generator=gen)
+        d = torch.randn(x.shape, generator=gen, device=dev)
         d = d / d.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (x.ndim - 1))
-        delta = d * eps * torch.rand(len(x), generator=gen).view(-1, *[1] * (x.ndim - 1))
+        delta = d * eps * torch.rand(len(x), generator=gen, device=dev).view(-1, *[1] * (x.ndim - 1))
     else:
         raise ValueError(f"PGD supports Linf and L2, not {norm.value}")
     return (x + delta).clamp(0, 1)
@@ -90,10 +92,10 @@ def pgd(fn: Fn, x: torch.Tensor, y: torch.Tensor, *, norm: Norm, eps: float, ste
     if loss not in LOSSES:
         raise ValueError(f"unknown loss {loss!r}; expected one of {sorted(LOSSES)}")
     loss_fn = LOSSES[loss]
-    gen = torch.Generator().manual_seed(seed)
+    gen = generator(x.device, seed)     # on the device of the inputs: one seed, one stream per device
     alpha = rel_step * eps / steps
     out = x.clone()
-    broken = torch.zeros(len(x), dtype=torch.bool)
+    broken = torch.zeros(len(x), dtype=torch.bool, device=x.device)
     for _ in range(restarts):
         idx = torch.nonzero(~broken).flatten()
         if len(idx) == 0:
@@ -101,7 +103,7 @@ def pgd(fn: Fn, x: torch.Tensor, y: torch.Tensor, *, norm: Norm, eps: float, ste
         x0, y0 = x[idx], y[idx]
         t0 = target[idx] if target is not None else None
         xa = _random_start(x0, norm, eps, gen)
-        live = torch.arange(len(idx))                  # positions (in idx) still being attacked
+        live = torch.arange(len(idx), device=x.device)  # positions (in idx) still being attacked
         for it in range(steps + 1):
             xa_live = xa[live].detach().requires_grad_(True)
             grad = torch.zeros_like(xa_live)

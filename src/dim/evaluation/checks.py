@@ -22,6 +22,7 @@ import torch.nn as nn
 
 from ..attacks.adaptive import with_gradient
 from ..attacks.gradient import margin_loss, pgd
+from ..core.device import device_of
 from .metrics import ModelResult, norm_results
 from .norms import Norm
 
@@ -183,7 +184,9 @@ def check_samples(model: nn.Module, x: np.ndarray, y: np.ndarray,
                   max_samples: int = 100) -> tuple[torch.Tensor, torch.Tensor]:
     """The first ``max_samples`` correctly classified samples, on which the model checks run."""
     model.eval()
-    xt, yt = torch.from_numpy(np.ascontiguousarray(x, np.float32)), torch.from_numpy(np.asarray(y, np.int64))
+    dev = device_of(model)
+    xt = torch.from_numpy(np.ascontiguousarray(x, np.float32)).to(dev)
+    yt = torch.from_numpy(np.asarray(y, np.int64)).to(dev)
     with torch.no_grad():
         ok = torch.nonzero(model(xt).argmax(1) == yt).flatten()[:max_samples]
     return xt[ok], yt[ok]

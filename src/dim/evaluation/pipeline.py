@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import data as data_mod
+from ..core.device import DeviceLike, resolve_device
 from ..models.registry import get_entry, list_models
 from ..progress import log
 from .runner import evaluate_models
@@ -32,26 +33,27 @@ PRESETS: dict[str, Preset] = {
 def run_evaluation(model_dirs: list[Path], factories: list[str], *, suite: str, n: int, run: Path,
                    batch_size: int = 100, seed: int = 0, data_dir: Path | None = None, dataset: str = "mnist",
                    report: bool = True, checks: bool = True, only: list[str] | None = None,
-                   reuse: list[Path] | None = None) -> Path | None:
+                   reuse: list[Path] | None = None, device: DeviceLike = None) -> Path | None:
     from ..api import eval_model_from_dir, eval_model_from_factory, unique_keys
     from ..attacks.suites import get_suite
     get_suite(suite)  # fail on a bad suite name before loading anything
     if not model_dirs and not factories:
         raise ValueError("nothing to evaluate: give model directories and/or --model-factory")
-    models = unique_keys([eval_model_from_dir(d) for d in model_dirs] +
+    dev = resolve_device(device)
+    models = unique_keys([eval_model_from_dir(d, device=dev) for d in model_dirs] +
                          [eval_model_from_factory(f) for f in factories])
     x, y = data_mod.load_split(dataset, "test", data_dir, limit=n)
     if len(y) < n:
         raise ValueError(f"--n {n}: the {dataset} test set has only {len(y)} images")
     evaluate_models(models, x, y, suite=suite, run_dir=run, batch_size=batch_size, seed=seed,
-                    extra_config={"dataset": dataset}, checks=checks, only=only, reuse=reuse or ())
+                    extra_config={"dataset": dataset}, checks=checks, only=only, reuse=reuse or (), device=dev)
     if not report:
         return None
     from ..report import build_report
     return build_report(run)
 
 
-def ensure_model(name: str, models_dir: Path, data_dir: Path | None) -> Path:
+def ensure_model(name: str, models_dir: Path, data_dir: Path | None, device: DeviceLike = None) -> Path:
     """The model directory for ``name``, trained (or derived) with defaults if missing."""
     from ..train import train
     target = models_dir / name
@@ -59,16 +61,17 @@ def ensure_model(name: str, models_dir: Path, data_dir: Path | None) -> Path:
         return target
     base = get_entry(name).weights_from
     if base:
-        src = ensure_model(base, models_dir, data_dir)
+        src = ensure_model(base, models_dir, data_dir, device)
         log(f"deriving {name} from {src}")
-        train(name, target, from_dir=src, data_dir=data_dir)
+        train(name, target, from_dir=src, data_dir=data_dir, device=device)
     else:
         log(f"training {name} (defaults) -> {target}")
-        train(name, target, data_dir=data_dir)
+        train(name, target, data_dir=data_dir, device=device)
     return target
 
 
-def reproduce(preset: str, run: Path, models_dir: Path, data_dir: Path | None = None) -> Path:
+def reproduce(preset: str, run: Path, models_dir: Path, data_dir: Path | None = None,
+              device: DeviceLike = None) -> Path:
     try:
         p = PRESETS[preset]
     except KeyError:
@@ -76,12 +79,14 @@ def reproduce(preset: str, run: Path, models_dir: Path, data_dir: Path | None = 
     missing = [m for m in p.models if m not in list_models()]
     if missing:
         log(f"preset {preset}: models not available in this version, skipped: {missing}")
+    dev = resolve_device(device)
     data_mod.fetch("mnist", data_dir)
-    dirs = [ensure_model(m, Path(models_dir), data_dir) for m in p.models if m not in missing]
-    out = run_evaluation(dirs, [], suite=p.suite, n=p.n, run=run, batch_size=p.batch_size, data_dir=data_dir)
+    dirs = [ensure_model(m, Path(models_dir), data_dir, dev) for m in p.models if m not in missing]
+    out = run_evaluation(dirs, [], suite=p.suite, n=p.n, run=run, batch_size=p.batch_size, data_dir=data_dir,
+                         device=dev)
     from ..report.figures import figure3
     dim_dir = Path(models_dir) / "dim"
     if (dim_dir / "card.json").is_file() and out is not None:
-        figure3(dim_dir, out / "figure3_tsne.png", data_dir=data_dir)
+        figure3(dim_dir, out / "figure3_tsne.png", data_dir=data_dir, device=dev)
     assert out is not None
     return out

@@ -23,6 +23,7 @@ import torch.nn as nn
 
 from ..attacks import NotApplicable
 from ..attacks.suites import AttackSpec, get_suite
+from ..core.device import DeviceLike, describe, device_info, resolve_device
 from ..fileio import atomic_write
 from ..progress import log, progress_bar
 from ..provenance import git_commit, package_versions
@@ -133,7 +134,7 @@ def evaluate_models(models: Sequence[EvalModel], x: np.ndarray, y: np.ndarray, *
                     run_dir: Path, batch_size: int = 100, seed: int = 0, show: bool | None = None,
                     suite_name: str | None = None, extra_config: dict[str, Any] | None = None,
                     checks: bool = True, only: Sequence[str] | None = None,
-                    reuse: Sequence[Path | str] = ()) -> Path:
+                    reuse: Sequence[Path | str] = (), device: DeviceLike = None) -> Path:
     """Evaluate every model against every attack of ``suite`` on ``x``/``y``; returns the store path.
 
     With ``checks`` (the default) the model sanity checks of :mod:`dim.evaluation.checks`
@@ -145,7 +146,13 @@ def evaluate_models(models: Sequence[EvalModel], x: np.ndarray, y: np.ndarray, *
 
     ``reuse`` names earlier runs whose identical finished shards are copied (and
     re-verified) instead of recomputed; see :mod:`dim.evaluation.reuse`.
+
+    ``device`` (``auto``, ``cpu``, ``cuda[:N]``; default ``$DIM_DEVICE``, else ``auto``)
+    runs every model, attack, check and verification; the models are moved there.
+    Each shard records the device that computed it, and the run's provenance every
+    device it ran on.
     """
+    dev = resolve_device(device)
     specs = tuple(get_suite(suite) if isinstance(suite, str) else suite)
     todo = select_attacks(specs, only)
     suite_name = suite if isinstance(suite, str) else (suite_name or "custom")
@@ -176,18 +183,22 @@ def evaluate_models(models: Sequence[EvalModel], x: np.ndarray, y: np.ndarray, *
         config = merge_config(store.get_meta("config"), config, run_dir)
         store.set_meta("config", config)
         prov = store.get_meta("provenance") or {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        prov.update({"git_commit": git_commit(), "packages": package_versions()})
+        info = device_info(dev)
+        prov.update({"git_commit": git_commit(), "packages": package_versions(), "device": info})
+        prov["devices"] = [d for d in prov.get("devices", []) if d != info] + [info]
         store.set_meta("provenance", prov)
+        label = describe(info)
         store.add_attacks([(s.name, s.norm.value, _spec_dict(s)) for s in specs])
         n_shards = (len(y) + batch_size - 1) // batch_size
         with progress_bar(show) as bar:
             for m in models:
+                m.model.to(dev)
                 if checks and store.get_meta(f"checks/{m.key}") is None:
                     from .checks import run_model_checks
                     task = bar.add_task(f"{m.key}: sanity checks", total=1, info="")
                     store.set_meta(f"checks/{m.key}", run_model_checks(m.model, x, y, seed))
                     bar.remove_task(task)
-                _evaluate_one(store, run_dir, m, specs, todo, x, y, batch_size, n_shards, seed, bar, donors)
+                _evaluate_one(store, run_dir, m, specs, todo, x, y, batch_size, n_shards, seed, bar, donors, label)
     finally:
         store.close()
         for d in donors:
@@ -232,7 +243,7 @@ def _spec_dict(spec: AttackSpec) -> dict[str, Any]:
 
 
 def _evaluate_one(store: Store, run_dir: Path, m: EvalModel, specs, todo, x, y, batch_size, n_shards, seed,
-                  bar, donors: Sequence[Donor] = ()) -> None:
+                  bar, donors: Sequence[Donor] = (), device: str | None = None) -> None:
     clean_pred = predict_numpy(m.model, x)
     store.add_model(m.key, m.name, m.paper_name or m.name, m.card, m.card_sha256, y, clean_pred)
     model_task = bar.add_task(f"{m.key}", total=len(todo) * n_shards, info="")
@@ -250,7 +261,7 @@ def _evaluate_one(store: Store, run_dir: Path, m: EvalModel, specs, todo, x, y, 
                 bar.update(model_task, advance=1, info=f"{spec.name} (reused)")
                 continue
             _run_shard(store, run_dir, m, specs, spec, run, x[lo:hi], y[lo:hi], clean_pred[lo:hi],
-                       np.arange(lo, hi), shard, seed)
+                       np.arange(lo, hi), shard, seed, device)
             bar.update(attack_task, advance=1)
             bar.update(model_task, advance=1, info=spec.name)
         if all(store.shard_status(m.key, spec.name, s) == "done" for s in range(n_shards)):
@@ -272,13 +283,14 @@ def _reuse_shard(store: Store, donors: Sequence[Donor], m: EvalModel, spec: Atta
         arrays, rows, seconds = got
         store.mark_reused(m.key, spec.name, shard, str(donor.run_dir))
         _atomic_npz(_shard_path(run_dir, m.key, spec.name, shard), **arrays)
-        store.finish_shard(m.key, spec.name, shard, rows, seconds)
+        store.finish_shard(m.key, spec.name, shard, rows, seconds,
+                           device=donor.store.shard_device(m.key, spec.name, shard))
         return True
     return False
 
 
 def _run_shard(store, run_dir, m: EvalModel, specs, spec: AttackSpec, run, xs, ys, clean, samples, shard,
-               seed) -> None:
+               seed, device: str | None = None) -> None:
     t0 = time.perf_counter()
     correct = np.flatnonzero(clean == ys)
     n = len(ys)
@@ -295,15 +307,16 @@ def _run_shard(store, run_dir, m: EvalModel, specs, spec: AttackSpec, run, xs, y
             dist[correct], x_adv[correct] = got.distance, got.x_adv
             pred[correct] = np.where(np.isfinite(got.distance), got.pred, clean[correct])
     except NotApplicable as exc:
-        store.fail_shard(m.key, spec.name, shard, str(exc), time.perf_counter() - t0, status="skipped")
+        store.fail_shard(m.key, spec.name, shard, str(exc), time.perf_counter() - t0, status="skipped",
+                         device=device)
         return
     except Exception as exc:  # a failing attack is recorded and does not stop the run
         msg = f"{type(exc).__name__}: {exc}\n" + "".join(traceback.format_exc(limit=3))
-        store.fail_shard(m.key, spec.name, shard, msg, time.perf_counter() - t0)
+        store.fail_shard(m.key, spec.name, shard, msg, time.perf_counter() - t0, device=device)
         return
     seconds = time.perf_counter() - t0
     _atomic_npz(_shard_path(run_dir, m.key, spec.name, shard), sample=samples, distance=dist, pred=pred,
                 x_adv=x_adv)
     rows = [ResultRow(m.key, spec.name, int(s), float(d), int(p), seconds / n)
             for s, d, p in zip(samples, dist, pred)]
-    store.finish_shard(m.key, spec.name, shard, rows, seconds)
+    store.finish_shard(m.key, spec.name, shard, rows, seconds, device=device)

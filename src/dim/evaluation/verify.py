@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..core.device import device_of
 from .norms import Norm, distances
 
 
@@ -25,9 +26,10 @@ class Verified:
 @torch.no_grad()
 def predict_numpy(model: nn.Module, x: np.ndarray, batch_size: int = 500) -> np.ndarray:
     model.eval()
-    out = [model(torch.from_numpy(np.ascontiguousarray(x[i:i + batch_size], dtype=np.float32))).argmax(1)
+    dev = device_of(model)
+    out = [model(torch.from_numpy(np.ascontiguousarray(x[i:i + batch_size], dtype=np.float32)).to(dev)).argmax(1)
            for i in range(0, len(x), batch_size)]
-    return torch.cat(out).numpy().astype(np.int64) if out else np.zeros(0, np.int64)
+    return torch.cat(out).cpu().numpy().astype(np.int64) if out else np.zeros(0, np.int64)
 
 
 def verify(model: nn.Module, x: np.ndarray, y: np.ndarray, candidates: np.ndarray, norm: Norm) -> Verified:

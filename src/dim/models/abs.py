@@ -154,7 +154,7 @@ class ABS(nn.Module):
         dist = (x ** 2).sum(1, keepdim=True) - 2 * cross + (g ** 2).sum(-1).reshape(1, k * s)
         score = dist.view(-1, k, s) / (2 * self.cfg.sigma ** 2) + 0.5 * (self.z_random ** 2).sum(-1)
         best = score.argmin(-1)                                         # (B, K)
-        z = self.z_random[torch.arange(k).unsqueeze(0), best].transpose(0, 1).clone()  # (K, B, latent)
+        z = self.z_random[torch.arange(k, device=best.device).unsqueeze(0), best].transpose(0, 1).clone()  # (K, B, latent)
         if self.cfg.n_steps > 0:
             best_z, best_l = z.clone(), None
             with torch.enable_grad():

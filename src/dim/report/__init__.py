@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..attacks.suites import is_black_box, is_ensemble
+from ..core.device import describe
 from ..evaluation import checks, metrics
 from ..fileio import atomic_write_text
 from ..evaluation.norms import Norm
@@ -113,6 +114,26 @@ def summary_markdown(results: list[metrics.ModelResult], store: Store,
     return "\n".join(lines) + "\n"
 
 
+def provenance_markdown(store: Store) -> str:
+    """Where and with what the run was computed: commit, packages, every device and its shards."""
+    prov = store.get_meta("provenance", {})
+    lines = ["## Provenance", "", f"- git commit: `{prov.get('git_commit', 'unknown')}`, created "
+             f"{prov.get('created', '?')}",
+             "- packages: " + ", ".join(f"{k} {v}" for k, v in sorted((prov.get("packages") or {}).items()))]
+    devices = prov.get("devices") or ([prov["device"]] if prov.get("device") else [])
+    if devices:
+        lines.append("- device(s) the run was computed on: " + "; ".join(describe(d) for d in devices))
+    per_device = store.shard_devices()
+    if per_device:
+        lines.append("- finished shards per device: " + "; ".join(
+            f"{d or 'not recorded (an earlier version)'}: {n}" for d, n in per_device.items()))
+    cards = {m["model"]: m["card"].get("device") for m in store.models()}
+    trained = [f"{m}: {describe(d)}" for m, d in cards.items() if d]
+    if trained:
+        lines.append("- models trained on: " + "; ".join(trained))
+    return "\n".join(lines) + "\n"
+
+
 def _checks_cell(outcomes: dict[str, checks.Outcome]) -> str:
     count = {st: sum(1 for o in outcomes.values() if o.status == st) for st in (checks.PASS, checks.WARN, checks.NA)}
     text = f"{count[checks.PASS]} passed" + (f", {count[checks.NA]} n/a" if count[checks.NA] else "")
@@ -199,7 +220,8 @@ def build_report(run_dir: Path | str, plots: bool = True, cards_dir: Path | str 
             atomic_write_text(out / f"{layout}.csv", tables.to_csv(t))
             atomic_write_text(out / f"{layout}.tex", tables.to_latex(t))
             parts += [f"## {t.title} (ours, and the paper's published numbers)", "", tables.to_markdown(t)]
-        parts += [checks_markdown(results, outcomes), timing_markdown(results), suite_markdown(store)]
+        parts += [checks_markdown(results, outcomes), timing_markdown(results), suite_markdown(store),
+                  provenance_markdown(store)]
         if plots:
             imgs = plot_curves(results, out)
             parts += ["## Accuracy versus perturbation size", ""] + [f"![{p.stem}]({p.name})" for p in imgs]
@@ -245,11 +267,12 @@ def write_cards(results: list[metrics.ModelResult], outcomes: dict[str, dict[str
         card = {
             "model": r.model, "name": r.name, "paper_name": r.paper_name, "card_sha256": m["card_sha256"],
             "model_card": {k: m["card"].get(k) for k in ("config", "train_seconds", "clean_accuracy", "test_samples",
-                                                         "recipe", "factory", "weights_from")
+                                                         "recipe", "factory", "weights_from", "device")
                            if k in m["card"]},
             "evaluation": {"suite": cfg.get("suite"), "n": r.n, "seed": cfg.get("seed"),
                            "dataset": cfg.get("dataset", "mnist"), "data_sha256": cfg.get("data_sha256"),
-                           "git_commit": prov.get("git_commit"), "packages": prov.get("packages")},
+                           "git_commit": prov.get("git_commit"), "packages": prov.get("packages"),
+                           "devices": prov.get("devices") or ([prov["device"]] if prov.get("device") else [])},
             "clean_accuracy": r.clean_accuracy,
             "paper_protocol": {"per_norm": _norm_json(r.norms), "minimal_accuracy": _clean(r.minimal_accuracy),
                                "minimal_attack": r.minimal_attack},

@@ -8,21 +8,24 @@ import torch
 
 from .. import data as data_mod
 from ..checkpoint import load_model
+from ..core.device import DeviceLike, device_of
 
 
-def figure3(model_dir: Path, out_png: Path, n: int = 1000, data_dir: Path | None = None, seed: int = 0) -> Path:
+def figure3(model_dir: Path, out_png: Path, n: int = 1000, data_dir: Path | None = None, seed: int = 0,
+            device: DeviceLike = None) -> Path:
     """One panel per internal model: its 10-d latents of ``n`` test images, t-SNE to 2-d, coloured by digit."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from sklearn.manifold import TSNE
 
-    model = load_model(model_dir)
+    model = load_model(model_dir, device=device)
     if not hasattr(model, "latents"):
         raise ValueError(f"{model_dir}: model {model.card['model']!r} has no internal-model latents")
     x, y = data_mod.load_split(model.card.get("dataset", "mnist"), "test", data_dir, limit=n)
     with torch.no_grad():
-        z = model.latents(torch.from_numpy(x)).numpy()  # (K, N, latent)
+        z = torch.cat([model.latents(torch.from_numpy(x[i:i + 1000]).to(device_of(model))).cpu()
+                       for i in range(0, len(x), 1000)], dim=1).numpy()  # (K, N, latent)
     fig, axes = plt.subplots(2, 5, figsize=(15, 6.4))
     for k, ax in enumerate(axes.flat[: len(z)]):
         emb = TSNE(n_components=2, init="pca", perplexity=30, random_state=seed).fit_transform(z[k])

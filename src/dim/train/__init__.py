@@ -20,32 +20,57 @@ import torch
 
 from .. import data as data_mod
 from ..checkpoint import CheckpointError, load_model, save_weights, write_card
+from ..core.device import DeviceLike, device_info, generator, resolve_device
 from ..fileio import atomic_write_text
 from ..models.registry import create_model, get_entry, resolve_config
 from ..provenance import git_commit, package_versions
 from . import classifier as _classifier  # noqa: F401  (registers recipes)
 from . import score as _score  # noqa: F401
 from . import vae as _vae  # noqa: F401
-from .loop import RECIPES, TrainData, accuracy, state_seconds
+from .loop import RECIPES, DivergedError, TrainData, accuracy, predict, state_seconds
 
 
 # ---------------------------------------------------------------- the trainer
 
-def _seed_everything(seed: int) -> torch.Generator:
+def _seed_everything(seed: int, device: torch.device) -> torch.Generator:
     torch.manual_seed(seed)
     np.random.seed(seed % (2**32))
-    return torch.Generator().manual_seed(seed)
+    return generator(device, seed)
 
 
-def _load_tensors(dataset: str, split: str, data_dir: Path | None, limit: int | None) -> TrainData:
+def _fits(nbytes: int, device: torch.device) -> bool:
+    """Whether a tensor of ``nbytes`` may stay on ``device`` (at most half of the free GPU memory)."""
+    if device.type != "cuda":
+        return True
+    free, _ = torch.cuda.mem_get_info(device)
+    return nbytes <= free // 2
+
+
+def _load_tensors(dataset: str, split: str, data_dir: Path | None, limit: int | None,
+                  device: torch.device = torch.device("cpu")) -> TrainData:
+    """A split as tensors: on ``device`` when it fits there, else in host memory (moved per batch)."""
     x, y = data_mod.load_split(dataset, split, data_dir, limit)
-    return TrainData(torch.from_numpy(x), torch.from_numpy(y))
+    home = device if _fits(x.nbytes + y.nbytes, device) else torch.device("cpu")
+    return TrainData(torch.from_numpy(x).to(home), torch.from_numpy(y).to(home), device)
+
+
+def _check_not_chance(acc: float, model: torch.nn.Module, test: TrainData, extra: dict[str, Any]) -> None:
+    """A trained model no better than always answering the most frequent test class has failed."""
+    pred = predict(model, test.x)
+    majority = float(torch.bincount(test.y.to(pred.device)).max()) / max(len(test.y), 1)
+    if acc <= majority + 0.01:
+        top = float(torch.bincount(pred).max()) / max(len(pred), 1)
+        losses = ", ".join(f"{k} {v:.6g}" for k, v in extra.items()
+                           if isinstance(v, float) and ("loss" in k or "mse" in k or "elbo" in k))
+        raise DivergedError(f"training failed: clean accuracy {acc:.4f} is chance level (the most frequent class "
+                            f"is {majority:.4f} of the test set; the model gives one class to {top:.0%} of it); "
+                            f"final losses: {losses or 'n/a'}; no model was written")
 
 
 def train(name: str, out_dir: Path, *, epochs: int | None = None, seed: int = 0, data_dir: Path | None = None,
           limit: int | None = None, dataset: str = "mnist", from_dir: Path | None = None,
           model_overrides: dict[str, Any] | None = None, train_overrides: dict[str, Any] | None = None,
-          eval_limit: int | None = None, show: bool | None = None) -> dict[str, Any]:
+          eval_limit: int | None = None, show: bool | None = None, device: DeviceLike = None) -> dict[str, Any]:
     """Train model ``name`` (or derive it from the trained weights in ``from_dir``) into ``out_dir``.
 
     With ``from_dir`` nothing is trained: the weights are copied, ``model_overrides``
@@ -55,8 +80,10 @@ def train(name: str, out_dir: Path, *, epochs: int | None = None, seed: int = 0,
     ``epochs`` overrides the main epoch count of the recipe (and caps the
     denoiser's). Training state is kept in ``out_dir/.train_state`` after every
     epoch; running the same command again after an interruption resumes there.
-    Returns the card that was written.
+    ``device`` (see :func:`dim.core.device.resolve_device`) computes everything; the
+    card records it. Returns the card that was written.
     """
+    dev = resolve_device(device)
     entry = get_entry(name)
     recipe = RECIPES[entry.recipe]
     out_dir = Path(out_dir)
@@ -65,8 +92,11 @@ def train(name: str, out_dir: Path, *, epochs: int | None = None, seed: int = 0,
         train_cfg_over["epochs"] = epochs
         if "denoiser_epochs" in {f.name for f in dataclasses.fields(recipe.config_cls)}:
             train_cfg_over.setdefault("denoiser_epochs", min(epochs, recipe.config_cls().denoiser_epochs))
-    gen = _seed_everything(seed)
-    test = _load_tensors(dataset, "test", data_dir, eval_limit)
+    if from_dir is not None and Path(from_dir).resolve() == out_dir.resolve():
+        raise ValueError(f"--from {from_dir} and --out {out_dir} are the same directory: the derived model would "
+                         "replace the one it is derived from; choose another --out")
+    gen = _seed_everything(seed, dev)
+    test = _load_tensors(dataset, "test", data_dir, eval_limit, dev)
     t0 = time.perf_counter()
     extra: dict[str, Any] = {}
     before = 0.0  # training seconds spent by earlier, interrupted processes
@@ -76,7 +106,7 @@ def train(name: str, out_dir: Path, *, epochs: int | None = None, seed: int = 0,
                          "--set and --limit do not apply")
     if derived:
         base = entry.weights_from or name
-        model, source_card, model_cfg = _derive(name, base, from_dir, model_overrides)
+        model, source_card, model_cfg = _derive(name, base, from_dir, model_overrides, dev)
         train_cfg: dict[str, Any] = {}
         extra["weights_from"] = {"dir": str(from_dir), "model": base,
                                  "weights_sha256": source_card.get("weights_sha256"),
@@ -84,12 +114,14 @@ def train(name: str, out_dir: Path, *, epochs: int | None = None, seed: int = 0,
                                  "overrides": dict(model_overrides or {})}
     else:
         model_cfg = dataclasses.asdict(resolve_config(name, model_overrides))
-        model = create_model(name, **model_cfg)
+        model = create_model(name, **model_cfg).to(dev)
         cfg = recipe.config_cls(**train_cfg_over)
         train_cfg = dataclasses.asdict(cfg)
-        tr = _load_tensors(dataset, "train", data_dir, limit)
+        tr = _load_tensors(dataset, "train", data_dir, limit, dev)
+        # the device type is part of the identity: a generator's state resumes only where it was saved
         state_dir = _prepare_state_dir(out_dir, {"model": name, "model_cfg": model_cfg, "train_cfg": train_cfg,
-                                                 "seed": seed, "limit": limit, "dataset": dataset})
+                                                 "seed": seed, "limit": limit, "dataset": dataset,
+                                                 **({"device": dev.type} if dev.type != "cpu" else {})})
         extra["resumed"] = any(state_dir.glob("*.safetensors"))
         before = state_seconds(state_dir)
         if math.isnan(before):
@@ -100,13 +132,15 @@ def train(name: str, out_dir: Path, *, epochs: int | None = None, seed: int = 0,
         model.eval()
     seconds = time.perf_counter() - t0 + before
     acc = accuracy(model, test.x, test.y)
+    if not derived:
+        _check_not_chance(acc, model, test, extra)
     card = {
         "model": name, "paper_name": entry.paper_name,
         "config": {"model": model_cfg, "train": train_cfg},
         "clean_accuracy": acc, "test_samples": len(test.y), "train_seconds": round(seconds, 2),
         "train_samples": None if derived else (limit or "all"),
         "seed": seed, "dataset": dataset, "data_sha256": data_mod.checksums(dataset),
-        "git_commit": git_commit(), "packages": package_versions(),
+        "git_commit": git_commit(), "packages": package_versions(), "device": device_info(dev),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **extra,
     }
     save_weights(model, out_dir)
@@ -131,16 +165,16 @@ def _prepare_state_dir(out_dir: Path, identity: dict[str, Any]) -> Path:
     return state_dir
 
 
-def _derive(name: str, base: str, from_dir: Path | None, overrides: dict[str, Any] | None):
+def _derive(name: str, base: str, from_dir: Path | None, overrides: dict[str, Any] | None, device: torch.device):
     if from_dir is None:
         raise ValueError(f"{name!r} is an inference variant of {base!r} and is not trained itself: "
                          f"train {base!r} first, then run 'dim train {name} --from <{base} model dir>'")
-    source = load_model(from_dir)
+    source = load_model(from_dir, device=device)
     if source.card["model"] != base:
         raise CheckpointError(f"{from_dir}: holds model {source.card['model']!r}, but {name!r} needs "
                               f"the weights of {base!r}")
     model_cfg = dataclasses.asdict(resolve_config(name, {**source.card["config"]["model"], **(overrides or {})}))
-    model = create_model(name, **model_cfg)
+    model = create_model(name, **model_cfg).to(device)
     try:
         model.load_state_dict(source.state_dict())
     except RuntimeError as exc:

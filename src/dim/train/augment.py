@@ -29,13 +29,14 @@ def random_affine(x: torch.Tensor, prob: float, gen: torch.Generator, side: int 
     Bilinear resampling with zero padding; untouched samples are returned as they were.
     """
     check_probability(prob)
-    hit = torch.rand(len(x), generator=gen) < prob
+    dev = gen.device
+    hit = (torch.rand(len(x), generator=gen, device=dev) < prob).to(x.device)
     n = int(hit.sum())
     if n == 0:
         return x
-    zoom = 1 + MAX_ZOOM * (2 * torch.rand(n, generator=gen) - 1)
-    shear = torch.tan(MAX_SHEAR * (2 * torch.rand(n, generator=gen) - 1))
-    theta = torch.zeros(n, 2, 3)
+    zoom = (1 + MAX_ZOOM * (2 * torch.rand(n, generator=gen, device=dev) - 1)).to(x.device)
+    shear = torch.tan(MAX_SHEAR * (2 * torch.rand(n, generator=gen, device=dev) - 1)).to(x.device)
+    theta = torch.zeros(n, 2, 3, device=x.device)
     # affine_grid maps output to input coordinates: a zoom by s samples the input at 1/s
     theta[:, 0, 0] = 1 / zoom
     theta[:, 0, 1] = shear / zoom

@@ -24,7 +24,8 @@ class ClassifierTrainConfig:
 def fit_classifier(model: nn.Module, data: TrainData, cfg: ClassifierTrainConfig, gen: torch.Generator,
                    show: bool, state_dir: Path | None = None) -> dict[str, Any]:
     def loss_fn(idx, g, step):
-        return F.cross_entropy(model(data.x[idx]), data.y[idx])
+        x, y = data.take(idx)
+        return F.cross_entropy(model(x), y)
 
     loss = run_epochs(model, loss_fn, len(data.y), cfg.epochs, cfg.batch_size, cfg.lr, gen, "classifier", show,
                       state_dir and state_dir / "classifier.safetensors")
@@ -59,7 +60,7 @@ class AdversarialTrainConfig:
 def pgd_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int, step: float,
              gen: torch.Generator) -> torch.Tensor:
     """L-inf PGD with uniform random start on the cross-entropy loss; returns x_adv in [0, 1]."""
-    delta = (torch.rand(x.shape, generator=gen) * 2 - 1) * eps
+    delta = (torch.rand(x.shape, generator=gen, device=gen.device).to(x.device) * 2 - 1) * eps
     x_adv = (x + delta).clamp(0, 1)
     for _ in range(steps):
         x_adv.requires_grad_(True)
@@ -78,7 +79,7 @@ def fit_adversarial(model: nn.Module, data: TrainData, cfg: AdversarialTrainConf
 
     def loss_fn(idx, g, step):
         eps = cfg.eps * min(1.0, (step + 1) / warmup_steps)
-        x, y = data.x[idx], data.y[idx]
+        x, y = data.take(idx)
         model.eval()  # attack the model as it is evaluated
         x_adv = pgd_linf(model, x, y, eps, cfg.pgd_steps, cfg.pgd_step * eps / cfg.eps, g)
         model.train()

@@ -18,8 +18,19 @@ from ..progress import progress_bar
 
 @dataclass
 class TrainData:
-    x: torch.Tensor  # (N, 1, 28, 28) float32 in [0, 1]
+    """A training set and the device that computes on it.
+
+    ``x``/``y`` live on ``device`` when they fit there (the usual case: MNIST is 188 MB),
+    else in host memory; :meth:`take` returns a batch on ``device`` either way.
+    """
+    x: torch.Tensor  # (N, C, H, W) float32 in [0, 1]
     y: torch.Tensor  # (N,) int64
+    device: torch.device = torch.device("cpu")
+
+    def take(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images and labels of the sample indices ``idx``, on the compute device."""
+        idx = idx.to(self.x.device)
+        return self.x[idx].to(self.device, non_blocking=True), self.y[idx].to(self.device, non_blocking=True)
 
 
 @dataclass
@@ -40,7 +51,7 @@ def register_recipe(name: str, config_cls: type):
 
 
 def minibatches(n: int, batch_size: int, gen: torch.Generator):
-    perm = torch.randperm(n, generator=gen)
+    perm = torch.randperm(n, generator=gen, device=gen.device)
     for i in range(0, n, batch_size):
         yield perm[i:i + batch_size]
 
@@ -52,10 +63,10 @@ def _save_state(path: Path, module: nn.Module, opt: torch.optim.Optimizer, gen: 
     ``seconds`` is the training time of this stage so far, summed over every process
     that worked on it, so a resumed model's card can report its whole training time.
     """
-    tensors = {f"m.{k}": v.detach().clone().contiguous() for k, v in module.state_dict().items()}
+    tensors = {f"m.{k}": v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
     for i, st in opt.state_dict()["state"].items():
         for key, val in st.items():
-            tensors[f"opt.{i}.{key}"] = torch.as_tensor(val).clone().contiguous()
+            tensors[f"opt.{i}.{key}"] = torch.as_tensor(val).detach().cpu().clone().contiguous()
     tensors["gen"] = gen.get_state()
     meta = {"epoch": str(epoch), "last_loss": repr(last_loss), "seconds": repr(seconds)}
     atomic_write_bytes(path, save(tensors, metadata=meta))
@@ -110,7 +121,8 @@ def run_epochs(module: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Generat
     mean loss of the last epoch.
     """
     params = [p for p in module.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=lr)
+    # fused Adam: one kernel for all parameters on a GPU (same update rule)
+    opt = torch.optim.Adam(params, lr=lr, fused=gen.device.type == "cuda" or None)
     per_epoch = (n + batch_size - 1) // batch_size
     total = max(epochs * per_epoch, 1)
     start, last, before = 0, float("nan"), 0.0
@@ -120,7 +132,9 @@ def run_epochs(module: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Generat
     with progress_bar(show) as bar:
         task = bar.add_task(desc, total=epochs * per_epoch, completed=start * per_epoch, info="")
         for epoch in range(start, epochs):
-            run_loss, count = 0.0, 0
+            # the loss is summed on the device and read once per epoch (a read per step would
+            # wait for the GPU at every step); the bar shows the loss every SHOW_EVERY steps
+            run_loss, count = torch.zeros((), dtype=torch.float64, device=gen.device), 0
             for step, idx in enumerate(minibatches(n, batch_size, gen), start=epoch * per_epoch):
                 for group in opt.param_groups:
                     group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / total))
@@ -128,22 +142,45 @@ def run_epochs(module: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Generat
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                run_loss += loss.item() * len(idx)
+                run_loss += loss.detach() * len(idx)
                 count += len(idx)
-                bar.update(task, advance=1, info=f"epoch {epoch + 1}/{epochs} loss {run_loss / count:.4f}")
-            last = run_loss / max(count, 1)
+                if step % SHOW_EVERY == 0:
+                    bar.update(task, info=f"epoch {epoch + 1}/{epochs} loss {float(run_loss) / count:.4f}")
+                bar.update(task, advance=1)
+            last = float(run_loss) / max(count, 1)
+            check_loss(last, desc, epoch + 1)
             if state_path is not None:
                 _save_state(state_path, module, opt, gen, epoch + 1, last, before + time.perf_counter() - t0)
     return last
 
 
+SHOW_EVERY = 50
+MAX_LOSS = 1e4   # a mean epoch loss above this has diverged (MNIST's recipes end below 1; VAEs near 30)
+
+
+class DivergedError(RuntimeError):
+    """Training diverged (non-finite or exploding loss, or chance accuracy at the end)."""
+
+
+def check_loss(loss: float, stage: str, epoch: int) -> None:
+    """Stop a training whose mean epoch loss is not finite or has exploded, naming the stage."""
+    if not math.isfinite(loss) or loss > MAX_LOSS:
+        raise DivergedError(f"training diverged: stage {stage!r}, epoch {epoch}: mean loss {loss:.6g} "
+                            f"({'not finite' if not math.isfinite(loss) else f'above {MAX_LOSS:g}'}); "
+                            "lower the learning rate (--set lr=...) or check the data")
+
+
 @torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """Predicted labels of ``x`` (on any device), computed on the model's device, returned there."""
+    from ..core.device import device_of
     model.eval()
-    return torch.cat([model(x[i:i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
+    dev = device_of(model)
+    return torch.cat([model(x[i:i + batch_size].to(dev)).argmax(1) for i in range(0, len(x), batch_size)])
 
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> float:
-    return float((predict(model, x, batch_size) == y).float().mean())
+    pred = predict(model, x, batch_size)
+    return float((pred == y.to(pred.device)).float().mean())
 
 

@@ -44,11 +44,19 @@ class ScoreTrainConfig:
     binarized_fraction: float = 0.5
 
 
+def _rand(shape, gen: torch.Generator) -> torch.Tensor:
+    return torch.rand(shape, generator=gen, device=gen.device)
+
+
+def _randn(shape, gen: torch.Generator) -> torch.Tensor:
+    return torch.randn(shape, generator=gen, device=gen.device)
+
+
 def _noisy(x: torch.Tensor, sigma_max: float, sp: float, gen: torch.Generator) -> torch.Tensor:
-    sig = torch.rand(x.shape[0], 1, generator=gen) * sigma_max
-    out = x + sig * torch.randn(x.shape, generator=gen)
+    sig = _rand((x.shape[0], 1), gen) * sigma_max
+    out = x + sig * _randn(x.shape, gen)
     if sp > 0:
-        mask = torch.rand(x.shape, generator=gen)
+        mask = _rand(x.shape, gen)
         out = torch.where(mask < sp / 2, torch.zeros_like(out), out)
         out = torch.where(mask > 1 - sp / 2, torch.ones_like(out), out)
     return out.clamp(0, 1)
@@ -65,43 +73,48 @@ def _bidim_view(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 @register_recipe("score", ScoreTrainConfig)
 def fit_score_model(model: nn.Module, data: TrainData, cfg: ScoreTrainConfig, gen: torch.Generator,
                     show: bool, state_dir: Path | None = None) -> dict[str, Any]:
-    x = data.x.flatten(1)  # (N, 784)
-    n, k = len(x), model.num_classes
+    n, k = len(data.y), model.num_classes
+    dev = data.device
     out: dict[str, Any] = {}
     if model.denoiser is not None and cfg.denoiser_epochs > 0:
         dn = model.denoiser.train()
 
         def dn_loss(idx, g, step):
-            clean = x[idx]
+            clean = data.take(idx)[0].flatten(1)
             noisy = _noisy(clean, cfg.denoiser_sigma, cfg.denoiser_sp, g)
-            binary = torch.rand(len(idx), 1, generator=g) < cfg.binarized_fraction
+            binary = _rand((len(idx), 1), g) < cfg.binarized_fraction
             return F.mse_loss(dn(torch.where(binary, (clean > 0.5).float(), noisy)), clean)
 
         out["denoiser_final_mse"] = run_epochs(dn, dn_loss, n, cfg.denoiser_epochs, cfg.batch_size, cfg.lr, gen,
                                                "denoiser", show, state_dir and state_dir / "denoiser.safetensors")
         dn.eval()
-    with torch.no_grad():  # D(x) and biDIM's view bin(D(bin(x))) of the training set, computed once
-        d_all = torch.cat([model.denoise(data.x[i:i + 2000]) for i in range(0, n, 2000)])
-        d_bin = torch.cat([_bidim_view(model, data.x[i:i + 2000]) for i in range(0, n, 2000)])
+    home = data.x.device   # D(x) and biDIM's view bin(D(bin(x))) of the training set, computed once,
+    with torch.no_grad():  # kept where the training set is kept
+        chunks = [data.x[i:i + 2000].to(dev) for i in range(0, n, 2000)]
+        d_all = torch.cat([model.denoise(c).to(home) for c in chunks])
+        d_bin = torch.cat([_bidim_view(model, c).to(home) for c in chunks])
+        del chunks
+    labels = data.y.to(dev)
 
     def denoised(idx, g):  # (B, 784): DIM's view, or biDIM's for binarized_fraction of the samples
-        binary = torch.rand(len(idx), 1, generator=g) < cfg.binarized_fraction
-        return torch.where(binary, d_bin[idx], d_all[idx])
+        binary = _rand((len(idx), 1), g) < cfg.binarized_fraction
+        hidx = idx.to(home)
+        return torch.where(binary, d_bin[hidx].to(dev), d_all[hidx].to(dev))
 
     heads = model.heads.train()
-    onehot = F.one_hot(data.y, k).t().float()  # (K, N)
+    onehot = F.one_hot(labels, k).t().float()  # (K, N)
     w_pos, w_neg = 0.5, 0.5 / (k - 1)
 
     def im_loss(idx, g, step):
         d = denoised(idx, g)                                              # (B, 784)
-        sig = torch.rand(len(idx), 1, generator=g) * cfg.im_sigma                # per-sample noise level
-        rec = heads(d + sig * torch.randn(d.shape, generator=g))          # (K, B, 784); zero-mean, unclipped
+        sig = _rand((len(idx), 1), g) * cfg.im_sigma                       # per-sample noise level
+        rec = heads(d + sig * _randn(d.shape, g))                         # (K, B, 784); zero-mean, unclipped
         pos = onehot[:, idx]                                              # (K, B)
         err = ((rec - pos.unsqueeze(-1) * d.unsqueeze(0)) ** 2).mean(-1)  # (K, B)
         loss = ((pos * w_pos + (1 - pos) * w_neg) * err).sum(0).mean()
         if cfg.ce_weight > 0:
             score = rec.sum(-1).t() / d.sum(-1, keepdim=True).clamp_min(1e-6)  # (B, K)
-            loss = loss + cfg.ce_weight * F.cross_entropy(model.temperature * score, data.y[idx])
+            loss = loss + cfg.ce_weight * F.cross_entropy(model.temperature * score, labels[idx])
         return loss
 
     out["im_final_loss"] = run_epochs(heads, im_loss, n, cfg.epochs, cfg.batch_size, cfg.lr, gen,

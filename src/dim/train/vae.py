@@ -43,20 +43,20 @@ class VAETrainConfig:
 @register_recipe("vae", VAETrainConfig)
 def fit_vaes(model: nn.Module, data: TrainData, cfg: VAETrainConfig, gen: torch.Generator, show: bool,
              state_dir: Path | None = None) -> dict[str, Any]:
-    x_all = data.x.flatten(1)
     vaes, sigma = model.vaes.train(), model.cfg.sigma
-    by_class = [torch.nonzero(data.y == k).flatten() for k in range(model.num_classes)]
+    g_dev = gen.device
+    by_class = [torch.nonzero(data.y == k).flatten().to(g_dev) for k in range(model.num_classes)]
     missing = [k for k, idx in enumerate(by_class) if len(idx) == 0]
     if missing:
         raise ValueError(f"ABS trains one VAE per class; the training data has no sample of class(es) {missing}")
 
     def loss_fn(idx, g, step):
-        pick = [c[torch.randint(len(c), (len(idx),), generator=g)] for c in by_class]
-        x = x_all[torch.stack(pick)]                                                # (K, B, d): own class
+        pick = torch.stack([c[torch.randint(len(c), (len(idx),), generator=g, device=g_dev)] for c in by_class])
+        x = data.take(pick.flatten())[0].flatten(1).view(*pick.shape, -1)           # (K, B, d): own class
         if cfg.augment > 0:
             x = random_affine(x.flatten(0, 1), cfg.augment, g).view_as(x)
         mu, logvar = vaes.encode(x)                                                 # (K, B, l)
-        z = mu + torch.randn(mu.shape, generator=g) * torch.exp(0.5 * logvar)
+        z = mu + torch.randn(mu.shape, generator=g, device=g_dev) * torch.exp(0.5 * logvar)
         rec = vaes.decode(z)                                                        # (K, B, d)
         nll = ((x - rec) ** 2).sum(-1) / (2 * sigma ** 2)
         kl = 0.5 * (mu ** 2 + logvar.exp() - 1 - logvar).sum(-1)
