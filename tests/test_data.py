@@ -53,10 +53,15 @@ def test_truncated_gz_file(tmp_path):
         read_idx(p)
 
 
+def _mnist_bytes(data_dir: Path, name: str) -> bytes:
+    """A stored MNIST file, raw or .gz (the data folder may hold either)."""
+    return data._open_bytes(data._find_in_folder(data_dir / "mnist", name))
+
+
 def _copy_mnist(src: Path, dst: Path, corrupt: str | None = None) -> Path:
     dst.mkdir()
     for name in data.get_spec("mnist").sha256:
-        raw = (src / "mnist" / name).read_bytes()
+        raw = _mnist_bytes(src, name)
         if name == corrupt:
             raw = raw[:-1] + bytes([raw[-1] ^ 1])
         (dst / f"{name}.gz").write_bytes(gzip.compress(raw, compresslevel=1))
@@ -98,7 +103,7 @@ def test_load_split_checks_counts(data_dir, tmp_path):
     store = tmp_path / "store" / "mnist"
     store.mkdir(parents=True)
     for name in data.get_spec("mnist").sha256:
-        (store / name).write_bytes((data_dir / "mnist" / name).read_bytes())
+        (store / name).write_bytes(_mnist_bytes(data_dir, name))
     (store / "t10k-labels-idx1-ubyte").write_bytes(idx_bytes(np.zeros(7, np.uint8)))
     with pytest.raises(DataError, match="has 10000 images but .* has 7 labels"):
         data.load_split("mnist", "test", tmp_path / "store")

@@ -121,9 +121,9 @@ def test_model_attack_and_training_step_on_a_device(device, data_dir):
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_same_seed_same_weights_on_one_device(device, data_dir, tmp_path):
-    kw = dict(epochs=3, seed=3, data_dir=data_dir, limit=400, eval_limit=100, train_overrides={"batch_size": 16},
+    kw = dict(epochs=4, seed=3, data_dir=data_dir, limit=600, eval_limit=100, train_overrides={"batch_size": 16},
               show=False, device=device)
-    cards = [train("dn_single_im", tmp_path / s, **kw) for s in "ab"]
+    cards = [train("dim", tmp_path / s, **kw) for s in "ab"]
     a, b = (load_file(str(tmp_path / s / "model.safetensors")) for s in "ab")
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert cards[0]["device"]["device"].startswith(device)
