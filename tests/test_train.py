@@ -221,20 +221,25 @@ def test_state_saved_without_its_time_is_reported_as_unknown(tmp_path):
 
 def test_random_affine_moves_the_chosen_digits_only_and_follows_the_generator():
     from dim.train.augment import random_affine
-    x = torch.zeros(64, 784)
-    x.view(64, 28, 28)[:, 6:22, 12:16] = 1.0  # an off-centre bar: zoom and shear both move it
-    a = random_affine(x, 0.5, torch.Generator().manual_seed(1))
-    b = random_affine(x, 0.5, torch.Generator().manual_seed(1))
-    assert torch.equal(a, b) and a.shape == x.shape
+    img = torch.zeros(64, 1, 28, 28)
+    img[:, :, 6:22, 12:16] = 1.0  # an off-centre bar: zoom and shear both move it
+    a = random_affine(img, 0.5, torch.Generator().manual_seed(1))
+    b = random_affine(img, 0.5, torch.Generator().manual_seed(1))
+    assert torch.equal(a, b) and a.shape == img.shape
+    x, a = img.flatten(1), a.flatten(1)
     changed = (a - x).abs().sum(1) > 1e-3
     assert 10 < int(changed.sum()) < 54  # about half of the samples, each one really moved
     assert float(a.min()) >= 0.0 and float(a.max()) <= 1.0
     # a mild distortion: the ink is about the same (zoom changes it by at most ~20%)
     assert torch.all((a.sum(1) / x.sum(1) - 1).abs() < 0.25)
-    assert torch.equal(random_affine(x, 0.0, torch.Generator().manual_seed(1)), x)
-    assert bool(((random_affine(x, 1.0, torch.Generator()) - x).abs().sum(1) > 1e-3).all())
+    assert torch.equal(random_affine(img, 0.0, torch.Generator().manual_seed(1)), img)
+    assert bool(((random_affine(img, 1.0, torch.Generator()).flatten(1) - x).abs().sum(1) > 1e-3).all())
+    rgb = torch.rand(8, 3, 16, 12)     # any shape and channel count
+    assert random_affine(rgb, 1.0, torch.Generator()).shape == rgb.shape
     with pytest.raises(ValueError, match="probability"):
-        random_affine(x, 1.5, torch.Generator())
+        random_affine(img, 1.5, torch.Generator())
+    with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
+        random_affine(x, 0.5, torch.Generator())
 
 
 def test_abs_trains_with_augmentation(data_dir, tmp_path):

@@ -34,15 +34,22 @@ def _as_numpy(a: Any, dtype) -> np.ndarray:
 def evaluate(model: nn.Module, x: Any, y: Any, *, suite: str | Sequence[AttackSpec] = "quick",
              run_dir: Path | str, name: str = "model", batch_size: int = 100, seed: int = 0,
              show: bool | None = None, report: bool = True, checks: bool = True,
-             device: DeviceLike = None) -> list[metrics.ModelResult]:
+             device: DeviceLike = None, thresholds: dict[str, float] | None = None) -> list[metrics.ModelResult]:
     """Evaluate one classifier; resumable in ``run_dir``. Returns the metrics (and writes the report).
 
     ``device``: ``auto`` (default; ``$DIM_DEVICE`` overrides it), ``cpu``, ``cuda`` or
     ``cuda:N``. The model is moved there (``model.to(device)``) for the evaluation.
+    ``thresholds`` (``{"L2": 2.0, ...}``) overrides the thresholds, which default to the
+    paper's for 1 x 28 x 28 images and to the paper's scaled to the image size otherwise.
     """
+    from .evaluation.norms import ThreatModel
     m = EvalModel(key=name, model=model.eval(), name=name, paper_name=name)
-    evaluate_models([m], _as_numpy(x, np.float32), _as_numpy(y, np.int64), suite=suite, run_dir=Path(run_dir),
-                    batch_size=batch_size, seed=seed, show=show, checks=checks, device=device)
+    xs = _as_numpy(x, np.float32)
+    if xs.ndim != 4:
+        raise ValueError(f"expected x of shape (N, C, H, W), got {xs.shape}")
+    threat = ThreatModel.for_shape(xs.shape[1:], thresholds)
+    evaluate_models([m], xs, _as_numpy(y, np.int64), suite=suite, run_dir=Path(run_dir),
+                    batch_size=batch_size, seed=seed, show=show, checks=checks, device=device, threat=threat)
     if report:
         from .report import build_report
         build_report(run_dir)
@@ -51,6 +58,20 @@ def evaluate(model: nn.Module, x: Any, y: Any, *, suite: str | Sequence[AttackSp
         return metrics.compute(store)
     finally:
         store.close()
+
+
+def check_outputs(m: EvalModel, x: np.ndarray, num_classes: int, dataset: str) -> None:
+    """The model maps a batch of the data to ``(N, num_classes)`` finite outputs, or a clear error."""
+    from .core.device import device_of
+    with torch.no_grad():
+        try:
+            out = m.model.eval()(torch.from_numpy(np.ascontiguousarray(x)).to(device_of(m.model)))
+        except RuntimeError as exc:
+            raise ValueError(f"model {m.key!r} cannot run on {dataset} images of shape {tuple(x.shape[1:])}: "
+                             f"{str(exc).splitlines()[0]}") from None
+    if out.dim() != 2 or out.shape != (len(x), num_classes):
+        raise ValueError(f"model {m.key!r} returns shape {tuple(out.shape)} for {len(x)} {dataset} images; expected "
+                         f"({len(x)}, {num_classes}): one logit per class of the dataset")
 
 
 def eval_model_from_dir(model_dir: Path, key: str | None = None, device: DeviceLike = None) -> EvalModel:

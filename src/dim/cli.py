@@ -16,7 +16,7 @@ from rich.table import Table
 
 from .attacks.suites import SUITES
 from .checkpoint import CheckpointError, read_card
-from .data import DataError, Dataset
+from .data import DataError
 from .train.loop import DivergedError
 
 app = typer.Typer(help="Denoised Internal Models: train, evaluate and report adversarial robustness.",
@@ -58,7 +58,25 @@ def _parse_sets(items: list[str] | None) -> dict[str, Any]:
     return result
 
 
+def _parse_eps(items: list[str] | None) -> dict[str, float]:
+    """``--eps L2=2.0`` pairs as ``{"L2": 2.0}``; norms and values are checked by the threat model."""
+    out: dict[str, float] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        try:
+            out[key.strip()] = float(value)
+        except ValueError:
+            raise ValueError(f"--eps expects NORM=VALUE (e.g. L2=2.0), got {item!r}") from None
+        if not sep:
+            raise ValueError(f"--eps expects NORM=VALUE (e.g. L2=2.0), got {item!r}")
+    return out
+
+
 DataDirOpt = typer.Option(None, "--data-dir", help="Data folder (default: $DIM_DATA, else ~/.cache/dim).")
+DatasetOpt = typer.Option("mnist", "--dataset",
+                          help="mnist, fashion-mnist, or a folder holding the four IDX files of your own data "
+                               "(train-images-idx3-ubyte etc., raw or .gz; images (N, H, W) or (N, C, H, W) "
+                               "uint8, labels 0..K-1).")
 DeviceOpt = typer.Option(None, "--device", help="auto (the first CUDA GPU, else the CPU), cpu, cuda or cuda:N "
                                                "(default: $DIM_DEVICE, else auto).")
 
@@ -71,7 +89,7 @@ def _device(spec: Optional[str]):
 
 @data_app.command("fetch")
 @friendly_errors
-def data_fetch(dataset: Dataset = typer.Option(Dataset.MNIST, "--dataset", help="Which dataset."),
+def data_fetch(dataset: str = DatasetOpt,
                data_dir: Optional[Path] = DataDirOpt,
                source: Optional[Path] = typer.Option(None, "--source",
                                                      help="A folder that already holds the four IDX files "
@@ -106,7 +124,7 @@ def train_cmd(model: str = typer.Argument(..., help="Model name (see 'dim models
               seed: int = typer.Option(0, "--seed", help="Seed: the same seed gives the same weights."),
               data_dir: Optional[Path] = DataDirOpt,
               limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Train on the first N images only."),
-              dataset: Dataset = typer.Option(Dataset.MNIST, "--dataset"),
+              dataset: str = DatasetOpt,
               from_dir: Optional[Path] = typer.Option(None, "--from",
                                                       help="Copy the weights of this trained model directory "
                                                            "instead of training: required for inference variants "
@@ -124,7 +142,7 @@ def train_cmd(model: str = typer.Argument(..., help="Model name (see 'dim models
     from .train import train
     get_entry(model)
     target = out_dir or Path("models") / model
-    card = train(model, target, epochs=epochs, seed=seed, data_dir=data_dir, limit=limit, dataset=dataset.value,
+    card = train(model, target, epochs=epochs, seed=seed, data_dir=data_dir, limit=limit, dataset=dataset,
                  from_dir=from_dir, model_overrides=_parse_sets(model_set), train_overrides=_parse_sets(train_set),
                  eval_limit=eval_limit, device=_device(device))
     out.print(f"{model}: clean accuracy {card['clean_accuracy']:.4f} on {card['test_samples']} test images, "
@@ -144,7 +162,7 @@ def evaluate_cmd(model_dirs: Optional[list[Path]] = typer.Argument(None, help="M
                  factories: Optional[list[str]] = typer.Option(None, "--model-factory",
                                                                 help="package.module:function returning a model."),
                  data_dir: Optional[Path] = DataDirOpt,
-                 dataset: Dataset = typer.Option(Dataset.MNIST, "--dataset"),
+                 dataset: str = DatasetOpt,
                  report: bool = typer.Option(True, "--report/--no-report", help="Write the report when done."),
                  checks: bool = typer.Option(True, "--checks/--no-checks",
                                              help="Run the model sanity checks (unbounded attack, eps monotonicity, "
@@ -164,9 +182,9 @@ def evaluate_cmd(model_dirs: Optional[list[Path]] = typer.Argument(None, help="M
     """Attack every model with every attack of the suite; resumable (rerun the same command)."""
     from .evaluation.pipeline import run_evaluation
     out_dir = run_evaluation(list(model_dirs or []), list(factories or []), suite=suite, n=n, run=run,
-                             batch_size=batch_size, seed=seed, data_dir=data_dir, dataset=dataset.value,
+                             batch_size=batch_size, seed=seed, data_dir=data_dir, dataset=dataset,
                              report=report, checks=checks, only=list(only or []), reuse=list(reuse or []),
-                             device=_device(device))
+                             device=_device(device), thresholds=_parse_eps(eps))
     out.print(f"results: {run / 'results.sqlite'}" + (f"; report: {out_dir}" if out_dir else ""), highlight=False)
 
 
@@ -199,10 +217,11 @@ def reproduce_cmd(preset: str = typer.Option("quick", "--preset",
                   models_dir: Path = typer.Option(Path("models"), "--models-dir",
                                                   help="Where model directories live (trained if missing)."),
                   data_dir: Optional[Path] = DataDirOpt,
+                  dataset: str = DatasetOpt,
                   device: Optional[str] = DeviceOpt) -> None:
     """Train the models a preset needs (if missing), evaluate them and write the report."""
     from .evaluation.pipeline import reproduce
-    path = reproduce(preset, run, models_dir, data_dir, device=_device(device))
+    path = reproduce(preset, run, models_dir, data_dir, device=_device(device), dataset=dataset)
     out.print((path / "report.md").read_text(), highlight=False, markup=False)
 
 

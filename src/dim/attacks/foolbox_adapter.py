@@ -102,12 +102,12 @@ def _run_grid(attack, spec: AttackSpec, model, fmodel, x, y, xt, yt) -> Verified
     directly. The stored distance is the measured one of the adversarial found at
     the smallest successful epsilon.
     """
-    grid = spec.norm.grid
+    grid = spec.grid
     n = len(x)
     best = Verified(np.full(n, np.inf), np.full(n, -1, np.int64), np.full(x.shape, np.nan, np.float32))
     lo = np.full(n, -1)            # largest grid index known robust
     hi = np.full(n, len(grid))     # smallest grid index known broken (len(grid): none yet)
-    mid = np.full(n, grid.index(spec.norm.threshold))
+    mid = np.full(n, grid.index(spec.threshold))
     while True:
         active = np.flatnonzero(hi - lo > 1)
         if len(active) == 0:

@@ -17,10 +17,10 @@ changed next to foolbox's values, and every report prints the suite it used.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
-from ..evaluation.norms import Norm
+from ..evaluation.norms import Norm, ThreatModel
 
 
 @dataclass(frozen=True)
@@ -36,11 +36,27 @@ class AttackSpec:
     distance_param: bool = False                 # distance-agnostic attack: pass distance=<norm>
     adaptive: bool = False                       # beyond the paper's protocol (issue 5): own rows in Table 1
     refines: str | None = None                   # the same attack with more steps/restarts than this one
+    threat: ThreatModel | None = None            # bound by the runner for the run's data; None: the paper's
+
+    @property
+    def threshold(self) -> float:
+        """The epsilon this attack is run and counted at (the dataset's threshold of its norm)."""
+        return self.threat.threshold(self.norm) if self.threat is not None else self.norm.threshold
+
+    @property
+    def grid(self) -> tuple[float, ...]:
+        """The epsilons of a fixed-epsilon attack, for the dataset's threat model."""
+        return self.threat.grid(self.norm) if self.threat is not None else self.norm.grid
+
+    def bind(self, threat: ThreatModel | None) -> "AttackSpec":
+        """This attack at the thresholds of ``threat`` (what the runner hands to an adapter)."""
+        return self if threat is None else replace(self, threat=threat)
 
 
 # Fields added after the first runs were stored: written into a run's config only when they differ
-# from their default, so that a run stored before they existed still resumes.
-OPTIONAL_FIELDS = ("adaptive", "refines")
+# from their default, so that a run stored before they existed still resumes. (``threat`` is never
+# stored with an attack: the run's config records the threat model once.)
+OPTIONAL_FIELDS = ("adaptive", "refines", "threat")
 
 # Attacks that use no gradient of the model (decision- or score-based, or model-agnostic
 # corruptions). The sanity check "black-box does not beat white-box" compares these with the rest.

@@ -120,8 +120,8 @@ def more_iterations(r: ModelResult) -> Outcome:
 
 
 def black_box_vs_white_box(r: ModelResult) -> Outcome:
-    black = norm_results(r.attacks, r.distances, lambda a: a.black_box)
-    white = norm_results(r.attacks, r.distances, lambda a: not a.black_box and not a.ensemble)
+    black = norm_results(r.attacks, r.distances, lambda a: a.black_box, r.threat)
+    white = norm_results(r.attacks, r.distances, lambda a: not a.black_box and not a.ensemble, r.threat)
     rows, bad = {}, {}
     for norm in Norm:
         if norm not in black or norm not in white:

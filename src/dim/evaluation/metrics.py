@@ -15,7 +15,7 @@ import numpy as np
 
 from ..store import Store
 from ..attacks.suites import is_black_box, is_ensemble
-from .norms import Norm
+from .norms import Norm, ThreatModel
 
 
 # Attacks that project onto the eps-ball in float32 land up to a few ulps outside it (an L-inf
@@ -87,6 +87,7 @@ class ModelResult:
     minimal_accuracy_all: float = float("nan")
     minimal_attack_all: str | None = None
     distances: dict[str, np.ndarray] = field(default_factory=dict, repr=False)   # per attack, per sample
+    threat: ThreatModel = field(default_factory=ThreatModel.paper)               # the run's thresholds
 
     @property
     def has_adaptive(self) -> bool:
@@ -94,14 +95,16 @@ class ModelResult:
 
 
 def norm_results(per_attack: dict[str, AttackResult], dists: dict[str, np.ndarray],
-                 keep=lambda a: True) -> dict[Norm, NormResult]:
-    """Per norm, the per-sample worst case over the attacks ``keep`` selects."""
+                 keep=lambda a: True, threat: ThreatModel | None = None) -> dict[Norm, NormResult]:
+    """Per norm, the per-sample worst case over the attacks ``keep`` selects, at ``threat``'s thresholds."""
+    threat = threat or ThreatModel.paper()
     out = {}
     for nm in Norm:
         names = [k for k, a in per_attack.items() if a.norm is nm and keep(a) and k in dists]
         if names:
             wc = worst_case(np.stack([dists[k] for k in names]))
-            out[nm] = NormResult(nm, accuracy_at(wc[~np.isnan(wc)], nm.threshold), median_distance(wc), names, wc)
+            out[nm] = NormResult(nm, accuracy_at(wc[~np.isnan(wc)], threat.threshold(nm)), median_distance(wc), names,
+                                 wc)
     return out
 
 
@@ -113,8 +116,14 @@ def minimal(per_attack: dict[str, AttackResult], keep=lambda a: True) -> tuple[f
     return worst.accuracy, worst.attack
 
 
+def run_threat_model(store: Store) -> ThreatModel:
+    """The thresholds a run is measured at: its config's ``threat_model``, else the paper's."""
+    return ThreatModel.from_dict((store.get_meta("config") or {}).get("threat_model"))
+
+
 def compute(store: Store, attacks: list[str] | None = None) -> list[ModelResult]:
     """Metrics for every model in the store (optionally over a subset of attacks)."""
+    threat = run_threat_model(store)
     specs = [a for a in store.attacks() if attacks is None or a["attack"] in attacks]
     failed: dict[tuple[str, str], int] = {}
     skipped: set[tuple[str, str]] = set()
@@ -146,13 +155,15 @@ def compute(store: Store, attacks: list[str] | None = None) -> list[ModelResult]
                                                            failed[(m["model"], a["attack"])], 0.0, **flags)
                 continue
             per_attack[a["attack"]] = AttackResult(
-                a["attack"], norm, accuracy_at(d[have], norm.threshold), median_distance(d[have]), bool(have.all()),
+                a["attack"], norm, accuracy_at(d[have], threat.threshold(norm)), median_distance(d[have]),
+                bool(have.all()),
                 failed.get((m["model"], a["attack"]), 0), seconds.get((m["model"], a["attack"]), 0.0), **flags)
             dists[a["attack"]] = d
         paper_protocol = lambda a: not a.adaptive  # noqa: E731
         min_acc, min_attack = minimal(per_attack, paper_protocol)
         min_all, min_all_attack = minimal(per_attack)
         out.append(ModelResult(m["model"], m["name"], m["paper_name"], float(np.mean(labels == clean)), n,
-                               per_attack, norm_results(per_attack, dists, paper_protocol), min_acc, min_attack,
-                               norm_results(per_attack, dists), min_all, min_all_attack, dists))
+                               per_attack, norm_results(per_attack, dists, paper_protocol, threat), min_acc,
+                               min_attack, norm_results(per_attack, dists, threat=threat), min_all, min_all_attack,
+                               dists, threat))
     return out

@@ -1,7 +1,16 @@
-"""The four threat models of the paper: norms, thresholds and epsilon grids."""
+"""The four threat models of the paper: norms, thresholds and epsilon grids.
+
+``Norm.threshold`` and ``Norm.grid`` are the paper's MNIST values. A dataset of
+another shape has its own :class:`ThreatModel` (thresholds scaled to its size, or
+given by the user), which the runner binds to every attack and the metrics read from
+the run's config.
+"""
 from __future__ import annotations
 
 import enum
+import math
+from dataclasses import dataclass
+from typing import Mapping
 
 import numpy as np
 
@@ -34,6 +43,75 @@ GRIDS = {
     Norm.L2: (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0),
     Norm.LINF: (0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5),
 }
+
+
+MNIST_SHAPE = (1, 28, 28)
+
+
+def scaled_thresholds(input_shape: tuple[int, int, int]) -> dict["Norm", float]:
+    """The paper's MNIST thresholds carried to images of ``input_shape`` = (C, H, W).
+
+    The same perturbation budget per pixel: L0 counts pixels (12 of 784 -> the same
+    fraction of H*W), L1 grows with the number of values d = C*H*W, L2 with sqrt(d)
+    (a perturbation of the same size per value), L-inf is per value and stays 0.3.
+    """
+    c, h, w = input_shape
+    d, d0 = c * h * w, math.prod(MNIST_SHAPE)
+    return {Norm.L0: max(1.0, round(12.0 * h * w / (28 * 28))), Norm.L1: 8.0 * d / d0,
+            Norm.L2: 1.5 * math.sqrt(d / d0), Norm.LINF: 0.3}
+
+
+@dataclass(frozen=True)
+class ThreatModel:
+    """The threshold of every norm, and the epsilon grids of fixed-epsilon attacks scaled to it."""
+    thresholds: Mapping[Norm, float]
+
+    def threshold(self, norm: Norm) -> float:
+        return float(self.thresholds[norm])
+
+    def grid(self, norm: Norm) -> tuple[float, ...]:
+        """The paper's grid for ``norm`` times threshold / paper threshold (L0: whole pixels)."""
+        scale = self.threshold(norm) / THRESHOLDS[norm]
+        if scale == 1.0:
+            return GRIDS[norm]
+        grid = [self.threshold(norm) if e == THRESHOLDS[norm] else e * scale for e in GRIDS[norm]]
+        if norm is Norm.L0:
+            grid = sorted({max(1.0, float(round(e))) for e in grid} | {self.threshold(norm)})
+        return tuple(grid)
+
+    @property
+    def is_paper(self) -> bool:
+        return all(self.threshold(n) == THRESHOLDS[n] for n in Norm)
+
+    def as_dict(self) -> dict[str, float]:
+        return {n.value: self.threshold(n) for n in Norm}
+
+    @classmethod
+    def paper(cls) -> "ThreatModel":
+        return cls(dict(THRESHOLDS))
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, float] | None) -> "ThreatModel":
+        """From ``{"L2": 1.5, ...}``; norms it does not name keep the paper's threshold."""
+        return cls.paper().with_overrides(values or {})
+
+    @classmethod
+    def for_shape(cls, input_shape: tuple[int, int, int], overrides: Mapping[str, float] | None = None) -> "ThreatModel":
+        """Thresholds scaled to ``input_shape`` (the paper's for 1 x 28 x 28), then ``overrides``."""
+        return cls(scaled_thresholds(tuple(input_shape))).with_overrides(overrides or {})
+
+    def with_overrides(self, values: Mapping[str, float]) -> "ThreatModel":
+        out = dict(self.thresholds)
+        for key, value in values.items():
+            try:
+                norm = Norm(key)
+            except ValueError:
+                raise ValueError(f"threshold for unknown norm {key!r}; expected one of "
+                                 f"{[n.value for n in Norm]}") from None
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+                raise ValueError(f"threshold {key}={value!r}: expected a positive number")
+            out[norm] = float(value)
+        return ThreatModel(out)
 
 
 def distances(x: np.ndarray, x_adv: np.ndarray, norm: Norm) -> np.ndarray:

@@ -33,8 +33,12 @@ PRESETS: dict[str, Preset] = {
 def run_evaluation(model_dirs: list[Path], factories: list[str], *, suite: str, n: int, run: Path,
                    batch_size: int = 100, seed: int = 0, data_dir: Path | None = None, dataset: str = "mnist",
                    report: bool = True, checks: bool = True, only: list[str] | None = None,
-                   reuse: list[Path] | None = None, device: DeviceLike = None) -> Path | None:
-    from ..api import eval_model_from_dir, eval_model_from_factory, unique_keys
+                   reuse: list[Path] | None = None, device: DeviceLike = None,
+                   thresholds: dict[str, float] | None = None) -> Path | None:
+    """Evaluate model directories and factories on the first ``n`` test images of ``dataset``
+    (a built-in name or a folder of IDX files) at the dataset's thresholds, ``thresholds``
+    (``{"L2": 2.0}``) overriding them; returns the report folder (None without report)."""
+    from ..api import check_outputs, eval_model_from_dir, eval_model_from_factory, unique_keys
     from ..attacks.suites import get_suite
     get_suite(suite)  # fail on a bad suite name before loading anything
     if not model_dirs and not factories:
@@ -42,36 +46,46 @@ def run_evaluation(model_dirs: list[Path], factories: list[str], *, suite: str, 
     dev = resolve_device(device)
     models = unique_keys([eval_model_from_dir(d, device=dev) for d in model_dirs] +
                          [eval_model_from_factory(f) for f in factories])
-    x, y = data_mod.load_split(dataset, "test", data_dir, limit=n)
+    spec = data_mod.get_spec(dataset)
+    threat = spec.threat_model().with_overrides(thresholds or {})
+    x, y = data_mod.load_split(spec, "test", data_dir, limit=n)
     if len(y) < n:
-        raise ValueError(f"--n {n}: the {dataset} test set has only {len(y)} images")
+        raise ValueError(f"--n {n}: the {spec.name} test set has only {len(y)} images")
+    for m in models:
+        check_outputs(m, x[:2], spec.num_classes, spec.name)
     evaluate_models(models, x, y, suite=suite, run_dir=run, batch_size=batch_size, seed=seed,
-                    extra_config={"dataset": dataset}, checks=checks, only=only, reuse=reuse or (), device=dev)
+                    extra_config={"dataset": spec.name}, checks=checks, only=only, reuse=reuse or (), device=dev,
+                    threat=threat)
     if not report:
         return None
     from ..report import build_report
     return build_report(run)
 
 
-def ensure_model(name: str, models_dir: Path, data_dir: Path | None, device: DeviceLike = None) -> Path:
-    """The model directory for ``name``, trained (or derived) with defaults if missing."""
+def ensure_model(name: str, models_dir: Path, data_dir: Path | None, device: DeviceLike = None,
+                 dataset: str = "mnist") -> Path:
+    """The model directory for ``name``, trained (or derived) on ``dataset`` with defaults if missing."""
+    from ..checkpoint import read_card
     from ..train import train
     target = models_dir / name
     if (target / "card.json").is_file():
+        have, want = read_card(target).get("dataset", "mnist"), data_mod.get_spec(dataset).name
+        if have != want:
+            raise ValueError(f"{target}: holds {name!r} trained on {have}, not {want}; use another --models-dir")
         return target
     base = get_entry(name).weights_from
     if base:
-        src = ensure_model(base, models_dir, data_dir, device)
+        src = ensure_model(base, models_dir, data_dir, device, dataset)
         log(f"deriving {name} from {src}")
-        train(name, target, from_dir=src, data_dir=data_dir, device=device)
+        train(name, target, from_dir=src, data_dir=data_dir, device=device, dataset=dataset)
     else:
-        log(f"training {name} (defaults) -> {target}")
-        train(name, target, data_dir=data_dir, device=device)
+        log(f"training {name} (defaults, {dataset}) -> {target}")
+        train(name, target, data_dir=data_dir, device=device, dataset=dataset)
     return target
 
 
 def reproduce(preset: str, run: Path, models_dir: Path, data_dir: Path | None = None,
-              device: DeviceLike = None) -> Path:
+              device: DeviceLike = None, dataset: str = "mnist") -> Path:
     try:
         p = PRESETS[preset]
     except KeyError:
@@ -80,10 +94,10 @@ def reproduce(preset: str, run: Path, models_dir: Path, data_dir: Path | None = 
     if missing:
         log(f"preset {preset}: models not available in this version, skipped: {missing}")
     dev = resolve_device(device)
-    data_mod.fetch("mnist", data_dir)
-    dirs = [ensure_model(m, Path(models_dir), data_dir, dev) for m in p.models if m not in missing]
+    data_mod.fetch(dataset, data_dir)
+    dirs = [ensure_model(m, Path(models_dir), data_dir, dev, dataset) for m in p.models if m not in missing]
     out = run_evaluation(dirs, [], suite=p.suite, n=p.n, run=run, batch_size=p.batch_size, data_dir=data_dir,
-                         device=dev)
+                         device=dev, dataset=dataset)
     from ..report.figures import figure3
     dim_dir = Path(models_dir) / "dim"
     if (dim_dir / "card.json").is_file() and out is not None:

@@ -28,6 +28,7 @@ from ..fileio import atomic_write
 from ..progress import log, progress_bar
 from ..provenance import git_commit, package_versions
 from ..store import ResultRow, Store
+from .norms import ThreatModel
 from .reuse import Donor, copy_shard, data_sha256, open_donor, reusable
 from .verify import Verified, predict_numpy
 
@@ -134,7 +135,8 @@ def evaluate_models(models: Sequence[EvalModel], x: np.ndarray, y: np.ndarray, *
                     run_dir: Path, batch_size: int = 100, seed: int = 0, show: bool | None = None,
                     suite_name: str | None = None, extra_config: dict[str, Any] | None = None,
                     checks: bool = True, only: Sequence[str] | None = None,
-                    reuse: Sequence[Path | str] = (), device: DeviceLike = None) -> Path:
+                    reuse: Sequence[Path | str] = (), device: DeviceLike = None,
+                    threat: ThreatModel | None = None) -> Path:
     """Evaluate every model against every attack of ``suite`` on ``x``/``y``; returns the store path.
 
     With ``checks`` (the default) the model sanity checks of :mod:`dim.evaluation.checks`
@@ -151,6 +153,10 @@ def evaluate_models(models: Sequence[EvalModel], x: np.ndarray, y: np.ndarray, *
     runs every model, attack, check and verification; the models are moved there.
     Each shard records the device that computed it, and the run's provenance every
     device it ran on.
+
+    ``threat`` gives the thresholds every attack runs and is counted at (default: the
+    paper's for 1 x 28 x 28 images, else the paper's scaled to the image size); a
+    threat model other than the paper's is recorded in the run's config.
     """
     dev = resolve_device(device)
     specs = tuple(get_suite(suite) if isinstance(suite, str) else suite)
@@ -166,8 +172,11 @@ def evaluate_models(models: Sequence[EvalModel], x: np.ndarray, y: np.ndarray, *
     if len(set(keys)) != len(keys):
         raise ValueError(f"model keys must be unique, got {keys}")
     run_dir = Path(run_dir)
+    threat = threat or ThreatModel.for_shape(x.shape[1:])
     config = {"suite": suite_name, "attacks": [_spec_dict(s) for s in specs], "n": len(y),
               "batch_size": batch_size, "seed": seed, "data_sha256": data_sha256(x, y), **(extra_config or {})}
+    if not threat.is_paper:   # recorded only when it differs, so that runs stored before it existed resume
+        config["threat_model"] = threat.as_dict()
     donors: list[Donor] = []
     try:
         for other in reuse:   # refused before this run is touched
@@ -198,7 +207,8 @@ def evaluate_models(models: Sequence[EvalModel], x: np.ndarray, y: np.ndarray, *
                     task = bar.add_task(f"{m.key}: sanity checks", total=1, info="")
                     store.set_meta(f"checks/{m.key}", run_model_checks(m.model, x, y, seed))
                     bar.remove_task(task)
-                _evaluate_one(store, run_dir, m, specs, todo, x, y, batch_size, n_shards, seed, bar, donors, label)
+                _evaluate_one(store, run_dir, m, specs, todo, x, y, batch_size, n_shards, seed, bar, donors, label,
+                              None if threat.is_paper else threat)
     finally:
         store.close()
         for d in donors:
@@ -243,7 +253,8 @@ def _spec_dict(spec: AttackSpec) -> dict[str, Any]:
 
 
 def _evaluate_one(store: Store, run_dir: Path, m: EvalModel, specs, todo, x, y, batch_size, n_shards, seed,
-                  bar, donors: Sequence[Donor] = (), device: str | None = None) -> None:
+                  bar, donors: Sequence[Donor] = (), device: str | None = None,
+                  threat: ThreatModel | None = None) -> None:
     clean_pred = predict_numpy(m.model, x)
     store.add_model(m.key, m.name, m.paper_name or m.name, m.card, m.card_sha256, y, clean_pred)
     model_task = bar.add_task(f"{m.key}", total=len(todo) * n_shards, info="")
@@ -261,7 +272,7 @@ def _evaluate_one(store: Store, run_dir: Path, m: EvalModel, specs, todo, x, y, 
                 bar.update(model_task, advance=1, info=f"{spec.name} (reused)")
                 continue
             _run_shard(store, run_dir, m, specs, spec, run, x[lo:hi], y[lo:hi], clean_pred[lo:hi],
-                       np.arange(lo, hi), shard, seed, device)
+                       np.arange(lo, hi), shard, seed, device, threat)
             bar.update(attack_task, advance=1)
             bar.update(model_task, advance=1, info=spec.name)
         if all(store.shard_status(m.key, spec.name, s) == "done" for s in range(n_shards)):
@@ -290,7 +301,7 @@ def _reuse_shard(store: Store, donors: Sequence[Donor], m: EvalModel, spec: Atta
 
 
 def _run_shard(store, run_dir, m: EvalModel, specs, spec: AttackSpec, run, xs, ys, clean, samples, shard,
-               seed, device: str | None = None) -> None:
+               seed, device: str | None = None, threat: ThreatModel | None = None) -> None:
     t0 = time.perf_counter()
     correct = np.flatnonzero(clean == ys)
     n = len(ys)
@@ -303,7 +314,8 @@ def _run_shard(store, run_dir, m: EvalModel, specs, spec: AttackSpec, run, xs, y
             kwargs = {}
             if spec.starting_points:
                 kwargs["starting_points"] = _best_so_far(run_dir, m.key, specs, spec, samples[correct], xs.shape[1:])
-            got = run(spec, m.model, xs[correct], ys[correct], shard_seed(seed, m.key, spec.name, shard), **kwargs)
+            got = run(spec.bind(threat), m.model, xs[correct], ys[correct], shard_seed(seed, m.key, spec.name, shard),
+                      **kwargs)
             dist[correct], x_adv[correct] = got.distance, got.x_adv
             pred[correct] = np.where(np.isfinite(got.distance), got.pred, clean[correct])
     except NotApplicable as exc:

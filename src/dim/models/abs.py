@@ -97,7 +97,8 @@ class ConvVAEs(nn.Module):
     def __init__(self, k: int, d: int, channels: int, latent: int):
         super().__init__()
         if d != 784:
-            raise ValueError(f"the convolutional ABS expects 28 x 28 inputs (784 features), got {d}")
+            raise ValueError(f"the convolutional ABS expects 28 x 28 x 1 inputs (784 features), got {d}; "
+                             "use arch='mlp' (the default) for other shapes")
         self.latent = latent
         self.vaes = nn.ModuleList(ConvVAE(latent, channels) for _ in range(k))
 

@@ -13,27 +13,35 @@ from .registry import register_model
 
 @dataclass(frozen=True)
 class CNNConfig:
-    """conv 5x5x32 - maxpool 2 - conv 5x5x64 - maxpool 2 - fc 1024 - fc 10 (``same`` padding)."""
+    """conv 5x5x32 - maxpool 2 - conv 5x5x64 - maxpool 2 - fc 1024 - fc K (``same`` padding).
+
+    Input ``(in_channels, *image_size)``; both come from the dataset when training.
+    """
     channels: tuple[int, int] = (32, 64)
     fc: int = 1024
     num_classes: int = 10
     binarize_threshold: float = 0.5
+    in_channels: int = 1
+    image_size: tuple[int, int] = (28, 28)
 
 
 class MadryCNN(nn.Module):
     def __init__(self, cfg: CNNConfig, binarize: bool):
         super().__init__()
         c1, c2 = cfg.channels
+        h, w = cfg.image_size
+        if h < 4 or w < 4:
+            raise ValueError(f"the CNN pools twice by 2: images must be at least 4 x 4, got {h} x {w}")
         self.num_classes = cfg.num_classes
         self.bin_in = Binarize(cfg.binarize_threshold) if binarize else nn.Identity()
         self.features = nn.Sequential(
-            nn.Conv2d(1, c1, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),   # (B, 32, 14, 14)
-            nn.Conv2d(c1, c2, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),  # (B, 64, 7, 7)
+            nn.Conv2d(cfg.in_channels, c1, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),  # (B, 32, H/2, W/2)
+            nn.Conv2d(c1, c2, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),               # (B, 64, H/4, W/4)
         )
-        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(c2 * 7 * 7, cfg.fc), nn.ReLU(),
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(c2 * (h // 4) * (w // 4), cfg.fc), nn.ReLU(),
                                         nn.Linear(cfg.fc, cfg.num_classes))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1, 28, 28) -> (B, 10)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, K)
         return self.classifier(self.features(self.bin_in(x)))
 
 

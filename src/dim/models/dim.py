@@ -110,7 +110,7 @@ class SingleHeadInternalModels(nn.Module):
 
 @dataclass(frozen=True)
 class ScoreModelConfig:
-    """Architecture of the DIM family (all MLPs on flattened 28x28 images)."""
+    """Architecture of the DIM family (MLPs on flattened images; ``in_features`` = C*H*W, from the dataset)."""
     in_features: int = 784
     num_classes: int = 10
     im_hidden: int = 256

@@ -70,6 +70,14 @@ def resolve_config(name: str, overrides: dict[str, Any] | None = None) -> Any:
     return entry.config_cls(**overrides)
 
 
+def shape_config(name: str, input_shape: tuple[int, int, int], num_classes: int) -> dict[str, Any]:
+    """The config keys of model ``name`` that follow from the data: input size, channels, classes."""
+    c, h, w = input_shape
+    known = {"in_features": c * h * w, "in_channels": c, "image_size": (h, w), "num_classes": num_classes}
+    fields = {f.name for f in dataclasses.fields(get_entry(name).config_cls)}
+    return {k: v for k, v in known.items() if k in fields}
+
+
 def create_model(name: str, **overrides: Any) -> nn.Module:
     """Build a fresh (untrained) model, in eval mode, from its registry entry."""
     entry = get_entry(name)

@@ -37,6 +37,11 @@ def suite_markdown(store: Store) -> str:
     return "\n".join(lines)
 
 
+def _eps_text(threat) -> str:
+    text = ", ".join(f"eps_{n.value} = {threat.threshold(n):.4g}" for n in Norm)
+    return text + ("" if threat.is_paper else " (this dataset's thresholds, not the paper's MNIST ones)")
+
+
 def _norm_cell(r: metrics.ModelResult, n: Norm) -> str:
     """``paper-protocol accuracy (median)``, then ``-> strongest`` when adaptive attacks add something."""
     base, full = r.norms.get(n), r.norms_all.get(n)
@@ -55,8 +60,8 @@ def summary_markdown(results: list[metrics.ModelResult], store: Store,
     cfg = store.get_meta("config", {})
     adaptive = any(r.has_adaptive for r in results)
     lines = ["# Robustness report", "",
-             f"Suite `{cfg.get('suite')}`, {cfg.get('n')} test samples, seed {cfg.get('seed')}. "
-             "Accuracy at eps_L0 = 12, eps_L1 = 8, eps_L2 = 1.5, eps_Linf = 0.3; worst case per sample over "
+             f"Suite `{cfg.get('suite')}`, {cfg.get('n')} test samples of {cfg.get('dataset', 'mnist')}, seed "
+             f"{cfg.get('seed')}. Accuracy at {_eps_text(metrics.run_threat_model(store))}; worst case per sample over "
              "all attacks of each norm (median smallest adversarial distance in brackets); every adversarial was "
              "clipped, checked and re-classified by us."]
     if adaptive:
@@ -182,11 +187,12 @@ def plot_curves(results: list[metrics.ModelResult], out: Path) -> list[Path]:
         have = [r for r in results if norm in r.norms]
         if not have:
             continue
-        grid = np.linspace(0, norm.grid[-1], 200)
+        threat = have[0].threat
+        grid = np.linspace(0, threat.grid(norm)[-1], 200)
         fig, ax = plt.subplots(figsize=(5, 3.6))
         for r in have:
             ax.plot(grid, 100 * metrics.accuracy_curve(r.norms[norm].distances, grid), label=r.paper_name)
-        ax.axvline(norm.threshold, color="grey", ls=":", lw=1)
+        ax.axvline(threat.threshold(norm), color="grey", ls=":", lw=1)
         ax.set_xlabel(f"{norm.label} perturbation size")
         ax.set_ylabel("accuracy (%)")
         ax.set_ylim(0, 100)
@@ -250,8 +256,8 @@ def _metrics_json(results: list[metrics.ModelResult]) -> list[dict]:
             for r in results]
 
 
-def _norm_json(norms: dict[Norm, metrics.NormResult]) -> dict:
-    return {n.value: {"accuracy": nr.accuracy, "median_distance": _clean(nr.median), "threshold": n.threshold,
+def _norm_json(norms: dict[Norm, metrics.NormResult], threat) -> dict:
+    return {n.value: {"accuracy": nr.accuracy, "median_distance": _clean(nr.median), "threshold": threat.threshold(n),
                       "attacks": nr.attacks} for n, nr in norms.items()}
 
 
@@ -274,9 +280,9 @@ def write_cards(results: list[metrics.ModelResult], outcomes: dict[str, dict[str
                            "git_commit": prov.get("git_commit"), "packages": prov.get("packages"),
                            "devices": prov.get("devices") or ([prov["device"]] if prov.get("device") else [])},
             "clean_accuracy": r.clean_accuracy,
-            "paper_protocol": {"per_norm": _norm_json(r.norms), "minimal_accuracy": _clean(r.minimal_accuracy),
+            "paper_protocol": {"per_norm": _norm_json(r.norms, r.threat), "minimal_accuracy": _clean(r.minimal_accuracy),
                                "minimal_attack": r.minimal_attack},
-            "incl_adaptive": {"per_norm": _norm_json(r.norms_all),
+            "incl_adaptive": {"per_norm": _norm_json(r.norms_all, r.threat),
                               "minimal_accuracy": _clean(r.minimal_accuracy_all),
                               "minimal_attack": r.minimal_attack_all},
             "attacks": {a.attack: {"norm": a.norm.value, "accuracy": _clean(a.accuracy), "adaptive": a.adaptive,

@@ -26,14 +26,20 @@ def figure3(model_dir: Path, out_png: Path, n: int = 1000, data_dir: Path | None
     with torch.no_grad():
         z = torch.cat([model.latents(torch.from_numpy(x[i:i + 1000]).to(device_of(model))).cpu()
                        for i in range(0, len(x), 1000)], dim=1).numpy()  # (K, N, latent)
-    fig, axes = plt.subplots(2, 5, figsize=(15, 6.4))
-    for k, ax in enumerate(axes.flat[: len(z)]):
-        emb = TSNE(n_components=2, init="pca", perplexity=30, random_state=seed).fit_transform(z[k])
-        sc = ax.scatter(emb[:, 0], emb[:, 1], c=y, cmap="tab10", s=3, vmin=-0.5, vmax=9.5)
+    k_models = len(z)
+    cols = min(5, k_models)
+    rows = -(-k_models // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3.2 * rows), squeeze=False)
+    for ax in axes.flat[k_models:]:
+        ax.set_visible(False)
+    for k, ax in enumerate(axes.flat[:k_models]):
+        emb = TSNE(n_components=2, init="pca", perplexity=min(30.0, (len(y) - 1) / 3), random_state=seed).fit_transform(z[k])
+        sc = ax.scatter(emb[:, 0], emb[:, 1], c=y, cmap="tab10" if k_models <= 10 else "tab20", s=3,
+                        vmin=-0.5, vmax=k_models - 0.5)
         ax.set_title(f"internal model {k}")
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.colorbar(sc, ax=axes, ticks=range(10), label="digit", shrink=0.8)
+    fig.colorbar(sc, ax=axes, ticks=range(k_models), label="class", shrink=0.8)
     fig.suptitle(f"t-SNE of the internal models' latents ({model.card['model']}, {len(y)} test images)")
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)

@@ -93,7 +93,8 @@ def build(results: list[ModelResult], layout: str) -> Table:
         if not paper_names and not adaptive_names:
             continue
         sections.add(len(rows))
-        rows.append([f"{norm.label} (eps = {norm.threshold:g})"] + [""] * (len(header) - 1))
+        eps = results[0].threat.threshold(norm) if results else norm.threshold
+        rows.append([f"{norm.label} (eps = {eps:.4g})"] + [""] * (len(header) - 1))
         attack_rows(paper_names)
         if paper_names:
             norm_row(f"All {norm.label} attacks", f"All {norm.value}", lambda r: r.norms)

@@ -22,7 +22,7 @@ from .. import data as data_mod
 from ..checkpoint import CheckpointError, load_model, save_weights, write_card
 from ..core.device import DeviceLike, device_info, generator, resolve_device
 from ..fileio import atomic_write_text
-from ..models.registry import create_model, get_entry, resolve_config
+from ..models.registry import create_model, get_entry, resolve_config, shape_config
 from ..provenance import git_commit, package_versions
 from . import classifier as _classifier  # noqa: F401  (registers recipes)
 from . import score as _score  # noqa: F401
@@ -113,7 +113,9 @@ def train(name: str, out_dir: Path, *, epochs: int | None = None, seed: int = 0,
                                  "train_seconds": source_card.get("train_seconds"),
                                  "overrides": dict(model_overrides or {})}
     else:
-        model_cfg = dataclasses.asdict(resolve_config(name, model_overrides))
+        spec = data_mod.get_spec(dataset)   # input shape and classes come from the data
+        shape = shape_config(name, spec.input_shape, spec.num_classes)
+        model_cfg = dataclasses.asdict(resolve_config(name, {**shape, **(model_overrides or {})}))
         model = create_model(name, **model_cfg).to(dev)
         cfg = recipe.config_cls(**train_cfg_over)
         train_cfg = dataclasses.asdict(cfg)
@@ -139,7 +141,7 @@ def train(name: str, out_dir: Path, *, epochs: int | None = None, seed: int = 0,
         "config": {"model": model_cfg, "train": train_cfg},
         "clean_accuracy": acc, "test_samples": len(test.y), "train_seconds": round(seconds, 2),
         "train_samples": None if derived else (limit or "all"),
-        "seed": seed, "dataset": dataset, "data_sha256": data_mod.checksums(dataset),
+        "seed": seed, "dataset": data_mod.get_spec(dataset).name, "data_sha256": data_mod.checksums(dataset),
         "git_commit": git_commit(), "packages": package_versions(), "device": device_info(dev),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **extra,
     }

@@ -1,4 +1,4 @@
-"""Random small affine distortions of MNIST digits, drawn from the training generator.
+"""Random small affine distortions of images (any shape), drawn from the training generator.
 
 ABS's reference training augments its digits (zoom and shear of about 10% and 6
 degrees, each applied to a tenth of the samples); without it our class VAEs
@@ -23,8 +23,8 @@ def check_probability(prob: float) -> None:
         raise ValueError(f"augmentation probability must be in [0, 1], got {prob}")
 
 
-def random_affine(x: torch.Tensor, prob: float, gen: torch.Generator, side: int = 28) -> torch.Tensor:
-    """``x`` (N, side*side) in [0, 1] with each sample zoomed and sheared with probability ``prob``.
+def random_affine(x: torch.Tensor, prob: float, gen: torch.Generator) -> torch.Tensor:
+    """Images ``x`` (N, C, H, W) in [0, 1], each zoomed and sheared with probability ``prob``.
 
     Bilinear resampling with zero padding; untouched samples are returned as they were.
     """
@@ -41,8 +41,10 @@ def random_affine(x: torch.Tensor, prob: float, gen: torch.Generator, side: int 
     theta[:, 0, 0] = 1 / zoom
     theta[:, 0, 1] = shear / zoom
     theta[:, 1, 1] = 1 / zoom
-    imgs = x[hit].reshape(n, 1, side, side)
+    if x.dim() != 4:
+        raise ValueError(f"random_affine expects images (N, C, H, W), got shape {tuple(x.shape)}")
+    imgs = x[hit]
     grid = F.affine_grid(theta, list(imgs.shape), align_corners=False)
     out = x.clone()
-    out[hit] = F.grid_sample(imgs, grid, mode="bilinear", padding_mode="zeros", align_corners=False).reshape(n, -1)
+    out[hit] = F.grid_sample(imgs, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     return out

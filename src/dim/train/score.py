@@ -44,6 +44,9 @@ class ScoreTrainConfig:
     binarized_fraction: float = 0.5
 
 
+MIN_MASS = 1.0   # one pixel of full intensity; MNIST digits have about 100
+
+
 def _rand(shape, gen: torch.Generator) -> torch.Tensor:
     return torch.rand(shape, generator=gen, device=gen.device)
 
@@ -113,7 +116,9 @@ def fit_score_model(model: nn.Module, data: TrainData, cfg: ScoreTrainConfig, ge
         err = ((rec - pos.unsqueeze(-1) * d.unsqueeze(0)) ** 2).mean(-1)  # (K, B)
         loss = ((pos * w_pos + (1 - pos) * w_neg) * err).sum(0).mean()
         if cfg.ce_weight > 0:
-            score = rec.sum(-1).t() / d.sum(-1, keepdim=True).clamp_min(1e-6)  # (B, K)
+            # (B, K); the mass of D(x) floored at MIN_MASS: an almost black view (biDIM's bin(D(bin(x)))
+            # of a dark Fashion-MNIST item) would otherwise give logits of 1e6 and a diverging loss
+            score = rec.sum(-1).t() / d.sum(-1, keepdim=True).clamp_min(MIN_MASS)
             loss = loss + cfg.ce_weight * F.cross_entropy(model.temperature * score, labels[idx])
         return loss
 

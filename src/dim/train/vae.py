@@ -52,9 +52,10 @@ def fit_vaes(model: nn.Module, data: TrainData, cfg: VAETrainConfig, gen: torch.
 
     def loss_fn(idx, g, step):
         pick = torch.stack([c[torch.randint(len(c), (len(idx),), generator=g, device=g_dev)] for c in by_class])
-        x = data.take(pick.flatten())[0].flatten(1).view(*pick.shape, -1)           # (K, B, d): own class
+        imgs = data.take(pick.flatten())[0]                                         # (K*B, C, H, W)
         if cfg.augment > 0:
-            x = random_affine(x.flatten(0, 1), cfg.augment, g).view_as(x)
+            imgs = random_affine(imgs, cfg.augment, g)
+        x = imgs.flatten(1).view(*pick.shape, -1)                                   # (K, B, d): own class
         mu, logvar = vaes.encode(x)                                                 # (K, B, l)
         z = mu + torch.randn(mu.shape, generator=g, device=g_dev) * torch.exp(0.5 * logvar)
         rec = vaes.decode(z)                                                        # (K, B, d)
