@@ -6,6 +6,7 @@
 # are unpacked into .gpu/site and MNIST is carried as .gz files in .gpu/data/mnist (prepare both with
 # benchmarks/gpu_bundle.sh). On any other machine with dim installed it runs as it is:
 #     DEVICE=cpu AA_N=100 bash benchmarks/gpu_check.sh
+# STEPS=none runs the tests only; STEPS=train,inference a subset of bench_device.py's steps.
 # Results go to $OUT (default .gpu/out): env.txt, tests.log, tests.xml, bench.log, device_<label>.json.
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -33,6 +34,7 @@ timeout "${TEST_TIMEOUT:-300}" "$py" -m pytest -q -p no:cacheprovider $workers -
     2>&1 | tee "$out/tests.log" | tail -40
 echo "tests exit: ${PIPESTATUS[0]}"
 
+[ "${STEPS:-}" = none ] && exit 0
 timeout "${BENCH_TIMEOUT:-420}" "$py" benchmarks/bench_device.py --device "$device" --label "$label" \
     --aa-n "${AA_N:-1000}" ${EPOCHS:+--epochs $EPOCHS} --steps "${STEPS:-train,inference,autoattack,quick,bpda-autoattack}" --out-dir "$out" \
     2>&1 | tee "$out/bench.log" | grep -v '^\s*$' | tail -80

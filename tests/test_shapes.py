@@ -72,7 +72,7 @@ def test_every_trainable_model_trains_evaluates_and_reports_on_another_shape(fol
     dirs = []
     for name in TRAINABLE:
         card = train(name, tmp_path / name, epochs=1, seed=0, dataset=str(folder), show=False,
-                     train_overrides={"batch_size": 32},
+                     train_overrides={"batch_size": 16},
                      model_overrides=FAST_ABS if get_entry(name).config_cls.__name__ == "ABSConfig" else None)
         assert card["clean_accuracy"] > 0.4, (name, card["clean_accuracy"])   # chance is 0.25
         assert card["dataset"] == str(folder.resolve()) and card["test_samples"] == 120

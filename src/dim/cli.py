@@ -163,6 +163,10 @@ def evaluate_cmd(model_dirs: Optional[list[Path]] = typer.Argument(None, help="M
                                                                 help="package.module:function returning a model."),
                  data_dir: Optional[Path] = DataDirOpt,
                  dataset: str = DatasetOpt,
+                 eps: Optional[list[str]] = typer.Option(None, "--eps",
+                                                         help="Threshold of a norm, NORM=VALUE (L0, L1, L2, Linf), "
+                                                              "instead of the dataset's; repeatable. Recorded in "
+                                                              "the run."),
                  report: bool = typer.Option(True, "--report/--no-report", help="Write the report when done."),
                  checks: bool = typer.Option(True, "--checks/--no-checks",
                                              help="Run the model sanity checks (unbounded attack, eps monotonicity, "
