@@ -74,6 +74,10 @@ def test_bidim_from_dim_dir(trained_dim, tmp_path):
         train("bidim", tmp_path / "x", show=False)
     with pytest.raises(CheckpointError, match="needs the weights of 'dim'"):
         train("bidim", tmp_path / "y", from_dir=tmp_path / "bidim", show=False)
+    card_before = (out / "card.json").read_text()
+    with pytest.raises(ValueError, match="are the same directory"):
+        train("bidim", out, from_dir=out, show=False)
+    assert (out / "card.json").read_text() == card_before     # the source model is untouched
 
 
 def _copy(src, dst):

@@ -24,6 +24,9 @@ CHOICES = ("auto", "cpu", "cuda", "cuda:N")
 DeviceLike = Union[str, torch.device, None]
 
 
+HOST = torch.device("cpu")   # where arrays go to be stored, and data that does not fit on the device
+
+
 class DeviceError(ValueError):
     """A device that cannot be used here; the message says which and why."""
 
@@ -51,6 +54,19 @@ def resolve_device(spec: DeviceLike = None) -> torch.device:
         raise DeviceError(f"{origin} {spec!r}: there {'is' if count == 1 else 'are'} only {count} CUDA "
                           f"device{'s' if count != 1 else ''} (cuda:0..cuda:{count - 1})")
     return torch.device("cuda", index)
+
+
+def is_gpu(device: torch.device | str) -> bool:
+    return torch.device(device).type == "cuda"
+
+
+def fits(nbytes: int, device: torch.device | str, share: float = 0.5) -> bool:
+    """Whether ``nbytes`` may live on ``device``: always on the CPU, within ``share`` of a GPU's free memory."""
+    device = torch.device(device)
+    if not is_gpu(device):
+        return True
+    free, _ = torch.cuda.mem_get_info(device)
+    return nbytes <= free * share
 
 
 def device_of(module: nn.Module | Any) -> torch.device:

@@ -20,7 +20,7 @@ import torch
 
 from .. import data as data_mod
 from ..checkpoint import CheckpointError, load_model, save_weights, write_card
-from ..core.device import DeviceLike, device_info, generator, resolve_device
+from ..core.device import HOST, DeviceLike, device_info, fits, generator, is_gpu, resolve_device
 from ..fileio import atomic_write_text
 from ..models.registry import create_model, get_entry, resolve_config, shape_config
 from ..provenance import git_commit, package_versions
@@ -38,19 +38,11 @@ def _seed_everything(seed: int, device: torch.device) -> torch.Generator:
     return generator(device, seed)
 
 
-def _fits(nbytes: int, device: torch.device) -> bool:
-    """Whether a tensor of ``nbytes`` may stay on ``device`` (at most half of the free GPU memory)."""
-    if device.type != "cuda":
-        return True
-    free, _ = torch.cuda.mem_get_info(device)
-    return nbytes <= free // 2
-
-
 def _load_tensors(dataset: str, split: str, data_dir: Path | None, limit: int | None,
-                  device: torch.device = torch.device("cpu")) -> TrainData:
+                  device: torch.device = HOST) -> TrainData:
     """A split as tensors: on ``device`` when it fits there, else in host memory (moved per batch)."""
     x, y = data_mod.load_split(dataset, split, data_dir, limit)
-    home = device if _fits(x.nbytes + y.nbytes, device) else torch.device("cpu")
+    home = device if fits(x.nbytes + y.nbytes, device) else HOST
     return TrainData(torch.from_numpy(x).to(home), torch.from_numpy(y).to(home), device)
 
 
@@ -123,7 +115,7 @@ def train(name: str, out_dir: Path, *, epochs: int | None = None, seed: int = 0,
         # the device type is part of the identity: a generator's state resumes only where it was saved
         state_dir = _prepare_state_dir(out_dir, {"model": name, "model_cfg": model_cfg, "train_cfg": train_cfg,
                                                  "seed": seed, "limit": limit, "dataset": dataset,
-                                                 **({"device": dev.type} if dev.type != "cpu" else {})})
+                                                 **({"device": dev.type} if is_gpu(dev) else {})})
         extra["resumed"] = any(state_dir.glob("*.safetensors"))
         before = state_seconds(state_dir)
         if math.isnan(before):

@@ -12,6 +12,7 @@ import torch.nn as nn
 from safetensors import safe_open
 from safetensors.torch import save
 
+from ..core.device import HOST, is_gpu
 from ..fileio import atomic_write_bytes
 from ..progress import progress_bar
 
@@ -25,7 +26,7 @@ class TrainData:
     """
     x: torch.Tensor  # (N, C, H, W) float32 in [0, 1]
     y: torch.Tensor  # (N,) int64
-    device: torch.device = torch.device("cpu")
+    device: torch.device = HOST
 
     def take(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Images and labels of the sample indices ``idx``, on the compute device."""
@@ -122,7 +123,7 @@ def run_epochs(module: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Generat
     """
     params = [p for p in module.parameters() if p.requires_grad]
     # fused Adam: one kernel for all parameters on a GPU (same update rule)
-    opt = torch.optim.Adam(params, lr=lr, fused=gen.device.type == "cuda" or None)
+    opt = torch.optim.Adam(params, lr=lr, fused=is_gpu(gen.device) or None)
     per_epoch = (n + batch_size - 1) // batch_size
     total = max(epochs * per_epoch, 1)
     start, last, before = 0, float("nan"), 0.0
