@@ -258,3 +258,19 @@ def test_a_bad_augmentation_probability_fails_before_any_state_is_written(data_d
         train("abs", tmp_path / "abs", epochs=1, data_dir=data_dir, limit=200, eval_limit=50,
               train_overrides={"augment": 1.5}, show=False)
     assert not (tmp_path / "abs").exists()
+
+
+def test_a_diverging_training_stops_naming_the_stage_and_the_loss(data_dir, tmp_path):
+    from dim.train.loop import DivergedError
+    with pytest.raises(DivergedError, match=r"stage 'classifier', epoch 1: mean loss \S+ \((not finite|above 10000)\)"):
+        train("cnn", tmp_path / "cnn", epochs=1, data_dir=data_dir, limit=200, eval_limit=50,
+              train_overrides={"lr": 1e6, "batch_size": 16}, show=False)
+    assert not (tmp_path / "cnn" / "card.json").exists() and not (tmp_path / "cnn" / "model.safetensors").exists()
+
+
+def test_a_training_that_ends_at_chance_level_writes_no_model(data_dir, tmp_path):
+    from dim.train.loop import DivergedError
+    with pytest.raises(DivergedError, match=r"chance level .* final losses: final_loss"):
+        train("cnn", tmp_path / "cnn", epochs=1, data_dir=data_dir, limit=64, eval_limit=200,
+              train_overrides={"lr": 0.0, "batch_size": 16}, show=False)   # lr 0: the random initial weights
+    assert not (tmp_path / "cnn" / "card.json").exists()
