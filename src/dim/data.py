@@ -360,6 +360,10 @@ def fetch(dataset: Dataset | str = Dataset.MNIST, data_dir: Path | None = None,
     """
     spec = get_spec(dataset)
     target = dataset_dir(dataset, data_dir)
+    if spec.folder is not None:   # a user's folder: checked (get_spec read its headers), read in place
+        c, h, w = spec.input_shape
+        log(f"{target}: your dataset, {c} x {h} x {w} images, {spec.num_classes} classes, read in place")
+        return target
     if source is None and is_complete(dataset, data_dir):
         log(f"{target}: already present and verified")
         return target
