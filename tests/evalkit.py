@@ -27,12 +27,38 @@ def tiny_model() -> nn.Module:
     return model.eval()
 
 
+class _NoGradient(nn.Module):
+    def __init__(self, base: nn.Module):
+        super().__init__()
+        self.base = base
+
+    def forward(self, x):
+        if x.requires_grad:
+            raise RuntimeError("this model refuses gradient attacks")
+        return self.base(x)
+
+
+def gradient_hostile_model() -> nn.Module:
+    """``tiny_model`` that raises whenever an attack asks for an input gradient: gradient attacks fail."""
+    return _NoGradient(tiny_model()).eval()
+
+
 @register_adapter("lying")
 def lying_attack(spec, model, x, y, seed, **kw) -> Verified:
     """Claims success everywhere: returns the clean input (and NaNs for half the batch)."""
     cand = x.copy()
     cand[::2] = np.nan
     return verify(model, x, y, cand, spec.norm)
+
+
+@register_adapter("fabricating")
+def fabricating_attack(spec, model, x, y, seed, **kw) -> Verified:
+    """Claims a tiny distance and a wrong label everywhere, for candidates that leave [0, 1] (1,000 added to
+    the first pixel: only before clipping could that fool anyone) and one NaN row; calls no verification."""
+    cand = x.copy()
+    cand[:, 0, 0, 0] += 1000.0
+    cand[1] = np.nan
+    return Verified(np.full(len(x), 0.01), (y + 1) % 10, cand)
 
 
 @register_adapter("slow_pgd")

@@ -54,6 +54,54 @@ def test_lying_attack_is_rejected(tiny, test_data, tmp_path):
         assert dist == (np.inf if clean_ok[s] else 0.0)  # the liar's claims count for nothing
 
 
+def test_the_runner_verifies_what_an_adapter_claims(tiny, test_data, tmp_path):
+    """An adapter that fabricates distances and labels, with out-of-bounds candidates, stores nothing false."""
+    x, y = test_data
+    suite = (AttackSpec("L2 fabricated", "fabricating", Norm.L2),)
+    evaluate_models([EvalModel("tiny", tiny)], x, y, suite=suite, run_dir=tmp_path, batch_size=20, show=False)
+    clean = predict_numpy(tiny, x)
+    clipped = x.copy()
+    clipped[:, 0, 0, 0] = 1.0                      # what the candidates are once clipped to [0, 1]
+    fooled = predict_numpy(tiny, clipped) != y
+    rows = _rows(tmp_path)
+    assert len(rows) == len(y)
+    for (_, _, s, dist, pred) in rows:
+        if clean[s] != y[s]:
+            assert dist == 0.0
+        elif s % 20 == 1 or not fooled[s]:         # the NaN row, and every candidate that fools nobody
+            assert dist == np.inf and pred == clean[s]
+        else:
+            assert dist == pytest.approx(1.0 - x[s, 0, 0, 0]) and pred == predict_numpy(tiny, clipped[s:s + 1])[0]
+        assert dist != 0.01
+
+
+def test_another_model_under_the_same_key_is_refused_and_changes_nothing(tiny, test_data, tmp_path):
+    import copy
+    x, y = test_data
+    suite = (AttackSpec("Linf FGSM", "LinfFastGradientAttack", Norm.LINF),)
+    evaluate_models([EvalModel("m", tiny)], x, y, suite=suite, run_dir=tmp_path, batch_size=20, show=False)
+    before = _rows(tmp_path)
+    store = Store(tmp_path / "results.sqlite")
+    models_before, config_before = store.models(), store.get_meta("config")
+    store.close()
+    other = copy.deepcopy(tiny)
+    with torch.no_grad():
+        next(other.parameters()).add_(0.01)          # retrained in place: another checkpoint, the same name
+    with pytest.raises(RunConfigError, match=r"model 'm' was evaluated there as state sha256 \w+, and this is "
+                                             r"state sha256 \w+ .*new --run"):
+        evaluate_models([EvalModel("m", other)], x, y, suite=suite, run_dir=tmp_path, batch_size=20, show=False)
+    store = Store(tmp_path / "results.sqlite")
+    try:
+        assert store.models() == models_before and store.get_meta("config") == config_before
+    finally:
+        store.close()
+    assert _rows(tmp_path) == before
+    # the same model again, or the other one under a new key, is fine
+    evaluate_models([EvalModel("m", copy.deepcopy(tiny)), EvalModel("m2", other)], x, y, suite=suite,
+                    run_dir=tmp_path, batch_size=20, show=False)
+    assert len(_rows(tmp_path)) == 2 * len(y)
+
+
 def test_failing_attack_is_recorded_and_run_continues(tiny, test_data, tmp_path):
     x, y = test_data
     suite = (AttackSpec("L2 broken", "broken", Norm.L2), AttackSpec("Linf FGSM", "LinfFastGradientAttack", Norm.LINF))
@@ -66,6 +114,15 @@ def test_failing_attack_is_recorded_and_run_continues(tiny, test_data, tmp_path)
     assert sum(1 for s in shards if s["status"] == "done") == 2
     report = (build_report(tmp_path, plots=False) / "report.md").read_text()
     assert "2 attack shard(s) failed" in report and "this attack always fails" in report
+    # a failed shard is retried by the next evaluation of the run, and every attempt keeps its error
+    evaluate_models([EvalModel("tiny", tiny)], x, y, suite=suite, run_dir=tmp_path, batch_size=20, show=False)
+    store = Store(tmp_path / "results.sqlite")
+    try:
+        attempts = store.attempts("tiny", "L2 broken", 0)
+        assert store.failed_shards() == 2
+    finally:
+        store.close()
+    assert [a["attempt"] for a in attempts] == [1, 2] and all("always fails" in a["error"] for a in attempts)
 
 
 def test_end_to_end_evaluate_and_report(tiny, test_data, tmp_path):
@@ -273,6 +330,12 @@ def test_cli_evaluate_with_model_factory_and_report(tmp_path, data_dir):
                         str(tmp_path / "x"), "--model-factory", "evalkit:tiny_model"],
                        capture_output=True, text=True, env=env)
     assert r.returncode == 2 and "unknown suite 'nope'" in r.stderr
+    # attacks that fail leave a run whose numbers are not final: exit status 3, with how many and what to do
+    r = subprocess.run([sys.executable, "-m", "dim", "evaluate", "--model-factory", "evalkit:gradient_hostile_model",
+                        "--suite", "quick", "--n", "10", "--batch-size", "10", "--run", str(tmp_path / "bad"),
+                        "--no-checks"], capture_output=True, text=True, env=env)
+    assert r.returncode == 3, r.stderr[-2000:]
+    assert "shard(s) of" in r.stderr and "failed" in r.stderr and "rerun the same command" in r.stderr
 
 
 class _Threshold(torch.nn.Module):

@@ -58,6 +58,24 @@ def _parse_sets(items: list[str] | None) -> dict[str, Any]:
     return result
 
 
+FAILED_SHARDS_EXIT = 3
+
+
+def _exit_if_failed(run: Path) -> None:
+    """Exit with status 3 while any shard of the run is failed: its numbers are not final."""
+    from .store import Store
+    store = Store.of_run(run)
+    try:
+        failed = store.failed_shards()
+    finally:
+        store.close()
+    if failed:
+        err.print(f"[bold red]error:[/] {failed} shard(s) of {run} failed (their attacks count for nothing in the "
+                  f"numbers); 'dim status {run}' shows why; rerun the same command to retry them",
+                  highlight=False, markup=True)
+        raise typer.Exit(FAILED_SHARDS_EXIT)
+
+
 def _parse_eps(items: list[str] | None) -> dict[str, float]:
     """``--eps L2=2.0`` pairs as ``{"L2": 2.0}``; norms and values are checked by the threat model."""
     out: dict[str, float] = {}
@@ -190,6 +208,7 @@ def evaluate_cmd(model_dirs: Optional[list[Path]] = typer.Argument(None, help="M
                              report=report, checks=checks, only=list(only or []), reuse=list(reuse or []),
                              device=_device(device), thresholds=_parse_eps(eps))
     out.print(f"results: {run / 'results.sqlite'}" + (f"; report: {out_dir}" if out_dir else ""), highlight=False)
+    _exit_if_failed(run)
 
 
 @app.command("report")
@@ -227,6 +246,7 @@ def reproduce_cmd(preset: str = typer.Option("quick", "--preset",
     from .evaluation.pipeline import reproduce
     path = reproduce(preset, run, models_dir, data_dir, device=_device(device), dataset=dataset)
     out.print((path / "report.md").read_text(), highlight=False, markup=False)
+    _exit_if_failed(run)
 
 
 @app.command("figure3")

@@ -26,7 +26,7 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS models (
     model TEXT PRIMARY KEY, name TEXT NOT NULL, paper_name TEXT NOT NULL, card TEXT NOT NULL,
-    card_sha256 TEXT, clean_accuracy REAL);
+    card_sha256 TEXT, clean_accuracy REAL, identity TEXT);
 CREATE TABLE IF NOT EXISTS attacks (attack TEXT PRIMARY KEY, norm TEXT NOT NULL, spec TEXT NOT NULL,
     position INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS samples (
@@ -35,6 +35,9 @@ CREATE TABLE IF NOT EXISTS samples (
 CREATE TABLE IF NOT EXISTS shards (
     model TEXT NOT NULL, attack TEXT NOT NULL, shard INTEGER NOT NULL, status TEXT NOT NULL,
     error TEXT, seconds REAL, device TEXT, PRIMARY KEY (model, attack, shard));
+CREATE TABLE IF NOT EXISTS attempts (
+    model TEXT NOT NULL, attack TEXT NOT NULL, shard INTEGER NOT NULL, attempt INTEGER NOT NULL, error TEXT,
+    seconds REAL, device TEXT, PRIMARY KEY (model, attack, shard, attempt));
 CREATE TABLE IF NOT EXISTS results (
     model TEXT NOT NULL, attack TEXT NOT NULL, sample INTEGER NOT NULL, distance REAL NOT NULL,
     pred INTEGER NOT NULL, seconds REAL NOT NULL, PRIMARY KEY (model, attack, sample));
@@ -71,6 +74,8 @@ class Store:
         cols = {r[1] for r in self.db.execute("PRAGMA table_info(shards)")}
         if "device" not in cols:   # the device that computed a shard (runs resumed elsewhere mix them)
             self.db.execute("ALTER TABLE shards ADD COLUMN device TEXT")
+        if "identity" not in {r[1] for r in self.db.execute("PRAGMA table_info(models)")}:
+            self.db.execute("ALTER TABLE models ADD COLUMN identity TEXT")   # what was evaluated under the key
 
     @classmethod
     def of_run(cls, run_dir: Path | str) -> "Store":
@@ -98,14 +103,20 @@ class Store:
 
     # ---------------------------------------------------------------- models
     def add_model(self, model: str, name: str, paper_name: str, card: dict, card_sha256: str | None,
-                  labels: np.ndarray, clean_pred: np.ndarray) -> None:
+                  labels: np.ndarray, clean_pred: np.ndarray, identity: str | None = None) -> None:
         acc = float((labels == clean_pred).mean()) if len(labels) else math.nan
         with self.db:
             self.db.execute("BEGIN")
-            self.db.execute("INSERT OR REPLACE INTO models VALUES (?, ?, ?, ?, ?, ?)",
-                            (model, name, paper_name, json.dumps(card, sort_keys=True), card_sha256, acc))
+            self.db.execute("INSERT OR REPLACE INTO models (model, name, paper_name, card, card_sha256, "
+                            "clean_accuracy, identity) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                            (model, name, paper_name, json.dumps(card, sort_keys=True), card_sha256, acc, identity))
             self.db.executemany("INSERT OR REPLACE INTO samples VALUES (?, ?, ?, ?)",
                                 [(model, i, int(l), int(p)) for i, (l, p) in enumerate(zip(labels, clean_pred))])
+
+    def model_identity(self, model: str) -> tuple[str | None, str | None] | None:
+        """``(identity, card_sha256)`` recorded for ``model``, or None if the run has not seen it."""
+        row = self.db.execute("SELECT identity, card_sha256 FROM models WHERE model = ?", (model,)).fetchone()
+        return (row[0], row[1]) if row else None
 
     def models(self) -> list[dict[str, Any]]:
         rows = self.db.execute("SELECT model, name, paper_name, card, card_sha256, clean_accuracy FROM models "
@@ -154,9 +165,17 @@ class Store:
 
     def fail_shard(self, model: str, attack: str, shard: int, error: str, seconds: float,
                    status: str = "failed", device: str | None = None) -> None:
-        """Mark a shard ``failed`` (the attack raised) or ``skipped`` (it does not apply), with why."""
+        """Mark a shard ``failed`` (the attack raised) or ``skipped`` (it does not apply), with why.
+
+        A failed shard is retried by the next evaluation of the run; every failed attempt keeps
+        its error in ``attempts``."""
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
+            if status == "failed":
+                n = self.db.execute("SELECT COUNT(*) FROM attempts WHERE model = ? AND attack = ? AND shard = ?",
+                                    (model, attack, shard)).fetchone()[0]
+                self.db.execute("INSERT INTO attempts VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                (model, attack, shard, n + 1, error[:2000], seconds, device))
             self.db.execute(f"INSERT OR REPLACE INTO shards {_SHARD_COLUMNS} VALUES (?, ?, ?, ?, ?, ?, ?)",
                             (model, attack, shard, status, error[:2000], seconds, device))
 
@@ -180,6 +199,15 @@ class Store:
                                "ORDER BY model, attack, shard").fetchall()
         return [dict(model=r[0], attack=r[1], shard=r[2], status=r[3], error=r[4], seconds=r[5], device=r[6])
                 for r in rows]
+
+    def attempts(self, model: str, attack: str, shard: int) -> list[dict[str, Any]]:
+        """Every failed attempt at a shard, oldest first."""
+        return [dict(attempt=a, error=e, seconds=sec, device=d) for a, e, sec, d in self.db.execute(
+            "SELECT attempt, error, seconds, device FROM attempts WHERE model = ? AND attack = ? AND shard = ? "
+            "ORDER BY attempt", (model, attack, shard))]
+
+    def failed_shards(self) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM shards WHERE status = 'failed'").fetchone()[0]
 
     def shard_device(self, model: str, attack: str, shard: int) -> str | None:
         row = self.db.execute("SELECT device FROM shards WHERE model = ? AND attack = ? AND shard = ?",

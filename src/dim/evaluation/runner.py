@@ -9,6 +9,7 @@ uninterrupted one would.
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import re
 import shutil
 import time
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
+import torch
 import torch.nn as nn
 
 from ..attacks import NotApplicable
@@ -30,7 +32,7 @@ from ..provenance import git_commit, package_versions
 from ..store import ResultRow, Store
 from .norms import ThreatModel
 from .reuse import Donor, copy_shard, data_sha256, open_donor, reusable
-from .verify import Verified, predict_numpy
+from .verify import Verified, predict_numpy, verify
 
 ADV_DIR = "adversarials"
 
@@ -189,6 +191,8 @@ def evaluate_models(models: Sequence[EvalModel], x: np.ndarray, y: np.ndarray, *
         raise
     store = Store(run_dir / "results.sqlite")
     try:
+        identities = {m.key: model_identity(m) for m in models}
+        check_identities(store, models, identities, run_dir)   # before anything of this call is written
         config = merge_config(store.get_meta("config"), config, run_dir)
         store.set_meta("config", config)
         prov = store.get_meta("provenance") or {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
@@ -208,12 +212,42 @@ def evaluate_models(models: Sequence[EvalModel], x: np.ndarray, y: np.ndarray, *
                     store.set_meta(f"checks/{m.key}", run_model_checks(m.model, x, y, seed))
                     bar.remove_task(task)
                 _evaluate_one(store, run_dir, m, specs, todo, x, y, batch_size, n_shards, seed, bar, donors, label,
-                              None if threat.is_paper else threat)
+                              None if threat.is_paper else threat, identities[m.key])
     finally:
         store.close()
         for d in donors:
             d.close()
     return run_dir / "results.sqlite"
+
+
+def model_identity(m: EvalModel) -> str:
+    """What is evaluated under ``m.key``: a model directory by the sha256 of its card (which holds the
+    weights' sha256 and the config), anything else by the sha256 of its state dict (names, dtypes, shapes,
+    values) and, for a factory, its spec."""
+    if m.card_sha256:
+        return f"card sha256 {m.card_sha256}"
+    h = hashlib.sha256()
+    for name, t in sorted(m.model.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    factory = m.card.get("factory") if m.card else None
+    return (f"factory {factory}, " if factory else "") + f"state sha256 {h.hexdigest()}"
+
+
+def check_identities(store: Store, models: Sequence[EvalModel], identities: dict[str, str], run_dir: Path) -> None:
+    """Refuse to evaluate, under a key the run already holds, anything but what it evaluated there."""
+    for m in models:
+        have = store.model_identity(m.key)
+        if have is None:
+            continue
+        old, old_card = have
+        same = old == identities[m.key] if old is not None else old_card == m.card_sha256
+        if not same:
+            raise RunConfigError(
+                f"{run_dir}: model {m.key!r} was evaluated there as {old or f'card sha256 {old_card}'}, and this is "
+                f"{identities[m.key]} (another checkpoint or model under the same name); its stored results "
+                "would not be this model's. Use a new --run, or another name for it")
 
 
 def merge_config(old: dict[str, Any] | None, new: dict[str, Any], run_dir: Path) -> dict[str, Any]:
@@ -254,15 +288,15 @@ def _spec_dict(spec: AttackSpec) -> dict[str, Any]:
 
 def _evaluate_one(store: Store, run_dir: Path, m: EvalModel, specs, todo, x, y, batch_size, n_shards, seed,
                   bar, donors: Sequence[Donor] = (), device: str | None = None,
-                  threat: ThreatModel | None = None) -> None:
+                  threat: ThreatModel | None = None, identity: str | None = None) -> None:
     clean_pred = predict_numpy(m.model, x)
-    store.add_model(m.key, m.name, m.paper_name or m.name, m.card, m.card_sha256, y, clean_pred)
+    store.add_model(m.key, m.name, m.paper_name or m.name, m.card, m.card_sha256, y, clean_pred, identity)
     model_task = bar.add_task(f"{m.key}", total=len(todo) * n_shards, info="")
     for spec in todo:
         run = attack_runner(spec)
         attack_task = bar.add_task(f"  {spec.name}", total=n_shards, info="")
         for shard in range(n_shards):
-            if store.shard_status(m.key, spec.name, shard) in ("done", "failed", "skipped"):
+            if store.shard_status(m.key, spec.name, shard) in ("done", "skipped"):   # failed: retried
                 bar.update(attack_task, advance=1)
                 bar.update(model_task, advance=1)
                 continue
@@ -300,6 +334,16 @@ def _reuse_shard(store: Store, donors: Sequence[Donor], m: EvalModel, spec: Atta
     return False
 
 
+def _candidates(claimed: Verified, shape: tuple[int, ...]) -> np.ndarray:
+    """The adversarial candidates an adapter returned, as an array of ``shape`` (NaN rows: none)."""
+    if not isinstance(claimed, Verified):
+        raise TypeError(f"an attack adapter must return a Verified, got {type(claimed).__name__}")
+    cand = np.asarray(claimed.x_adv, dtype=np.float32)
+    if cand.shape != shape:
+        raise ValueError(f"the attack returned candidates of shape {cand.shape}, expected {shape}")
+    return cand
+
+
 def _run_shard(store, run_dir, m: EvalModel, specs, spec: AttackSpec, run, xs, ys, clean, samples, shard,
                seed, device: str | None = None, threat: ThreatModel | None = None) -> None:
     t0 = time.perf_counter()
@@ -314,8 +358,11 @@ def _run_shard(store, run_dir, m: EvalModel, specs, spec: AttackSpec, run, xs, y
             kwargs = {}
             if spec.starting_points:
                 kwargs["starting_points"] = _best_so_far(run_dir, m.key, specs, spec, samples[correct], xs.shape[1:])
-            got = run(spec.bind(threat), m.model, xs[correct], ys[correct], shard_seed(seed, m.key, spec.name, shard),
-                      **kwargs)
+            claimed = run(spec.bind(threat), m.model, xs[correct], ys[correct],
+                          shard_seed(seed, m.key, spec.name, shard), **kwargs)
+            # the gate: whatever the adapter did, its candidates are clipped, checked, measured and
+            # re-classified here before anything is stored (an adapter's own distances are never kept)
+            got = verify(m.model, xs[correct], ys[correct], _candidates(claimed, xs[correct].shape), spec.norm)
             dist[correct], x_adv[correct] = got.distance, got.x_adv
             pred[correct] = np.where(np.isfinite(got.distance), got.pred, clean[correct])
     except NotApplicable as exc:
