@@ -102,6 +102,46 @@ def test_another_model_under_the_same_key_is_refused_and_changes_nothing(tiny, t
     assert len(_rows(tmp_path)) == 2 * len(y)
 
 
+class _Output(torch.nn.Module):
+    """``tiny`` with its output transformed, for the output checks."""
+
+    def __init__(self, base, fn):
+        super().__init__()
+        self.base, self.fn = base, fn
+
+    def forward(self, x):
+        return self.fn(self.base(x))
+
+
+@pytest.mark.parametrize("fn, message", [
+    (lambda z: z * float("nan"), r"non-finite outputs \(NaN or inf\) for 40 of 40 images"),
+    (lambda z: z[:, :3], r"returns 3 outputs per image; the data has 10 classes"),
+    (lambda z: z[:, 0], r"returns shape \(40,\) for 40 images of shape \(1, 28, 28\); expected \(40, 10\)"),
+])
+def test_model_outputs_are_checked_before_any_attack(tiny, test_data, tmp_path, fn, message):
+    from dim.evaluation.outputs import ModelOutputError
+    x, y = test_data
+    suite = (AttackSpec("Linf FGSM", "LinfFastGradientAttack", Norm.LINF),)
+    with pytest.raises(ModelOutputError, match=message):
+        evaluate_models([EvalModel("m", _Output(tiny, fn))], x, y, suite=suite, run_dir=tmp_path, batch_size=20,
+                        show=False, num_classes=10)
+    store = Store(tmp_path / "results.sqlite")
+    try:
+        assert store.models() == [] and store.shards() == [] and store.get_meta("config") is None
+    finally:
+        store.close()
+
+
+def test_a_model_returning_probabilities_is_evaluated_with_a_warning(tiny, test_data, tmp_path):
+    x, y = test_data
+    suite = (AttackSpec("Linf FGSM", "LinfFastGradientAttack", Norm.LINF),)
+    probs = _Output(tiny, lambda z: z.softmax(1))
+    evaluate_models([EvalModel("p", probs), EvalModel("logits", tiny)], x, y, suite=suite, run_dir=tmp_path,
+                    batch_size=20, show=False, checks=False)
+    text = (build_report(tmp_path, plots=False) / "report.md").read_text()
+    assert "**Warning: p return(s) probabilities, not logits**" in text and "logits return(s)" not in text
+
+
 def test_failing_attack_is_recorded_and_run_continues(tiny, test_data, tmp_path):
     x, y = test_data
     suite = (AttackSpec("L2 broken", "broken", Norm.L2), AttackSpec("Linf FGSM", "LinfFastGradientAttack", Norm.LINF))

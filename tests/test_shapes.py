@@ -103,7 +103,7 @@ def test_cli_trains_and_evaluates_a_folder_with_its_own_thresholds(folder, tmp_p
     assert config["paper_protocol"]["per_norm"]["L2"]["threshold"] == 0.5
     assert config["paper_protocol"]["per_norm"]["Linf"]["threshold"] == 0.1
     r = cli("evaluate", str(tmp_path / "cnn"), "--suite", "quick", "--n", "10", "--run", str(tmp_path / "mnist"))
-    assert r.returncode == 2 and "cannot run on mnist images of shape (1, 28, 28)" in r.stderr
+    assert r.returncode == 2 and "cannot run on images of shape (1, 28, 28)" in r.stderr
     r = cli("evaluate", str(tmp_path / "cnn"), "--dataset", str(folder), "--n", "5", "--run", str(tmp_path / "x"),
             "--eps", "L2")
     assert r.returncode == 2 and "--eps expects NORM=VALUE" in r.stderr

@@ -60,20 +60,6 @@ def evaluate(model: nn.Module, x: Any, y: Any, *, suite: str | Sequence[AttackSp
         store.close()
 
 
-def check_outputs(m: EvalModel, x: np.ndarray, num_classes: int, dataset: str) -> None:
-    """The model maps a batch of the data to ``(N, num_classes)`` finite outputs, or a clear error."""
-    from .core.device import device_of
-    with torch.no_grad():
-        try:
-            out = m.model.eval()(torch.from_numpy(np.ascontiguousarray(x)).to(device_of(m.model)))
-        except RuntimeError as exc:
-            raise ValueError(f"model {m.key!r} cannot run on {dataset} images of shape {tuple(x.shape[1:])}: "
-                             f"{str(exc).splitlines()[0]}") from None
-    if out.dim() != 2 or out.shape != (len(x), num_classes):
-        raise ValueError(f"model {m.key!r} returns shape {tuple(out.shape)} for {len(x)} {dataset} images; expected "
-                         f"({len(x)}, {num_classes}): one logit per class of the dataset")
-
-
 def eval_model_from_dir(model_dir: Path, key: str | None = None, device: DeviceLike = None) -> EvalModel:
     model = load_model(model_dir, device=device)
     card = dict(model.card)

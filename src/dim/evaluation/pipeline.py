@@ -38,7 +38,7 @@ def run_evaluation(model_dirs: list[Path], factories: list[str], *, suite: str, 
     """Evaluate model directories and factories on the first ``n`` test images of ``dataset``
     (a built-in name or a folder of IDX files) at the dataset's thresholds, ``thresholds``
     (``{"L2": 2.0}``) overriding them; returns the report folder (None without report)."""
-    from ..api import check_outputs, eval_model_from_dir, eval_model_from_factory, unique_keys
+    from ..api import eval_model_from_dir, eval_model_from_factory, unique_keys
     from ..attacks.suites import get_suite
     get_suite(suite)  # fail on a bad suite name before loading anything
     if not model_dirs and not factories:
@@ -51,11 +51,9 @@ def run_evaluation(model_dirs: list[Path], factories: list[str], *, suite: str, 
     x, y = data_mod.load_split(spec, "test", data_dir, limit=n)
     if len(y) < n:
         raise ValueError(f"--n {n}: the {spec.name} test set has only {len(y)} images")
-    for m in models:
-        check_outputs(m, x[:2], spec.num_classes, spec.name)
     evaluate_models(models, x, y, suite=suite, run_dir=run, batch_size=batch_size, seed=seed,
                     extra_config={"dataset": spec.name}, checks=checks, only=only, reuse=reuse or (), device=dev,
-                    threat=threat)
+                    threat=threat, num_classes=spec.num_classes)
     if not report:
         return None
     from ..report import build_report

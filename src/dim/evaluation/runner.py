@@ -31,6 +31,7 @@ from ..progress import log, progress_bar
 from ..provenance import git_commit, package_versions
 from ..store import ResultRow, Store
 from .norms import ThreatModel
+from .outputs import check_outputs
 from .reuse import Donor, copy_shard, data_sha256, open_donor, reusable
 from .verify import Verified, predict_numpy, verify
 
@@ -138,7 +139,7 @@ def evaluate_models(models: Sequence[EvalModel], x: np.ndarray, y: np.ndarray, *
                     suite_name: str | None = None, extra_config: dict[str, Any] | None = None,
                     checks: bool = True, only: Sequence[str] | None = None,
                     reuse: Sequence[Path | str] = (), device: DeviceLike = None,
-                    threat: ThreatModel | None = None) -> Path:
+                    threat: ThreatModel | None = None, num_classes: int | None = None) -> Path:
     """Evaluate every model against every attack of ``suite`` on ``x``/``y``; returns the store path.
 
     With ``checks`` (the default) the model sanity checks of :mod:`dim.evaluation.checks`
@@ -155,6 +156,9 @@ def evaluate_models(models: Sequence[EvalModel], x: np.ndarray, y: np.ndarray, *
     runs every model, attack, check and verification; the models are moved there.
     Each shard records the device that computed it, and the run's provenance every
     device it ran on.
+
+    Each model's output is checked on a batch first (:mod:`dim.evaluation.outputs`): one finite
+    logit per class (``num_classes``, when known) for every image, else a clear error.
 
     ``threat`` gives the thresholds every attack runs and is counted at (default: the
     paper's for 1 x 28 x 28 images, else the paper's scaled to the image size); a
@@ -193,6 +197,10 @@ def evaluate_models(models: Sequence[EvalModel], x: np.ndarray, y: np.ndarray, *
     try:
         identities = {m.key: model_identity(m) for m in models}
         check_identities(store, models, identities, run_dir)   # before anything of this call is written
+        notes = {}
+        for m in models:   # one finite logit per class, checked on a batch before any attack
+            m.model.to(dev)
+            notes[m.key] = check_outputs(m.key, m.model, x[:64], num_classes, y)
         config = merge_config(store.get_meta("config"), config, run_dir)
         store.set_meta("config", config)
         prov = store.get_meta("provenance") or {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
@@ -205,7 +213,7 @@ def evaluate_models(models: Sequence[EvalModel], x: np.ndarray, y: np.ndarray, *
         n_shards = (len(y) + batch_size - 1) // batch_size
         with progress_bar(show) as bar:
             for m in models:
-                m.model.to(dev)
+                store.set_meta(f"outputs/{m.key}", notes[m.key])
                 if checks and store.get_meta(f"checks/{m.key}") is None:
                     from .checks import run_model_checks
                     task = bar.add_task(f"{m.key}: sanity checks", total=1, info="")

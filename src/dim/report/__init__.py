@@ -93,6 +93,12 @@ def summary_markdown(results: list[metrics.ModelResult], store: Store,
         donors = sorted(set(reused.values()))
         lines += ["", f"{len(reused)} shard(s) were copied from {', '.join(donors)} (identical units of work: "
                   "same model card, attack, seed and images) and re-verified on the model instead of recomputed."]
+    probs = [r.model for r in results if (store.get_meta(f"outputs/{r.model}") or {}).get("probabilities")]
+    if probs:
+        lines += ["", f"**Warning: {', '.join(probs)} return(s) probabilities, not logits** (every row of outputs in "
+                  "[0, 1] sums to 1). Cross-entropy and margin attacks are built for logits and lose their gradient "
+                  "on saturated probabilities, so gradient-attack numbers may overstate robustness; pass the "
+                  "logits (before softmax) to evaluate it."]
     warnings_ = [(r.model, checks.CHECKS[c], o) for r in results for c, o in outcomes[r.model].items()
                  if o.status == checks.WARN]
     if warnings_:
