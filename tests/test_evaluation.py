@@ -1,4 +1,5 @@
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -140,6 +141,32 @@ def test_a_model_returning_probabilities_is_evaluated_with_a_warning(tiny, test_
                     batch_size=20, show=False, checks=False)
     text = (build_report(tmp_path, plots=False) / "report.md").read_text()
     assert "**Warning: p return(s) probabilities, not logits**" in text and "logits return(s)" not in text
+
+
+def test_hostile_model_names_stay_inside_the_run_and_render_as_text(tiny, test_data, tmp_path):
+    x, y = test_data
+    run = tmp_path / "a" / "run"
+    names = ["../../../escaped", str(tmp_path / "abs" / "card"), "<b>x</b>|y"]
+    suite = (AttackSpec("Linf FGSM", "LinfFastGradientAttack", Norm.LINF),)
+    evaluate_models([EvalModel(n, tiny, name=n, paper_name=n) for n in names], x[:20], y[:20], suite=suite,
+                    run_dir=run, batch_size=20, show=False, checks=False)
+    out = build_report(run, plots=False)
+    outside = [p for p in tmp_path.rglob("*") if run not in p.parents and p != run and p not in run.parents]
+    assert outside == []                                   # nothing written beside the run
+    cards = sorted(p.name for p in (out / "cards").iterdir())
+    assert len(cards) == 3 and all("/" not in c and not c.startswith(".") for c in cards)
+    text = (out / "report.md").read_text()
+    assert "<b>" not in text and "&lt;b&gt;x&lt;/b&gt;\\|y" in text
+    summary_rows = [line for line in text.splitlines()
+                     if line.startswith(("| ../../../escaped | ", "| &lt;b&gt;x&lt;/b&gt;\\|y | "))]
+    header = next(line for line in text.splitlines() if line.startswith("| model | clean |"))
+    cols = lambda line: len(re.split(r"(?<!\\)\|", line))   # noqa: E731  (unescaped column bars)
+    assert len(summary_rows) == 4     # the summary's rows, then the sanity checks' rows
+    checks_header = next(line for line in text.splitlines() if line.startswith("| model | Unbounded"))
+    assert all(cols(r) == cols(header) for r in summary_rows[:2])
+    assert all(cols(r) == cols(checks_header) for r in summary_rows[2:])
+    latex = (out / "table1.tex").read_text()      # the absolute path's underscores, escaped
+    assert "test\\_hostile" in latex and "test_hostile" not in latex
 
 
 def test_failing_attack_is_recorded_and_run_continues(tiny, test_data, tmp_path):

@@ -30,6 +30,7 @@ from ..fileio import atomic_write
 from ..progress import log, progress_bar
 from ..provenance import git_commit, package_versions
 from ..store import ResultRow, Store
+from ..names import file_name
 from .norms import ThreatModel
 from .outputs import check_outputs
 from .reuse import Donor, copy_shard, data_sha256, open_donor, reusable
@@ -57,7 +58,11 @@ def attack_runner(spec: AttackSpec) -> Callable[..., Verified]:
 
 
 def slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")
+    """A model or attack name as the file name of its adversarials: no separator survives (``L2 DDN`` ->
+    ``L2_DDN``, as in runs stored so far); a name that would be empty, ``.`` or ``..`` gets
+    :func:`dim.names.file_name`."""
+    s = re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")
+    return s if s not in ("", ".", "..") else file_name(text)
 
 
 def shard_seed(seed: int, model: str, attack: str, shard: int) -> int:

@@ -9,6 +9,7 @@ import numpy as np
 
 from ..attacks.suites import is_black_box, is_ensemble
 from ..core.device import describe
+from ..names import file_name, md
 from ..evaluation import checks, metrics
 from ..fileio import atomic_write_text
 from ..evaluation.norms import Norm
@@ -31,7 +32,7 @@ def suite_markdown(store: Store) -> str:
                  "black box" if is_black_box(s["attack"]) else "",
                  "white + black box" if is_ensemble(s["attack"]) else ""]
         params += "".join(f"; {f}" for f in flags if f)
-        lines.append(f"| {i} | {a['attack']} | {a['norm']} | {s['attack']} | {params} |")
+        lines.append(f"| {i} | {md(a['attack'])} | {a['norm']} | {md(s['attack'])} | {md(params)} |")
     counts = {n.value: sum(1 for a in store.attacks() if a["norm"] == n.value) for n in Norm}
     lines += ["", "Attacks per norm: " + ", ".join(f"{k} {v}" for k, v in counts.items()), ""]
     return "\n".join(lines)
@@ -76,14 +77,14 @@ def summary_markdown(results: list[metrics.ModelResult], store: Store,
         warned = [c for c, o in outcomes[r.model].items() if o.status == checks.WARN]
         minimal = (f"{tables.fmt_acc(r.minimal_accuracy_all)} ({r.minimal_attack_all or '-'})" if r.has_adaptive
                    else f"{tables.fmt_acc(r.minimal_accuracy)} ({r.minimal_attack or '-'})")
-        lines.append(f"| {r.model} | {tables.fmt_acc(r.clean_accuracy)} | " + " | ".join(cells)
-                     + f" | {minimal} | {_checks_cell(outcomes[r.model])} |")
+        lines.append(f"| {md(r.model)} | {tables.fmt_acc(r.clean_accuracy)} | " + " | ".join(cells)
+                     + f" | {md(minimal)} | {_checks_cell(outcomes[r.model])} |")
     cards = {m["model"]: m["card"] for m in store.models()}
     derived = [(r.model, cards.get(r.model, {}).get("weights_from") or {}) for r in results]
     derived = [(m, w) for m, w in derived if w.get("overrides")]
     if derived:
-        lines += [""] + [f"- **{m}** is `{w.get('model')}`'s weights with the inference setting "
-                         + ", ".join(f"{k}={v}" for k, v in w["overrides"].items()) + "." for m, w in derived]
+        lines += [""] + [f"- **{md(m)}** is {md(w.get('model'))}'s weights with the inference setting "
+                         + md(", ".join(f"{k}={v}" for k, v in w["overrides"].items())) + "." for m, w in derived]
     if any(math.isinf(nr.median) for r in results for nr in (*r.norms.values(), *r.norms_all.values())):
         lines += ["", "A median of `inf`: more than half of the samples have no adversarial from any attack of "
                   "that norm (fixed-epsilon attacks only search up to their largest epsilon), so the median "
@@ -95,7 +96,7 @@ def summary_markdown(results: list[metrics.ModelResult], store: Store,
                   "same model card, attack, seed and images) and re-verified on the model instead of recomputed."]
     probs = [r.model for r in results if (store.get_meta(f"outputs/{r.model}") or {}).get("probabilities")]
     if probs:
-        lines += ["", f"**Warning: {', '.join(probs)} return(s) probabilities, not logits** (every row of outputs in "
+        lines += ["", f"**Warning: {', '.join(md(p) for p in probs)} return(s) probabilities, not logits** (every row of outputs in "
                   "[0, 1] sums to 1). Cross-entropy and margin attacks are built for logits and lose their gradient "
                   "on saturated probabilities, so gradient-attack numbers may overstate robustness; pass the "
                   "logits (before softmax) to evaluate it."]
@@ -103,12 +104,12 @@ def summary_markdown(results: list[metrics.ModelResult], store: Store,
                  if o.status == checks.WARN]
     if warnings_:
         lines += ["", "**Sanity-check warnings** (details and what to do: section *Sanity checks*):", ""]
-        lines += [f"- **{m}**: {c.title} -- failed: {o.value}." for m, c, o in warnings_]
+        lines += [f"- **{md(m)}**: {c.title} -- failed: {md(o.value)}." for m, c, o in warnings_]
     masked = [r.model for r in results if _is_binarized(r.name)]
     if masked:
         verb, its, them, their = ("binarize", "Their", "them", "their") if len(masked) > 1 else \
             ("binarizes", "Its", "it", "its")
-        lines += ["", f"**Warning: {', '.join(masked)} {verb} {their} input.** {its} binarization has a zero "
+        lines += ["", f"**Warning: {', '.join(md(m) for m in masked)} {verb} {their} input.** {its} binarization has a zero "
                   f"gradient almost everywhere, so gradient attacks run with the exact gradient cannot move {them} and "
                   f"those numbers overstate {their} robustness (gradient masking). The adaptive suite attacks {them} "
                   f"through the straight-through gradient (BPDA); without it, treat {their} numbers as upper bounds."]
@@ -117,7 +118,7 @@ def summary_markdown(results: list[metrics.ModelResult], store: Store,
         lines += ["", f"**{len(failed)} attack shard(s) failed** (excluded from the numbers above):", ""]
         for s in failed[:20]:
             first = (s["error"] or "").splitlines()[0] if s["error"] else ""
-            lines.append(f"- {s['model']} / {s['attack']} / shard {s['shard']}: {first}")
+            lines.append(f"- {md(s['model'])} / {md(s['attack'])} / shard {s['shard']}: {md(first)}")
     incomplete = [(r.model, a.attack) for r in results for a in r.attacks.values()
                   if not a.complete and not a.not_applicable]
     if incomplete:
@@ -139,7 +140,7 @@ def provenance_markdown(store: Store) -> str:
         lines.append("- finished shards per device: " + "; ".join(
             f"{d or 'not recorded (an earlier version)'}: {n}" for d, n in per_device.items()))
     cards = {m["model"]: m["card"].get("device") for m in store.models()}
-    trained = [f"{m}: {describe(d)}" for m, d in cards.items() if d]
+    trained = [f"{md(m)}: {md(describe(d))}" for m, d in cards.items() if d]
     if trained:
         lines.append("- models trained on: " + "; ".join(trained))
     return "\n".join(lines) + "\n"
@@ -158,7 +159,8 @@ def checks_markdown(results: list[metrics.ModelResult], outcomes: dict[str, dict
     mark = {checks.PASS: "pass", checks.WARN: "**WARN**", checks.NA: "n/a"}
     for r in results:
         o = outcomes[r.model]
-        lines.append(f"| {r.model} | " + " | ".join(f"{mark[o[c].status]}: {o[c].value}" for c in names) + " |")
+        lines.append(f"| {md(r.model)} | " + " | ".join(f"{mark[o[c].status]}: {md(o[c].value)}" for c in names)
+                     + " |")
     lines += [""]
     for c in checks.CHECKS.values():
         lines += [f"- **{c.title}.** {c.why} *If it fails:* {c.remedy}"]
@@ -171,7 +173,7 @@ def _is_binarized(name: str) -> bool:
 
 
 def timing_markdown(results: list[metrics.ModelResult]) -> str:
-    lines = ["## Time per attack (seconds per 100 samples)", "", "| attack | " + " | ".join(r.model for r in results)
+    lines = ["## Time per attack (seconds per 100 samples)", "", "| attack | " + " | ".join(md(r.model) for r in results)
              + " |", "|---|" + "---|" * len(results)]
     names = list(dict.fromkeys(a for r in results for a in r.attacks))
     for name in names:
@@ -179,7 +181,7 @@ def timing_markdown(results: list[metrics.ModelResult]) -> str:
         for r in results:
             a = r.attacks.get(name)
             cells.append("-" if a is None or not a.seconds else f"{100 * a.seconds / max(r.n, 1):.1f}")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append(f"| {md(name)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -297,7 +299,7 @@ def write_cards(results: list[metrics.ModelResult], outcomes: dict[str, dict[str
                         for a in r.attacks.values()},
             "checks": {k: o.as_dict() for k, o in outcomes[r.model].items()},
         }
-        path = target / f"{r.model}.json"
+        path = target / f"{file_name(r.model)}.json"
         atomic_write_text(path, json.dumps(card, indent=2, sort_keys=True) + "\n")
         paths.append(path)
     return paths

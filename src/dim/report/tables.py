@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from ..evaluation.metrics import ModelResult
 from ..evaluation.norms import Norm
+from ..names import md, tex
 from .paper import TABLES
 
 NORM_ORDER = (Norm.L2, Norm.LINF, Norm.L0, Norm.L1)  # the paper's order
@@ -111,9 +112,11 @@ def build(results: list[ModelResult], layout: str) -> Table:
 
 
 def to_markdown(t: Table) -> str:
-    lines = ["| " + " | ".join(t.header) + " |", "|" + "|".join("---" for _ in t.header) + "|"]
+    lines = ["| " + " | ".join(md(h) for h in t.header) + " |", "|" + "|".join("---" for _ in t.header) + "|"]
     for i, row in enumerate(t.rows):
-        cells = [f"**{row[0]}**"] + row[1:] if i in t.section_rows else row
+        cells = [md(c) for c in row]
+        if i in t.section_rows:
+            cells[0] = f"**{cells[0]}**"
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -126,9 +129,7 @@ def to_csv(t: Table) -> str:
     return buf.getvalue()
 
 
-def _tex(s: str) -> str:
-    return (s.replace("\\", r"\textbackslash{}").replace("%", r"\%").replace("_", r"\_").replace("&", r"\&")
-            .replace("∞", r"$\infty$"))
+_tex = tex
 
 
 def to_latex(t: Table) -> str:
