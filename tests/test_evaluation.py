@@ -405,6 +405,35 @@ def test_cli_evaluate_with_model_factory_and_report(tmp_path, data_dir):
     assert "shard(s) of" in r.stderr and "failed" in r.stderr and "rerun the same command" in r.stderr
 
 
+@pytest.mark.parametrize("damage, message", [
+    (lambda db: db.write_bytes(b""), r"is empty \(0 bytes\), not a results store"),
+    (lambda db: db.write_bytes(b"not sqlite" * 500), r"not a readable results store \(file is not a database\)"),
+    (lambda db: db.write_bytes(db.read_bytes()[:3000]), r"not a readable results store"),
+])
+def test_a_damaged_store_is_one_clear_error_and_the_report_survives(tiny, test_data, tmp_path, damage, message):
+    x, y = test_data
+    run = tmp_path / "run"
+    suite = (AttackSpec("Linf FGSM", "LinfFastGradientAttack", Norm.LINF),)
+    evaluate_models([EvalModel("m", tiny)], x[:10], y[:10], suite=suite, run_dir=run, batch_size=10, show=False,
+                    checks=False)
+    report = (build_report(run, plots=False) / "report.md").read_text()
+    damage(run / "results.sqlite")
+    for args in (["status", str(run)], ["report", str(run)]):
+        r = subprocess.run([sys.executable, "-m", "dim", *args], capture_output=True, text=True,
+                           env={**os.environ, "DIM_NO_PROGRESS": "1"})
+        assert r.returncode == 2 and re.search(message, r.stderr), r.stderr
+        assert str(run / "results.sqlite") in r.stderr and "Traceback" not in r.stderr
+    assert (run / "report" / "report.md").read_text() == report      # the good report is still there
+
+
+def test_run_pointing_at_a_file_is_one_clear_error(tiny, test_data, tmp_path):
+    x, y = test_data
+    (tmp_path / "afile").write_text("not a run")
+    with pytest.raises(ValueError, match=r"afile: is a file, not a run directory"):
+        evaluate_models([EvalModel("m", tiny)], x[:10], y[:10], suite="quick", run_dir=tmp_path / "afile",
+                        batch_size=10, show=False)
+
+
 class _Threshold(torch.nn.Module):
     """Class 1 iff the first pixel exceeds 0.5."""
 

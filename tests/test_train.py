@@ -101,12 +101,14 @@ def test_bad_checkpoints_are_clear_errors(trained_dim, tmp_path):
     shapes = _copy(out, tmp_path / "shapes")
     card = json.loads((shapes / "card.json").read_text())
     card["config"]["model"]["im_hidden"] = 64
+    card.pop("identity_sha256")      # as a card written before the identity hash existed
     (shapes / "card.json").write_text(json.dumps(card))
     with pytest.raises(CheckpointError, match=r"shapes do not match.*heads.enc1"):
         dim.load_model(shapes)
     wrong = _copy(out, tmp_path / "wrong")
     card = json.loads((wrong / "card.json").read_text())
     card["model"] = "single_im"
+    card.pop("identity_sha256")
     (wrong / "card.json").write_text(json.dumps(card))
     with pytest.raises(CheckpointError, match="missing tensors"):
         dim.load_model(wrong)
@@ -118,6 +120,15 @@ def test_bad_checkpoints_are_clear_errors(trained_dim, tmp_path):
     save_file(t, str(tampered / "model.safetensors"))
     with pytest.raises(CheckpointError, match="modified after training"):
         dim.load_model(tampered)
+    relabelled = _copy(out, tmp_path / "relabelled")     # dim's weights fit bidim: only the card says otherwise
+    card = json.loads((relabelled / "card.json").read_text())
+    card["model"] = "bidim"
+    (relabelled / "card.json").write_text(json.dumps(card))
+    with pytest.raises(CheckpointError, match="card was edited after training"):
+        dim.load_model(relabelled)
+    (relabelled / "card.json").write_text("null")
+    with pytest.raises(CheckpointError, match="a card is a JSON object, this file holds NoneType"):
+        dim.load_model(relabelled)
 
 
 def run_cli(*args, env=None):

@@ -7,6 +7,7 @@ traceback from inside torch.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -37,10 +38,21 @@ def save_weights(model: nn.Module, out_dir: Path) -> Path:
     return out_dir / WEIGHTS
 
 
+# The fields that say what a model is; a card whose copy of them changed after training is refused.
+IDENTITY_FIELDS = ("model", "config", "weights_sha256", "dataset", "seed", "weights_from")
+
+
+def identity_sha256(card: dict[str, Any]) -> str:
+    """sha256 of the card's identity-bearing fields (canonical JSON)."""
+    ident = {k: card.get(k) for k in IDENTITY_FIELDS}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def write_card(out_dir: Path, card: dict[str, Any]) -> dict[str, Any]:
-    """Write ``card.json`` (with the weights' sha256) atomically; returns the card as written."""
+    """Write ``card.json`` (with the weights' sha256 and its identity hash) atomically; returns the card."""
     card = dict(card)
     card["weights_sha256"] = file_sha256(out_dir / WEIGHTS)
+    card["identity_sha256"] = identity_sha256(card)
     atomic_write_text(out_dir / CARD, json.dumps(card, indent=2, sort_keys=True) + "\n")
     return card
 
@@ -56,11 +68,18 @@ def read_card(model_dir: Path) -> dict[str, Any]:
         card = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(card, dict):
+        raise CheckpointError(f"{path}: a card is a JSON object, this file holds {type(card).__name__}")
     for key in ("model", "config"):
         if key not in card:
             raise CheckpointError(f"{path}: card has no {key!r} field")
     if card["model"] not in list_models():
         raise CheckpointError(f"{path}: unknown model {card['model']!r}; known models: {list_models()}")
+    want = card.get("identity_sha256")
+    if want is not None and identity_sha256(card) != want:
+        raise CheckpointError(f"{path}: the card was edited after training (one of {', '.join(IDENTITY_FIELDS)} no "
+                              "longer matches the identity hash written with it); retrain, or derive a variant with "
+                              "'dim train NAME --from DIR --out OTHER'")
     return card
 
 

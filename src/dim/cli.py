@@ -12,6 +12,7 @@ from typing import Any, Callable, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .attacks.suites import SUITES
@@ -38,7 +39,7 @@ def friendly_errors(fn: Callable) -> Callable:
             return fn(*args, **kwargs)
         except EXPECTED_ERRORS as exc:
             msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-            err.print(f"[bold red]error:[/] {msg}", highlight=False, markup=True)
+            err.print(f"[bold red]error:[/] {escape(str(msg))}", highlight=False, markup=True, soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper
@@ -70,9 +71,9 @@ def _exit_if_failed(run: Path) -> None:
     finally:
         store.close()
     if failed:
-        err.print(f"[bold red]error:[/] {failed} shard(s) of {run} failed (their attacks count for nothing in the "
+        err.print(f"[bold red]error:[/] {failed} shard(s) of {escape(str(run))} failed (their attacks count for nothing in the "
                   f"numbers); 'dim status {run}' shows why; rerun the same command to retry them",
-                  highlight=False, markup=True)
+                  highlight=False, markup=True, soft_wrap=True)
         raise typer.Exit(FAILED_SHARDS_EXIT)
 
 

@@ -47,6 +47,10 @@ CREATE TABLE IF NOT EXISTS results (
 _SHARD_COLUMNS = "(model, attack, shard, status, error, seconds, device)"
 
 
+class StoreError(ValueError):
+    """A results store that cannot be opened or written; the message names the file and the cause."""
+
+
 @dataclass(frozen=True)
 class ResultRow:
     model: str
@@ -62,12 +66,26 @@ class Store:
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(str(self.path), timeout=60, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.executescript(SCHEMA)
-        self._migrate()
+        run_dir = self.path.parent
+        if run_dir.exists() and not run_dir.is_dir():
+            raise StoreError(f"{run_dir}: is a file, not a run directory; give --run a directory")
+        if self.path.is_dir():
+            raise StoreError(f"{self.path}: is a directory, not a results store")
+        if self.path.is_file() and self.path.stat().st_size == 0:
+            raise StoreError(f"{self.path}: is empty (0 bytes), not a results store; it is not taken for a new run "
+                             "(move it away to start one, or restore it)")
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(str(self.path), timeout=60, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.executescript(SCHEMA)
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path}: not a readable results store ({exc}); the file is damaged, truncated, "
+                             "or not written by dim, or its folder is read-only") from None
+        except OSError as exc:
+            raise StoreError(f"{self.path}: cannot open the results store ({exc.strerror or exc})") from None
 
     def _migrate(self) -> None:
         """Bring a store written by an earlier version up to this schema (columns added since)."""
