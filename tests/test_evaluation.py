@@ -434,6 +434,24 @@ def test_run_pointing_at_a_file_is_one_clear_error(tiny, test_data, tmp_path):
                         batch_size=10, show=False)
 
 
+def test_a_shard_another_process_computes_is_left_to_it(tiny, test_data, tmp_path):
+    from dim.evaluation.locks import unit_lock
+    x, y = test_data
+    suite = (AttackSpec("Linf FGSM", "LinfFastGradientAttack", Norm.LINF),)
+    with unit_lock(tmp_path, "m", "Linf FGSM", 1) as held:   # as if another process were on shard 1
+        assert held
+        evaluate_models([EvalModel("m", tiny)], x, y, suite=suite, run_dir=tmp_path, batch_size=20, show=False,
+                        checks=False)
+        store = Store(tmp_path / "results.sqlite")
+        try:
+            assert [(s["shard"], s["status"]) for s in store.shards()] == [(0, "done")]
+        finally:
+            store.close()
+    evaluate_models([EvalModel("m", tiny)], x, y, suite=suite, run_dir=tmp_path, batch_size=20, show=False,
+                    checks=False)                              # released: the next evaluation does it
+    assert len(_rows(tmp_path)) == len(y)
+
+
 class _Threshold(torch.nn.Module):
     """Class 1 iff the first pixel exceeds 0.5."""
 

@@ -31,6 +31,7 @@ from ..progress import log, progress_bar
 from ..provenance import git_commit, package_versions
 from ..store import ResultRow, Store
 from ..names import file_name
+from .locks import unit_lock
 from .norms import ThreatModel
 from .outputs import check_outputs
 from .reuse import Donor, copy_shard, data_sha256, open_donor, reusable
@@ -314,12 +315,23 @@ def _evaluate_one(store: Store, run_dir: Path, m: EvalModel, specs, todo, x, y, 
                 bar.update(model_task, advance=1)
                 continue
             lo, hi = shard * batch_size, min(len(y), (shard + 1) * batch_size)
-            if _reuse_shard(store, donors, m, spec, shard, x[lo:hi], y[lo:hi], clean_pred[lo:hi], lo, hi, run_dir):
-                bar.update(attack_task, advance=1)
-                bar.update(model_task, advance=1, info=f"{spec.name} (reused)")
-                continue
-            _run_shard(store, run_dir, m, specs, spec, run, x[lo:hi], y[lo:hi], clean_pred[lo:hi],
-                       np.arange(lo, hi), shard, seed, device, threat)
+            with unit_lock(run_dir, m.key, spec.name, shard) as mine:
+                if not mine:      # another process is computing this shard: leave it to that one
+                    log(f"{m.key} / {spec.name} / shard {shard}: being computed by another process; skipped here")
+                    bar.update(attack_task, advance=1)
+                    bar.update(model_task, advance=1)
+                    continue
+                if store.shard_status(m.key, spec.name, shard) in ("done", "skipped"):   # finished meanwhile
+                    bar.update(attack_task, advance=1)
+                    bar.update(model_task, advance=1)
+                    continue
+                if _reuse_shard(store, donors, m, spec, shard, x[lo:hi], y[lo:hi], clean_pred[lo:hi], lo, hi,
+                                run_dir):
+                    bar.update(attack_task, advance=1)
+                    bar.update(model_task, advance=1, info=f"{spec.name} (reused)")
+                    continue
+                _run_shard(store, run_dir, m, specs, spec, run, x[lo:hi], y[lo:hi], clean_pred[lo:hi],
+                           np.arange(lo, hi), shard, seed, device, threat)
             bar.update(attack_task, advance=1)
             bar.update(model_task, advance=1, info=spec.name)
         if all(store.shard_status(m.key, spec.name, s) == "done" for s in range(n_shards)):
