@@ -62,6 +62,18 @@ def test_binarized_output_depends_only_on_binarized_input(name):
     assert torch.equal(model(x), model(nudged))
 
 
+def test_bidim_binarizes_the_denoiser_output_too():
+    """biDIM's internal models see bin(D(bin(x))): replacing the second binarization by the identity fails here."""
+    bidim, dim_model = dim.create_model("bidim"), dim.create_model("dim")
+    bidim.load_state_dict(dim_model.state_dict())
+    x = batch()
+    d_bi = bidim.denoise(x)
+    assert set(torch.unique(d_bi).tolist()) <= {0.0, 1.0}
+    expected = (dim_model.denoiser((x.flatten(1) > 0.5).float()) > 0.5).float()
+    assert torch.equal(d_bi, expected)
+    assert not set(torch.unique(dim_model.denoise(x)).tolist()) <= {0.0, 1.0}   # DIM's is not binary
+
+
 def test_set_gradient_mode_refuses_model_without_binarization():
     with pytest.raises(ValueError, match="has no binarization"):
         set_gradient_mode(dim.create_model("dim"), "straight_through")

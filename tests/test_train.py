@@ -186,12 +186,20 @@ def test_interrupted_training_resumes_to_the_same_weights(data_dir, tmp_path, mo
     assert not (tmp_path / "resumed" / "model.safetensors").exists()
     spent = loop.state_seconds(tmp_path / "resumed" / ".train_state")
     assert spent > 1000
-    monkeypatch.setattr(loop, "_save_state", real_save)
+    saved = []
+
+    def record(path, module, opt, gen, epoch, last_loss, seconds):
+        saved.append((path.name, epoch))
+        real_save(path, module, opt, gen, epoch, last_loss, seconds)
+
+    monkeypatch.setattr(loop, "_save_state", record)
     with pytest.raises(ValueError, match="different configuration"):
         train("dim", tmp_path / "resumed", **{**kw, "seed": 4})
     t0 = time.perf_counter()
     card = train("dim", tmp_path / "resumed", **kw)
     this_run = time.perf_counter() - t0
+    # resumed, not retrained: the denoiser was finished, and the heads go on after their second epoch
+    assert saved == [("heads.safetensors", 3), ("heads.safetensors", 4)], saved
     assert card["resumed"] is True and not (tmp_path / "resumed" / ".train_state").exists()
     # the card counts the interrupted process's training too, not only the resumed one's
     assert spent < card["train_seconds"] <= this_run + spent + 0.01 and "train_seconds_incomplete" not in card
