@@ -213,8 +213,29 @@ def test_end_to_end_evaluate_and_report(tiny, test_data, tmp_path):
     for f in ("report.md", "table1.md", "table1.csv", "table1.tex", "metrics.json", "accuracy_vs_eps_Linf.png"):
         assert (out / f).is_file(), f
     table = (out / "table1.md").read_text()
-    assert "| Linf PGD |" in table and "| 0% |" in table  # the paper's CNN number stands beside ours
     assert "LinfProjectedGradientDescentAttack" in (out / "report.md").read_text()
+    # every number recomputed from the stored rows, not from the metrics code
+    from dim.report.tables import fmt_acc, fmt_dist
+    store = Store(tmp_path / "results.sqlite")
+    try:
+        assert {s["status"] for s in store.shards()} == {"done"} and len(store.shards()) == len(suite) * 2
+        d = {a.name: np.array([r.distance for r in store.rows("tiny", a.name)]) for a in suite}
+    finally:
+        store.close()
+    assert all(len(v) == len(y) for v in d.values()) and all(a.complete for a in res.attacks.values())
+    for norm, eps, names in ((Norm.LINF, 0.3, ("Linf FGSM", "Linf PGD")), (Norm.L2, 1.5, ("L2 DDN", "L2 DeepFool"))):
+        names = [n for n in names if n in d]
+        worst = np.min(np.stack([d[n] for n in names]), axis=0)          # element-wise, per sample
+        assert res.norms[norm].accuracy == pytest.approx(float(np.mean(worst > eps)))
+        assert res.norms[norm].median == pytest.approx(float(np.median(worst)))
+    linf = np.minimum(d["Linf FGSM"], d["Linf PGD"])
+    assert f"| Linf PGD | {fmt_acc(float(np.mean(d['Linf PGD'] > 0.3)))} | 0% |" in table   # ours, then the paper's
+    assert f"| All L∞ attacks | {fmt_dist(float(np.median(linf)))}/{fmt_acc(float(np.mean(linf > 0.3)))} | " \
+           "0.08/0% |" in table
+    minimal = min(float(np.mean(v > (0.3 if k.startswith("Linf") else 1.5))) for k, v in d.items())
+    assert res.minimal_accuracy == pytest.approx(minimal)
+    csv_rows = (out / "table1.csv").read_text().splitlines()
+    assert f"Linf PGD,{fmt_acc(float(np.mean(d['Linf PGD'] > 0.3)))},0%" in csv_rows
 
 
 def test_run_dir_refuses_a_different_evaluation(tiny, test_data, tmp_path):
