@@ -238,6 +238,27 @@ def test_end_to_end_evaluate_and_report(tiny, test_data, tmp_path):
     assert f"Linf PGD,{fmt_acc(float(np.mean(d['Linf PGD'] > 0.3)))},0%" in csv_rows
 
 
+def test_brendel_bethge_starts_from_earlier_adversarials_and_never_does_worse(tiny, test_data, tmp_path):
+    """The paper suite's Brendel-Bethge attacks run, from the best adversarial of the attacks before them."""
+    from dim.attacks.suites import PAPER
+    x, y = test_data
+    suite = [s for s in PAPER if s.name in ("L2 PGD", "L2 BrendelBethge")]
+    assert [s.name for s in suite] == ["L2 PGD", "L2 BrendelBethge"] and suite[1].starting_points
+    evaluate_models([EvalModel("tiny", tiny)], x[:12], y[:12], suite=suite, run_dir=tmp_path, batch_size=12,
+                    show=False, checks=False)
+    store = Store(tmp_path / "results.sqlite")
+    try:
+        assert {s["status"] for s in store.shards()} == {"done"}
+        pgd = np.array([r.distance for r in store.rows("tiny", "L2 PGD")])
+        bb = np.array([r.distance for r in store.rows("tiny", "L2 BrendelBethge")])
+    finally:
+        store.close()
+    found = np.isfinite(pgd) & (pgd > 0)
+    assert found.sum() >= 6
+    assert np.all(bb[found] <= pgd[found] + 1e-5)          # refined from PGD's adversarials, never worse
+    assert np.mean(bb[found] < pgd[found] - 1e-3) >= 0.5    # and really refined
+
+
 def test_run_dir_refuses_a_different_evaluation(tiny, test_data, tmp_path):
     x, y = test_data
     suite = (AttackSpec("Linf FGSM", "LinfFastGradientAttack", Norm.LINF),)
