@@ -259,6 +259,25 @@ def test_brendel_bethge_starts_from_earlier_adversarials_and_never_does_worse(ti
     assert np.mean(bb[found] < pgd[found] - 1e-3) >= 0.5    # and really refined
 
 
+def test_a_report_of_an_incomplete_run_says_so_at_the_top_and_marks_its_numbers(tiny, test_data, tmp_path):
+    x, y = test_data
+    suite = (AttackSpec("L2 broken", "broken", Norm.L2), AttackSpec("Linf FGSM", "LinfFastGradientAttack", Norm.LINF),
+             AttackSpec("L2 DDN", "DDNAttack", Norm.L2), AttackSpec("Linf PGD", "LinfProjectedGradientDescentAttack",
+                                                                    Norm.LINF))
+    evaluate_models([EvalModel("tiny", tiny)], x, y, suite=suite, run_dir=tmp_path, batch_size=20, show=False,
+                    checks=False, only=["L2 *", "Linf FGSM"])             # Linf PGD never starts
+    text = (build_report(tmp_path, plots=False) / "report.md").read_text()
+    top = text.split("| model | clean |")[0]
+    assert "**Incomplete run: 2 (model, attack) unit(s) are missing or failed**" in top
+    assert "tiny / L2 broken (2 shard(s) failed)" in top and "tiny / Linf PGD (not started)" in top
+    row = next(line for line in text.splitlines() if line.startswith("| tiny | "))
+    assert row.count("*(incomplete)*") == 3       # L2, L-inf and the minimal accuracy; L0 and L1 have no attack
+    evaluate_models([EvalModel("tiny", tiny)], x, y, suite=suite[1:], run_dir=tmp_path, batch_size=20, show=False,
+                    checks=False)
+    text = (build_report(tmp_path, plots=False) / "report.md").read_text()
+    assert "Incomplete run: 1 (model, attack) unit(s)" in text and "Linf PGD (not started)" not in text
+
+
 def test_run_dir_refuses_a_different_evaluation(tiny, test_data, tmp_path):
     x, y = test_data
     suite = (AttackSpec("Linf FGSM", "LinfFastGradientAttack", Norm.LINF),)

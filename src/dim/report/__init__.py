@@ -38,6 +38,21 @@ def suite_markdown(store: Store) -> str:
     return "\n".join(lines)
 
 
+def incomplete_units(results: list[metrics.ModelResult], store: Store) -> dict[str, list[tuple[str, Norm, str]]]:
+    """Per model, the (attack, norm, why) units of the run's suite without a complete result."""
+    suite = [(a["attack"], Norm(a["norm"])) for a in store.attacks()]
+    out: dict[str, list[tuple[str, Norm, str]]] = {}
+    for r in results:
+        for name, norm in suite:
+            a = r.attacks.get(name)
+            if a is not None and (a.complete or a.not_applicable):
+                continue
+            why = ("not started" if a is None else
+                   f"{a.failed_shards} shard(s) failed" if a.failed_shards else "unfinished")
+            out.setdefault(r.model, []).append((name, norm, why))
+    return out
+
+
 def _eps_text(threat) -> str:
     text = ", ".join(f"eps_{n.value} = {threat.threshold(n):.4g}" for n in Norm)
     return text + ("" if threat.is_paper else " (this dataset's thresholds, not the paper's MNIST ones)")
@@ -65,6 +80,13 @@ def summary_markdown(results: list[metrics.ModelResult], store: Store,
              f"{cfg.get('seed')}. Accuracy at {_eps_text(metrics.run_threat_model(store))}; worst case per sample over "
              "all attacks of each norm (median smallest adversarial distance in brackets); every adversarial was "
              "clipped, checked and re-classified by us."]
+    missing = incomplete_units(results, store)
+    if missing:
+        units = [f"{md(m)} / {md(a)} ({why})" for m, items in missing.items() for a, _, why in items]
+        lines += ["", f"**Incomplete run: {len(units)} (model, attack) unit(s) are missing or failed**, and every "
+                  "number marked *(incomplete)* below is computed without them (an upper bound on accuracy): "
+                  + "; ".join(units[:30]) + ("; ..." if len(units) > 30 else "")
+                  + ". Rerun the same `dim evaluate` to finish and retry them."]
     if adaptive:
         lines += ["", "Each cell: the paper's protocol (its attacks only) `->` **the worst case including the "
                   "adaptive attacks** (AutoAttack, BPDA, attacks on the model's own scores, Square): the second "
@@ -73,12 +95,14 @@ def summary_markdown(results: list[metrics.ModelResult], store: Store,
               + " | minimal accuracy (attack) | sanity checks |",
               "|---|---|" + "---|" * len(tables.NORM_ORDER) + "---|---|"]
     for r in results:
-        cells = [_norm_cell(r, n) for n in tables.NORM_ORDER]
-        warned = [c for c, o in outcomes[r.model].items() if o.status == checks.WARN]
+        gaps = {norm for _, norm, _ in missing.get(r.model, [])}
+        cells = [_norm_cell(r, n) + (" *(incomplete)*" if n in gaps and _norm_cell(r, n) != "-" else "")
+                 for n in tables.NORM_ORDER]
         minimal = (f"{tables.fmt_acc(r.minimal_accuracy_all)} ({r.minimal_attack_all or '-'})" if r.has_adaptive
                    else f"{tables.fmt_acc(r.minimal_accuracy)} ({r.minimal_attack or '-'})")
+        minimal = md(minimal) + (" *(incomplete)*" if gaps else "")
         lines.append(f"| {md(r.model)} | {tables.fmt_acc(r.clean_accuracy)} | " + " | ".join(cells)
-                     + f" | {md(minimal)} | {_checks_cell(outcomes[r.model])} |")
+                     + f" | {minimal} | {_checks_cell(outcomes[r.model])} |")
     cards = {m["model"]: m["card"] for m in store.models()}
     derived = [(r.model, cards.get(r.model, {}).get("weights_from") or {}) for r in results]
     derived = [(m, w) for m, w in derived if w.get("overrides")]
@@ -119,10 +143,6 @@ def summary_markdown(results: list[metrics.ModelResult], store: Store,
         for s in failed[:20]:
             first = (s["error"] or "").splitlines()[0] if s["error"] else ""
             lines.append(f"- {md(s['model'])} / {md(s['attack'])} / shard {s['shard']}: {md(first)}")
-    incomplete = [(r.model, a.attack) for r in results for a in r.attacks.values()
-                  if not a.complete and not a.not_applicable]
-    if incomplete:
-        lines += ["", f"{len(incomplete)} (model, attack) pairs are incomplete (run not finished or shards failed)."]
     return "\n".join(lines) + "\n"
 
 
