@@ -1,3 +1,4 @@
+import json
 import os
 import re
 import signal
@@ -34,6 +35,11 @@ def tiny(data_dir):
 @pytest.fixture(scope="module")
 def test_data(data_dir):
     return data.load_split("mnist", "test", limit=40)
+
+
+def _robust(dist, eps) -> float:
+    """The documented accuracy at eps: distances beyond eps by more than float32 rounding."""
+    return float(np.mean(np.asarray(dist) > eps * (1 + metrics.RELATIVE_TOLERANCE)))
 
 
 def _rows(run_dir):
@@ -226,16 +232,39 @@ def test_end_to_end_evaluate_and_report(tiny, test_data, tmp_path):
     for norm, eps, names in ((Norm.LINF, 0.3, ("Linf FGSM", "Linf PGD")), (Norm.L2, 1.5, ("L2 DDN", "L2 DeepFool"))):
         names = [n for n in names if n in d]
         worst = np.min(np.stack([d[n] for n in names]), axis=0)          # element-wise, per sample
-        assert res.norms[norm].accuracy == pytest.approx(float(np.mean(worst > eps)))
+        assert res.norms[norm].accuracy == pytest.approx(_robust(worst, eps))
         assert res.norms[norm].median == pytest.approx(float(np.median(worst)))
     linf = np.minimum(d["Linf FGSM"], d["Linf PGD"])
-    assert f"| Linf PGD | {fmt_acc(float(np.mean(d['Linf PGD'] > 0.3)))} | 0% |" in table   # ours, then the paper's
-    assert f"| All L∞ attacks | {fmt_dist(float(np.median(linf)))}/{fmt_acc(float(np.mean(linf > 0.3)))} | " \
+    assert f"| Linf PGD | {fmt_acc(_robust(d['Linf PGD'], 0.3))} | 0% |" in table   # ours, then the paper's
+    assert f"| All L∞ attacks | {fmt_dist(float(np.median(linf)))}/{fmt_acc(_robust(linf, 0.3))} | " \
            "0.08/0% |" in table
-    minimal = min(float(np.mean(v > (0.3 if k.startswith("Linf") else 1.5))) for k, v in d.items())
+    minimal = min(_robust(v, 0.3 if k.startswith("Linf") else 1.5) for k, v in d.items())
     assert res.minimal_accuracy == pytest.approx(minimal)
     csv_rows = (out / "table1.csv").read_text().splitlines()
-    assert f"Linf PGD,{fmt_acc(float(np.mean(d['Linf PGD'] > 0.3)))},0%" in csv_rows
+    assert f"Linf PGD,{fmt_acc(_robust(d['Linf PGD'], 0.3))},0%" in csv_rows
+    card = json.loads((out / "cards" / "tiny.json").read_text())
+    assert card["attacks"]["Linf PGD"]["accuracy"] == pytest.approx(_robust(d["Linf PGD"], 0.3))
+    assert card["paper_protocol"]["per_norm"]["Linf"]["accuracy"] == pytest.approx(_robust(linf, 0.3))
+    assert card["paper_protocol"]["minimal_accuracy"] == pytest.approx(minimal)
+
+
+def test_table2_cells_are_the_stored_rows(tiny, test_data, tmp_path):
+    from dim.report.tables import fmt_acc
+    x, y = test_data
+    suite = (AttackSpec("Linf FGSM", "LinfFastGradientAttack", Norm.LINF),)
+    noisy = _Output(tiny, lambda z: z + 0.5 * torch.sin(17 * z))   # another model, other numbers
+    evaluate_models([EvalModel("a", tiny, paper_name="Internal Models"), EvalModel("b", noisy, paper_name="DIM")],
+                    x, y, suite=suite, run_dir=tmp_path, batch_size=20, show=False, checks=False)
+    out = build_report(tmp_path, plots=False)
+    store = Store(tmp_path / "results.sqlite")
+    try:
+        acc = {m: _robust(np.array([r.distance for r in store.rows(m, "Linf FGSM")]), 0.3) for m in "ab"}
+    finally:
+        store.close()
+    header, *rows = (out / "table2.md").read_text().splitlines()
+    cols = [c.strip() for c in header.strip("|").split("|")]
+    fgsm = next([c.strip() for c in r.strip("|").split("|")] for r in rows if r.startswith("| Linf FGSM |"))
+    assert fgsm[cols.index("Internal Models")] == fmt_acc(acc["a"]) and fgsm[cols.index("DIM")] == fmt_acc(acc["b"])
 
 
 def test_brendel_bethge_starts_from_earlier_adversarials_and_never_does_worse(tiny, test_data, tmp_path):

@@ -295,3 +295,27 @@ def test_a_training_that_ends_at_chance_level_writes_no_model(data_dir, tmp_path
         train("cnn", tmp_path / "cnn", epochs=1, data_dir=data_dir, limit=64, eval_limit=200,
               train_overrides={"lr": 0.0, "batch_size": 16}, show=False)   # lr 0: the random initial weights
     assert not (tmp_path / "cnn" / "card.json").exists()
+
+
+def test_abs_augmentation_is_applied_with_its_probability(data_dir, monkeypatch):
+    from dim.core.device import generator
+    from dim.train import vae
+    from dim.train.loop import TrainData
+    calls = []
+    real = vae.random_affine
+
+    def spy(x, prob, gen):
+        calls.append((tuple(x.shape), prob))
+        return real(x, prob, gen)
+
+    monkeypatch.setattr(vae, "random_affine", spy)
+    x, y = dim.data.load_split("mnist", "train", data_dir, limit=64)
+    data = TrainData(torch.from_numpy(x), torch.from_numpy(y))
+    for augment in (0.5, 0.0):
+        model = dim.create_model("abs", n_random=20, n_steps=0).train()
+        vae.fit_vaes(model, data, vae.VAETrainConfig(epochs=1, batch_size=16, augment=augment), generator("cpu", 0),
+                     False, None)
+        if augment:   # every step: the K * B own-class digits of that step, as images
+            assert len(calls) == 4 and all(c == ((10 * 16, 1, 28, 28), 0.5) for c in calls), calls
+            calls.clear()
+    assert calls == []
