@@ -319,3 +319,23 @@ def test_abs_augmentation_is_applied_with_its_probability(data_dir, monkeypatch)
             assert len(calls) == 4 and all(c == ((10 * 16, 1, 28, 28), 0.5) for c in calls), calls
             calls.clear()
     assert calls == []
+
+
+def test_madry_training_is_adversarial(data_dir, tmp_path):
+    """The same CNN and budget, trained with and without PGD: only the adversarially trained one resists PGD.
+
+    Measured (2,000 images, 2 epochs, eps 0.1, first 200 test images; seeds 0 and 1): PGD-20 leaves 70% / 60% of
+    the CNN and 86% / 82% of the Madry CNN."""
+    from dim.attacks.gradient import pgd
+    from dim.evaluation.norms import Norm
+    x, y = dim.data.load_split("mnist", "test", data_dir, limit=200)
+    robust = {}
+    for name, extra in (("cnn", {}), ("madry", {"eps": 0.1, "eps_warmup_epochs": 0.5})):
+        train(name, tmp_path / name, epochs=2, seed=0, data_dir=data_dir, limit=2000, eval_limit=200,
+              train_overrides={"batch_size": 32, **extra}, show=False, device="cpu")
+        model = dim.load_model(tmp_path / name, device="cpu")
+        xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+        ok = model(xt).argmax(1) == yt
+        cand, _ = pgd(model, xt[ok], yt[ok], norm=Norm.LINF, eps=0.1, steps=20, restarts=1, seed=0)
+        robust[name] = float((model(cand).argmax(1) == yt[ok]).float().mean())
+    assert robust["madry"] >= robust["cnn"] + 0.1, robust
