@@ -83,11 +83,11 @@ def _parse_eps(items: list[str] | None) -> dict[str, float]:
     for item in items or []:
         key, sep, value = item.partition("=")
         try:
+            if not sep:
+                raise ValueError
             out[key.strip()] = float(value)
         except ValueError:
             raise ValueError(f"--eps expects NORM=VALUE (e.g. L2=2.0), got {item!r}") from None
-        if not sep:
-            raise ValueError(f"--eps expects NORM=VALUE (e.g. L2=2.0), got {item!r}")
     return out
 
 

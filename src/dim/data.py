@@ -103,7 +103,8 @@ class DatasetSpec:
 
     ``thresholds`` maps a norm name (``L0``, ``L1``, ``L2``, ``Linf``) to the epsilon at
     which accuracy is reported; empty means the paper's MNIST thresholds scaled to the
-    image size (:func:`dim.evaluation.norms.scaled_thresholds`).
+    image size (:func:`dim.evaluation.norms.scaled_thresholds`), which for MNIST's and
+    Fashion-MNIST's 1 x 28 x 28 images are the paper's own.
     """
     name: str
     sha256: dict[str, str]                       # uncompressed file name -> sha256 ({} for a user's folder)
@@ -129,18 +130,10 @@ class DatasetSpec:
         from .evaluation.norms import ThreatModel
         return ThreatModel.for_shape(self.input_shape, self.thresholds)
 
-    def model_config(self) -> dict[str, object]:
-        """What a model built for this data must know: input shape and number of classes."""
-        c, h, w = self.input_shape
-        return {"in_channels": c, "image_size": (h, w), "num_classes": self.num_classes}
-
-
-# MNIST and Fashion-MNIST are 28 x 28 x 1 with ten classes: the paper's thresholds hold as they are
-_PAPER_EPS = {"L0": 12.0, "L1": 8.0, "L2": 1.5, "Linf": 0.3}
 
 DATASETS: dict[Dataset, DatasetSpec] = {
     Dataset.MNIST: DatasetSpec(
-        name=Dataset.MNIST.value, thresholds=_PAPER_EPS,
+        name=Dataset.MNIST.value,
         sha256={
             "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
             "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
@@ -153,7 +146,7 @@ DATASETS: dict[Dataset, DatasetSpec] = {
                  "https://storage.googleapis.com/cvdf-datasets/mnist/"),
     ),
     Dataset.FASHION_MNIST: DatasetSpec(
-        name=Dataset.FASHION_MNIST.value, thresholds=_PAPER_EPS,
+        name=Dataset.FASHION_MNIST.value,
         # Sums of the uncompressed files shipped by Debian's dataset-fashion-mnist
         # (0.0~git20200523.55506a9-1), i.e. the files of the upstream repository.
         sha256={
@@ -187,8 +180,12 @@ def get_spec(dataset: Dataset | DatasetSpec | str | Path) -> DatasetSpec:
 
 
 def _idx_header(path: Path) -> tuple[int, ...]:
-    """The shape an IDX file declares (the whole file is read and checked when it is loaded)."""
-    raw = _open_bytes(path)[:4 + 4 * 4] if path.suffix != ".gz" else _open_bytes(path)
+    """The shape an IDX file declares, from its first bytes only (the whole file is checked when loaded)."""
+    try:
+        with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as fh:
+            raw = fh.read(4 + 4 * 4)
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise DataError(f"{path}: cannot read ({exc}); the file is corrupt or truncated") from exc
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES or not 1 <= raw[3] <= 4:
         raise DataError(f"{path}: wrong magic number {raw[:4].hex()}: not an IDX file")
     ndim = raw[3]
@@ -197,7 +194,7 @@ def _idx_header(path: Path) -> tuple[int, ...]:
     return tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
 
 
-def folder_spec(folder: Path, thresholds: dict[str, float] | None = None) -> DatasetSpec:
+def folder_spec(folder: Path) -> DatasetSpec:
     """A user's dataset: ``folder`` holds ``train-images-idx3-ubyte`` etc. (raw or ``.gz``).
 
     Images ``(N, H, W)`` or ``(N, C, H, W)``, uint8 (0..255 maps to [0, 1]); labels
@@ -232,8 +229,7 @@ def folder_spec(folder: Path, thresholds: dict[str, float] | None = None) -> Dat
     if k < 2:
         raise DataError(f"{shapes[SPLIT_FILES['train'][1]][0]}: a single class ({k}); a classifier needs two or more")
     return DatasetSpec(name=str(folder), sha256={}, sources=(), image_shape=tuple(hw), channels=channels,
-                       num_classes=k, class_names=tuple(str(i) for i in range(k)), thresholds=dict(thresholds or {}),
-                       folder=folder)
+                       num_classes=k, class_names=tuple(str(i) for i in range(k)), folder=folder)
 
 
 def default_data_dir() -> Path:

@@ -39,9 +39,9 @@ def resolve_device(spec: DeviceLike = None) -> torch.device:
         spec, origin = (env, f"${ENV}") if env else ("auto", "device")
     text = str(spec).strip().lower()
     if text == "auto":
-        return torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+        return torch.device("cuda", 0) if torch.cuda.is_available() else HOST
     if text == "cpu":
-        return torch.device("cpu")
+        return HOST
     m = re.fullmatch(r"cuda(?::(\d+))?", text)
     if m is None:
         raise DeviceError(f"{origin} {spec!r}: unknown device; expected one of {', '.join(CHOICES)}")
@@ -76,7 +76,7 @@ def device_of(module: nn.Module | Any) -> torch.device:
             return t.device
         for t in module.buffers():
             return t.device
-    return torch.device("cpu")
+    return HOST
 
 
 def generator(device: torch.device | str, seed: int) -> torch.Generator:

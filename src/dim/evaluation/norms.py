@@ -57,8 +57,10 @@ def scaled_thresholds(input_shape: tuple[int, int, int]) -> dict["Norm", float]:
     """
     c, h, w = input_shape
     d, d0 = c * h * w, math.prod(MNIST_SHAPE)
-    return {Norm.L0: max(1.0, round(12.0 * h * w / (28 * 28))), Norm.L1: 8.0 * d / d0,
-            Norm.L2: 1.5 * math.sqrt(d / d0), Norm.LINF: 0.3}
+    pixels, pixels0 = h * w, MNIST_SHAPE[1] * MNIST_SHAPE[2]
+    return {Norm.L0: max(1.0, float(round(THRESHOLDS[Norm.L0] * pixels / pixels0))),
+            Norm.L1: THRESHOLDS[Norm.L1] * d / d0, Norm.L2: THRESHOLDS[Norm.L2] * math.sqrt(d / d0),
+            Norm.LINF: THRESHOLDS[Norm.LINF]}
 
 
 @dataclass(frozen=True)

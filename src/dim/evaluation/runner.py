@@ -226,7 +226,7 @@ def evaluate_models(models: Sequence[EvalModel], x: np.ndarray, y: np.ndarray, *
                     store.set_meta(f"checks/{m.key}", run_model_checks(m.model, x, y, seed))
                     bar.remove_task(task)
                 _evaluate_one(store, run_dir, m, specs, todo, x, y, batch_size, n_shards, seed, bar, donors, label,
-                              None if threat.is_paper else threat, identities[m.key])
+                              threat, identities[m.key])
     finally:
         store.close()
         for d in donors:
@@ -310,33 +310,37 @@ def _evaluate_one(store: Store, run_dir: Path, m: EvalModel, specs, todo, x, y, 
         run = attack_runner(spec)
         attack_task = bar.add_task(f"  {spec.name}", total=n_shards, info="")
         for shard in range(n_shards):
-            if store.shard_status(m.key, spec.name, shard) in ("done", "skipped"):   # failed: retried
-                bar.update(attack_task, advance=1)
-                bar.update(model_task, advance=1)
-                continue
-            lo, hi = shard * batch_size, min(len(y), (shard + 1) * batch_size)
-            with unit_lock(run_dir, m.key, spec.name, shard) as mine:
-                if not mine:      # another process is computing this shard: leave it to that one
-                    log(f"{m.key} / {spec.name} / shard {shard}: being computed by another process; skipped here")
-                    bar.update(attack_task, advance=1)
-                    bar.update(model_task, advance=1)
-                    continue
-                if store.shard_status(m.key, spec.name, shard) in ("done", "skipped"):   # finished meanwhile
-                    bar.update(attack_task, advance=1)
-                    bar.update(model_task, advance=1)
-                    continue
-                if _reuse_shard(store, donors, m, spec, shard, x[lo:hi], y[lo:hi], clean_pred[lo:hi], lo, hi,
-                                run_dir):
-                    bar.update(attack_task, advance=1)
-                    bar.update(model_task, advance=1, info=f"{spec.name} (reused)")
-                    continue
-                _run_shard(store, run_dir, m, specs, spec, run, x[lo:hi], y[lo:hi], clean_pred[lo:hi],
-                           np.arange(lo, hi), shard, seed, device, threat)
+            info = _advance_shard(store, run_dir, m, specs, spec, run, x, y, clean_pred, batch_size, shard, seed,
+                                  donors, device, threat)
             bar.update(attack_task, advance=1)
-            bar.update(model_task, advance=1, info=spec.name)
+            bar.update(model_task, advance=1, **({"info": info} if info else {}))
         if all(store.shard_status(m.key, spec.name, s) == "done" for s in range(n_shards)):
             _merge_shards(run_dir, m.key, spec.name)
         bar.remove_task(attack_task)
+
+
+def _advance_shard(store, run_dir, m: EvalModel, specs, spec: AttackSpec, run, x, y, clean_pred, batch_size: int,
+                   shard: int, seed: int, donors: Sequence[Donor], device: str | None,
+                   threat: ThreatModel | None) -> str | None:
+    """Bring one shard to an end if nobody has: reuse a donor's, else compute it (under its unit lock).
+    Returns what the progress bar should say, or None when there was nothing to do here."""
+    def finished(shard: int) -> bool:   # a failed shard is not: it is retried
+        return store.shard_status(m.key, spec.name, shard) in ("done", "skipped")
+
+    if finished(shard):
+        return None
+    lo, hi = shard * batch_size, min(len(y), (shard + 1) * batch_size)
+    with unit_lock(run_dir, m.key, spec.name, shard) as mine:
+        if not mine:      # another process is computing this shard: leave it to that one
+            log(f"{m.key} / {spec.name} / shard {shard}: being computed by another process; skipped here")
+            return None
+        if finished(shard):   # by another process, meanwhile
+            return None
+        if _reuse_shard(store, donors, m, spec, shard, x[lo:hi], y[lo:hi], clean_pred[lo:hi], lo, hi, run_dir):
+            return f"{spec.name} (reused)"
+        _run_shard(store, run_dir, m, specs, spec, run, x[lo:hi], y[lo:hi], clean_pred[lo:hi], np.arange(lo, hi),
+                   shard, seed, device, threat)
+    return spec.name
 
 
 def _reuse_shard(store: Store, donors: Sequence[Donor], m: EvalModel, spec: AttackSpec, shard: int, xs, ys, clean,

@@ -96,8 +96,8 @@ def summary_markdown(results: list[metrics.ModelResult], store: Store,
               "|---|---|" + "---|" * len(tables.NORM_ORDER) + "---|---|"]
     for r in results:
         gaps = {norm for _, norm, _ in missing.get(r.model, [])}
-        cells = [_norm_cell(r, n) + (" *(incomplete)*" if n in gaps and _norm_cell(r, n) != "-" else "")
-                 for n in tables.NORM_ORDER]
+        cells = [_norm_cell(r, n) for n in tables.NORM_ORDER]
+        cells = [c + (" *(incomplete)*" if n in gaps and c != "-" else "") for c, n in zip(cells, tables.NORM_ORDER)]
         minimal = (f"{tables.fmt_acc(r.minimal_accuracy_all)} ({r.minimal_attack_all or '-'})" if r.has_adaptive
                    else f"{tables.fmt_acc(r.minimal_accuracy)} ({r.minimal_attack or '-'})")
         minimal = md(minimal) + (" *(incomplete)*" if gaps else "")

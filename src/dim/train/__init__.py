@@ -27,7 +27,7 @@ from ..provenance import git_commit, package_versions
 from . import classifier as _classifier  # noqa: F401  (registers recipes)
 from . import score as _score  # noqa: F401
 from . import vae as _vae  # noqa: F401
-from .loop import RECIPES, DivergedError, TrainData, accuracy, predict, state_seconds
+from .loop import RECIPES, DivergedError, TrainData, predict, state_seconds
 
 
 # ---------------------------------------------------------------- the trainer
@@ -38,7 +38,7 @@ def _seed_everything(seed: int, device: torch.device) -> torch.Generator:
     return generator(device, seed)
 
 
-def _load_tensors(dataset: str, split: str, data_dir: Path | None, limit: int | None,
+def _load_tensors(dataset: data_mod.DatasetSpec, split: str, data_dir: Path | None, limit: int | None,
                   device: torch.device = HOST) -> TrainData:
     """A split as tensors: on ``device`` when it fits there, else in host memory (moved per batch)."""
     x, y = data_mod.load_split(dataset, split, data_dir, limit)
@@ -46,9 +46,9 @@ def _load_tensors(dataset: str, split: str, data_dir: Path | None, limit: int | 
     return TrainData(torch.from_numpy(x).to(home), torch.from_numpy(y).to(home), device)
 
 
-def _check_not_chance(acc: float, model: torch.nn.Module, test: TrainData, extra: dict[str, Any]) -> None:
-    """A trained model no better than always answering the most frequent test class has failed."""
-    pred = predict(model, test.x)
+def _check_not_chance(acc: float, pred: torch.Tensor, test: TrainData, extra: dict[str, Any]) -> None:
+    """A trained model (its predictions ``pred`` of the test set) no better than always answering the most
+    frequent test class has failed."""
     majority = float(torch.bincount(test.y.to(pred.device)).max()) / max(len(test.y), 1)
     if acc <= majority + 0.01:
         top = float(torch.bincount(pred).max()) / max(len(pred), 1)
@@ -88,7 +88,8 @@ def train(name: str, out_dir: Path, *, epochs: int | None = None, seed: int = 0,
         raise ValueError(f"--from {from_dir} and --out {out_dir} are the same directory: the derived model would "
                          "replace the one it is derived from; choose another --out")
     gen = _seed_everything(seed, dev)
-    test = _load_tensors(dataset, "test", data_dir, eval_limit, dev)
+    spec = data_mod.get_spec(dataset)   # once: a user's folder is read to learn its shape and classes
+    test = _load_tensors(spec, "test", data_dir, eval_limit, dev)
     t0 = time.perf_counter()
     extra: dict[str, Any] = {}
     before = 0.0  # training seconds spent by earlier, interrupted processes
@@ -105,13 +106,12 @@ def train(name: str, out_dir: Path, *, epochs: int | None = None, seed: int = 0,
                                  "train_seconds": source_card.get("train_seconds"),
                                  "overrides": dict(model_overrides or {})}
     else:
-        spec = data_mod.get_spec(dataset)   # input shape and classes come from the data
         shape = shape_config(name, spec.input_shape, spec.num_classes)
         model_cfg = dataclasses.asdict(resolve_config(name, {**shape, **(model_overrides or {})}))
         model = create_model(name, **model_cfg).to(dev)
         cfg = recipe.config_cls(**train_cfg_over)
         train_cfg = dataclasses.asdict(cfg)
-        tr = _load_tensors(dataset, "train", data_dir, limit, dev)
+        tr = _load_tensors(spec, "train", data_dir, limit, dev)
         # the device type is part of the identity: a generator's state resumes only where it was saved
         state_dir = _prepare_state_dir(out_dir, {"model": name, "model_cfg": model_cfg, "train_cfg": train_cfg,
                                                  "seed": seed, "limit": limit, "dataset": dataset,
@@ -125,15 +125,16 @@ def train(name: str, out_dir: Path, *, epochs: int | None = None, seed: int = 0,
         extra.update(recipe.fit(model, tr, cfg, gen, show, state_dir))
         model.eval()
     seconds = time.perf_counter() - t0 + before
-    acc = accuracy(model, test.x, test.y)
+    pred = predict(model, test.x)     # the test set once (ABS's inference is slow): accuracy and chance check
+    acc = float((pred == test.y.to(pred.device)).float().mean())
     if not derived:
-        _check_not_chance(acc, model, test, extra)
+        _check_not_chance(acc, pred, test, extra)
     card = {
         "model": name, "paper_name": entry.paper_name,
         "config": {"model": model_cfg, "train": train_cfg},
         "clean_accuracy": acc, "test_samples": len(test.y), "train_seconds": round(seconds, 2),
         "train_samples": None if derived else (limit or "all"),
-        "seed": seed, "dataset": data_mod.get_spec(dataset).name, "data_sha256": data_mod.checksums(dataset),
+        "seed": seed, "dataset": spec.name, "data_sha256": data_mod.checksums(spec),
         "git_commit": git_commit(), "packages": package_versions(), "device": device_info(dev),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **extra,
     }

@@ -12,7 +12,7 @@ import torch.nn as nn
 from safetensors import safe_open
 from safetensors.torch import save
 
-from ..core.device import HOST, is_gpu
+from ..core.device import HOST, device_of, is_gpu
 from ..fileio import atomic_write_bytes
 from ..progress import progress_bar
 
@@ -133,8 +133,8 @@ def run_epochs(module: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Generat
     with progress_bar(show) as bar:
         task = bar.add_task(desc, total=epochs * per_epoch, completed=start * per_epoch, info="")
         for epoch in range(start, epochs):
-            # the loss is summed on the device and read once per epoch (a read per step would
-            # wait for the GPU at every step); the bar shows the loss every SHOW_EVERY steps
+            # the loss is summed on the device and read every SHOW_EVERY steps for the bar and at the
+            # end of the epoch (a read per step would wait for the GPU at every step)
             run_loss, count = torch.zeros((), dtype=torch.float64, device=gen.device), 0
             for step, idx in enumerate(minibatches(n, batch_size, gen), start=epoch * per_epoch):
                 for group in opt.param_groups:
@@ -174,7 +174,6 @@ def check_loss(loss: float, stage: str, epoch: int) -> None:
 @torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     """Predicted labels of ``x`` (on any device), computed on the model's device, returned there."""
-    from ..core.device import device_of
     model.eval()
     dev = device_of(model)
     return torch.cat([model(x[i:i + batch_size].to(dev)).argmax(1) for i in range(0, len(x), batch_size)])
