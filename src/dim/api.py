@@ -53,7 +53,7 @@ def evaluate(model: nn.Module, x: Any, y: Any, *, suite: str | Sequence[AttackSp
     if report:
         from .report import build_report
         build_report(run_dir)
-    store = Store.of_run(run_dir)
+    store = Store.of_run(run_dir, read_only=True)
     try:
         return metrics.compute(store)
     finally:

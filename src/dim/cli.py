@@ -5,6 +5,7 @@ option) print ``error: <what and where>`` on stderr and exit with status 2.
 """
 from __future__ import annotations
 
+import errno
 import functools
 import json
 from pathlib import Path
@@ -27,7 +28,10 @@ app.add_typer(data_app, name="data")
 out = Console()
 err = Console(stderr=True)
 
-EXPECTED_ERRORS = (DataError, CheckpointError, DivergedError, ValueError, KeyError, FileNotFoundError)
+EXPECTED_ERRORS = (DataError, CheckpointError, DivergedError, ValueError, KeyError, OSError)
+_OS_HINTS = {errno.ENOSPC: " (the disk is full: free space and rerun the same command; finished work is kept)",
+             errno.EROFS: " (read-only file system: write somewhere else)",
+             errno.EACCES: " (no permission: write somewhere else)"}
 
 
 def friendly_errors(fn: Callable) -> Callable:
@@ -39,6 +43,8 @@ def friendly_errors(fn: Callable) -> Callable:
             return fn(*args, **kwargs)
         except EXPECTED_ERRORS as exc:
             msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+            if isinstance(exc, OSError) and exc.strerror:   # from the OS: name the path and the cause
+                msg = f"{exc.filename or 'file system'}: {exc.strerror}{_OS_HINTS.get(exc.errno, '')}"
             err.print(f"[bold red]error:[/] {escape(str(msg))}", highlight=False, markup=True, soft_wrap=True)
             raise typer.Exit(2) from None
 
@@ -62,10 +68,14 @@ def _parse_sets(items: list[str] | None) -> dict[str, Any]:
 FAILED_SHARDS_EXIT = 3
 
 
+def _warn(message: str) -> None:
+    err.print(f"[bold yellow]warning:[/] {escape(message)}", highlight=False, markup=True, soft_wrap=True)
+
+
 def _exit_if_failed(run: Path) -> None:
     """Exit with status 3 while any shard of the run is failed: its numbers are not final."""
     from .store import Store
-    store = Store.of_run(run)
+    store = Store.of_run(run, read_only=True)
     try:
         failed = store.failed_shards()
     finally:
@@ -217,10 +227,13 @@ def evaluate_cmd(model_dirs: Optional[list[Path]] = typer.Argument(None, help="M
 def report_cmd(run: Path = typer.Argument(..., help="A run directory of 'dim evaluate'."),
                cards: Optional[Path] = typer.Option(None, "--cards",
                                                     help="Also write one JSON card per model into this folder "
-                                                         "(e.g. results/).")) -> None:
+                                                         "(e.g. results/)."),
+               out_dir: Optional[Path] = typer.Option(None, "--out",
+                                                      help="Write the report here instead of RUN/report/ (a run "
+                                                           "on read-only media is only read).")) -> None:
     """Render RUN/report/ (summary, sanity checks, Table 1/2 as Markdown/CSV/LaTeX, curves, JSON cards)."""
     from .report import build_report
-    path = build_report(run, cards_dir=cards)
+    path = build_report(run, cards_dir=cards, out_dir=out_dir, warn=_warn)
     out.print((path / "report.md").read_text(), highlight=False, markup=False)
 
 

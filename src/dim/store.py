@@ -10,12 +10,14 @@ is lost or duplicated (the primary key forbids duplicates).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
+from urllib.parse import quote
 
 import numpy as np
 
@@ -64,8 +66,9 @@ class ResultRow:
 class Store:
     """Thin wrapper over the run's SQLite database."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, read_only: bool = False):
         self.path = Path(path)
+        self.read_only = read_only
         run_dir = self.path.parent
         if run_dir.exists() and not run_dir.is_dir():
             raise StoreError(f"{run_dir}: is a file, not a run directory; give --run a directory")
@@ -75,17 +78,83 @@ class Store:
             raise StoreError(f"{self.path}: is empty (0 bytes), not a results store; it is not taken for a new run "
                              "(move it away to start one, or restore it)")
         try:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(str(self.path), timeout=60, isolation_level=None)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=FULL")
-            self.db.executescript(SCHEMA)
-            self._migrate()
+            if read_only:
+                self.db = self._open_read_only()
+            else:
+                run_dir.mkdir(parents=True, exist_ok=True)
+                self.db = sqlite3.connect(str(self.path), timeout=60, isolation_level=None)
+                self.db.execute("PRAGMA journal_mode=WAL")
+                self.db.execute("PRAGMA synchronous=FULL")
+                self.db.executescript(SCHEMA)
+                self._migrate()
         except sqlite3.DatabaseError as exc:
-            raise StoreError(f"{self.path}: not a readable results store ({exc}); the file is damaged, truncated, "
-                             "or not written by dim, or its folder is read-only") from None
+            raise self._error(exc) from None
         except OSError as exc:
             raise StoreError(f"{self.path}: cannot open the results store ({exc.strerror or exc})") from None
+
+    def _open_read_only(self) -> sqlite3.Connection:
+        """Open for reading only, so that an archived run on read-only media (or one we may not write) can be
+        read: nothing is created or changed, not even SQLite's WAL side files when they cannot be.
+
+        SQLite opens a WAL database read-only only where its ``-shm`` file exists or can be created; in a
+        read-only folder without one, the database is read as immutable, which is exact when no ``-wal`` file
+        with uncheckpointed pages lies beside it (then the store is refused: its newest rows would be missed)."""
+        if not self.path.is_file():
+            raise StoreError(f"{self.path}: no results store")
+        uri = f"file:{quote(str(self.path.resolve()))}"
+        try:
+            db = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=60, isolation_level=None)
+            db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        except sqlite3.OperationalError:
+            wal = self.path.with_name(self.path.name + "-wal")
+            if wal.is_file() and wal.stat().st_size > 0:
+                raise StoreError(f"{self.path}: cannot be read in place: its folder is read-only and {wal.name} "
+                                 "holds rows not yet merged into it; copy the run directory somewhere writable "
+                                 "and read the copy") from None
+            db = sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None)
+        db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()   # raises on a file that is not SQLite
+        missing = [t for t in ("meta", "models", "attacks", "samples", "shards", "attempts", "results")
+                   if not db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (t,)).fetchone()]
+        if missing:
+            db.close()
+            raise StoreError(f"{self.path}: not a results store of dim (no table {', '.join(missing)})")
+        cols = {r[1] for r in db.execute("PRAGMA table_info(shards)")} | \
+            {r[1] for r in db.execute("PRAGMA table_info(models)")}
+        if not {"device", "identity"} <= cols:
+            db.close()
+            raise StoreError(f"{self.path}: written by an older dim; open it once where it can be written "
+                             "(dim status on a copy) to bring it up to date")
+        return db
+
+    def _error(self, exc: sqlite3.Error) -> StoreError:
+        """One clear error naming the store and the cause, for a failure SQLite reports."""
+        text = str(exc)
+        if "disk is full" in text:
+            return StoreError(f"{self.path}: cannot write the results store: the disk is full ({text}); nothing "
+                              "half-written was kept: free space and rerun the same command to resume")
+        if "readonly" in text or "read-only" in text:
+            return StoreError(f"{self.path}: cannot write the results store: it or its folder is read-only "
+                              f"({text}); 'dim status' and 'dim report --out ELSEWHERE' read such a run")
+        if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError) \
+                or "not a database" in text or "malformed" in text:
+            return StoreError(f"{self.path}: not a readable results store ({text}); the file is damaged, truncated, "
+                              "or not written by dim")
+        if "unable to open" in text:
+            return StoreError(f"{self.path}: cannot open the results store ({text}); is its folder missing or "
+                              "read-only? 'dim status' and 'dim report --out ELSEWHERE' read a read-only run")
+        return StoreError(f"{self.path}: results store error ({text})")
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[None]:
+        """One write transaction; SQLite's failures (disk full, read-only, damaged) become a StoreError."""
+        if self.read_only:
+            raise StoreError(f"{self.path}: opened read-only; cannot record anything in it")
+        try:
+            with self.db:
+                self.db.execute("BEGIN IMMEDIATE")
+                yield
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None
 
     def _migrate(self) -> None:
         """Bring a store written by an earlier version up to this schema (columns added since)."""
@@ -96,19 +165,21 @@ class Store:
             self.db.execute("ALTER TABLE models ADD COLUMN identity TEXT")   # what was evaluated under the key
 
     @classmethod
-    def of_run(cls, run_dir: Path | str) -> "Store":
-        """The store of an existing run directory; a clear error (and no new file) if it holds none."""
+    def of_run(cls, run_dir: Path | str, read_only: bool = False) -> "Store":
+        """The store of an existing run directory; a clear error (and no new file) if it holds none.
+        ``read_only`` for readers (status, report, reuse donors): they work on a run they may not write."""
         db = Path(run_dir) / STORE_FILE
         if not db.is_file():
             raise FileNotFoundError(f"{db}: no results store; run 'dim evaluate ... --run {run_dir}' first")
-        return cls(db)
+        return cls(db, read_only=read_only)
 
     def close(self) -> None:
         self.db.close()
 
     # ------------------------------------------------------------------ meta
     def set_meta(self, key: str, value: Any) -> None:
-        self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value, sort_keys=True)))
+        with self._write():
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value, sort_keys=True)))
 
     def get_meta(self, key: str, default: Any = None) -> Any:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -123,8 +194,7 @@ class Store:
     def add_model(self, model: str, name: str, paper_name: str, card: dict, card_sha256: str | None,
                   labels: np.ndarray, clean_pred: np.ndarray, identity: str | None = None) -> None:
         acc = float((labels == clean_pred).mean()) if len(labels) else math.nan
-        with self.db:
-            self.db.execute("BEGIN")
+        with self._write():
             self.db.execute("INSERT OR REPLACE INTO models (model, name, paper_name, card, card_sha256, "
                             "clean_accuracy, identity) VALUES (?, ?, ?, ?, ?, ?, ?)",
                             (model, name, paper_name, json.dumps(card, sort_keys=True), card_sha256, acc, identity))
@@ -151,8 +221,7 @@ class Store:
     # --------------------------------------------------------------- attacks
     def add_attacks(self, specs: Iterable[tuple[str, str, dict]]) -> None:
         """Record attacks; one already recorded keeps its position, new ones go after the last."""
-        with self.db:
-            self.db.execute("BEGIN")
+        with self._write():
             pos = self.db.execute("SELECT COALESCE(MAX(position), -1) FROM attacks").fetchone()[0]
             for name, norm, spec in specs:
                 row = self.db.execute("SELECT position FROM attacks WHERE attack = ?", (name,)).fetchone()
@@ -174,8 +243,7 @@ class Store:
     def finish_shard(self, model: str, attack: str, shard: int, rows: list[ResultRow], seconds: float,
                      device: str | None = None) -> None:
         """Write a shard's rows and its done mark (with the device that computed it) atomically."""
-        with self.db:
-            self.db.execute("BEGIN IMMEDIATE")
+        with self._write():
             self.db.executemany("INSERT INTO results VALUES (?, ?, ?, ?, ?, ?)",
                                 [(r.model, r.attack, r.sample, r.distance, r.pred, r.seconds) for r in rows])
             self.db.execute(f"INSERT OR REPLACE INTO shards {_SHARD_COLUMNS} VALUES (?, ?, ?, 'done', NULL, ?, ?)",
@@ -187,8 +255,7 @@ class Store:
 
         A failed shard is retried by the next evaluation of the run; every failed attempt keeps
         its error in ``attempts``."""
-        with self.db:
-            self.db.execute("BEGIN IMMEDIATE")
+        with self._write():
             if status == "failed":
                 n = self.db.execute("SELECT COUNT(*) FROM attempts WHERE model = ? AND attack = ? AND shard = ?",
                                     (model, attack, shard)).fetchone()[0]

@@ -67,7 +67,7 @@ def data_sha256(x: np.ndarray, y: np.ndarray) -> str:
 def open_donor(run_dir: Path | str, config: dict[str, Any], x: np.ndarray, y: np.ndarray) -> Donor:
     """Open ``run_dir`` as a donor for a run with ``config`` on ``x``/``y``, or say why it cannot be one."""
     run_dir = Path(run_dir)
-    store = Store.of_run(run_dir)
+    store = Store.of_run(run_dir, read_only=True)
     try:
         theirs = store.get_meta("config") or {}
         differ = [k for k in SAME if theirs.get(k) != config.get(k)]

@@ -29,7 +29,7 @@ class ModelStatus:
 
 def run_status(run_dir: Path | str) -> list[ModelStatus]:
     """One :class:`ModelStatus` per model of the run, in the order the models were added."""
-    store = Store.of_run(run_dir)
+    store = Store.of_run(run_dir, read_only=True)
     try:
         config = store.get_meta("config") or {}
         n_shards = -(-int(config.get("n", 0)) // int(config.get("batch_size", 1)))

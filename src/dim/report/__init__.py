@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -11,7 +13,7 @@ from ..attacks.suites import is_black_box, is_ensemble
 from ..core.device import describe
 from ..names import file_name, md
 from ..evaluation import checks, metrics
-from ..fileio import atomic_write_text
+from ..fileio import atomic_write_bytes, atomic_write_text
 from ..evaluation.norms import Norm
 from ..store import Store
 from . import tables
@@ -234,38 +236,87 @@ def plot_curves(results: list[metrics.ModelResult], out: Path) -> list[Path]:
     return paths
 
 
-def build_report(run_dir: Path | str, plots: bool = True, cards_dir: Path | str | None = None) -> Path:
-    """Write ``RUN_DIR/report/``: summary, checks, suite, Table 1/2 (md, csv, tex), curves, metrics JSON,
-    and one JSON card per model (``report/cards/``, and ``cards_dir`` if given)."""
+class ReportError(ValueError):
+    """A report that cannot be written where asked; the message names the folder and the cause."""
+
+
+def build_report(run_dir: Path | str, plots: bool = True, cards_dir: Path | str | None = None,
+                 out_dir: Path | str | None = None, warn: Callable[[str], None] | None = None) -> Path:
+    """Write the report (default ``RUN_DIR/report/``, else ``out_dir``): summary, checks, suite, Table 1/2
+    (md, csv, tex), curves, metrics JSON, and one JSON card per model (``cards/``, and ``cards_dir`` if given).
+
+    The store is only read, so a run on read-only media is reported with ``out_dir`` elsewhere. A report that
+    would hold fewer models, attacks or images than the one it replaces keeps the old one beside it
+    (``*.previous.*``) and says so through ``warn`` (default: a Python warning)."""
     run_dir = Path(run_dir)
-    store = Store.of_run(run_dir)
+    out = Path(out_dir) if out_dir is not None else run_dir / "report"
+    store = Store.of_run(run_dir, read_only=True)
     try:
         results = metrics.compute(store)
         outcomes = {r.model: checks.all_outcomes(r, store.get_meta(f"checks/{r.model}")) for r in results}
-        out = run_dir / "report"
-        out.mkdir(exist_ok=True)
-        parts = [summary_markdown(results, store, outcomes)]
-        for layout, (order, _) in TABLES.items():
-            present = [r for r in results if r.paper_name in order]
-            if layout == "table2" and len(present) < 2:
-                continue
-            t = tables.build(results, layout)
-            atomic_write_text(out / f"{layout}.md", tables.to_markdown(t))
-            atomic_write_text(out / f"{layout}.csv", tables.to_csv(t))
-            atomic_write_text(out / f"{layout}.tex", tables.to_latex(t))
-            parts += [f"## {t.title} (ours, and the paper's published numbers)", "", tables.to_markdown(t)]
-        parts += [checks_markdown(results, outcomes), timing_markdown(results), suite_markdown(store),
-                  provenance_markdown(store)]
-        if plots:
-            imgs = plot_curves(results, out)
-            parts += ["## Accuracy versus perturbation size", ""] + [f"![{p.stem}]({p.name})" for p in imgs]
-        atomic_write_text(out / "report.md", "\n".join(parts) + "\n")
-        atomic_write_text(out / "metrics.json", json.dumps(_metrics_json(results), indent=2, sort_keys=True) + "\n")
-        for target in [out / "cards"] + ([Path(cards_dir)] if cards_dir else []):
-            write_cards(results, outcomes, store, target)
+        try:
+            _write_report(results, outcomes, store, out, plots, cards_dir, warn or _python_warning)
+        except OSError as exc:
+            where = exc.filename or out
+            raise ReportError(f"{where}: cannot write the report ({exc.strerror or exc}); "
+                              f"give 'dim report {run_dir} --out FOLDER' a folder you can write") from None
     finally:
         store.close()
     return out
+
+
+def _python_warning(message: str) -> None:
+    warnings.warn(message, stacklevel=3)
+
+
+def _content(entries: list[dict]) -> tuple[int, int, int]:
+    """What a metrics.json holds: models, (model, attack) results, and the most images per model."""
+    return (len(entries), sum(len(e.get("attacks", {})) for e in entries), max((e.get("n", 0) for e in entries),
+                                                                               default=0))
+
+
+def _keep_a_fuller_report(out: Path, new: list[dict], warn: Callable[[str], None]) -> None:
+    """Before a report replaces one that held more, keep the old one as ``*.previous.*`` and say so."""
+    try:
+        old = json.loads((out / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return
+    if not isinstance(old, list):
+        return
+    before, after = _content(old), _content(new)
+    if all(a >= b for a, b in zip(after, before)):
+        return
+    for name in ("report.md", "metrics.json"):
+        if (out / name).is_file():
+            stem, dot, ext = name.rpartition(".")
+            atomic_write_bytes(out / f"{stem}.previous.{ext}", (out / name).read_bytes())
+    warn(f"{out}: the new report holds less than the one it replaces (models, attack results, images: "
+         f"{before} before, {after} now); the old one is kept as report.previous.md and metrics.previous.json")
+
+
+def _write_report(results, outcomes, store: Store, out: Path, plots: bool, cards_dir, warn) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    summary = _metrics_json(results)
+    _keep_a_fuller_report(out, summary, warn)
+    parts = [summary_markdown(results, store, outcomes)]
+    for layout, (order, _) in TABLES.items():
+        present = [r for r in results if r.paper_name in order]
+        if layout == "table2" and len(present) < 2:
+            continue
+        t = tables.build(results, layout)
+        atomic_write_text(out / f"{layout}.md", tables.to_markdown(t))
+        atomic_write_text(out / f"{layout}.csv", tables.to_csv(t))
+        atomic_write_text(out / f"{layout}.tex", tables.to_latex(t))
+        parts += [f"## {t.title} (ours, and the paper's published numbers)", "", tables.to_markdown(t)]
+    parts += [checks_markdown(results, outcomes), timing_markdown(results), suite_markdown(store),
+              provenance_markdown(store)]
+    if plots:
+        imgs = plot_curves(results, out)
+        parts += ["## Accuracy versus perturbation size", ""] + [f"![{p.stem}]({p.name})" for p in imgs]
+    atomic_write_text(out / "report.md", "\n".join(parts) + "\n")
+    atomic_write_text(out / "metrics.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    for target in [out / "cards"] + ([Path(cards_dir)] if cards_dir else []):
+        write_cards(results, outcomes, store, target)
 
 
 def _clean(v: float) -> float | str:
