@@ -8,6 +8,7 @@ test this as root; where the kernel refuses namespaces these tests skip and say 
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -44,10 +45,13 @@ def in_namespace(setup: str, *commands: list[str]) -> list[tuple[int, str, str]]
     logs = Path(tempfile.mkdtemp(prefix="dim-ns-"))
     script = setup + "\nset +e\n" + "\n".join(
         f"{shlex.join(c)} >{logs}/{i}.out 2>{logs}/{i}.err; echo $? >{logs}/{i}.rc" for i, c in enumerate(commands))
-    r = subprocess.run([*UNSHARE, "sh", "-ec", script], capture_output=True, text=True, env=ENV, timeout=600)
-    assert r.returncode == 0, f"namespace setup failed: {r.stderr[-2000:]}"
-    return [(int((logs / f"{i}.rc").read_text()), (logs / f"{i}.out").read_text(), (logs / f"{i}.err").read_text())
-            for i in range(len(commands))]
+    try:
+        r = subprocess.run([*UNSHARE, "sh", "-ec", script], capture_output=True, text=True, env=ENV, timeout=600)
+        assert r.returncode == 0, f"namespace setup failed: {r.stderr[-2000:]}"
+        return [(int((logs / f"{i}.rc").read_text()), (logs / f"{i}.out").read_text(),
+                 (logs / f"{i}.err").read_text()) for i in range(len(commands))]
+    finally:
+        shutil.rmtree(logs, ignore_errors=True)
 
 
 def _tree(root: Path) -> dict[str, bytes]:
@@ -132,7 +136,6 @@ def test_data_fetch_into_a_read_only_folder_is_one_clear_error(tmp_path, data_di
 
 
 def test_a_report_holding_less_than_the_one_it_replaces_keeps_the_old_one_and_says_so(small_run, tmp_path):
-    import shutil
     run = tmp_path / "run"
     shutil.copytree(small_run, run)
     old = (run / "report" / "report.md").read_text()
