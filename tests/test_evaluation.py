@@ -236,8 +236,9 @@ def test_end_to_end_evaluate_and_report(tiny, test_data, tmp_path):
         assert res.norms[norm].median == pytest.approx(float(np.median(worst)))
     linf = np.minimum(d["Linf FGSM"], d["Linf PGD"])
     assert f"| Linf PGD | {fmt_acc(_robust(d['Linf PGD'], 0.3))} | 0% |" in table   # ours, then the paper's
-    assert f"| All L∞ attacks | {fmt_dist(float(np.median(linf)))}/{fmt_acc(_robust(linf, 0.3))} | " \
-           "0.08/0% |" in table
+    lo, hi = metrics.wilson_interval(int(np.sum(linf > 0.3 * (1 + metrics.RELATIVE_TOLERANCE))), len(linf))
+    assert f"| All L∞ attacks | {fmt_dist(float(np.median(linf)))}/{fmt_acc(_robust(linf, 0.3))} " \
+           f"[{100 * lo:.0f}-{100 * hi:.0f}] | 0.08/0% |" in table
     minimal = min(_robust(v, 0.3 if k.startswith("Linf") else 1.5) for k, v in d.items())
     assert res.minimal_accuracy == pytest.approx(minimal)
     csv_rows = (out / "table1.csv").read_text().splitlines()
@@ -245,6 +246,8 @@ def test_end_to_end_evaluate_and_report(tiny, test_data, tmp_path):
     card = json.loads((out / "cards" / "tiny.json").read_text())
     assert card["attacks"]["Linf PGD"]["accuracy"] == pytest.approx(_robust(d["Linf PGD"], 0.3))
     assert card["paper_protocol"]["per_norm"]["Linf"]["accuracy"] == pytest.approx(_robust(linf, 0.3))
+    assert card["paper_protocol"]["per_norm"]["Linf"]["interval_95"] == pytest.approx([lo, hi], abs=1e-4)
+    assert card["paper_protocol"]["per_norm"]["Linf"]["n"] == len(y)
     assert card["paper_protocol"]["minimal_accuracy"] == pytest.approx(minimal)
 
 

@@ -44,3 +44,35 @@ def test_distances_per_norm():
 def test_thresholds_are_on_the_grids():
     for n in Norm:
         assert n.threshold in n.grid
+
+
+@pytest.mark.parametrize("k, n, lo, hi", [
+    # Newcombe (1998), Statistics in Medicine 17:857, Table I, method 3 (Wilson score without correction)
+    (81, 263, 0.2553, 0.3662), (15, 148, 0.0624, 0.1605), (0, 20, 0.0, 0.1611), (1, 29, 0.0061, 0.1718),
+    (29, 29, 0.8830, 1.0)])
+def test_wilson_interval_matches_published_values(k, n, lo, hi):
+    assert metrics.wilson_interval(k, n) == pytest.approx((lo, hi), abs=1e-4)
+
+
+def test_intervals_shrink_with_samples_and_overlap_is_symmetric():
+    lo200, hi200 = metrics.accuracy_interval(0.5, 200)
+    lo1000, hi1000 = metrics.accuracy_interval(0.5, 1000)
+    assert 0.06 < 0.5 - lo200 < 0.075 and 0.025 < 0.5 - lo1000 < 0.035     # DESIGN.md 5.5: +-7 and +-3 points
+    assert metrics.overlap((0.50, 200), (0.45, 200)) and metrics.overlap((0.45, 200), (0.50, 200))
+    assert not metrics.overlap((0.50, 200), (0.38, 200))
+    assert not metrics.overlap((0.50, 1000), (0.45, 1000))    # the same gap is real on more images
+    assert all(np.isnan(metrics.accuracy_interval(float("nan"), 200)))
+
+
+def _model(name: str, acc: float, n: int = 200) -> metrics.ModelResult:
+    k = round(acc * n)
+    dist = np.array([INF] * k + [0.0] * (n - k))
+    nr = metrics.NormResult(Norm.L2, acc, metrics.median_distance(dist), ["a"], dist)
+    return metrics.ModelResult(name, name, name, 1.0, n, {}, {Norm.L2: nr}, acc, "a", {Norm.L2: nr})
+
+
+def test_the_report_names_the_models_the_sample_cannot_tell_apart():
+    from dim.report import indistinguishable
+    lines = indistinguishable([_model("dim", 0.50), _model("bidim", 0.45), _model("cnn", 0.20)])
+    assert lines == ["- L2: dim 50% / bidim 45%"]
+    assert indistinguishable([_model("dim", 0.50, 2000), _model("bidim", 0.45, 2000)]) == []

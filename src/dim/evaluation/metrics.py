@@ -9,6 +9,7 @@ nothing, so accuracies include clean errors, as in the paper.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,6 +28,39 @@ def accuracy_at(dist: np.ndarray, eps: float) -> float:
     """Fraction of samples robust at ``eps``: distance larger than ``eps`` beyond float32 rounding."""
     dist = np.asarray(dist, dtype=np.float64)
     return float(np.mean(dist > eps * (1 + RELATIVE_TOLERANCE))) if dist.size else float("nan")
+
+
+Z95 = 1.959963984540054     # two-sided 95% quantile of the standard normal
+
+
+def wilson_interval(successes: float, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion (95% by default; DESIGN.md 5.5).
+
+    Chosen over the normal approximation because it stays inside [0, 1] and keeps its
+    coverage at 0% and 100%, which is where robust accuracies often sit (an attack that
+    breaks everything, a binarized model that nothing breaks). ``(nan, nan)`` for n = 0."""
+    if n <= 0:
+        return float("nan"), float("nan")
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (0.0 if successes <= 0 else max(0.0, centre - half)), (1.0 if successes >= n else min(1.0, centre + half))
+
+
+def accuracy_interval(accuracy: float, n: int) -> tuple[float, float]:
+    """The 95% Wilson interval of an accuracy measured on ``n`` samples."""
+    if n <= 0 or math.isnan(accuracy):
+        return float("nan"), float("nan")
+    return wilson_interval(round(accuracy * n), n)
+
+
+def overlap(a: tuple[float, int], b: tuple[float, int]) -> bool:
+    """Whether two accuracies (each with its sample count) lie within each other's 95% intervals:
+    then the data cannot tell them apart."""
+    lo_a, hi_a = accuracy_interval(*a)
+    lo_b, hi_b = accuracy_interval(*b)
+    return lo_b <= a[0] <= hi_b and lo_a <= b[0] <= hi_a
 
 
 def worst_case(table: np.ndarray) -> np.ndarray:
@@ -61,6 +95,11 @@ class AttackResult:
     ensemble: bool = False   # white-box and black-box attacks together (AutoAttack)
     refines: str | None = None  # the attack this one repeats with more steps/restarts
     not_applicable: bool = False  # every shard skipped (e.g. BPDA on a model without binarization)
+    n: int = 0                    # samples with a result (what the accuracy is measured on)
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        return accuracy_interval(self.accuracy, self.n)
 
 
 @dataclass
@@ -70,6 +109,15 @@ class NormResult:
     median: float
     attacks: list[str]
     distances: np.ndarray = field(repr=False)
+
+    @property
+    def n(self) -> int:
+        """Samples with a result from at least one of the attacks."""
+        return int(np.count_nonzero(~np.isnan(self.distances)))
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        return accuracy_interval(self.accuracy, self.n)
 
 
 @dataclass
@@ -88,6 +136,15 @@ class ModelResult:
     minimal_attack_all: str | None = None
     distances: dict[str, np.ndarray] = field(default_factory=dict, repr=False)   # per attack, per sample
     threat: ThreatModel = field(default_factory=ThreatModel.paper)               # the run's thresholds
+
+    @property
+    def clean_interval(self) -> tuple[float, float]:
+        return accuracy_interval(self.clean_accuracy, self.n)
+
+    def minimal_interval(self, incl_adaptive: bool) -> tuple[float, float]:
+        """The 95% interval of the minimal accuracy (that of the attack that reached it)."""
+        attack = self.minimal_attack_all if incl_adaptive else self.minimal_attack
+        return self.attacks[attack].interval if attack in self.attacks else (float("nan"), float("nan"))
 
     @property
     def has_adaptive(self) -> bool:
@@ -157,7 +214,8 @@ def compute(store: Store, attacks: list[str] | None = None) -> list[ModelResult]
             per_attack[a["attack"]] = AttackResult(
                 a["attack"], norm, accuracy_at(d[have], threat.threshold(norm)), median_distance(d[have]),
                 bool(have.all()),
-                failed.get((m["model"], a["attack"]), 0), seconds.get((m["model"], a["attack"]), 0.0), **flags)
+                failed.get((m["model"], a["attack"]), 0), seconds.get((m["model"], a["attack"]), 0.0), **flags,
+                n=int(have.sum()))
             dists[a["attack"]] = d
         paper_protocol = lambda a: not a.adaptive  # noqa: E731
         min_acc, min_attack = minimal(per_attack, paper_protocol)

@@ -61,16 +61,35 @@ def _eps_text(threat) -> str:
 
 
 def _norm_cell(r: metrics.ModelResult, n: Norm) -> str:
-    """``paper-protocol accuracy (median)``, then ``-> strongest`` when adaptive attacks add something."""
+    """``paper-protocol accuracy (median)``, then ``-> strongest`` when adaptive attacks add something; the number
+    to quote carries its 95% interval."""
     base, full = r.norms.get(n), r.norms_all.get(n)
     if base is None and full is None:
         return "-"
     if base is None:
-        return f"{tables.fmt_acc(full.accuracy)} ({tables.fmt_dist(full.median)}, adaptive only)"
-    cell = f"{tables.fmt_acc(base.accuracy)} ({tables.fmt_dist(base.median)})"
+        return f"{tables.fmt_acc_ci(full.accuracy, full.interval)} ({tables.fmt_dist(full.median)}, adaptive only)"
     if r.has_adaptive and full is not None and full.attacks != base.attacks:
-        cell += f" -> **{tables.fmt_acc(full.accuracy)}**"
-    return cell
+        return (f"{tables.fmt_acc(base.accuracy)} ({tables.fmt_dist(base.median)}) -> **{tables.fmt_acc(full.accuracy)}**"
+                f" {tables.fmt_interval(full.interval)}")
+    return f"{tables.fmt_acc_ci(base.accuracy, base.interval)} ({tables.fmt_dist(base.median)})"
+
+
+def quoted(r: metrics.ModelResult, n: Norm) -> metrics.NormResult | None:
+    """The worst case of a norm to quote: including adaptive attacks where there are any."""
+    return r.norms_all.get(n) or r.norms.get(n)
+
+
+def indistinguishable(results: list[metrics.ModelResult]) -> list[str]:
+    """Per norm, the pairs of models whose quoted worst cases lie within each other's 95% intervals."""
+    lines = []
+    for n in tables.NORM_ORDER:
+        have = [(r, quoted(r, n)) for r in results if quoted(r, n) is not None and quoted(r, n).n]
+        pairs = [f"{md(a.model)} {tables.fmt_acc(x.accuracy)} / {md(b.model)} {tables.fmt_acc(y.accuracy)}"
+                 for i, (a, x) in enumerate(have) for b, y in have[i + 1:]
+                 if metrics.overlap((x.accuracy, x.n), (y.accuracy, y.n))]
+        if pairs:
+            lines.append(f"- {n.label}: " + "; ".join(pairs))
+    return lines
 
 
 def summary_markdown(results: list[metrics.ModelResult], store: Store,
@@ -100,11 +119,18 @@ def summary_markdown(results: list[metrics.ModelResult], store: Store,
         gaps = {norm for _, norm, _ in missing.get(r.model, [])}
         cells = [_norm_cell(r, n) for n in tables.NORM_ORDER]
         cells = [c + (" *(incomplete)*" if n in gaps and c != "-" else "") for c, n in zip(cells, tables.NORM_ORDER)]
-        minimal = (f"{tables.fmt_acc(r.minimal_accuracy_all)} ({r.minimal_attack_all or '-'})" if r.has_adaptive
-                   else f"{tables.fmt_acc(r.minimal_accuracy)} ({r.minimal_attack or '-'})")
+        minimal = (f"{tables.fmt_acc_ci(r.minimal_accuracy_all, r.minimal_interval(True))} "
+                   f"({r.minimal_attack_all or '-'})" if r.has_adaptive
+                   else f"{tables.fmt_acc_ci(r.minimal_accuracy, r.minimal_interval(False))} ({r.minimal_attack or '-'})")
         minimal = md(minimal) + (" *(incomplete)*" if gaps else "")
-        lines.append(f"| {md(r.model)} | {tables.fmt_acc(r.clean_accuracy)} | " + " | ".join(cells)
+        lines.append(f"| {md(r.model)} | {tables.fmt_acc_ci(r.clean_accuracy, r.clean_interval)} | " + " | ".join(cells)
                      + f" | {minimal} | {_checks_cell(outcomes[r.model])} |")
+    lines += ["", f"Brackets: the 95% Wilson interval of an accuracy on the {max((r.n for r in results), default=0)} "
+              "samples (sampling error only: another draw of test images would land there 19 times in 20)."]
+    same = indistinguishable(results)
+    if same:
+        lines += ["", "**Not told apart by this sample** (each worst case lies within the other's 95% interval; "
+                  "evaluate more images to separate them):", ""] + same
     cards = {m["model"]: m["card"] for m in store.models()}
     derived = [(r.model, cards.get(r.model, {}).get("weights_from") or {}) for r in results]
     derived = [(m, w) for m, w in derived if w.get("overrides")]
@@ -327,7 +353,8 @@ def _metrics_json(results: list[metrics.ModelResult]) -> list[dict]:
     return [{"model": r.model, "name": r.name, "paper_name": r.paper_name, "n": r.n,
              "clean_accuracy": r.clean_accuracy, "minimal_accuracy": _clean(r.minimal_accuracy),
              "minimal_attack": r.minimal_attack,
-             "norms": {n.value: {"accuracy": nr.accuracy, "median": _clean(nr.median), "attacks": nr.attacks}
+             "norms": {n.value: {"accuracy": nr.accuracy, "interval_95": _interval_json(nr.interval),
+                                 "median": _clean(nr.median), "attacks": nr.attacks}
                        for n, nr in r.norms.items()},
              "attacks": {a.attack: {"norm": a.norm.value, "accuracy": _clean(a.accuracy), "median": _clean(a.median),
                                     "complete": a.complete, "failed_shards": a.failed_shards,
@@ -335,8 +362,13 @@ def _metrics_json(results: list[metrics.ModelResult]) -> list[dict]:
             for r in results]
 
 
+def _interval_json(interval: tuple[float, float]) -> list | None:
+    return None if any(math.isnan(v) for v in interval) else [round(v, 4) for v in interval]
+
+
 def _norm_json(norms: dict[Norm, metrics.NormResult], threat) -> dict:
-    return {n.value: {"accuracy": nr.accuracy, "median_distance": _clean(nr.median), "threshold": threat.threshold(n),
+    return {n.value: {"accuracy": nr.accuracy, "interval_95": _interval_json(nr.interval), "n": nr.n,
+                      "median_distance": _clean(nr.median), "threshold": threat.threshold(n),
                       "attacks": nr.attacks} for n, nr in norms.items()}
 
 
@@ -358,13 +390,17 @@ def write_cards(results: list[metrics.ModelResult], outcomes: dict[str, dict[str
                            "dataset": cfg.get("dataset", "mnist"), "data_sha256": cfg.get("data_sha256"),
                            "git_commit": prov.get("git_commit"), "packages": prov.get("packages"),
                            "devices": prov.get("devices") or ([prov["device"]] if prov.get("device") else [])},
-            "clean_accuracy": r.clean_accuracy,
+            "clean_accuracy": r.clean_accuracy, "clean_interval_95": _interval_json(r.clean_interval),
+            "interval": "95% Wilson score interval of each accuracy on its n samples (sampling error only)",
             "paper_protocol": {"per_norm": _norm_json(r.norms, r.threat), "minimal_accuracy": _clean(r.minimal_accuracy),
+                               "minimal_interval_95": _interval_json(r.minimal_interval(False)),
                                "minimal_attack": r.minimal_attack},
             "incl_adaptive": {"per_norm": _norm_json(r.norms_all, r.threat),
                               "minimal_accuracy": _clean(r.minimal_accuracy_all),
+                              "minimal_interval_95": _interval_json(r.minimal_interval(True)),
                               "minimal_attack": r.minimal_attack_all},
-            "attacks": {a.attack: {"norm": a.norm.value, "accuracy": _clean(a.accuracy), "adaptive": a.adaptive,
+            "attacks": {a.attack: {"norm": a.norm.value, "accuracy": _clean(a.accuracy),
+                                   "interval_95": _interval_json(a.interval), "adaptive": a.adaptive,
                                    "black_box": a.black_box, "not_applicable": a.not_applicable,
                                    "complete": a.complete, "seconds": round(a.seconds, 2)}
                         for a in r.attacks.values()},

@@ -30,6 +30,20 @@ def fmt_acc(acc: float) -> str:
     return "-" if acc is None or (isinstance(acc, float) and math.isnan(acc)) else f"{100 * acc:.0f}%"
 
 
+def fmt_interval(interval: tuple[float, float]) -> str:
+    """A 95% interval in percentage points, ``[43-57]``; empty when there is none."""
+    lo, hi = interval
+    if math.isnan(lo) or math.isnan(hi):
+        return ""
+    return f"[{100 * lo:.0f}-{100 * hi:.0f}]"
+
+
+def fmt_acc_ci(acc: float, interval: tuple[float, float]) -> str:
+    """An accuracy with its 95% interval, ``45% [38-52]``."""
+    ci = fmt_interval(interval)
+    return fmt_acc(acc) + (f" {ci}" if ci and fmt_acc(acc) != "-" else "")
+
+
 def fmt_dist(d: float) -> str:
     if d is None or math.isnan(d):
         return "-"
@@ -85,7 +99,7 @@ def build(results: list[ModelResult], layout: str) -> Table:
         cells = []
         for c in cols:
             nr = pick(by_label[c]).get(norm)
-            cells.append("-" if nr is None else f"{fmt_dist(nr.median)}/{fmt_acc(nr.accuracy)}")
+            cells.append("-" if nr is None else f"{fmt_dist(nr.median)}/{fmt_acc_ci(nr.accuracy, nr.interval)}")
         add(label, cells, key)
 
     for norm in NORM_ORDER:
@@ -104,9 +118,11 @@ def build(results: list[ModelResult], layout: str) -> Table:
             rows.append([f"{norm.label} adaptive attacks (beyond the paper)"] + [""] * (len(header) - 1))
             attack_rows(adaptive_names)
             norm_row(f"All {norm.label} attacks incl. adaptive", None, lambda r: r.norms_all)
-    add("Minimal accuracy", [fmt_acc(by_label[c].minimal_accuracy) for c in cols], "Minimal accuracy")
+    add("Minimal accuracy", [fmt_acc_ci(by_label[c].minimal_accuracy, by_label[c].minimal_interval(False))
+                             for c in cols], "Minimal accuracy")
     if any_adaptive:
-        add("Minimal accuracy incl. adaptive", [fmt_acc(by_label[c].minimal_accuracy_all) for c in cols], None)
+        add("Minimal accuracy incl. adaptive", [fmt_acc_ci(by_label[c].minimal_accuracy_all,
+                                                           by_label[c].minimal_interval(True)) for c in cols], None)
     title = {"table1": "Table 1: models of the paper", "table2": "Table 2: ablations"}[layout]
     return Table(title, header, rows, sections)
 
@@ -114,7 +130,8 @@ def build(results: list[ModelResult], layout: str) -> Table:
 def to_markdown(t: Table) -> str:
     lines = ["| " + " | ".join(md(h) for h in t.header) + " |", "|" + "|".join("---" for _ in t.header) + "|"]
     for i, row in enumerate(t.rows):
-        cells = [md(c) for c in row]
+        # names (the first column, the header) are escaped; the other cells are numbers we formatted
+        cells = [md(row[0])] + list(row[1:])
         if i in t.section_rows:
             cells[0] = f"**{cells[0]}**"
         lines.append("| " + " | ".join(cells) + " |")
