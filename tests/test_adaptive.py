@@ -37,9 +37,9 @@ def samples(data_dir, binarized):
 
 
 def test_adaptive_suite_is_data_with_registered_adapters():
-    assert counts_per_norm(ADAPTIVE) == {Norm.L0: 0, Norm.L1: 0, Norm.L2: 6, Norm.LINF: 6}
+    assert counts_per_norm(ADAPTIVE) == {Norm.L0: 3, Norm.L1: 4, Norm.L2: 6, Norm.LINF: 6}
     assert all(s.adaptive and s.attack in ADAPTERS for s in ADAPTIVE)
-    names = {s.name for s in PAPER}
+    names = {s.name for s in PAPER + ADAPTIVE}
     assert all(s.refines in names for s in ADAPTIVE if s.refines)
     joined = get_suite("paper+adaptive")
     assert len(joined) == len(PAPER) + len(ADAPTIVE) and joined[:len(PAPER)] == PAPER
@@ -170,3 +170,56 @@ def test_bpda_autoattack_runs_autoattack_through_the_straight_through_gradient(b
         assert {s["status"] for s in store.shards()} == {"skipped"}
     finally:
         store.close()
+
+
+def _with(spec, **params):
+    from dataclasses import replace
+    return replace(spec, params={**spec.params, **params})
+
+
+def _robust(spec, model, samples, seed=0):
+    x, y = samples
+    got = attack_runner(spec)(spec, model, x, y, seed)
+    return float(np.mean(~np.isfinite(got.distance))), got
+
+
+@pytest.mark.parametrize("name", ["L1 AutoAttack", "L1 APGD-CE 100x5", "L0 PGD-L0 100x5", "L0 Sparse-RS"])
+def test_l1_and_l0_attacks_break_an_undefended_model_within_the_threshold(tiny, samples, name):
+    spec = next(s for s in ADAPTIVE if s.name == name)
+    acc, got = _robust(spec, tiny, samples)
+    assert acc <= 0.2, (name, acc)        # the linear model has no defence: these attacks break it
+    x, _ = samples
+    broken = np.isfinite(got.distance)
+    assert np.all(got.distance[broken] <= spec.threshold * (1 + 1e-5)), name
+    if spec.norm is Norm.L0:               # never more than eps pixels, counted on the stored adversarials
+        changed = (np.abs(got.x_adv[broken] - x[broken]).sum(axis=1) > 0).reshape(broken.sum(), -1).sum(1)
+        assert changed.max() <= 12, name
+
+
+@pytest.mark.parametrize("name, gain", [("L1 BPDA-APGD", 0.5), ("L1 APGD-CE 100x5", 0.5), ("L0 PGD-L0 100x5", 0.5)])
+def test_l1_and_l0_gradient_attacks_break_a_binarized_model_only_through_bpda(binarized, samples, name, gain):
+    spec = next(s for s in ADAPTIVE if s.name == name)
+    bpda, _ = _robust(_with(spec, gradient="bpda"), binarized, samples)
+    exact, _ = _robust(_with(spec, gradient="exact"), binarized, samples)
+    assert exact >= 0.8 and bpda <= exact - gain, (name, exact, bpda)
+    assert binarized[0].mode.value == "exact"
+
+
+def test_sparse_rs_needs_no_gradient_and_breaks_a_binarized_model(binarized, samples):
+    spec = next(s for s in ADAPTIVE if s.name == "L0 Sparse-RS")
+    acc, got = _robust(spec, binarized, samples)
+    assert acc <= 0.3
+    x, _ = samples
+    broken = np.isfinite(got.distance)
+    changed = (np.abs(got.x_adv[broken] - x[broken]).sum(axis=1) > 0).reshape(broken.sum(), -1).sum(1)
+    assert changed.max() <= 12
+
+
+def test_the_l0_projection_keeps_the_best_pixels_inside_the_box():
+    from dim.attacks.sparse import project_l0_box
+    x = torch.full((1, 1, 2, 3), 0.5)
+    delta = torch.tensor([[[[0.9, -0.1, 0.3], [0.0, -0.6, 0.2]]]])
+    got = project_l0_box(delta, x, 2)
+    # clipped changes: 0.5, -0.1, 0.3, 0, -0.5, 0.2; worth keeping: 0.9^2-0.4^2=0.65, 0.01, 0.09, 0, 0.36-0.01, 0.04
+    assert torch.allclose(got, torch.tensor([[[[0.5, 0.0, 0.0], [0.0, -0.5, 0.0]]]]))
+    assert ((x + got) >= 0).all() and ((x + got) <= 1).all()

@@ -13,9 +13,10 @@ Gradients (``params["gradient"]``):
   binarization has nothing to bypass, so the attack is recorded as not applicable;
 * ``"auto"``: ``bpda`` on models that binarize, ``exact`` elsewhere.
 
-AutoAttack, APGD and Square are the reference implementation (``pyautoattack``);
-PGD with restarts and the multi-targeted score attack are ours
-(:mod:`dim.attacks.gradient`).
+AutoAttack, APGD and Square are the reference implementation (``pyautoattack``, at
+L-inf, L2 and L1); PGD with restarts and the multi-targeted score attack are ours
+(:mod:`dim.attacks.gradient`), and so are the sparse attacks PGD-L0 and Sparse-RS
+(:mod:`dim.attacks.sparse`).
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ from ..evaluation.verify import Verified, verify
 from ..models.binarize import GradientMode, gradient_mode, has_binarization
 from . import NotApplicable, register_adapter
 from .gradient import pgd
+from .sparse import l0_budget, pgd_l0, sparse_rs
 from .suites import AttackSpec
 
 GRADIENTS = ("exact", "bpda", "auto")
@@ -75,8 +77,9 @@ def _tensors(model: nn.Module, x: np.ndarray, y: np.ndarray) -> tuple[torch.Tens
 
 
 def _norm_name(norm: Norm) -> str:
-    if norm not in (Norm.LINF, Norm.L2):
-        raise ValueError(f"adaptive attacks run at the L-inf and L2 thresholds, not {norm.value}")
+    """The norm as pyautoattack names it (its APGD, FAB and Square cover L-inf, L2 and L1)."""
+    if norm not in (Norm.LINF, Norm.L2, Norm.L1):
+        raise ValueError(f"AutoAttack, APGD and Square run at the L-inf, L2 and L1 thresholds, not {norm.value}")
     return norm.value
 
 
@@ -109,7 +112,8 @@ def run_apgd(spec: AttackSpec, model: nn.Module, x: np.ndarray, y: np.ndarray, s
     from pyautoattack.autopgd_base import APGDAttack, APGDAttack_targeted
     xt, yt, dev = _tensors(model, x, y)
     steps, targets = int(spec.params.get("steps", 100)), int(spec.params.get("targets", 9))
-    kw = dict(n_iter=steps, norm=_norm_name(spec.norm), eps=spec.threshold, seed=seed, device=dev)
+    kw = dict(n_iter=steps, norm=_norm_name(spec.norm), eps=spec.threshold, seed=seed, device=dev,
+              use_largereps=bool(spec.params.get("largereps", False)))   # AutoAttack's L1 schedule
     with attack_gradients(model, spec), _quiet():
         cand = APGDAttack(model, n_restarts=int(spec.params.get("restarts", 1)), loss="ce", **kw).perturb(xt, yt)
         got = verify(model, x, y, cand.detach().cpu().numpy(), spec.norm)
@@ -179,4 +183,31 @@ def run_score_mt(spec: AttackSpec, model: nn.Module, x: np.ndarray, y: np.ndarra
                        target=order[idx, k], seed=seed + k, eot=int(p.get("eot", 1)))
             cand[idx[b]] = c[b]
             broken[idx[b]] = True
+    return verify(model, x, y, cand.cpu().numpy(), spec.norm)
+
+
+@register_adapter("pgd_l0")
+def run_pgd_l0(spec: AttackSpec, model: nn.Module, x: np.ndarray, y: np.ndarray, seed: int,
+               **_: object) -> Verified:
+    """PGD-L0 (white box): at most the threshold's number of pixels, through BPDA when ``gradient`` says so."""
+    if spec.norm is not Norm.L0:
+        raise ValueError(f"{spec.name}: PGD-L0 is an L0 attack, not {spec.norm.value}")
+    p = spec.params
+    xt, yt, _ = _tensors(model, x, y)
+    with attack_gradients(model, spec):
+        cand, _ = pgd_l0(model, xt, yt, k=l0_budget(spec.threshold), steps=int(p.get("steps", 100)),
+                         restarts=int(p.get("restarts", 1)), loss=p.get("loss", "margin"),
+                         step_size=float(p.get("step_size", 1.0)), seed=seed)
+    return verify(model, x, y, cand.cpu().numpy(), spec.norm)
+
+
+@register_adapter("sparse_rs")
+def run_sparse_rs(spec: AttackSpec, model: nn.Module, x: np.ndarray, y: np.ndarray, seed: int,
+                  **_: object) -> Verified:
+    """Sparse-RS (score-based black box) at the L0 threshold: reads the model's logits, never its gradient."""
+    if spec.norm is not Norm.L0:
+        raise ValueError(f"{spec.name}: Sparse-RS here is the L0 attack, not {spec.norm.value}")
+    xt, yt, _ = _tensors(model, x, y)
+    cand, _ = sparse_rs(model, xt, yt, k=l0_budget(spec.threshold), queries=int(spec.params.get("queries", 3000)),
+                        fraction=float(spec.params.get("fraction", 0.3)), seed=seed)
     return verify(model, x, y, cand.cpu().numpy(), spec.norm)

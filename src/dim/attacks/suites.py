@@ -68,7 +68,7 @@ BLACK_BOX = frozenset({
     "LinearSearchBlendedUniformNoiseAttack", "InversionAttack", "SaltAndPepperNoiseAttack", "BoundaryAttack",
     "LinfAdditiveUniformNoiseAttack", "LinfRepeatedAdditiveUniformNoiseAttack", "GenAttack",
     "BinarySearchContrastReductionAttack", "LinearSearchContrastReductionAttack", "GaussianBlurAttack",
-    "HopSkipJumpAttack", "PointwiseAttack", "square",
+    "HopSkipJumpAttack", "PointwiseAttack", "square", "sparse_rs",
 })
 
 
@@ -218,8 +218,43 @@ def _adaptive(norm: Norm) -> tuple[AttackSpec, ...]:
     )
 
 
-# adaptive: beyond the paper (DESIGN.md 5.3), at the L-inf and L2 thresholds.
-ADAPTIVE: tuple[AttackSpec, ...] = _adaptive(LINF) + _adaptive(L2)
+def _adaptive_l1() -> tuple[AttackSpec, ...]:
+    """L1, where the paper's attacks see zero gradients on binarized models (DESIGN.md 5.3).
+
+    AutoAttack's L1 version on the model as it is (APGD-CE with 5 restarts and AutoAttack's L1 step
+    schedule, APGD-T on 5 targets, FAB-T, Square); the same APGD through the straight-through gradient
+    (BPDA; not applicable to models without binarization); and APGD-CE at 20 steps and at 100 steps with
+    5 restarts, with the gradient a binarized model needs, for the convergence check.
+    """
+    return (
+        _spec("L1 AutoAttack", "autoattack", L1, params={"version": "standard"}, adaptive=True),
+        _spec("L1 BPDA-APGD", "apgd", L1, params={"steps": 100, "targets": 5, "restarts": 5, "largereps": True,
+                                                   "gradient": "bpda"}, adaptive=True),
+        _spec("L1 APGD-CE 20x1", "apgd", L1, params={"steps": 20, "targets": 0, "largereps": True, "gradient": "auto"},
+              adaptive=True),
+        _spec("L1 APGD-CE 100x5", "apgd", L1, params={"steps": 100, "targets": 0, "restarts": 5, "largereps": True,
+                                                       "gradient": "auto"},
+              adaptive=True, refines="L1 APGD-CE 20x1"),
+    )
+
+
+def _adaptive_l0() -> tuple[AttackSpec, ...]:
+    """L0 (pixels), where Pointwise and Brendel-Bethge are all the paper has (DESIGN.md 5.3).
+
+    PGD-L0 (white box, ours after Croce & Hein 2019) with the gradient a binarized model needs (BPDA
+    there, exact elsewhere), at 20 steps and at 100 steps with 5 restarts (the convergence check), and
+    Sparse-RS (ours after Croce et al. 2022), the score-based black-box sparse attack, 3,000 queries.
+    """
+    return (
+        _spec("L0 PGD-L0 20x1", "pgd_l0", L0, params={"steps": 20, "restarts": 1, "gradient": "auto"}, adaptive=True),
+        _spec("L0 PGD-L0 100x5", "pgd_l0", L0, params={"steps": 100, "restarts": 5, "gradient": "auto"},
+              adaptive=True, refines="L0 PGD-L0 20x1"),
+        _spec("L0 Sparse-RS", "sparse_rs", L0, params={"queries": 3000}, adaptive=True),
+    )
+
+
+# adaptive: beyond the paper (DESIGN.md 5.3), in every norm.
+ADAPTIVE: tuple[AttackSpec, ...] = _adaptive(LINF) + _adaptive(L2) + _adaptive_l1() + _adaptive_l0()
 
 
 def _bpda_autoattack(norm: Norm) -> AttackSpec:
