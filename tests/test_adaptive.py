@@ -37,7 +37,7 @@ def samples(data_dir, binarized):
 
 
 def test_adaptive_suite_is_data_with_registered_adapters():
-    assert counts_per_norm(ADAPTIVE) == {Norm.L0: 3, Norm.L1: 4, Norm.L2: 6, Norm.LINF: 6}
+    assert counts_per_norm(ADAPTIVE) == {Norm.L0: 4, Norm.L1: 5, Norm.L2: 7, Norm.LINF: 7}
     assert all(s.adaptive and s.attack in ADAPTERS for s in ADAPTIVE)
     names = {s.name for s in PAPER + ADAPTIVE}
     assert all(s.refines in names for s in ADAPTIVE if s.refines)
@@ -223,3 +223,41 @@ def test_the_l0_projection_keeps_the_best_pixels_inside_the_box():
     # clipped changes: 0.5, -0.1, 0.3, 0, -0.5, 0.2; worth keeping: 0.9^2-0.4^2=0.65, 0.01, 0.09, 0, 0.36-0.01, 0.04
     assert torch.allclose(got, torch.tensor([[[[0.5, 0.0, 0.0], [0.0, -0.5, 0.0]]]]))
     assert ((x + got) >= 0).all() and ((x + got) <= 1).all()
+
+
+@pytest.mark.parametrize("norm", list(Norm))
+def test_binflip_breaks_a_binarized_model_within_the_threshold_and_beats_the_exact_gradient(binarized, samples, norm):
+    spec = next(s for s in ADAPTIVE if s.name == f"{norm.value} BinFlip")
+    acc, got = _robust(spec, binarized, samples)
+    exact = next(s for s in ADAPTIVE if s.name == "Linf PGD-CE 100x5")
+    exact_acc, _ = _robust(exact, binarized, samples)
+    assert acc <= 0.5 and acc < exact_acc - 0.3, (norm, acc, exact_acc)
+    x, _ = samples
+    broken = np.isfinite(got.distance)
+    assert np.all(got.distance[broken] <= spec.threshold * (1 + 1e-5))
+    assert binarized[0].mode.value == "exact"       # the model is left as it was
+
+
+def test_binflip_flips_the_cheapest_values_first():
+    """One value of the input decides the class; BinFlip moves only that one, just past the threshold."""
+    from dim.attacks.binflip import NUDGE, binflip
+
+    class Pick(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.b = Binarize(0.5)
+
+        def forward(self, x):
+            h = self.b(x).flatten(1)
+            return torch.stack([1 - h[:, 0] - h[:, 1], h[:, 0] + h[:, 1]], 1)   # class 1 if either value is on
+    x = torch.tensor([[[[0.2, 0.45, 0.0, 0.0]]]])
+    adv, broken = binflip(Pick(), x, torch.tensor([0]), norm=Norm.L2, eps=1.0, steps=5)
+    assert bool(broken[0])
+    assert torch.allclose(adv, torch.tensor([[[[0.2, 0.5 + NUDGE, 0.0, 0.0]]]]))   # 0.05 away, not 0.3
+
+
+def test_binflip_is_not_applicable_without_binarization(tiny, samples):
+    from dim.attacks import NotApplicable
+    spec = next(s for s in ADAPTIVE if s.name == "L2 BinFlip")
+    with pytest.raises(NotApplicable):
+        attack_runner(spec)(spec, tiny, *samples, 0)

@@ -32,6 +32,16 @@ def test_quick_suite_covers_every_norm():
     assert all(v >= 1 for v in counts_per_norm(get_suite("quick")).values())
 
 
+def test_quick_suite_attacks_binarized_models_through_bpda_in_l2_and_linf():
+    """The main job must not report masked numbers: the paper's attacks see zero gradients on biCNN/biDIM."""
+    from dim.evaluation.norms import Norm
+    quick = get_suite("quick")
+    for norm in (Norm.L2, Norm.LINF):
+        assert any(s.norm is norm and s.params.get("gradient") in ("bpda", "auto") and s.attack in ADAPTERS
+                   for s in quick), norm
+    assert any(s.norm is Norm.L0 and s.attack == "sparse_rs" for s in quick)
+
+
 def test_unknown_suite():
     with pytest.raises(ValueError, match="unknown suite 'nope'"):
         get_suite("nope")

@@ -38,7 +38,7 @@ def test_short_training_beats_chance(trained_dim):
 
 @pytest.mark.parametrize("name", TRAINABLE)
 def test_every_trainable_model_learns(name, data_dir, tmp_path):
-    extra = SMALL_DENOISER if get_entry(name).recipe == "score" else {}
+    extra = SMALL_DENOISER if get_entry(name).recipe.startswith("score") else {}
     card = train(name, tmp_path / name, epochs=12, seed=0, data_dir=data_dir, limit=400, eval_limit=500,
                  train_overrides={**SMALL, **extra}, show=False)
     assert card["clean_accuracy"] > 0.4, (name, card["clean_accuracy"])
@@ -339,3 +339,23 @@ def test_madry_training_is_adversarial(data_dir, tmp_path):
         cand, _ = pgd(model, xt[ok], yt[ok], norm=Norm.LINF, eps=0.1, steps=20, restarts=1, seed=0)
         robust[name] = float((model(cand).argmax(1) == yt[ok]).float().mean())
     assert robust["madry"] >= robust["cnn"] + 0.1, robust
+
+
+def test_dim_paper_is_trained_with_the_papers_objective_alone(data_dir, tmp_path, monkeypatch):
+    """No cross-entropy and no binarized views in dim_paper's recipe; dim's recipe has both."""
+    import dim.train.score as score
+
+    def no_ce(*a, **k):
+        raise AssertionError("cross-entropy called")
+    monkeypatch.setattr(score.F, "cross_entropy", no_ce)
+    small = {"batch_size": 16, "denoiser_epochs": 3}
+    card = train("dim_paper", tmp_path / "p", epochs=4, seed=0, data_dir=data_dir, limit=400, eval_limit=300,
+                 train_overrides=small, show=False)
+    assert get_entry("dim_paper").recipe == "score_paper"
+    assert card["config"]["train"]["ce_weight"] == 0 and card["config"]["train"]["binarized_fraction"] == 0
+    with pytest.raises(AssertionError, match="cross-entropy called"):
+        train("dim", tmp_path / "d", epochs=1, seed=0, data_dir=data_dir, limit=64, eval_limit=50,
+              train_overrides=small, show=False)
+    derived = train("bidim_paper", tmp_path / "b", from_dir=tmp_path / "p", data_dir=data_dir, eval_limit=50,
+                    show=False)
+    assert derived["weights_from"]["model"] == "dim_paper"

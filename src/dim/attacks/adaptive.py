@@ -34,6 +34,7 @@ from ..evaluation.norms import Norm
 from ..evaluation.verify import Verified, verify
 from ..models.binarize import GradientMode, gradient_mode, has_binarization
 from . import NotApplicable, register_adapter
+from .binflip import binflip
 from .gradient import pgd
 from .sparse import l0_budget, pgd_l0, sparse_rs
 from .suites import AttackSpec
@@ -211,3 +212,16 @@ def run_sparse_rs(spec: AttackSpec, model: nn.Module, x: np.ndarray, y: np.ndarr
     cand, _ = sparse_rs(model, xt, yt, k=l0_budget(spec.threshold), queries=int(spec.params.get("queries", 3000)),
                         fraction=float(spec.params.get("fraction", 0.3)), seed=seed)
     return verify(model, x, y, cand.cpu().numpy(), spec.norm)
+
+
+@register_adapter("binflip")
+def run_binflip(spec: AttackSpec, model: nn.Module, x: np.ndarray, y: np.ndarray, seed: int,
+                **_: object) -> Verified:
+    """BinFlip (:mod:`dim.attacks.binflip`): greedy flips across a binarization's threshold, cheapest first."""
+    if not has_binarization(model):
+        raise NotApplicable(f"{spec.name}: BinFlip attacks models that binarize their input; this one does not")
+    p = spec.params
+    xt, yt, _ = _tensors(model, x, y)
+    cand, _ = binflip(model, xt, yt, norm=spec.norm, eps=spec.threshold, steps=int(p.get("steps", 200)),
+                      per_step=int(p.get("per_step", 1)))
+    return verify(model, x, y, cand.detach().cpu().numpy(), spec.norm)

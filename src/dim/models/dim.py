@@ -167,23 +167,31 @@ def _build(cfg: ScoreModelConfig, *, denoiser: bool, single_head: bool, binarize
     return ScoreModel(cfg, dn, heads, binarize)
 
 
-# name, paper label, denoiser, single head, binarize, description, weights_from
+# name, paper label, denoiser, single head, binarize, description, weights_from, recipe
 _VARIANTS = [
-    ("dim", "DIM", True, False, False, "Denoiser + ten internal-model autoencoders (the paper's DIM)", None),
+    ("dim", "DIM", True, False, False, "Denoiser + ten internal-model autoencoders (the paper's DIM)", None, "score"),
     ("bidim", "biDIM", True, False, True,
-     "DIM's weights with input and denoiser output binarized at 0.5 (inference only)", "dim"),
-    ("im", "Internal Models", False, False, False, "Ablation: the ten internal models without denoiser", None),
-    ("single_im", "singleIM", False, True, False, "Ablation: one shared encoder, ten decoders", None),
-    ("dn_single_im", "Dn-singleIM", True, True, False, "Ablation: denoiser + single-head internal models", None),
+     "DIM's weights with input and denoiser output binarized at 0.5 (inference only)", "dim", "score"),
+    ("dim_paper", "DIM (paper objective)", True, False, False,
+     "DIM trained with the paper's objective alone (eq. 2, no cross-entropy, no binarized views)", None,
+     "score_paper"),
+    ("bidim_paper", "biDIM (paper objective)", True, False, True,
+     "dim_paper's weights with input and denoiser output binarized at 0.5 (inference only)", "dim_paper",
+     "score_paper"),
+    ("im", "Internal Models", False, False, False, "Ablation: the ten internal models without denoiser", None,
+     "score"),
+    ("single_im", "singleIM", False, True, False, "Ablation: one shared encoder, ten decoders", None, "score"),
+    ("dn_single_im", "Dn-singleIM", True, True, False, "Ablation: denoiser + single-head internal models", None,
+     "score"),
 ]
 
 
 def _register_variants() -> None:
-    for name, label, dn, single, binz, desc, weights_from in _VARIANTS:
+    for name, label, dn, single, binz, desc, weights_from, recipe in _VARIANTS:
         def factory(cfg: ScoreModelConfig, dn=dn, single=single, binz=binz) -> ScoreModel:
             return _build(cfg, denoiser=dn, single_head=single, binarize=binz)
         register_model(name, config=ScoreModelConfig, description=desc, paper_name=label,
-                       recipe="score", weights_from=weights_from)(factory)
+                       recipe=recipe, weights_from=weights_from)(factory)
 
 
 _register_variants()
