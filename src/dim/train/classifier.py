@@ -14,8 +14,11 @@ from .loop import TrainData, register_recipe, run_epochs
 
 @dataclass(frozen=True)
 class ClassifierTrainConfig:
-    """Plain cross-entropy training with Adam and cosine decay (2 epochs: 99.2% here, ~2 min)."""
-    epochs: int = 2
+    """Plain cross-entropy training with Adam and cosine decay.
+
+    3 epochs: 99.26% in 159 s on two CPU cores (2 epochs reached 99.05%, on the 99.0% line the paper's CNN
+    clears; measured in one session, seed 0)."""
+    epochs: int = 3
     batch_size: int = 128
     lr: float = 1e-3
 
