@@ -76,3 +76,13 @@ def test_the_report_names_the_models_the_sample_cannot_tell_apart():
     lines = indistinguishable([_model("dim", 0.50), _model("bidim", 0.45), _model("cnn", 0.20)])
     assert lines == ["- L2: dim 50% / bidim 45%"]
     assert indistinguishable([_model("dim", 0.50, 2000), _model("bidim", 0.45, 2000)]) == []
+
+
+def test_dim_paper_is_shown_beside_the_papers_dim():
+    from dim.models import get_entry
+    from dim.report import tables
+    r = metrics.ModelResult("dim_paper", "dim_paper", get_entry("dim_paper").paper_name, 0.95, 200, {}, {}, 0.0,
+                            None)
+    t = tables.build([r], "table1")
+    assert t.header == ["Attack", "DIM (paper objective)", "DIM (paper)"]
+    assert t.rows[0] == ["Clean accuracy", "95%", "96%"]          # ours beside the paper's 96%

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from ..evaluation.metrics import ModelResult
 from ..evaluation.norms import Norm
 from ..names import md, tex
-from .paper import TABLES
+from .paper import PAPER_COUNTERPART, TABLES
 
 NORM_ORDER = (Norm.L2, Norm.LINF, Norm.L0, Norm.L1)  # the paper's order
 
@@ -75,13 +75,14 @@ def build(results: list[ModelResult], layout: str) -> Table:
     cols = [lab for lab in order if lab in by_label]
     extra = [r.paper_name for r in results if r.paper_name not in order and layout == "table1"]
     cols += extra
-    header = ["Attack"] + [c for lab in cols for c in (lab, f"{lab} (paper)")]
+    header = ["Attack"] + [c for lab in cols for c in (lab, f"{PAPER_COUNTERPART.get(lab, lab)} (paper)")]
     rows: list[list[str]] = []
     sections: set[int] = set()
 
     def add(label: str, ours: list[str], key: str | None) -> None:
         paper = published.get(key or label, {})
-        rows.append([label] + [c for lab, o in zip(cols, ours) for c in (o, _paper_cell(paper.get(lab)))])
+        rows.append([label] + [c for lab, o in zip(cols, ours)
+                               for c in (o, _paper_cell(paper.get(PAPER_COUNTERPART.get(lab, lab))))])
 
     add("Clean accuracy", [fmt_acc(by_label[c].clean_accuracy) for c in cols], "Clean accuracy")
     attack_names: list[tuple[str, Norm, bool]] = []

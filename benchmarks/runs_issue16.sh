@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# The long evaluation runs of issue 16, in the issue's order. Resumable: run the same command again
+# after any interruption (finished shards are kept; models already trained are not retrained).
+#
+#   DIM_RUNS=/path/with/space bash benchmarks/runs_issue16.sh [STEP...]
+#
+# STEP: table1-cheap table1-aa madry paper-objective table2 (default: all, in that order).
+# Each step writes its report into $DIM_RUNS/<run>/report/ at the end; copy it into
+# benchmarks/results/ with scripts of its own (see the session notes).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+RUNS="${DIM_RUNS:-/tmp/dim-runs}"
+MODELS="$RUNS/models"
+PY="${PYTHON:-$root/.venv/bin/python}"
+export DIM_NO_PROGRESS="${DIM_NO_PROGRESS:-1}"
+mkdir -p "$MODELS"
+
+dim() { "$PY" -m dim "$@"; }
+log() { echo "[$(date -u +%H:%M:%S)] $*"; }
+
+have() { [ -f "$MODELS/$1/card.json" ]; }
+train() {   # train NAME [--from BASE]: once; a killed training resumes from its saved state
+  local name=$1; shift
+  have "$name" || { log "train $name"; dim train "$name" --out "$MODELS/$name" "$@"; }
+}
+
+SUITE=paper+adaptive+bpda-autoattack
+# the attacks issue 16 adds, cheapest first; AutoAttack L1 (Square's 5,000 queries on every survivor) last
+NEW_CHEAP=(--only "* BinFlip" --only "L0 PGD-L0 *" --only "L0 Sparse-RS" --only "L1 APGD-CE *"
+           --only "L1 BPDA-APGD")
+NEW_AA=(--only "L1 AutoAttack")
+
+table1_models() {
+  train cnn; train bicnn --from "$MODELS/cnn"; train dim; train bidim --from "$MODELS/dim"
+  echo "$MODELS/cnn" "$MODELS/bicnn" "$MODELS/dim" "$MODELS/bidim"
+}
+
+step_table1_cheap() {
+  # shellcheck disable=SC2046
+  dim evaluate $(table1_models | tail -1) --suite "$SUITE" --n 200 --run "$RUNS/table1-n200" --no-report "${NEW_CHEAP[@]}" || log "evaluate exited $?"
+}
+step_table1_aa() {
+  # shellcheck disable=SC2046
+  dim evaluate $(table1_models | tail -1) --suite "$SUITE" --n 200 --run "$RUNS/table1-n200" --no-report "${NEW_AA[@]}" || log "evaluate exited $?"
+}
+step_madry() {
+  train madry
+  dim evaluate "$MODELS/madry" --suite "$SUITE" --n 200 --run "$RUNS/table1-n200" --no-report \
+    "${NEW_CHEAP[@]}" "${NEW_AA[@]}"
+}
+step_paper_objective() {
+  train dim_paper; train bidim_paper --from "$MODELS/dim_paper"
+  dim evaluate "$MODELS/dim_paper" "$MODELS/bidim_paper" --suite "$SUITE" --n 200 \
+    --run "$RUNS/paper-objective-n200" --no-report
+}
+step_table2() {
+  train im; train single_im; train dn_single_im
+  local dirs=("$MODELS/im" "$MODELS/single_im" "$MODELS/dn_single_im")
+  dim evaluate "${dirs[@]}" --suite paper --n 200 --run "$RUNS/table2-n200" --no-report
+  dim evaluate "${dirs[@]}" --suite paper+adaptive --n 200 --run "$RUNS/table2-n200" --no-report \
+    --only "Linf AutoAttack" --only "L2 AutoAttack" --only "Linf Score-MT" --only "L2 Score-MT"
+}
+
+steps=("$@")
+[ ${#steps[@]} -gt 0 ] || steps=(table1-cheap table1-aa madry paper-objective table2)
+for s in "${steps[@]}"; do
+  log "step $s"
+  "step_${s//-/_}"
+  log "step $s done"
+done
