@@ -120,9 +120,10 @@ def summary_markdown(results: list[metrics.ModelResult], store: Store,
         cells = [_norm_cell(r, n) for n in tables.NORM_ORDER]
         cells = [c + (" *(incomplete)*" if n in gaps and c != "-" else "") for c, n in zip(cells, tables.NORM_ORDER)]
         minimal = (f"{tables.fmt_acc_ci(r.minimal_accuracy_all, r.minimal_interval(True))} "
-                   f"({r.minimal_attack_all or '-'})" if r.has_adaptive
-                   else f"{tables.fmt_acc_ci(r.minimal_accuracy, r.minimal_interval(False))} ({r.minimal_attack or '-'})")
-        minimal = md(minimal) + (" *(incomplete)*" if gaps else "")
+                   f"({md(r.minimal_attack_all or '-')})" if r.has_adaptive
+                   else f"{tables.fmt_acc_ci(r.minimal_accuracy, r.minimal_interval(False))} "
+                        f"({md(r.minimal_attack or '-')})")
+        minimal += " *(incomplete)*" if gaps else ""
         lines.append(f"| {md(r.model)} | {tables.fmt_acc_ci(r.clean_accuracy, r.clean_interval)} | " + " | ".join(cells)
                      + f" | {minimal} | {_checks_cell(outcomes[r.model])} |")
     lines += ["", f"Brackets: the 95% Wilson interval of an accuracy on the {max((r.n for r in results), default=0)} "
