@@ -37,7 +37,7 @@ def samples(data_dir, binarized):
 
 
 def test_adaptive_suite_is_data_with_registered_adapters():
-    assert counts_per_norm(ADAPTIVE) == {Norm.L0: 4, Norm.L1: 5, Norm.L2: 7, Norm.LINF: 7}
+    assert counts_per_norm(ADAPTIVE) == {Norm.L0: 4, Norm.L1: 6, Norm.L2: 7, Norm.LINF: 7}
     assert all(s.adaptive and s.attack in ADAPTERS for s in ADAPTIVE)
     names = {s.name for s in PAPER + ADAPTIVE}
     assert all(s.refines in names for s in ADAPTIVE if s.refines)
@@ -183,7 +183,8 @@ def _robust(spec, model, samples, seed=0):
     return float(np.mean(~np.isfinite(got.distance))), got
 
 
-@pytest.mark.parametrize("name", ["L1 AutoAttack", "L1 APGD-CE 100x5", "L0 PGD-L0 100x5", "L0 Sparse-RS"])
+@pytest.mark.parametrize("name", ["L1 AutoAttack", "L1 APGD-CE 100x5", "L1 Square", "L0 PGD-L0 100x5",
+                                  "L0 Sparse-RS"])
 def test_l1_and_l0_attacks_break_an_undefended_model_within_the_threshold(tiny, samples, name):
     spec = next(s for s in ADAPTIVE if s.name == name)
     acc, got = _robust(spec, tiny, samples)
@@ -261,3 +262,14 @@ def test_binflip_is_not_applicable_without_binarization(tiny, samples):
     spec = next(s for s in ADAPTIVE if s.name == "L2 BinFlip")
     with pytest.raises(NotApplicable):
         attack_runner(spec)(spec, tiny, *samples, 0)
+
+
+def test_every_norm_has_what_the_sanity_checks_compare():
+    """Convergence (an attack and its refinement) and black box against white box, in all four norms."""
+    from dim.attacks.suites import is_black_box, is_ensemble
+    suite = get_suite("paper+adaptive")
+    for norm in Norm:
+        specs = [s for s in suite if s.norm is norm]
+        assert any(s.refines for s in specs), norm
+        assert any(is_black_box(s.attack) for s in specs), norm
+        assert any(not is_black_box(s.attack) and not is_ensemble(s.attack) for s in specs), norm

@@ -241,7 +241,9 @@ def _adaptive_l1() -> tuple[AttackSpec, ...]:
     AutoAttack's L1 version on the model as it is (APGD-CE with 5 restarts and AutoAttack's L1 step
     schedule, APGD-T on 5 targets, FAB-T, Square); the same APGD through the straight-through gradient
     (BPDA; not applicable to models without binarization); and APGD-CE at 20 steps and at 100 steps with
-    5 restarts, with the gradient a binarized model needs, for the convergence check.
+    5 restarts, with the gradient a binarized model needs, for the convergence check; Square at L1
+    (5,000 queries, black box: the paper's L1 attacks are all white box, so without it the check
+    "black box does not beat white box" could not look at L1); BinFlip.
     """
     return (
         _spec("L1 AutoAttack", "autoattack", L1, params={"version": "standard"}, adaptive=True),
@@ -252,6 +254,7 @@ def _adaptive_l1() -> tuple[AttackSpec, ...]:
         _spec("L1 APGD-CE 100x5", "apgd", L1, params={"steps": 100, "targets": 0, "restarts": 5, "largereps": True,
                                                        "gradient": "auto"},
               adaptive=True, refines="L1 APGD-CE 20x1"),
+        _spec("L1 Square", "square", L1, params={"queries": 5000}, adaptive=True),
         _binflip(L1),
     )
 
