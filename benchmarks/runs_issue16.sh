@@ -25,10 +25,10 @@ train() {   # train NAME [--from BASE]: once; a killed training resumes from its
 }
 
 SUITE=paper+adaptive+bpda-autoattack
-# the attacks issue 16 adds, cheapest first; AutoAttack L1 (Square's 5,000 queries on every survivor) last
+# the attacks issue 16 adds, cheapest first; AutoAttack L1 and Square L1 (5,000 queries on every survivor) last
 NEW_CHEAP=(--only "* BinFlip" --only "L0 PGD-L0 *" --only "L0 Sparse-RS" --only "L1 APGD-CE *"
            --only "L1 BPDA-APGD")
-NEW_AA=(--only "L1 AutoAttack")
+NEW_AA=(--only "L1 AutoAttack" --only "L1 Square")
 
 table1_models() {
   train cnn; train bicnn --from "$MODELS/cnn"; train dim; train bidim --from "$MODELS/dim"
