@@ -16,6 +16,8 @@ export DIM_NO_PROGRESS="${DIM_NO_PROGRESS:-1}"
 mkdir -p "$MODELS"
 
 dim() { "$PY" -m dim "$@"; }
+# REUSE=RUN_DIR copies that run's identical finished shards (same model card, attack spec, seed, images)
+reuse() { [ -z "${REUSE:-}" ] || echo "--reuse $REUSE"; }
 log() { echo "[$(date -u +%H:%M:%S)] $*"; }
 
 have() { [ -f "$MODELS/$1/card.json" ]; }
@@ -37,11 +39,11 @@ table1_models() {
 
 step_table1_cheap() {
   # shellcheck disable=SC2046
-  dim evaluate $(table1_models | tail -1) --suite "$SUITE" --n 200 --run "$RUNS/table1-n200" --no-report "${NEW_CHEAP[@]}" || log "evaluate exited $?"
+  dim evaluate $(table1_models | tail -1) --suite "$SUITE" --n 200 --run "$RUNS/table1-n200" --no-report $(reuse) "${NEW_CHEAP[@]}" || log "evaluate exited $?"
 }
 step_table1_aa() {
   # shellcheck disable=SC2046
-  dim evaluate $(table1_models | tail -1) --suite "$SUITE" --n 200 --run "$RUNS/table1-n200" --no-report "${NEW_AA[@]}" || log "evaluate exited $?"
+  dim evaluate $(table1_models | tail -1) --suite "$SUITE" --n 200 --run "$RUNS/table1-n200" --no-report $(reuse) "${NEW_AA[@]}" || log "evaluate exited $?"
 }
 step_madry() {
   train madry

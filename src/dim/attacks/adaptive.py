@@ -222,6 +222,6 @@ def run_binflip(spec: AttackSpec, model: nn.Module, x: np.ndarray, y: np.ndarray
         raise NotApplicable(f"{spec.name}: BinFlip attacks models that binarize their input; this one does not")
     p = spec.params
     xt, yt, _ = _tensors(model, x, y)
-    cand, _ = binflip(model, xt, yt, norm=spec.norm, eps=spec.threshold, steps=int(p.get("steps", 200)),
-                      per_step=int(p.get("per_step", 1)))
+    cand, _ = binflip(model, xt, yt, norm=spec.norm, eps=spec.threshold, steps=int(p.get("steps", 300)),
+                      lookahead=int(p.get("lookahead", 8)))
     return verify(model, x, y, cand.detach().cpu().numpy(), spec.norm)

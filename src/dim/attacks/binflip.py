@@ -8,14 +8,15 @@ through the straight-through gradient (BPDA) ignore that cost: they step every p
 leave most of an L2 budget on pixels that never cross the threshold (measured: BPDA-APGD leaves
 biCNN at 95% at L2 1.5 where Square, which is not gradient-based, reaches 70%).
 
-BinFlip is greedy coordinate ascent on that combinatorial problem (a knapsack): at each step,
-with the straight-through gradient ``g`` of the margin loss at the current adversarial, the gain
-of flipping value ``i`` is ``g_i * (+1 or -1)`` (the binarized input changes by one), and the
-step flips the values with the best gain per unit of cost that still fit the remaining budget of
-the norm (L-inf: every value within eps of ``t`` is free, the rest impossible; L0: each value
-costs one), or un-flips a flipped value whose gain has turned negative (which refunds its cost).
-It stops per sample once the model is fooled. Ours, written for this project; each candidate is
-verified on the true binarized model by the caller.
+BinFlip is greedy coordinate ascent on that combinatorial problem (a knapsack). At each step,
+with the straight-through gradient ``g`` of the margin loss at the current adversarial, the
+first-order gain of flipping value ``i`` is ``g_i * (+1 or -1)`` (the binarized input changes by
+one); the moves that fit what is left of the norm's budget (L-inf: every value within eps of
+``t`` is free, the rest impossible; L0: each value costs one) or undo an earlier flip (which
+refunds its cost) are ranked by gain per unit of cost, the best few are tried with real forward
+passes, and the one that raises the margin loss most per unit of cost is made. It stops per
+sample once the model is fooled or no move helps. Ours, written for this project; each candidate
+is verified on the true binarized model by the caller.
 """
 from __future__ import annotations
 
@@ -46,76 +47,84 @@ def _cost(move: torch.Tensor, norm: Norm) -> torch.Tensor:
     return torch.ones_like(move)
 
 
-def binflip(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: Norm, eps: float, steps: int = 200,
-            per_step: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+def binflip(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: Norm, eps: float, steps: int = 300,
+            lookahead: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
     """Greedy flips across the model's binarization threshold within the ``norm`` ball of radius ``eps``.
 
-    ``per_step`` values are flipped per gradient evaluation (more is faster and coarser). Returns
-    ``(candidates, broken)``: the first fooling adversarial per sample, else the last iterate."""
+    Each step ranks the moves (flip a value that still fits the budget, or undo a flip) by straight-through
+    gain per unit of cost, evaluates the ``lookahead`` best of them with real forward passes of the model,
+    and makes the one whose measured margin gain per unit of cost is largest; a sample whose moves all
+    fail to help stops. The linear ranking alone is a poor guide (on biCNN at L2 1.5 it left 82% of 60
+    test images where checking 8 candidates per step left 5%), the forward passes are what make it work.
+    Returns ``(candidates, broken)``: the first fooling adversarial per sample, else the last iterate."""
+    if lookahead < 1:
+        raise ValueError(f"lookahead must be at least 1, got {lookahead}")
     t = input_threshold(model)
-    b, d = len(x), x[0].numel()
+    shape = x.shape[1:]
     flat = x.flatten(1)
+    b, d = flat.shape
     up = flat <= t                                           # binarizes to 0 now; flipping raises it
     target = torch.where(up, torch.full_like(flat, t + NUDGE), torch.full_like(flat, t - NUDGE))
     move = target - flat
-    if norm is Norm.LINF:
+    if norm is Norm.LINF:            # free inside the ball, impossible outside
+        cost, budget = torch.zeros_like(flat), torch.zeros(b, device=x.device)
         feasible = move.abs() <= eps
-        cost = torch.zeros_like(flat)
-        budget = torch.ones(b, device=x.device)
     else:
         cost = _cost(move, norm)
         budget = torch.full((b,), eps * eps if norm is Norm.L2 else eps, device=x.device)
         feasible = cost <= budget[:, None]
     sign = torch.where(up, 1.0, -1.0).to(flat.dtype)
     flipped = torch.zeros_like(flat, dtype=torch.bool)
-    spent = torch.zeros(b, device=x.device)
     out, broken = x.clone(), torch.zeros(b, dtype=torch.bool, device=x.device)
     live = torch.arange(b, device=x.device)
+
+    def image(rows: torch.Tensor, fl: torch.Tensor) -> torch.Tensor:
+        return torch.where(fl, target[rows], flat[rows])
+
     with gradient_mode(model, GradientMode.STRAIGHT_THROUGH):
         for it in range(steps + 1):
-            cur = torch.where(flipped[live], target[live], flat[live]).view(-1, *x.shape[1:])
-            cur = cur.detach().requires_grad_(True)
+            cur = image(live, flipped[live]).view(-1, *shape).detach().requires_grad_(True)
             z = model(cur)
             hit = (z.argmax(1) != y[live]).detach()
             if hit.any():
                 out[live[hit]] = cur[hit].detach()
                 broken[live[hit]] = True
-            if it == steps or hit.all():
+            if it == steps or bool(hit.all()):
                 break
-            g, = torch.autograd.grad(margin_loss(z, y[live], None).sum(), cur)
+            loss = margin_loss(z, y[live], None)
+            g, = torch.autograd.grad(loss.sum(), cur)
             keep = ~hit
-            live, g = live[keep], g.flatten(1)[keep]
+            live, g, base = live[keep], g.flatten(1)[keep], loss.detach()[keep]
             fl, co = flipped[live], cost[live]
-            gain = g * torch.where(fl, -sign[live], sign[live])       # flipping a flipped value undoes it
-            # un-flip every flipped value whose gain turned positive: it helps and refunds its cost
-            undo = fl & (gain > 0)
-            # then flip the best unflipped values by gain per cost that fit what is left of the budget
-            room = budget[live] - spent[live] + (co * undo).sum(1)
-            ratio = torch.where(~fl & feasible[live] & (gain > 0) & (co <= room[:, None]),
-                                gain / co.clamp_min(1e-12), torch.full_like(gain, -1.0))
-            if norm is Norm.LINF:
-                ratio = torch.where(ratio > 0, gain, ratio)
-            best = ratio.topk(min(per_step, d), dim=1)
-            do = torch.zeros_like(fl)
-            do.scatter_(1, best.indices, best.values > 0)
-            if norm is not Norm.LINF:    # several picks in one step must fit together
-                picked = torch.where(do, co, torch.zeros_like(co))
-                order = torch.where(do, -ratio, torch.full_like(ratio, float("inf"))).argsort(1)
-                cum = picked.gather(1, order).cumsum(1)
-                fits = torch.zeros_like(do)
-                fits.scatter_(1, order, cum <= room[:, None])
-                do &= fits
-            stuck = ~(do.any(1) | undo.any(1))
-            new = (fl & ~undo) | do
-            flipped[live] = new
-            spent[live] = (co * new).sum(1)
-            if stuck.any():                                   # nothing helps any more: keep the last iterate
-                done = live[stuck]
-                out[done] = torch.where(flipped[done], target[done], flat[done]).view(-1, *x.shape[1:])
-                live = live[~stuck]
+            room = budget[live] - (co * fl).sum(1)
+            gain = g * torch.where(fl, -sign[live], sign[live])          # undoing a flip reverses its sign
+            allowed = fl | (feasible[live] & (co <= room[:, None] + 1e-12))
+            per_cost = torch.where(fl | (co <= 0), torch.ones_like(co), co)   # an undo refunds: rank by gain
+            ratio = torch.where(allowed & (gain > 0), gain / per_cost, torch.full_like(gain, -1.0))
+            cand = ratio.topk(min(lookahead, d), dim=1)
+            n, k = cand.indices.shape
+            trials = image(live, fl)[:, None, :].repeat(1, k, 1)
+            undo = fl.gather(1, cand.indices)
+            value = torch.where(undo, flat[live].gather(1, cand.indices), target[live].gather(1, cand.indices))
+            trials.scatter_(2, cand.indices[:, :, None], value[:, :, None])
+            with torch.no_grad():
+                lt = margin_loss(model(trials.view(-1, *shape)), y[live].repeat_interleave(k), None).view(n, k)
+            score = (lt - base[:, None]) / per_cost.gather(1, cand.indices)
+            score = torch.where(cand.values > 0, score, torch.full_like(score, -float("inf")))
+            best = score.argmax(1)
+            move_ok = torch.isfinite(score.gather(1, best[:, None])[:, 0])
+            pick = cand.indices.gather(1, best[:, None])[:, 0]
+            rows = torch.nonzero(move_ok).flatten()
+            fl = fl.clone()
+            fl[rows, pick[rows]] = ~fl[rows, pick[rows]]
+            flipped[live] = fl
+            if not bool(move_ok.all()):        # nothing left that fits: keep the last iterate
+                done = live[~move_ok]
+                out[done] = image(done, flipped[done]).view(-1, *shape)
+                live = live[move_ok]
             if len(live) == 0:
                 break
     rest = live[~broken[live]]
     if len(rest):
-        out[rest] = torch.where(flipped[rest], target[rest], flat[rest]).view(-1, *x.shape[1:])
+        out[rest] = image(rest, flipped[rest]).view(-1, *shape)
     return out, broken
