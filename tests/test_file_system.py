@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 
-import evalkit  # noqa: F401  (registers the test adapters)
 from dim.report import build_report
 
 TESTS = Path(__file__).resolve().parent
@@ -157,3 +156,34 @@ def test_a_report_holding_less_than_the_one_it_replaces_keeps_the_old_one_and_sa
     assert (run / "report" / "report.previous.md").read_text() == fuller
     assert "Linf PGD" in (run / "report" / "metrics.previous.json").read_text()
     assert "Linf PGD" not in (run / "report" / "metrics.json").read_text()
+
+
+def test_a_store_of_an_earlier_version_is_read_without_a_write_and_upgraded_when_written(tmp_path):
+    """`dim status` of an old run must not fail (readers open read-only) nor change the file."""
+    import hashlib
+    import sqlite3
+
+    from dim.store import ADDED_COLUMNS, ADDED_TABLES, SCHEMA, Store
+    old = SCHEMA
+    for table, column in ADDED_COLUMNS:
+        old = old.replace(f", {column} TEXT", "", 1)
+    for table, columns in ADDED_TABLES.items():
+        old = old.replace(f"CREATE TABLE IF NOT EXISTS {table} {columns};", "")
+    db = tmp_path / "results.sqlite"
+    con = sqlite3.connect(db)
+    con.executescript(old)
+    assert {r[1] for r in con.execute("PRAGMA table_info(shards)")} == {"model", "attack", "shard", "status", "error",
+                                                                         "seconds"}
+    con.execute("INSERT INTO shards VALUES ('m', 'a', 0, 'failed', 'boom', 1.5)")
+    con.commit()
+    con.close()
+    before = hashlib.sha256(db.read_bytes()).hexdigest()
+    store = Store(db, read_only=True)
+    assert store.shards()[0]["device"] is None and store.failed_shards() == 1 and store.attempts("m", "a", 0) == []
+    assert store.model_identity("m") is None
+    store.close()
+    assert hashlib.sha256(db.read_bytes()).hexdigest() == before
+    store = Store(db)
+    store.fail_shard("m", "a", 0, "again", 1.0, device="cpu")
+    assert store.attempts("m", "a", 0)[0]["error"] == "again" and store.shard_device("m", "a", 0) == "cpu"
+    store.close()

@@ -24,7 +24,11 @@ import numpy as np
 STORE_FILE = "results.sqlite"
 REUSED = "reused/"   # meta key prefix: reused/<model>/<attack>/<shard> -> the run the shard was copied from
 
-SCHEMA = """
+# Tables added after the first stores were written: a store opened read-only that lacks one shows it empty.
+ADDED_TABLES = {"attempts": "(model TEXT NOT NULL, attack TEXT NOT NULL, shard INTEGER NOT NULL, attempt INTEGER NOT "
+                            "NULL, error TEXT, seconds REAL, device TEXT, PRIMARY KEY (model, attack, shard, attempt))"}
+
+SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS models (
     model TEXT PRIMARY KEY, name TEXT NOT NULL, paper_name TEXT NOT NULL, card TEXT NOT NULL,
@@ -37,9 +41,7 @@ CREATE TABLE IF NOT EXISTS samples (
 CREATE TABLE IF NOT EXISTS shards (
     model TEXT NOT NULL, attack TEXT NOT NULL, shard INTEGER NOT NULL, status TEXT NOT NULL,
     error TEXT, seconds REAL, device TEXT, PRIMARY KEY (model, attack, shard));
-CREATE TABLE IF NOT EXISTS attempts (
-    model TEXT NOT NULL, attack TEXT NOT NULL, shard INTEGER NOT NULL, attempt INTEGER NOT NULL, error TEXT,
-    seconds REAL, device TEXT, PRIMARY KEY (model, attack, shard, attempt));
+CREATE TABLE IF NOT EXISTS attempts {ADDED_TABLES['attempts']};
 CREATE TABLE IF NOT EXISTS results (
     model TEXT NOT NULL, attack TEXT NOT NULL, sample INTEGER NOT NULL, distance REAL NOT NULL,
     pred INTEGER NOT NULL, seconds REAL NOT NULL, PRIMARY KEY (model, attack, sample));
@@ -47,6 +49,16 @@ CREATE TABLE IF NOT EXISTS results (
 
 
 _SHARD_COLUMNS = "(model, attack, shard, status, error, seconds, device)"
+TABLES = ("meta", "models", "attacks", "samples", "shards", "attempts", "results")
+# Columns added after the first stores were written, as (table, column). A writable store gains them on
+# opening; a store opened read-only shows them as NULL.
+ADDED_COLUMNS = (("shards", "device"),     # the device that computed a shard (runs resumed elsewhere mix them)
+                 ("models", "identity"))   # what was evaluated under the key
+
+
+def _missing_columns(db: sqlite3.Connection) -> list[tuple[str, str]]:
+    """The :data:`ADDED_COLUMNS` a store written by an earlier version lacks."""
+    return [(t, c) for t, c in ADDED_COLUMNS if c not in {r[1] for r in db.execute(f"PRAGMA table_info({t})")}]
 
 
 class StoreError(ValueError):
@@ -113,17 +125,21 @@ class Store:
                                  "and read the copy") from None
             db = sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None)
         db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()   # raises on a file that is not SQLite
-        missing = [t for t in ("meta", "models", "attacks", "samples", "shards", "attempts", "results")
+        missing = [t for t in TABLES
                    if not db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (t,)).fetchone()]
-        if missing:
+        if set(missing) - set(ADDED_TABLES):
             db.close()
             raise StoreError(f"{self.path}: not a results store of dim (no table {', '.join(missing)})")
-        cols = {r[1] for r in db.execute("PRAGMA table_info(shards)")} | \
-            {r[1] for r in db.execute("PRAGMA table_info(models)")}
-        if not {"device", "identity"} <= cols:
-            db.close()
-            raise StoreError(f"{self.path}: written by an older dim; open it once where it can be written "
-                             "(dim status on a copy) to bring it up to date")
+        for table in missing:     # added since this store was written: empty, in the temporary schema
+            db.execute(f"CREATE TEMP TABLE {table} {ADDED_TABLES[table]}")
+        # a store of an earlier version lacks columns added since; without writing to it, temporary views
+        # (which SQLite resolves before the tables they shadow) show those columns as NULL, as a migration would
+        missing_cols: dict[str, list[str]] = {}
+        for table, column in _missing_columns(db):
+            missing_cols.setdefault(table, []).append(column)
+        for table, columns in missing_cols.items():
+            extra = ", ".join(f"NULL AS {c}" for c in columns)
+            db.execute(f"CREATE TEMP VIEW {table} AS SELECT *, {extra} FROM main.{table}")
         return db
 
     def _error(self, exc: sqlite3.Error) -> StoreError:
@@ -158,11 +174,8 @@ class Store:
 
     def _migrate(self) -> None:
         """Bring a store written by an earlier version up to this schema (columns added since)."""
-        cols = {r[1] for r in self.db.execute("PRAGMA table_info(shards)")}
-        if "device" not in cols:   # the device that computed a shard (runs resumed elsewhere mix them)
-            self.db.execute("ALTER TABLE shards ADD COLUMN device TEXT")
-        if "identity" not in {r[1] for r in self.db.execute("PRAGMA table_info(models)")}:
-            self.db.execute("ALTER TABLE models ADD COLUMN identity TEXT")   # what was evaluated under the key
+        for table, column in _missing_columns(self.db):
+            self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} TEXT")
 
     @classmethod
     def of_run(cls, run_dir: Path | str, read_only: bool = False) -> "Store":

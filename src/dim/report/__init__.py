@@ -83,7 +83,7 @@ def indistinguishable(results: list[metrics.ModelResult]) -> list[str]:
     """Per norm, the pairs of models whose quoted worst cases lie within each other's 95% intervals."""
     lines = []
     for n in tables.NORM_ORDER:
-        have = [(r, quoted(r, n)) for r in results if quoted(r, n) is not None and quoted(r, n).n]
+        have = [(r, q) for r in results if (q := quoted(r, n)) is not None and q.n]
         pairs = [f"{md(a.model)} {tables.fmt_acc(x.accuracy)} / {md(b.model)} {tables.fmt_acc(y.accuracy)}"
                  for i, (a, x) in enumerate(have) for b, y in have[i + 1:]
                  if metrics.overlap((x.accuracy, x.n), (y.accuracy, y.n))]
@@ -315,7 +315,7 @@ def _keep_a_fuller_report(out: Path, new: list[dict], warn: Callable[[str], None
         return
     for name in ("report.md", "metrics.json"):
         if (out / name).is_file():
-            stem, dot, ext = name.rpartition(".")
+            stem, _, ext = name.rpartition(".")
             atomic_write_bytes(out / f"{stem}.previous.{ext}", (out / name).read_bytes())
     warn(f"{out}: the new report holds less than the one it replaces (models, attack results, images: "
          f"{before} before, {after} now); the old one is kept as report.previous.md and metrics.previous.json")

@@ -131,8 +131,6 @@ def fit_score_model(model: nn.Module, data: TrainData, cfg: ScoreTrainConfig, ge
     return out
 
 
-
-
 @dataclass(frozen=True)
 class PaperScoreTrainConfig(ScoreTrainConfig):
     """Recipe ``score_paper``: DIM trained with the paper's objective alone (eq. 2, balanced weighting).
