@@ -19,7 +19,7 @@ from common import write_result
 from dim import data, load_model
 from dim.attacks.suites import ADAPTIVE
 from dim.evaluation.metrics import accuracy_at, accuracy_interval
-from dim.evaluation.runner import attack_runner
+from dim.evaluation.units import attack_runner
 
 
 def main() -> None:

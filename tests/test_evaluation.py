@@ -19,7 +19,8 @@ from dim.attacks.suites import AttackSpec, get_suite
 from dim.evaluation import metrics
 from dim.evaluation.norms import Norm
 from dim.evaluation.status import run_status, status_text
-from dim.evaluation.runner import EvalModel, RunConfigError, evaluate_models, load_adversarials
+from dim.evaluation.artifacts import load_adversarials
+from dim.evaluation.runner import EvalModel, RunConfigError, evaluate_models
 from dim.evaluation.verify import predict_numpy
 from dim.report import build_report
 from dim.store import Store
@@ -527,22 +528,36 @@ def test_run_pointing_at_a_file_is_one_clear_error(tiny, test_data, tmp_path):
                         batch_size=10, show=False)
 
 
-def test_a_shard_another_process_computes_is_left_to_it(tiny, test_data, tmp_path):
-    from dim.evaluation.locks import unit_lock
+def test_a_second_driver_on_a_run_is_refused_naming_the_first(tiny, test_data, tmp_path):
+    from dim.evaluation.locks import RunLockedError, run_lock
     x, y = test_data
     suite = (AttackSpec("Linf FGSM", "LinfFastGradientAttack", Norm.LINF),)
-    with unit_lock(tmp_path, "m", "Linf FGSM", 1) as held:   # as if another process were on shard 1
-        assert held
-        evaluate_models([EvalModel("m", tiny)], x, y, suite=suite, run_dir=tmp_path, batch_size=20, show=False,
-                        checks=False)
-        store = Store(tmp_path / "results.sqlite")
-        try:
-            assert [(s["shard"], s["status"]) for s in store.shards()] == [(0, "done")]
-        finally:
-            store.close()
+    with run_lock(tmp_path):        # as if another driver were on this run
+        with pytest.raises(RunLockedError, match=rf"{re.escape(str(tmp_path))}: another dim process .*process "
+                                                 rf"{os.getpid()} on "):
+            evaluate_models([EvalModel("m", tiny)], x, y, suite=suite, run_dir=tmp_path, batch_size=20, show=False,
+                            checks=False)
+        assert not (tmp_path / "results.sqlite").exists()       # refused before anything was written
     evaluate_models([EvalModel("m", tiny)], x, y, suite=suite, run_dir=tmp_path, batch_size=20, show=False,
-                    checks=False)                              # released: the next evaluation does it
+                    checks=False)                              # released: the next evaluation runs
     assert len(_rows(tmp_path)) == len(y)
+
+
+def test_a_lock_left_by_a_killed_driver_does_not_block_the_rerun(tmp_path):
+    """The lock file stays behind a SIGKILLed holder; the kernel released its flock, so the rerun proceeds."""
+    from dim.evaluation.locks import run_lock
+    code = ("import sys, time; from dim.evaluation.locks import run_lock\n"
+            "with run_lock(sys.argv[1]):\n    print('held', flush=True); time.sleep(600)")
+    p = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "held"
+        p.kill()
+        p.wait(timeout=30)
+    finally:
+        p.kill()
+    assert (tmp_path / ".lock").is_file() and str(p.pid) in (tmp_path / ".lock").read_text()
+    with run_lock(tmp_path):
+        pass
 
 
 class _Threshold(torch.nn.Module):

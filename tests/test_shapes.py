@@ -12,6 +12,7 @@ from dim import data
 from dim.data import DataError
 from dim.evaluation.norms import Norm, ThreatModel
 from dim.evaluation.pipeline import run_evaluation
+from dim.evaluation.spec import RunSpec
 from dim.attacks.suites import get_suite
 from dim.models import get_entry, list_models
 from dim.train import train
@@ -80,8 +81,8 @@ def test_every_trainable_model_trains_evaluates_and_reports_on_another_shape(fol
         assert card["clean_accuracy"] > 0.4, (name, card["clean_accuracy"])   # chance is 0.25
         assert card["dataset"] == str(folder.resolve()) and card["test_samples"] == 120
         dirs.append(tmp_path / name)
-    out = run_evaluation(dirs, [], suite="quick", n=8, run=tmp_path / "run", batch_size=8,
-                         dataset=str(folder), checks=False)
+    out = run_evaluation(RunSpec(run_dir=tmp_path / "run", model_dirs=tuple(dirs), suite="quick", n=8, batch_size=8,
+                                 dataset=str(folder), checks=False))
     metrics = {m["model"]: m for m in json.loads((out / "metrics.json").read_text())}
     assert sorted(metrics) == sorted(TRAINABLE)
     for name, m in metrics.items():

@@ -20,6 +20,7 @@ from .checkpoint import CARD, load_model
 from .core.device import DeviceLike
 from .evaluation import metrics
 from .evaluation.runner import EvalModel, evaluate_models
+from .evaluation.spec import RunSpec
 from .models.registry import get_entry
 from .provenance import file_sha256
 from .store import Store
@@ -34,13 +35,16 @@ def _as_numpy(a: Any, dtype) -> np.ndarray:
 def evaluate(model: nn.Module, x: Any, y: Any, *, suite: str | Sequence[AttackSpec] = "quick",
              run_dir: Path | str, name: str = "model", batch_size: int = 100, seed: int = 0,
              show: bool | None = None, report: bool = True, checks: bool = True,
-             device: DeviceLike = None, thresholds: dict[str, float] | None = None) -> list[metrics.ModelResult]:
+             device: DeviceLike = None, thresholds: dict[str, float] | None = None,
+             executor: str = "serial", ray_address: str | None = None) -> list[metrics.ModelResult]:
     """Evaluate one classifier; resumable in ``run_dir``. Returns the metrics (and writes the report).
 
     ``device``: ``auto`` (default; ``$DIM_DEVICE`` overrides it), ``cpu``, ``cuda`` or
     ``cuda:N``. The model is moved there (``model.to(device)``) for the evaluation.
     ``thresholds`` (``{"L2": 2.0, ...}``) overrides the thresholds, which default to the
     paper's for 1 x 28 x 28 images and to the paper's scaled to the image size otherwise.
+    ``executor="ray"`` runs the units as Ray tasks (``ray_address``: an existing cluster); the model
+    travels to the workers by value, so its class must be importable there.
     """
     from .evaluation.norms import ThreatModel
     m = EvalModel(key=name, model=model.eval(), name=name, paper_name=name)
@@ -48,8 +52,10 @@ def evaluate(model: nn.Module, x: Any, y: Any, *, suite: str | Sequence[AttackSp
     if xs.ndim != 4:
         raise ValueError(f"expected x of shape (N, C, H, W), got {xs.shape}")
     threat = ThreatModel.for_shape(xs.shape[1:], thresholds)
-    evaluate_models([m], xs, _as_numpy(y, np.int64), suite=suite, run_dir=Path(run_dir),
-                    batch_size=batch_size, seed=seed, show=show, checks=checks, device=device, threat=threat)
+    spec = RunSpec(run_dir=Path(run_dir), suite=suite if isinstance(suite, str) else tuple(suite),
+                   batch_size=batch_size, seed=seed, show=show, checks=checks, device=device,
+                   executor=executor, ray_address=ray_address, n=max(len(xs), 1))
+    evaluate_models([m], xs, _as_numpy(y, np.int64), spec, threat=threat)
     if report:
         from .report import build_report
         build_report(run_dir)

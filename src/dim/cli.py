@@ -19,6 +19,7 @@ from rich.table import Table
 from .attacks.suites import SUITES
 from .checkpoint import CheckpointError, read_card
 from .data import DataError
+from .evaluation.locks import RunLockedError
 from .train.loop import DivergedError
 
 app = typer.Typer(help="Denoised Internal Models: train, evaluate and report adversarial robustness.",
@@ -28,7 +29,7 @@ app.add_typer(data_app, name="data")
 out = Console()
 err = Console(stderr=True)
 
-EXPECTED_ERRORS = (DataError, CheckpointError, DivergedError, ValueError, KeyError, OSError)
+EXPECTED_ERRORS = (DataError, CheckpointError, DivergedError, RunLockedError, ValueError, KeyError, OSError)
 _OS_HINTS = {errno.ENOSPC: " (the disk is full: free space and rerun the same command; finished work is kept)",
              errno.EROFS: " (read-only file system: write somewhere else)",
              errno.EACCES: " (no permission: write somewhere else)"}
@@ -106,6 +107,15 @@ DatasetOpt = typer.Option("mnist", "--dataset",
                           help="mnist, fashion-mnist, or a folder holding the four IDX files of your own data "
                                "(train-images-idx3-ubyte etc., raw or .gz; images (N, H, W) or (N, C, H, W) "
                                "uint8, labels 0..K-1).")
+ExecutorOpt = typer.Option("serial", "--executor",
+                          help="serial (this process, the default) or ray (units as Ray tasks: a local cluster on "
+                               "this machine's cores, or the one at --ray-address; needs pip install 'dim[ray]').")
+RayAddressOpt = typer.Option(None, "--ray-address",
+                             help="Join this Ray cluster (e.g. 10.0.0.1:6379; default: $RAY_ADDRESS, else start a "
+                                  "local one).")
+GpuShareOpt = typer.Option(1.0, "--gpu-share",
+                           help="With --executor ray and a CUDA device: the fraction of a GPU each unit asks for "
+                                "(0.25: four units per GPU at once).")
 DeviceOpt = typer.Option(None, "--device", help="auto (the first CUDA GPU, else the CPU), cpu, cuda or cuda:N "
                                                "(default: $DIM_DEVICE, else auto).")
 
@@ -211,13 +221,18 @@ def evaluate_cmd(model_dirs: Optional[list[Path]] = typer.Argument(None, help="M
                                                                  "images) are copied and re-verified instead of "
                                                                  "recomputed, e.g. its first 200 images of a run on "
                                                                  "500; repeatable."),
-                 device: Optional[str] = DeviceOpt) -> None:
+                 device: Optional[str] = DeviceOpt,
+                 executor: str = ExecutorOpt,
+                 ray_address: Optional[str] = RayAddressOpt,
+                 gpu_share: float = GpuShareOpt) -> None:
     """Attack every model with every attack of the suite; resumable (rerun the same command)."""
     from .evaluation.pipeline import run_evaluation
-    out_dir = run_evaluation(list(model_dirs or []), list(factories or []), suite=suite, n=n, run=run,
-                             batch_size=batch_size, seed=seed, data_dir=data_dir, dataset=dataset,
-                             report=report, checks=checks, only=list(only or []), reuse=list(reuse or []),
-                             device=_device(device), thresholds=_parse_eps(eps))
+    from .evaluation.spec import RunSpec
+    spec = RunSpec(run_dir=run, suite=suite, model_dirs=tuple(model_dirs or ()), factories=tuple(factories or ()),
+                   n=n, batch_size=batch_size, seed=seed, data_dir=data_dir, dataset=dataset, report=report,
+                   checks=checks, only=tuple(only or ()), reuse=tuple(reuse or ()), device=_device(device),
+                   thresholds=_parse_eps(eps), executor=executor, ray_address=ray_address, gpu_share=gpu_share)
+    out_dir = run_evaluation(spec)
     out.print(f"results: {run / 'results.sqlite'}" + (f"; report: {out_dir}" if out_dir else ""), highlight=False)
     _exit_if_failed(run)
 
@@ -255,10 +270,15 @@ def reproduce_cmd(preset: str = typer.Option("quick", "--preset",
                                                   help="Where model directories live (trained if missing)."),
                   data_dir: Optional[Path] = DataDirOpt,
                   dataset: str = DatasetOpt,
-                  device: Optional[str] = DeviceOpt) -> None:
-    """Train the models a preset needs (if missing), evaluate them and write the report."""
+                  device: Optional[str] = DeviceOpt,
+                  executor: str = ExecutorOpt,
+                  ray_address: Optional[str] = RayAddressOpt,
+                  gpu_share: float = GpuShareOpt) -> None:
+    """Train the models a preset needs (if missing; in parallel with --executor ray), evaluate them and write
+    the report."""
     from .evaluation.pipeline import reproduce
-    path = reproduce(preset, run, models_dir, data_dir, device=_device(device), dataset=dataset)
+    path = reproduce(preset, run, models_dir, data_dir, device=_device(device), dataset=dataset, executor=executor,
+                     ray_address=ray_address, gpu_share=gpu_share)
     out.print((path / "report.md").read_text(), highlight=False, markup=False)
     _exit_if_failed(run)
 

@@ -17,7 +17,7 @@ changed next to foolbox's values, and every report prints the suite it used.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Mapping
 
 from ..evaluation.norms import Norm, ThreatModel
@@ -57,6 +57,18 @@ class AttackSpec:
 # from their default, so that a run stored before they existed still resumes. (``threat`` is never
 # stored with an attack: the run's config records the threat model once.)
 OPTIONAL_FIELDS = ("adaptive", "refines", "threat")
+
+
+def spec_dict(spec: AttackSpec) -> dict[str, Any]:
+    """``spec`` as the run's config records it (and reuse compares it): the optional fields only where they
+    differ from their default, never the thresholds it is bound to (the config records those once)."""
+    d = asdict(spec)
+    for name in OPTIONAL_FIELDS:
+        if name == "threat" or d[name] == AttackSpec.__dataclass_fields__[name].default:
+            del d[name]
+    d["norm"] = spec.norm.value
+    d["params"] = dict(spec.params)
+    return d
 
 # Attacks that use no gradient of the model (decision- or score-based, or model-agnostic
 # corruptions). The sanity check "black-box does not beat white-box" compares these with the rest.

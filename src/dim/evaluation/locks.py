@@ -1,44 +1,64 @@
-"""One process per unit of work: a shard being computed is locked, and a second process skips it.
+"""The run lock: one driver per run directory.
 
-``dim evaluate --only`` lets several processes share a run; two of them on the same
-(model, attack, shard) would compute it twice, and the second would then fail to store
-it. Each shard is computed under an exclusive ``flock`` on its own file in
-``RUN/.locks/``; a process that cannot take the lock leaves the shard to the one that
-holds it. The kernel releases the lock when its holder exits, however it exits (SIGKILL
-included), so a crashed process never leaves a shard locked. Works on one host, as
-the SQLite store itself does.
+The driver is the only writer of a run (its store, its adversarials), so a second
+``dim evaluate`` or ``dim reproduce`` on the same run directory is refused at once,
+with the other process named, instead of failing later on a duplicate row or
+computing every unit twice. The lock is an exclusive ``flock`` on ``RUN/.lock``; the
+kernel releases it when its holder exits, however it exits (SIGKILL included), so
+the file a killed driver leaves behind never blocks the rerun. Works on one host, as
+the SQLite store itself does; on a cluster the driver runs on one node and the
+workers never touch the run directory.
 """
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
+import socket
+import sys
+import time
 from pathlib import Path
 from typing import Iterator
 
-from ..names import file_name
-
-LOCK_DIR = ".locks"
+LOCK_FILE = ".lock"
 
 
-def lock_path(run_dir: Path, model: str, attack: str, shard: int) -> Path:
-    return Path(run_dir) / LOCK_DIR / file_name(model) / file_name(attack) / f"shard_{shard:05d}.lock"
+class RunLockedError(RuntimeError):
+    """Another process is the driver of this run."""
+
+
+def _holder(path: Path) -> str:
+    try:
+        info = json.loads(path.read_text() or "{}")
+    except (OSError, ValueError):
+        return "another process"
+    return (f"process {info.get('pid', '?')} on {info.get('host', '?')}, since {info.get('since', '?')}: "
+            f"{info.get('command', '?')}")
 
 
 @contextlib.contextmanager
-def unit_lock(run_dir: Path, model: str, attack: str, shard: int) -> Iterator[bool]:
-    """Yield True while this process holds the unit's lock, False if another process holds it."""
-    path = lock_path(run_dir, model, attack, shard)
-    path.parent.mkdir(parents=True, exist_ok=True)
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold ``RUN/.lock`` for the duration; raise :class:`RunLockedError` naming the holder if another
+    process holds it."""
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ValueError(f"{run_dir}: is a file, not a run directory; give --run a directory")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / LOCK_FILE
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            yield False
-            return
+            raise RunLockedError(f"{run_dir}: another dim process is running this evaluation ({_holder(path)}); "
+                                 "wait for it to finish, or stop it and rerun this command") from None
         try:
-            yield True
+            me = {"pid": os.getpid(), "host": socket.gethostname(),
+                  "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "command": " ".join(sys.argv)}
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(me).encode(), 0)
+            yield
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:

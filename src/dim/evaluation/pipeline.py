@@ -1,7 +1,7 @@
 """What the CLI's ``evaluate`` and ``reproduce`` do: load data and models, run, report."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .. import data as data_mod
@@ -9,6 +9,7 @@ from ..core.device import DeviceLike, resolve_device
 from ..models.registry import get_entry, list_models
 from ..progress import log
 from .runner import evaluate_models
+from .spec import RunSpec
 
 
 @dataclass(frozen=True)
@@ -30,34 +31,28 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-def run_evaluation(model_dirs: list[Path], factories: list[str], *, suite: str, n: int, run: Path,
-                   batch_size: int = 100, seed: int = 0, data_dir: Path | None = None, dataset: str = "mnist",
-                   report: bool = True, checks: bool = True, only: list[str] | None = None,
-                   reuse: list[Path] | None = None, device: DeviceLike = None,
-                   thresholds: dict[str, float] | None = None) -> Path | None:
-    """Evaluate model directories and factories on the first ``n`` test images of ``dataset``
-    (a built-in name or a folder of IDX files) at the dataset's thresholds, ``thresholds``
+def run_evaluation(spec: RunSpec) -> Path | None:
+    """Evaluate the spec's model directories and factories on the first ``n`` test images of its dataset
+    (a built-in name or a folder of IDX files) at the dataset's thresholds, the spec's ``thresholds``
     (``{"L2": 2.0}``) overriding them; returns the report folder (None without report)."""
     from ..api import eval_model_from_dir, eval_model_from_factory, unique_keys
-    from ..attacks.suites import get_suite
-    get_suite(suite)  # fail on a bad suite name before loading anything
-    if not model_dirs and not factories:
+    spec.attacks()  # fail on a bad suite name before loading anything
+    if not spec.model_dirs and not spec.factories:
         raise ValueError("nothing to evaluate: give model directories and/or --model-factory")
-    dev = resolve_device(device)
-    models = unique_keys([eval_model_from_dir(d, device=dev) for d in model_dirs] +
-                         [eval_model_from_factory(f) for f in factories])
-    spec = data_mod.get_spec(dataset)
-    threat = spec.threat_model().with_overrides(thresholds or {})
-    x, y = data_mod.load_split(spec, "test", data_dir, limit=n)
-    if len(y) < n:
-        raise ValueError(f"--n {n}: the {spec.name} test set has only {len(y)} images")
-    evaluate_models(models, x, y, suite=suite, run_dir=run, batch_size=batch_size, seed=seed,
-                    extra_config={"dataset": spec.name}, checks=checks, only=only, reuse=reuse or (), device=dev,
-                    threat=threat, num_classes=spec.num_classes)
-    if not report:
+    dev = resolve_device(spec.device)
+    models = unique_keys([eval_model_from_dir(d, device=dev) for d in spec.model_dirs] +
+                         [eval_model_from_factory(f) for f in spec.factories])
+    data_spec = data_mod.get_spec(spec.dataset or "mnist")
+    threat = data_spec.threat_model().with_overrides(spec.thresholds)
+    x, y = data_mod.load_split(data_spec, "test", spec.data_dir, limit=spec.n)
+    if len(y) < spec.n:
+        raise ValueError(f"--n {spec.n}: the {data_spec.name} test set has only {len(y)} images")
+    evaluate_models(models, x, y, replace(spec, dataset=data_spec.name, device=dev), threat=threat,
+                    num_classes=data_spec.num_classes)
+    if not spec.report:
         return None
     from ..report import build_report
-    return build_report(run)
+    return build_report(spec.run_dir)
 
 
 def ensure_model(name: str, models_dir: Path, data_dir: Path | None, device: DeviceLike = None,
@@ -82,8 +77,22 @@ def ensure_model(name: str, models_dir: Path, data_dir: Path | None, device: Dev
     return target
 
 
+def base_models(names: list[str], models_dir: Path) -> list[str]:
+    """The models that ``names`` need trained from scratch (not derived) and ``models_dir`` lacks."""
+    need: list[str] = []
+    for name in names:
+        while get_entry(name).weights_from:
+            name = get_entry(name).weights_from
+        if not (models_dir / name / "card.json").is_file() and name not in need:
+            need.append(name)
+    return need
+
+
 def reproduce(preset: str, run: Path, models_dir: Path, data_dir: Path | None = None,
-              device: DeviceLike = None, dataset: str = "mnist") -> Path:
+              device: DeviceLike = None, dataset: str = "mnist", executor: str = "serial",
+              ray_address: str | None = None, gpu_share: float = 1.0) -> Path:
+    """Train what the preset needs and is missing (as parallel Ray tasks with ``executor="ray"``), evaluate,
+    report."""
     try:
         p = PRESETS[preset]
     except KeyError:
@@ -93,9 +102,14 @@ def reproduce(preset: str, run: Path, models_dir: Path, data_dir: Path | None = 
         log(f"preset {preset}: models not available in this version, skipped: {missing}")
     dev = resolve_device(device)
     data_mod.fetch(dataset, data_dir)
-    dirs = [ensure_model(m, Path(models_dir), data_dir, dev, dataset) for m in p.models if m not in missing]
-    out = run_evaluation(dirs, [], suite=p.suite, n=p.n, run=run, batch_size=p.batch_size, data_dir=data_dir,
-                         device=dev, dataset=dataset)
+    spec = RunSpec(run_dir=Path(run), suite=p.suite, n=p.n, batch_size=p.batch_size, data_dir=data_dir,
+                   device=dev, dataset=dataset, executor=executor, ray_address=ray_address, gpu_share=gpu_share)
+    wanted = [m for m in p.models if m not in missing]
+    if executor == "ray":
+        from .executors.ray_executor import train_on_ray
+        train_on_ray(base_models(wanted, Path(models_dir)), Path(models_dir), spec)
+    dirs = [ensure_model(m, Path(models_dir), data_dir, dev, dataset) for m in wanted]
+    out = run_evaluation(replace(spec, model_dirs=tuple(dirs)))
     from ..report.figures import figure3
     dim_dir = Path(models_dir) / "dim"
     if (dim_dir / "card.json").is_file() and out is not None:

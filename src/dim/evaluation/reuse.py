@@ -27,6 +27,7 @@ import numpy as np
 
 from ..attacks.suites import AttackSpec
 from ..store import ResultRow, Store
+from .artifacts import load_adversarials
 from .verify import verify
 
 # Fields of a run's config that must agree for any of its shards to be reused.
@@ -50,7 +51,6 @@ class Donor:
         current (model, attack) is kept: memory stays that of one attack.
         """
         if self._loaded is None or self._loaded[0] != (key, attack):
-            from .runner import load_adversarials
             self._loaded = ((key, attack), (load_adversarials(self.run_dir, key, attack),
                                             {r.sample: r for r in self.store.rows(key, attack)}))
         return self._loaded[1]

@@ -1,0 +1,210 @@
+"""The Ray executor: units as Ray tasks on a local or existing cluster; results come back as they finish.
+
+- Cluster: ``ray_address`` (or ``$RAY_ADDRESS``) joins a running cluster (``ray start --head`` on the
+  head node); without one, a local cluster is started on this machine's cores and shut down at the end.
+- Models travel by value through Ray's object store, put there once per run: a model directory's
+  ``model.safetensors`` and ``card.json`` (the worker checks the card's sha256 against the driver's
+  before loading), anything else as the module itself (its class must be importable on the worker).
+  Each worker process loads a model once and keeps it for the units that follow.
+- Each unit is a task asking for one CPU (Ray then runs torch on one thread) and, when the run's device
+  is CUDA, ``gpu_share`` of a GPU. A worker that dies mid-unit is retried by Ray (``max_retries``); an
+  exception inside an attack is not a Ray failure: :func:`~dim.evaluation.execute.execute` returns it as
+  a failed unit, which the driver stores once.
+- Workers never open the run directory: the driver commits every result.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn as nn
+
+from ..execute import execute
+from ..units import Unit, UnitResult
+
+MAX_RETRIES = 3     # a unit whose worker dies is retried this many times, then stored as failed
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise ValueError("--executor ray needs Ray: pip install 'dim[ray]' (or scripts/bootstrap.sh, which "
+                         "installs it)") from None
+    return ray
+
+
+@dataclass(frozen=True)
+class ModelPayload:
+    """A model as it travels to a worker: a model directory's files, or the module itself."""
+    key: str
+    identity: str
+    files: dict[str, bytes] | None = None
+    card_sha256: str | None = None
+    module: nn.Module | None = None
+
+    @classmethod
+    def of(cls, m: Any) -> "ModelPayload":
+        """From an ``EvalModel``: its directory's files when it came from one, else a CPU copy of the module."""
+        model_dir = m.card.get("dir") if m.card_sha256 else None
+        if model_dir and Path(model_dir).is_dir():
+            from ...checkpoint import CARD, WEIGHTS
+            files = {name: (Path(model_dir) / name).read_bytes() for name in (WEIGHTS, CARD)}
+            if hashlib.sha256(files[CARD]).hexdigest() != m.card_sha256:
+                raise ValueError(f"{model_dir}: card.json changed since the model was loaded; rerun")
+            return cls(m.key, m.card_sha256, files=files, card_sha256=m.card_sha256)
+        import copy
+        import uuid
+        return cls(m.key, f"module {uuid.uuid4()}", module=copy.deepcopy(m.model).to("cpu"))
+
+    def load(self, device: torch.device) -> nn.Module:
+        if self.module is not None:
+            return self.module.to(device).eval()
+        from ...checkpoint import CARD, load_model
+        assert self.files is not None
+        if hashlib.sha256(self.files[CARD]).hexdigest() != self.card_sha256:
+            raise ValueError(f"model {self.key!r}: the card received differs from the driver's")
+        with tempfile.TemporaryDirectory(prefix="dim-model-") as tmp:
+            for name, data in self.files.items():
+                (Path(tmp) / name).write_bytes(data)
+            return load_model(tmp, device=device)
+
+
+_LOADED: dict[tuple[str, str], tuple[nn.Module, str]] = {}   # per worker process: (identity, device) -> model
+_KEEP = 8          # models a worker keeps loaded (a long-lived cluster serves many runs)
+
+
+def run_unit(unit: Unit, payload: ModelPayload, device: str) -> UnitResult:
+    """The task: load (once per worker) and execute."""
+    from ...core.device import describe, device_info
+    got = _LOADED.get((payload.identity, device))
+    if got is None:
+        dev = torch.device(device)
+        while len(_LOADED) >= _KEEP:
+            _LOADED.pop(next(iter(_LOADED)))
+        got = _LOADED[(payload.identity, device)] = (payload.load(dev), describe(device_info(dev)))
+    model, label = got
+    return execute(unit, model, label)
+
+
+def _python_path() -> str:
+    """This process's import path, so that the workers of a local cluster import what the driver imports."""
+    return os.pathsep.join(p for p in sys.path if p and os.path.isdir(p))
+
+
+def _connect(ray: Any, address: str | None) -> bool:
+    """Join the cluster at ``address`` (else ``$RAY_ADDRESS``), or start a local one on this machine's cores
+    with this process's import path; True if this call started or joined it (and should shut it down)."""
+    if ray.is_initialized():
+        return False
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    opts: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    if address:
+        ray.init(address=address, **opts)
+    else:
+        ray.init(num_cpus=os.cpu_count(), runtime_env={"env_vars": {"PYTHONPATH": _python_path()}}, **opts)
+    return True
+
+
+class RayExecutor:
+    def __init__(self, spec: Any, device: torch.device):
+        self._ray = _import_ray()
+        self._address = spec.ray_address
+        self._gpu = torch.device(device).type == "cuda"
+        self._share = float(spec.gpu_share)
+        self._device = "cuda" if self._gpu else "cpu"
+        self._owns = False
+        self._refs: dict[str, Any] = {}
+        self._inflight: dict[Any, Unit] = {}
+
+    def start(self, models: Sequence[Any]) -> None:
+        ray = self._ray
+        self._owns = _connect(ray, self._address)
+        resources = ray.cluster_resources()
+        cpus = max(1, int(resources.get("CPU", 1)))
+        if self._gpu:
+            gpus = resources.get("GPU", 0)
+            if gpus <= 0:
+                raise ValueError("--device cuda with --executor ray: the Ray cluster has no GPU")
+            cpus = max(1, min(cpus, int(gpus / self._share)))
+        self._capacity = 2 * cpus
+        self._refs = {m.key: ray.put(ModelPayload.of(m)) for m in models}
+        self._task = ray.remote(run_unit).options(num_cpus=1, num_gpus=self._share if self._gpu else 0,
+                                                  max_retries=MAX_RETRIES, retry_exceptions=False)
+
+    @property
+    def capacity(self) -> int:
+        return self._capacity
+
+    def submit(self, unit: Unit) -> None:
+        self._inflight[self._task.remote(unit, self._refs[unit.model], self._device)] = unit
+
+    def next_result(self) -> tuple[Unit, UnitResult]:
+        ray = self._ray
+        (ref,), _ = ray.wait(list(self._inflight), num_returns=1)
+        unit = self._inflight.pop(ref)
+        try:
+            return unit, ray.get(ref)
+        except (ray.exceptions.RayError, OSError) as exc:   # the worker died MAX_RETRIES + 1 times, or the node
+            return unit, UnitResult(unit.key, "failed", 0.0, None, f"{type(exc).__name__}: {exc}")
+
+    def close(self) -> None:
+        for ref in self._inflight:
+            self._ray.cancel(ref, force=True)
+        self._inflight.clear()
+        if self._owns:
+            self._ray.shutdown()
+
+
+def train_task(name: str, dataset: str, data_dir: str | None, device: str) -> dict[str, bytes]:
+    """Train ``name`` with its recipe's defaults on a worker; the model directory's files as bytes."""
+    from ... import data as data_mod
+    from ...train import train
+    folder = Path(data_dir) if data_dir and Path(data_dir).is_dir() else None   # else the worker's own cache
+    data_mod.fetch(dataset, folder)
+    with tempfile.TemporaryDirectory(prefix="dim-train-") as tmp:
+        out = Path(tmp) / name
+        train(name, out, data_dir=folder, device=device, dataset=dataset)
+        return {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+
+
+def train_on_ray(names: Sequence[str], models_dir: Path, spec: Any) -> None:
+    """Train the models ``names`` in parallel as Ray tasks (one CPU each, ``gpu_share`` of a GPU on CUDA) and
+    write each model directory under ``models_dir`` when its task returns (whole, or not at all)."""
+    if not names:
+        return
+    ray = _import_ray()
+    owns = _connect(ray, spec.ray_address)
+    gpu = torch.device(spec.device or "cpu").type == "cuda"
+    task = ray.remote(train_task).options(num_cpus=1, num_gpus=spec.gpu_share if gpu else 0,
+                                          max_retries=MAX_RETRIES, retry_exceptions=False)
+    from ...progress import log
+    try:
+        refs = {task.remote(n, spec.dataset or "mnist", str(spec.data_dir) if spec.data_dir else None,
+                            "cuda" if gpu else "cpu"): n for n in names}
+        log(f"training {', '.join(names)} as {len(refs)} Ray tasks")
+        while refs:
+            (ref,), _ = ray.wait(list(refs), num_returns=1)
+            name = refs.pop(ref)
+            files = ray.get(ref)
+            target = Path(models_dir) / name
+            tmp = Path(models_dir) / f".{name}.incoming"
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            for fname, data in files.items():
+                (tmp / fname).write_bytes(data)
+            if target.exists():        # a directory without card.json: a training that never finished
+                shutil.rmtree(target)
+            tmp.replace(target)
+            log(f"trained {name} on Ray -> {target}")
+    finally:
+        if owns:
+            ray.shutdown()

@@ -1,0 +1,82 @@
+"""The run spec: every option of an evaluation, in one object from the CLI or the API to the runner.
+
+``dim evaluate``, ``dim reproduce`` and :func:`dim.evaluate` build a :class:`RunSpec`;
+:func:`dim.evaluation.pipeline.run_evaluation` and :func:`dim.evaluation.runner.evaluate_models`
+read it. Adding an option means adding a field here, not threading a keyword through
+three modules.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+from ..attacks.suites import AttackSpec, get_suite
+from ..core.device import DeviceLike
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What to evaluate, where, how, and on what executor.
+
+    ``model_dirs`` and ``factories`` name the models (the API passes live models
+    beside the spec instead). ``suite`` is a suite name (``paper+adaptive``) or
+    attack specs. ``only`` restricts this call to the attacks matching its
+    shell-style patterns; ``reuse`` names donor runs. ``executor`` is a key of
+    :data:`dim.evaluation.executors.EXECUTORS`; ``ray_address`` joins an existing
+    Ray cluster (default ``$RAY_ADDRESS``, else a local one), and ``gpu_share`` is the
+    fraction of a GPU each unit asks Ray for when the device is CUDA.
+    """
+    run_dir: Path
+    suite: str | tuple[AttackSpec, ...] = "quick"
+    model_dirs: tuple[Path, ...] = ()
+    factories: tuple[str, ...] = ()
+    n: int = 200
+    batch_size: int = 100
+    seed: int = 0
+    dataset: str | None = None          # recorded in the run's config when given (CLI runs)
+    data_dir: Path | None = None
+    thresholds: Mapping[str, float] = field(default_factory=dict)
+    only: tuple[str, ...] = ()
+    reuse: tuple[Path, ...] = ()
+    checks: bool = True
+    report: bool = True
+    device: DeviceLike = None
+    executor: str = "serial"
+    ray_address: str | None = None
+    gpu_share: float = 1.0
+    show: bool | None = None            # progress bars (default: unless $DIM_NO_PROGRESS)
+    suite_name: str | None = None       # the name recorded for a suite given as attack specs
+
+    def __post_init__(self) -> None:
+        from .executors import EXECUTORS
+        for name in ("model_dirs", "factories", "only", "reuse"):   # lists from the CLI, tuples in the spec
+            object.__setattr__(self, name, tuple(getattr(self, name) or ()))
+        object.__setattr__(self, "run_dir", Path(self.run_dir))
+        object.__setattr__(self, "model_dirs", tuple(Path(p) for p in self.model_dirs))
+        object.__setattr__(self, "reuse", tuple(Path(p) for p in self.reuse))
+        if not isinstance(self.suite, str):
+            object.__setattr__(self, "suite", tuple(self.suite))
+        object.__setattr__(self, "thresholds", dict(self.thresholds or {}))
+        if self.n < 1 or self.batch_size < 1:
+            raise ValueError(f"n and batch_size must be positive, got n={self.n}, batch_size={self.batch_size}")
+        if self.executor not in EXECUTORS:
+            raise ValueError(f"executor {self.executor!r}: expected one of {sorted(EXECUTORS)}")
+        if not 0 < self.gpu_share <= 1 and not (self.gpu_share > 1 and float(self.gpu_share).is_integer()):
+            raise ValueError(f"gpu share {self.gpu_share}: expected a fraction in (0, 1] or a whole number of GPUs")
+
+    @classmethod
+    def of(cls, **options: Any) -> "RunSpec":
+        """A spec from keyword options, refusing a misspelt one by name."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise TypeError(f"unknown run option(s) {unknown}; expected some of {sorted(known)}")
+        return cls(**options)
+
+    def attacks(self) -> tuple[AttackSpec, ...]:
+        return tuple(get_suite(self.suite) if isinstance(self.suite, str) else self.suite)
+
+    @property
+    def recorded_suite_name(self) -> str:
+        return self.suite if isinstance(self.suite, str) else (self.suite_name or "custom")
