@@ -1,7 +1,10 @@
 """Small, fast, deterministic models for evaluation tests (importable as a --model-factory)."""
 from __future__ import annotations
 
+import os
+import signal
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -13,9 +16,9 @@ from dim.attacks.foolbox_adapter import run_foolbox
 from dim.evaluation.verify import Verified, verify
 
 
-def tiny_model() -> nn.Module:
+def tiny_model(seed: int = 0) -> nn.Module:
     """Softmax regression trained on 2,000 MNIST images (about 88% test accuracy, 1-2 s)."""
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     x, y = data.load_split("mnist", "train", limit=2000)
     x, y = torch.from_numpy(x), torch.from_numpy(y)
     model = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
@@ -113,3 +116,24 @@ class Trap(nn.Module):
         far = (dist > self.radius)[:, None]
         memorized = 20.0 * nn.functional.one_hot(self.y_ref[nearest], 10).float()
         return torch.where(far, memorized, self.base(x))
+
+
+@register_adapter("dies_once")
+def dies_once(spec, model, x, y, seed, **kw) -> Verified:
+    """Kills its own process the first time it runs (as a worker lost mid-unit would die), then is Linf FGSM.
+    ``spec.params["marker"]`` is the file that remembers the first time."""
+    from dataclasses import replace
+    marker = Path(spec.params["marker"])
+    if not marker.exists():
+        marker.write_text(str(os.getpid()))
+        os.kill(os.getpid(), signal.SIGKILL)
+    return run_foolbox(replace(spec, attack="LinfFastGradientAttack", params={}), model, x, y, seed)
+
+
+@register_adapter("from_best")
+def from_best(spec, model, x, y, seed, starting_points=None, **kw) -> Verified:
+    """Starts from the best earlier adversarial (as Brendel-Bethge does) and moves it 10% of the way back to
+    the clean image: its result depends on which earlier adversarials it was given."""
+    assert starting_points is not None and starting_points.shape == x.shape
+    start = np.where(np.isnan(starting_points), x, starting_points)
+    return verify(model, x, y, start + 0.1 * (x - start), spec.norm)

@@ -109,8 +109,8 @@ def _connect(ray: Any, address: str | None) -> bool:
     opts: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
     if address:
         ray.init(address=address, **opts)
-    else:
-        ray.init(num_cpus=os.cpu_count(), runtime_env={"env_vars": {"PYTHONPATH": _python_path()}}, **opts)
+    else:   # "local": a new cluster even if another one runs on this machine
+        ray.init(address="local", num_cpus=os.cpu_count(), runtime_env={"env_vars": {"PYTHONPATH": _python_path()}}, **opts)
     return True
 
 
@@ -164,21 +164,23 @@ class RayExecutor:
             self._ray.shutdown()
 
 
-def train_task(name: str, dataset: str, data_dir: str | None, device: str) -> dict[str, bytes]:
-    """Train ``name`` with its recipe's defaults on a worker; the model directory's files as bytes."""
+def train_task(name: str, dataset: str, data_dir: str | None, device: str, options: dict[str, Any]) -> dict[str, bytes]:
+    """Train ``name`` (its recipe's defaults, ``options`` passed to :func:`dim.train.train`) on a worker; the
+    model directory's files as bytes."""
     from ... import data as data_mod
     from ...train import train
     folder = Path(data_dir) if data_dir and Path(data_dir).is_dir() else None   # else the worker's own cache
     data_mod.fetch(dataset, folder)
     with tempfile.TemporaryDirectory(prefix="dim-train-") as tmp:
         out = Path(tmp) / name
-        train(name, out, data_dir=folder, device=device, dataset=dataset)
+        train(name, out, data_dir=folder, device=device, dataset=dataset, show=False, **options)
         return {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
 
 
-def train_on_ray(names: Sequence[str], models_dir: Path, spec: Any) -> None:
+def train_on_ray(names: Sequence[str], models_dir: Path, spec: Any, **options: Any) -> None:
     """Train the models ``names`` in parallel as Ray tasks (one CPU each, ``gpu_share`` of a GPU on CUDA) and
-    write each model directory under ``models_dir`` when its task returns (whole, or not at all)."""
+    write each model directory under ``models_dir`` when its task returns (whole, or not at all).
+    ``options`` (``epochs``, ``limit``, ...) go to :func:`dim.train.train`."""
     if not names:
         return
     ray = _import_ray()
@@ -189,7 +191,7 @@ def train_on_ray(names: Sequence[str], models_dir: Path, spec: Any) -> None:
     from ...progress import log
     try:
         refs = {task.remote(n, spec.dataset or "mnist", str(spec.data_dir) if spec.data_dir else None,
-                            "cuda" if gpu else "cpu"): n for n in names}
+                            "cuda" if gpu else "cpu", options): n for n in names}
         log(f"training {', '.join(names)} as {len(refs)} Ray tasks")
         while refs:
             (ref,), _ = ray.wait(list(refs), num_returns=1)
