@@ -148,10 +148,16 @@ def test_a_sigkilled_ray_driver_resumes_with_nothing_lost_or_duplicated(tmp_path
     while _done(killed / "results.sqlite") < 3 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
     assert proc.poll() is None, "the run finished before it could be killed"
+    status = subprocess.run([sys.executable, "-m", "dim", "status", str(killed)], capture_output=True, text=True,
+                            env=env)                                  # while the Ray run goes on
+    assert status.returncode == 0 and "tiny: " in status.stdout, status.stderr
+    second = subprocess.run([sys.executable, "-m", "dim", "evaluate", "--model-factory", "evalkit:tiny_model",
+                             "--run", str(killed), "--n", "48"], capture_output=True, text=True, env=env)
+    assert second.returncode == 2 and f"process {proc.pid} on " in second.stderr, second.stderr
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert 3 <= _done(killed / "results.sqlite") < 24
-    # a second driver would be refused while one runs; the killed one left its lock file, which blocks nothing
+    # the killed driver left its lock file, which blocks nothing
     subprocess.run([sys.executable, str(script), str(killed), "ray"], check=True, env=env, timeout=300)
     if _group_alive(proc.pid):      # whatever of the killed driver's local Ray cluster outlived it
         os.killpg(proc.pid, signal.SIGKILL)
@@ -205,3 +211,11 @@ def test_reproduce_trains_the_missing_base_models_as_parallel_ray_tasks(tmp_path
         assert read_card(models / name)["model"] == name and load_model(models / name, device="cpu") is not None
     assert base_models(["cnn", "bicnn", "madry"], models) == []
     assert not list(models.glob(".*.incoming")) and not ray.is_initialized()
+
+
+def test_an_unknown_executor_is_one_clear_error(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "dim", "evaluate", "--model-factory", "evalkit:tiny_model", "--run",
+                        str(tmp_path / "run"), "--executor", "threads"], capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": str(TESTS)})
+    assert r.returncode == 2 and "executor 'threads': expected one of ['ray', 'serial']" in r.stderr, r.stderr
+    assert not (tmp_path / "run").exists()
