@@ -66,8 +66,9 @@ def fabricating_attack(spec, model, x, y, seed, **kw) -> Verified:
 
 @register_adapter("slow_pgd")
 def slow_pgd(spec, model, x, y, seed, **kw) -> Verified:
-    """Linf PGD, slowed down so that a test can kill the process between shards."""
-    time.sleep(0.4)
+    """Linf PGD, slowed down (0.4 s a shard, else ``$DIM_TEST_SLOW``) so that a test can kill the process between
+    shards."""
+    time.sleep(float(os.environ.get("DIM_TEST_SLOW", "0.4")))
     from dataclasses import replace
     return run_foolbox(replace(spec, attack="LinfProjectedGradientDescentAttack"), model, x, y, seed)
 

@@ -551,6 +551,11 @@ def test_a_lock_left_by_a_killed_driver_does_not_block_the_rerun(tmp_path):
     p = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
     try:
         assert p.stdout.readline().strip() == "held"
+        second = subprocess.run([sys.executable, "-m", "dim", "evaluate", "--model-factory", "evalkit:tiny_model",
+                                 "--run", str(tmp_path), "--n", "10"], capture_output=True, text=True,
+                                env={**os.environ, "PYTHONPATH": str(TESTS)})
+        assert second.returncode == 2 and f"another dim process is running this evaluation (process {p.pid} on " \
+            in second.stderr, second.stderr
         p.kill()
         p.wait(timeout=30)
     finally:

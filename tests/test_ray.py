@@ -140,9 +140,10 @@ def _done(db: Path) -> int:
 def test_a_sigkilled_ray_driver_resumes_with_nothing_lost_or_duplicated(tmp_path, data_dir):
     script = tmp_path / "run.py"
     script.write_text(SCRIPT.format(tests=str(TESTS)))
-    env = {**os.environ, "DIM_NO_PROGRESS": "1", "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ, "DIM_NO_PROGRESS": "1", "DIM_TEST_SLOW": "1.5",    # seconds per slow unit
+           "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
     ref, killed = tmp_path / "ref", tmp_path / "killed"
-    subprocess.run([sys.executable, str(script), str(ref), "serial"], check=True, env=env)
+    subprocess.run([sys.executable, str(script), str(ref), "serial"], check=True, env={**env, "DIM_TEST_SLOW": "0"})
     proc = subprocess.Popen([sys.executable, str(script), str(killed), "ray"], env=env, start_new_session=True)
     deadline = time.time() + 180
     while _done(killed / "results.sqlite") < 3 and time.time() < deadline and proc.poll() is None:
@@ -151,9 +152,7 @@ def test_a_sigkilled_ray_driver_resumes_with_nothing_lost_or_duplicated(tmp_path
     status = subprocess.run([sys.executable, "-m", "dim", "status", str(killed)], capture_output=True, text=True,
                             env=env)                                  # while the Ray run goes on
     assert status.returncode == 0 and "tiny: " in status.stdout, status.stderr
-    second = subprocess.run([sys.executable, "-m", "dim", "evaluate", "--model-factory", "evalkit:tiny_model",
-                             "--run", str(killed), "--n", "48"], capture_output=True, text=True, env=env)
-    assert second.returncode == 2 and f"process {proc.pid} on " in second.stderr, second.stderr
+    assert proc.poll() is None, "the run finished before it could be killed"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert 3 <= _done(killed / "results.sqlite") < 24
