@@ -480,8 +480,9 @@ def test_cli_evaluate_with_model_factory_and_report(tmp_path, data_dir):
                        capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     assert (run / "report" / "report.md").is_file()
+    assert f"page: {run / 'report' / 'index.html'}" in r.stdout and (run / "report" / "index.html").is_file()
     r = subprocess.run([sys.executable, "-m", "dim", "report", str(run)], capture_output=True, text=True, env=env)
-    assert r.returncode == 0 and "tiny_model" in r.stdout
+    assert r.returncode == 0 and "tiny_model" in r.stdout and "index.html" in r.stdout
     r = subprocess.run([sys.executable, "-m", "dim", "status", str(run)], capture_output=True, text=True, env=env)
     assert r.returncode == 0 and "tiny_model:" in r.stdout and "shards finished (" in r.stdout
     r = subprocess.run([sys.executable, "-m", "dim", "status", str(tmp_path / "none")], capture_output=True,

@@ -233,7 +233,8 @@ def evaluate_cmd(model_dirs: Optional[list[Path]] = typer.Argument(None, help="M
                    checks=checks, only=tuple(only or ()), reuse=tuple(reuse or ()), device=_device(device),
                    thresholds=_parse_eps(eps), executor=executor, ray_address=ray_address, gpu_share=gpu_share)
     out_dir = run_evaluation(spec)
-    out.print(f"results: {run / 'results.sqlite'}" + (f"; report: {out_dir}" if out_dir else ""), highlight=False)
+    out.print(f"results: {run / 'results.sqlite'}" + (f"; report: {out_dir}; page: {out_dir / 'index.html'}"
+                                                     if out_dir else ""), highlight=False)
     _exit_if_failed(run)
 
 
@@ -246,10 +247,12 @@ def report_cmd(run: Path = typer.Argument(..., help="A run directory of 'dim eva
                out_dir: Optional[Path] = typer.Option(None, "--out",
                                                       help="Write the report here instead of RUN/report/ (a run "
                                                            "on read-only media is only read).")) -> None:
-    """Render RUN/report/ (summary, sanity checks, Table 1/2 as Markdown/CSV/LaTeX, curves, JSON cards)."""
+    """Render RUN/report/: index.html (one self-contained page: summary, sortable tables, curves, gallery of
+    adversarials, Inside DIM), report.md, Table 1/2 as Markdown/CSV/LaTeX, curves, JSON cards."""
     from .report import build_report
     path = build_report(run, cards_dir=cards, out_dir=out_dir, warn=_warn)
     out.print((path / "report.md").read_text(), highlight=False, markup=False)
+    out.print(f"page: {path / 'index.html'}", highlight=False, markup=False)
 
 
 @app.command("status")
@@ -280,6 +283,7 @@ def reproduce_cmd(preset: str = typer.Option("quick", "--preset",
     path = reproduce(preset, run, models_dir, data_dir, device=_device(device), dataset=dataset, executor=executor,
                      ray_address=ray_address, gpu_share=gpu_share)
     out.print((path / "report.md").read_text(), highlight=False, markup=False)
+    out.print(f"page: {path / 'index.html'}", highlight=False, markup=False)
     _exit_if_failed(run)
 
 

@@ -20,6 +20,16 @@ from ..fileio import atomic_write
 from ..names import file_name
 
 ADV_DIR = "adversarials"
+INPUTS = "inputs.npz"        # the run's clean images and labels (x, y), written once by the driver
+
+
+def load_inputs(run_dir: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """The clean images and labels a run evaluated, if it recorded them (runs before this file existed did not)."""
+    path = Path(run_dir) / INPUTS
+    if not path.is_file():
+        return None
+    with np.load(path) as z:
+        return z["x"], z["y"]
 
 
 def slug(text: str) -> str:

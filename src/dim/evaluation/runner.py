@@ -35,7 +35,8 @@ from ..core.device import device_info, resolve_device
 from ..progress import progress_bar
 from ..provenance import git_commit, package_versions
 from ..store import Store
-from .artifacts import best_so_far, merge_shards, shard_path
+from ..models.binarize import has_binarization
+from .artifacts import INPUTS, atomic_npz, best_so_far, merge_shards, shard_path
 from .commit import commit, commit_reused
 from .executors import get_executor
 from .locks import run_lock
@@ -156,12 +157,16 @@ def _prepare(store: Store, run_dir: Path, models: Sequence[EvalModel], specs, to
         prov["executors"] = sorted(set(prov.get("executors", [])) | {spec.executor})
     store.set_meta("provenance", prov)
     store.add_attacks([(s.name, s.norm.value, spec_dict(s)) for s in specs])
+    if not (run_dir / INPUTS).is_file():    # the clean images, for the report's gallery
+        atomic_npz(run_dir / INPUTS, x=x, y=y)
     clean = {}
     for m in models:
         clean[m.key] = predict_numpy(m.model, x)
         store.add_model(m.key, m.name, m.paper_name or m.name, m.card, m.card_sha256, y, clean[m.key],
                         identities[m.key])
         store.set_meta(f"outputs/{m.key}", notes[m.key])
+        # recorded here, where the model is at hand, so that the report never rebuilds a model to know it
+        store.set_meta(f"binarized/{m.key}", has_binarization(m.model))
     return plan(store, models, specs, todo, x, y, clean, batch_size=spec.batch_size, seed=spec.seed,
                 threat=threat, checks=spec.checks)
 

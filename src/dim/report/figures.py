@@ -1,4 +1,5 @@
-"""The paper's Figure 3: t-SNE of the latent codes of each of the ten internal models."""
+"""PNG figures: the accuracy-versus-epsilon curves of a report, and the paper's Figure 3 (t-SNE of the latent
+codes of each of the ten internal models)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,6 +10,8 @@ import torch
 from .. import data as data_mod
 from ..checkpoint import load_model
 from ..core.device import DeviceLike, device_of
+from ..evaluation import metrics
+from . import tables
 
 
 def figure3(model_dir: Path, out_png: Path, n: int = 1000, data_dir: Path | None = None, seed: int = 0,
@@ -46,3 +49,32 @@ def figure3(model_dir: Path, out_png: Path, n: int = 1000, data_dir: Path | None
     fig.savefig(out_png, dpi=110)
     plt.close(fig)
     return out_png
+
+
+def plot_curves(results: list[metrics.ModelResult], out: Path) -> list[Path]:
+    """Accuracy versus epsilon per norm, worst case over attacks, one line per model."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    paths = []
+    for norm in tables.NORM_ORDER:
+        have = [r for r in results if norm in r.norms]
+        if not have:
+            continue
+        threat = have[0].threat
+        grid = np.linspace(0, threat.grid(norm)[-1], 200)
+        fig, ax = plt.subplots(figsize=(5, 3.6))
+        for r in have:
+            ax.plot(grid, 100 * metrics.accuracy_curve(r.norms[norm].distances, grid), label=r.paper_name)
+        ax.axvline(threat.threshold(norm), color="grey", ls=":", lw=1)
+        ax.set_xlabel(f"{norm.label} perturbation size")
+        ax.set_ylabel("accuracy (%)")
+        ax.set_ylim(0, 100)
+        ax.set_title(f"All {norm.label} attacks (worst case per sample)")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = out / f"accuracy_vs_eps_{norm.value}.png"
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        paths.append(path)
+    return paths

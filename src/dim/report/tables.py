@@ -8,7 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..evaluation.metrics import ModelResult
 from ..evaluation.norms import Norm
@@ -24,6 +24,9 @@ class Table:
     header: list[str]
     rows: list[list[str]]
     section_rows: set[int]  # indices of rows that are section headings
+    # per row: its norm ("" for clean and minimal accuracy) and family ("paper", "adaptive", "black box",
+    # "worst case", "summary", "section"): what the HTML page filters by
+    row_meta: list[dict[str, str]] = field(default_factory=list)
 
 
 def fmt_acc(acc: float) -> str:
@@ -79,10 +82,20 @@ def build(results: list[ModelResult], layout: str) -> Table:
     rows: list[list[str]] = []
     sections: set[int] = set()
 
-    def add(label: str, ours: list[str], key: str | None) -> None:
+    meta: list[dict[str, str]] = []
+
+    def add(label: str, ours: list[str], key: str | None, norm: Norm | None = None, family: str = "summary") -> None:
         paper = published.get(key or label, {})
         rows.append([label] + [c for lab, o in zip(cols, ours)
                                for c in (o, _paper_cell(paper.get(PAPER_COUNTERPART.get(lab, lab))))])
+        meta.append({"norm": norm.value if norm else "", "family": family})
+
+    def section(label: str, norm: Norm) -> None:
+        sections.add(len(rows))
+        rows.append([label] + [""] * (len(header) - 1))
+        meta.append({"norm": norm.value, "family": "section"})
+
+    black_box = {a.attack for r in results for a in r.attacks.values() if a.black_box}
 
     add("Clean accuracy", [fmt_acc(by_label[c].clean_accuracy) for c in cols], "Clean accuracy")
     attack_names: list[tuple[str, Norm, bool]] = []
@@ -92,32 +105,31 @@ def build(results: list[ModelResult], layout: str) -> Table:
                 attack_names.append((a.attack, a.norm, a.adaptive))
     any_adaptive = any(ad for _, _, ad in attack_names)
 
-    def attack_rows(names: list[str]) -> None:
+    def attack_rows(names: list[str], adaptive: bool) -> None:
         for name in names:
-            add(name, [_attack_cell(by_label[c].attacks.get(name)) for c in cols], name)
+            family = "black box" if name in black_box else "adaptive" if adaptive else "paper"
+            add(name, [_attack_cell(by_label[c].attacks.get(name)) for c in cols], name, norm, family)
 
     def norm_row(label: str, key: str | None, pick) -> None:
         cells = []
         for c in cols:
             nr = pick(by_label[c]).get(norm)
             cells.append("-" if nr is None else f"{fmt_dist(nr.median)}/{fmt_acc_ci(nr.accuracy, nr.interval)}")
-        add(label, cells, key)
+        add(label, cells, key, norm, "worst case")
 
     for norm in NORM_ORDER:
         paper_names = [a for a, n, ad in attack_names if n is norm and not ad]
         adaptive_names = [a for a, n, ad in attack_names if n is norm and ad]
         if not paper_names and not adaptive_names:
             continue
-        sections.add(len(rows))
         eps = results[0].threat.threshold(norm) if results else norm.threshold
-        rows.append([f"{norm.label} (eps = {eps:.4g})"] + [""] * (len(header) - 1))
-        attack_rows(paper_names)
+        section(f"{norm.label} (eps = {eps:.4g})", norm)
+        attack_rows(paper_names, False)
         if paper_names:
             norm_row(f"All {norm.label} attacks", f"All {norm.value}", lambda r: r.norms)
         if adaptive_names:
-            sections.add(len(rows))
-            rows.append([f"{norm.label} adaptive attacks (beyond the paper)"] + [""] * (len(header) - 1))
-            attack_rows(adaptive_names)
+            section(f"{norm.label} adaptive attacks (beyond the paper)", norm)
+            attack_rows(adaptive_names, True)
             norm_row(f"All {norm.label} attacks incl. adaptive", None, lambda r: r.norms_all)
     add("Minimal accuracy", [fmt_acc_ci(by_label[c].minimal_accuracy, by_label[c].minimal_interval(False))
                              for c in cols], "Minimal accuracy")
@@ -125,7 +137,7 @@ def build(results: list[ModelResult], layout: str) -> Table:
         add("Minimal accuracy incl. adaptive", [fmt_acc_ci(by_label[c].minimal_accuracy_all,
                                                            by_label[c].minimal_interval(True)) for c in cols], None)
     title = {"table1": "Table 1: models of the paper", "table2": "Table 2: ablations"}[layout]
-    return Table(title, header, rows, sections)
+    return Table(title, header, rows, sections, meta)
 
 
 def to_markdown(t: Table) -> str:

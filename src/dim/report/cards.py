@@ -1,0 +1,77 @@
+"""The JSON renderers: ``metrics.json`` and one card per model, pure functions of the report's view."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from ..evaluation import metrics
+from ..evaluation.norms import Norm
+from ..fileio import atomic_write_text
+from ..names import file_name
+from .view import ReportView
+
+
+def _clean(v: float) -> float | str:
+    return v if math.isfinite(v) else str(v)
+
+
+def metrics_json(results: list[metrics.ModelResult]) -> list[dict]:
+    return [{"model": r.model, "name": r.name, "paper_name": r.paper_name, "n": r.n,
+             "clean_accuracy": r.clean_accuracy, "minimal_accuracy": _clean(r.minimal_accuracy),
+             "minimal_attack": r.minimal_attack,
+             "norms": {n.value: {"accuracy": nr.accuracy, "interval_95": _interval_json(nr.interval),
+                                 "median": _clean(nr.median), "attacks": nr.attacks}
+                       for n, nr in r.norms.items()},
+             "attacks": {a.attack: {"norm": a.norm.value, "accuracy": _clean(a.accuracy), "median": _clean(a.median),
+                                    "complete": a.complete, "failed_shards": a.failed_shards,
+                                    "seconds": a.seconds} for a in r.attacks.values()}}
+            for r in results]
+
+
+def _interval_json(interval: tuple[float, float]) -> list | None:
+    return None if any(math.isnan(v) for v in interval) else [round(v, 4) for v in interval]
+
+
+def _norm_json(norms: dict[Norm, metrics.NormResult], threat) -> dict:
+    return {n.value: {"accuracy": nr.accuracy, "interval_95": _interval_json(nr.interval), "n": nr.n,
+                      "median_distance": _clean(nr.median), "threshold": threat.threshold(n),
+                      "attacks": nr.attacks} for n, nr in norms.items()}
+
+
+def write_cards(view: ReportView, target: Path) -> list[Path]:
+    """One JSON card per model: what was run on it, the numbers to quote, and the checks."""
+    results, outcomes, cfg, prov, models = view.results, view.outcomes, view.config, view.provenance, view.models
+    target.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for r in results:
+        m = models[r.model]
+        card = {
+            "model": r.model, "name": r.name, "paper_name": r.paper_name, "card_sha256": m["card_sha256"],
+            "model_card": {k: m["card"].get(k) for k in ("config", "train_seconds", "clean_accuracy", "test_samples",
+                                                         "recipe", "factory", "weights_from", "device")
+                           if k in m["card"]},
+            "evaluation": {"suite": cfg.get("suite"), "n": r.n, "seed": cfg.get("seed"),
+                           "dataset": cfg.get("dataset", "mnist"), "data_sha256": cfg.get("data_sha256"),
+                           "git_commit": prov.get("git_commit"), "packages": prov.get("packages"),
+                           "devices": prov.get("devices") or ([prov["device"]] if prov.get("device") else [])},
+            "clean_accuracy": r.clean_accuracy, "clean_interval_95": _interval_json(r.clean_interval),
+            "interval": "95% Wilson score interval of each accuracy on its n samples (sampling error only)",
+            "paper_protocol": {"per_norm": _norm_json(r.norms, r.threat), "minimal_accuracy": _clean(r.minimal_accuracy),
+                               "minimal_interval_95": _interval_json(r.minimal_interval(False)),
+                               "minimal_attack": r.minimal_attack},
+            "incl_adaptive": {"per_norm": _norm_json(r.norms_all, r.threat),
+                              "minimal_accuracy": _clean(r.minimal_accuracy_all),
+                              "minimal_interval_95": _interval_json(r.minimal_interval(True)),
+                              "minimal_attack": r.minimal_attack_all},
+            "attacks": {a.attack: {"norm": a.norm.value, "accuracy": _clean(a.accuracy),
+                                   "interval_95": _interval_json(a.interval), "adaptive": a.adaptive,
+                                   "black_box": a.black_box, "not_applicable": a.not_applicable,
+                                   "complete": a.complete, "seconds": round(a.seconds, 2)}
+                        for a in r.attacks.values()},
+            "checks": {k: o.as_dict() for k, o in outcomes[r.model].items()},
+        }
+        path = target / f"{file_name(r.model)}.json"
+        atomic_write_text(path, json.dumps(card, indent=2, sort_keys=True) + "\n")
+        paths.append(path)
+    return paths

@@ -1,0 +1,215 @@
+"""The HTML renderer: one self-contained ``index.html`` per run, a pure function of the report's view.
+
+Everything is inline (CSS, scripts, the plotting library, images as PNG data URIs, the data),
+so the page opens from ``file://`` on a machine without network. Libraries, each for what it
+does well: Jinja2 renders the template with autoescaping on, so every name that comes from a
+card, a factory or an attack spec is text, never markup; Plotly draws the accuracy curves
+(its JavaScript is inlined from the Python package, hovering shows the values); Pillow encodes
+the images. Sorting and filtering the tables is a few lines of our own script in the template.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+import re
+from typing import Any
+
+import numpy as np
+
+from ..core.device import describe
+from ..evaluation import checks, metrics
+from ..evaluation.norms import Norm
+from . import tables
+from .gallery import Adversarial, Gallery
+from .markdown import _eps_text
+from .paper import TABLES
+from .view import ReportView, quoted
+
+
+def png(image: np.ndarray) -> str:
+    """A (C, H, W) image in [0, 1] as a PNG data URI (8 bits: the stored value rounded to 1/255)."""
+    from PIL import Image
+    a = np.clip(np.nan_to_num(np.asarray(image, np.float32)), 0, 1)
+    a = np.round(a * 255).astype(np.uint8)
+    img = Image.fromarray(a[0] if a.shape[0] == 1 else np.moveaxis(a, 0, -1))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def heat(delta: np.ndarray) -> str:
+    """A perturbation as a heat map (red: pixel made brighter, blue: darker, white: unchanged), scaled to its
+    largest change."""
+    import matplotlib
+    d = np.asarray(delta, np.float32).mean(0)
+    scale = float(np.abs(d).max()) or 1.0
+    rgb = matplotlib.colormaps["RdBu_r"]((d / scale + 1) / 2)[..., :3]
+    return png(np.moveaxis(rgb, -1, 0))
+
+
+_PERCENT = re.compile(r"(?:^|/)(-?\d+(?:\.\d+)?)%")
+
+
+def sort_key(cell: str) -> float | None:
+    """The accuracy a table cell shows (``45% [38-52]`` -> 45, ``1.2/45%`` -> 45), for sorting; None if none."""
+    m = _PERCENT.search(cell)
+    return float(m.group(1)) if m else None
+
+
+def _acc(v: float) -> dict[str, Any]:
+    return {"text": tables.fmt_acc(v), "value": None if v is None or math.isnan(v) else round(v, 6)}
+
+
+def _summary(view: ReportView) -> list[dict[str, Any]]:
+    rows = []
+    for r in view.results:
+        norms = []
+        for n in tables.NORM_ORDER:
+            base, full = r.norms.get(n), quoted(r, n)
+            norms.append({"norm": n.label, "paper": _acc(base.accuracy) if base else None,
+                          "quoted": _acc(full.accuracy) if full else None,
+                          "interval": tables.fmt_interval(full.interval) if full else "",
+                          "median": tables.fmt_dist(full.median) if full else "-",
+                          "adaptive_differs": bool(base and full and full.attacks != base.attacks)})
+        minimal = r.minimal_accuracy_all if r.has_adaptive else r.minimal_accuracy
+        outcomes = view.outcomes[r.model]
+        rows.append({
+            "model": r.model, "paper_name": r.paper_name, "clean": _acc(r.clean_accuracy),
+            "clean_interval": tables.fmt_interval(r.clean_interval), "norms": norms, "minimal": _acc(minimal),
+            "minimal_interval": tables.fmt_interval(r.minimal_interval(r.has_adaptive)),
+            "minimal_attack": (r.minimal_attack_all if r.has_adaptive else r.minimal_attack) or "-",
+            "binarized": view.binarized.get(r.model, False),
+            "warnings": [f"{checks.CHECKS[c].title}: {o.value}" for c, o in outcomes.items() if o.status == checks.WARN],
+            "checks_passed": sum(1 for o in outcomes.values() if o.status == checks.PASS),
+            "missing": [f"{a} ({why})" for a, _, why in view.missing.get(r.model, [])],
+        })
+    return rows
+
+
+def _tables(view: ReportView) -> list[dict[str, Any]]:
+    out = []
+    for layout, (order, _) in TABLES.items():
+        present = [r for r in view.results if r.paper_name in order]
+        if layout == "table2" and len(present) < 2:
+            continue
+        t = tables.build(view.results, layout)
+        rows = [{"cells": [{"text": c, "key": sort_key(c) if j else None} for j, c in enumerate(row)], **meta}
+                for i, (row, meta) in enumerate(zip(t.rows, t.row_meta)) if i not in t.section_rows]
+        out.append({"id": layout, "title": t.title, "header": t.header, "rows": rows})
+    return out
+
+
+def _curves(view: ReportView) -> list[dict[str, Any]]:
+    """Plotly figures as data (drawn by the page's script; no markup from plotly enters the page)."""
+    import plotly.graph_objects as go
+    import plotly.io
+    out = []
+    for norm in tables.NORM_ORDER:
+        have = [r for r in view.results if norm in r.norms_all or norm in r.norms]
+        if not have:
+            continue
+        grid = np.linspace(0, view.threat.grid(norm)[-1], 121)
+        fig = go.Figure()
+        for r in have:
+            nr = r.norms_all.get(norm) or r.norms[norm]
+            fig.add_trace(go.Scatter(x=np.round(grid, 4), y=np.round(100 * metrics.accuracy_curve(nr.distances, grid), 2),
+                                     mode="lines", name=r.model,
+                                     hovertemplate="%{y:.1f}% at %{x:.3g}"))
+        fig.add_vline(x=view.threat.threshold(norm), line_dash="dot", line_color="grey")
+        fig.update_layout(title=f"{norm.label}: accuracy versus perturbation size (worst case over all attacks)",
+                          xaxis_title=f"{norm.label} perturbation size", yaxis_title="accuracy (%)",
+                          yaxis_range=[0, 100], height=360, margin=dict(l=50, r=20, t=50, b=45),
+                          template="plotly_white")
+        out.append({"norm": norm.value, "figure": json.loads(plotly.io.to_json(fig))})
+    return out
+
+
+def _suite(view: ReportView) -> list[dict[str, Any]]:
+    from ..attacks.suites import is_black_box
+    seconds = {(r.model, a.attack): a.seconds for r in view.results for a in r.attacks.values()}
+    rows = []
+    for i, a in enumerate(view.attacks, 1):
+        s = a["spec"]
+        params = ", ".join(f"{k}={v}" for k, v in s["params"].items()) or "foolbox defaults"
+        family = "black box" if is_black_box(s["attack"]) else "adaptive" if s.get("adaptive") else "paper"
+        rows.append({"i": i, "name": a["attack"], "norm": a["norm"], "cls": s["attack"], "params": params,
+                     "family": family, "seconds": [round(seconds.get((r.model, a["attack"]), 0.0), 1)
+                                                   for r in view.results]})
+    return rows
+
+
+def _provenance(view: ReportView) -> list[tuple[str, str]]:
+    prov, cfg = view.provenance, view.config
+    devices = prov.get("devices") or ([prov["device"]] if prov.get("device") else [])
+    items = [("git commit", str(prov.get("git_commit", "unknown"))), ("created", str(prov.get("created", "?"))),
+             ("suite", str(cfg.get("suite"))), ("samples", f"{cfg.get('n')} of {cfg.get('dataset', 'mnist')}"),
+             ("seed", str(cfg.get("seed"))), ("thresholds", _eps_text(view.threat)),
+             ("devices", "; ".join(describe(d) for d in devices) or "not recorded"),
+             ("shards per device", "; ".join(f"{d or 'not recorded'}: {n}" for d, n in view.shard_devices.items())),
+             ("executors", ", ".join(prov.get("executors", ["serial"]))),
+             ("reused shards", f"{len(view.reused)} from {', '.join(sorted(set(view.reused.values())))}"
+              if view.reused else "none"),
+             ("packages", ", ".join(f"{k} {v}" for k, v in sorted((prov.get("packages") or {}).items())))]
+    for key, m in view.models.items():
+        card = m.get("card") or {}
+        items.append((f"model {key}", f"card sha256 {m.get('card_sha256') or '-'}"
+                      + (f", trained on {describe(card['device'])}" if card.get("device") else "")
+                      + (f", factory {card['factory']}" if card.get("factory") else "")))
+    return items
+
+
+def _adv_json(a: Adversarial | None, clean: np.ndarray) -> dict[str, Any] | None:
+    if a is None:
+        return None
+    return {"model": a.model, "sample": a.sample, "label": a.label, "pred": a.pred, "attack": a.attack,
+            "distance": round(a.distance, 4), "adv": png(a.x_adv), "heat": heat(a.x_adv - clean)}
+
+
+def _gallery(view: ReportView, g: Gallery | None) -> dict[str, Any] | None:
+    if g is None:
+        return None
+    clean = {s: png(x) for s, x in g.clean.items()}
+    sections = []
+    for r in view.results:
+        for norm in tables.NORM_ORDER:
+            items = g.shown.get((r.model, norm), [])
+            if not items:
+                continue
+            cards = []
+            for a in items:
+                card = _adv_json(a, g.clean[a.sample])
+                inside = g.inside.get((r.model, norm, a.sample))
+                if inside is not None:
+                    card["inside"] = [{"what": what, "denoised": png(inside.denoised[k]),
+                                       "recs": [png(np.clip(im, 0, 1)) for im in inside.reconstructions[k]],
+                                       "scores": [round(v, 3) for v in inside.scores[k]],
+                                       "best": int(np.argmax(inside.scores[k]))}
+                                      for k, what in enumerate(("clean", "adversarial"))]
+                cards.append(card)
+            sections.append({"model": r.model, "norm": norm.label, "norm_key": norm.value,
+                             "eps": round(view.threat.threshold(norm), 4), "cards": cards})
+    compare = {f"{norm.value}/{s}": [_adv_json(a, g.clean[s]) if a else {"model": m, "none": True}
+                                      for m, a in per_model.items()]
+               for (norm, s), per_model in g.others.items()}
+    return {"clean": {str(s): u for s, u in clean.items()}, "sections": sections, "compare": compare, "note": g.note}
+
+
+def render_html(view: ReportView, gallery: Gallery | None) -> str:
+    """The page, as a string."""
+    import jinja2
+    import plotly.offline
+    env = jinja2.Environment(loader=jinja2.PackageLoader("dim.report", "templates"),
+                             autoescape=jinja2.select_autoescape(default=True, default_for_string=True),
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    g = _gallery(view, gallery)
+    data = {"compare": g["compare"] if g else {}, "clean": g["clean"] if g else {}, "curves": _curves(view)}
+    return env.get_template("index.html.j2").render(
+        cfg=view.config, eps=_eps_text(view.threat), summary=_summary(view), tables=_tables(view),
+        curves=data["curves"], suite=_suite(view), models=[r.model for r in view.results],
+        provenance=_provenance(view), gallery=g, norms=[n.value for n in tables.NORM_ORDER],
+        norm_labels={n.value: n.label for n in Norm},
+        plotly_js=plotly.offline.get_plotlyjs(),
+        # inside a <script type="application/json">: only "</" could end it early, and json.dumps leaves no raw "<"
+        page_data=json.dumps(data).replace("<", "\\u003c"))

@@ -1,0 +1,90 @@
+"""The report's view: plain data built once from a run's store and metrics; every renderer reads only this.
+
+Markdown, CSV, LaTeX, JSON cards and the HTML page are pure functions of a
+:class:`ReportView`; :func:`build_view` is the one place where the report reads the store
+(and the run's files: clean inputs and adversarials for the gallery).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..evaluation import checks, metrics
+from ..evaluation.norms import Norm, ThreatModel
+from ..names import md
+from ..store import Store
+from . import tables
+
+
+@dataclass
+class ReportView:
+    run_dir: Path
+    results: list[metrics.ModelResult]
+    outcomes: dict[str, dict[str, checks.Outcome]]
+    config: dict[str, Any]
+    provenance: dict[str, Any]
+    attacks: list[dict[str, Any]]                 # the suite, in order: attack, norm, spec
+    shards: list[dict[str, Any]]
+    models: dict[str, dict[str, Any]]             # model key -> the store's model record (card, card_sha256)
+    reused: dict[tuple[str, str, int], str]
+    shard_devices: dict[str, int]
+    outputs: dict[str, dict[str, Any]]            # model key -> the output check's notes
+    binarized: dict[str, bool]                    # recorded at evaluation (older runs: from the registry)
+    threat: ThreatModel
+    missing: dict[str, list[tuple[str, Norm, str]]] = field(default_factory=dict)
+
+
+def build_view(store: Store, run_dir: Path) -> ReportView:
+    results = metrics.compute(store)
+    attacks = store.attacks()
+    models = {m["model"]: m for m in store.models()}
+    return ReportView(
+        run_dir=Path(run_dir), results=results,
+        outcomes={r.model: checks.all_outcomes(r, store.get_meta(f"checks/{r.model}")) for r in results},
+        config=store.get_meta("config", {}), provenance=store.get_meta("provenance", {}), attacks=attacks,
+        shards=store.shards(), models=models, reused=store.reused_shards(), shard_devices=store.shard_devices(),
+        outputs={r.model: store.get_meta(f"outputs/{r.model}") or {} for r in results},
+        binarized={r.model: _binarized(store, r) for r in results},
+        threat=metrics.run_threat_model(store), missing=incomplete_units(results, attacks))
+
+
+def _binarized(store: Store, r: metrics.ModelResult) -> bool:
+    flag = store.get_meta(f"binarized/{r.model}")
+    if flag is not None:
+        return bool(flag)
+    from ..models import create_model, has_binarization, list_models   # a run stored before the flag was recorded
+    return r.name in list_models() and has_binarization(create_model(r.name))
+
+
+def incomplete_units(results: list[metrics.ModelResult], attacks: list[dict]) -> dict[str, list[tuple[str, Norm, str]]]:
+    """Per model, the (attack, norm, why) units of the run's suite without a complete result."""
+    suite = [(a["attack"], Norm(a["norm"])) for a in attacks]
+    out: dict[str, list[tuple[str, Norm, str]]] = {}
+    for r in results:
+        for name, norm in suite:
+            a = r.attacks.get(name)
+            if a is not None and (a.complete or a.not_applicable):
+                continue
+            why = ("not started" if a is None else
+                   f"{a.failed_shards} shard(s) failed" if a.failed_shards else "unfinished")
+            out.setdefault(r.model, []).append((name, norm, why))
+    return out
+
+
+def quoted(r: metrics.ModelResult, n: Norm) -> metrics.NormResult | None:
+    """The worst case of a norm to quote: including adaptive attacks where there are any."""
+    return r.norms_all.get(n) or r.norms.get(n)
+
+
+def indistinguishable(results: list[metrics.ModelResult]) -> list[str]:
+    """Per norm, the pairs of models whose quoted worst cases lie within each other's 95% intervals."""
+    lines = []
+    for n in tables.NORM_ORDER:
+        have = [(r, q) for r in results if (q := quoted(r, n)) is not None and q.n]
+        pairs = [f"{md(a.model)} {tables.fmt_acc(x.accuracy)} / {md(b.model)} {tables.fmt_acc(y.accuracy)}"
+                 for i, (a, x) in enumerate(have) for b, y in have[i + 1:]
+                 if metrics.overlap((x.accuracy, x.n), (y.accuracy, y.n))]
+        if pairs:
+            lines.append(f"- {n.label}: " + "; ".join(pairs))
+    return lines
