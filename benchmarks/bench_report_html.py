@@ -19,6 +19,9 @@ from pathlib import Path
 from common import RESULTS, write_result
 
 from dim.report import build_report
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
 from dim.store import Store
 
 
@@ -45,7 +48,7 @@ def main() -> None:
         size = page.stat().st_size
         from playwright.sync_api import sync_playwright
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=shutil.which("chromium"), args=["--no-sandbox"])
+            browser = p.chromium.launch(executable_path=shutil.which("chromium"), args=CHROMIUM_ARGS)
             pg = browser.new_page(viewport={"width": 1400, "height": 1800})
             errors: list[str] = []
             pg.on("pageerror", lambda e: errors.append(str(e)))

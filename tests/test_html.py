@@ -74,6 +74,9 @@ def test_the_gallery_holds_worst_case_adversarials_and_inside_dim(run):
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# as root, without the sandbox; and without Chromium's own background traffic, which a closed network refuses
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +85,7 @@ def page(run):
         pytest.skip("no chromium here (scripts/test.sh installs Debian's chromium package)")
     from playwright.sync_api import sync_playwright
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         pg = browser.new_page(viewport={"width": 1400, "height": 900})
         events = {"errors": [], "requests": [], "dialogs": []}
         pg.on("console", lambda m: m.type == "error" and events["errors"].append(m.text))

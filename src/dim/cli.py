@@ -234,7 +234,7 @@ def evaluate_cmd(model_dirs: Optional[list[Path]] = typer.Argument(None, help="M
                    thresholds=_parse_eps(eps), executor=executor, ray_address=ray_address, gpu_share=gpu_share)
     out_dir = run_evaluation(spec)
     out.print(f"results: {run / 'results.sqlite'}" + (f"; report: {out_dir}; page: {out_dir / 'index.html'}"
-                                                     if out_dir else ""), highlight=False)
+                                                     if out_dir else ""), highlight=False, soft_wrap=True)
     _exit_if_failed(run)
 
 
@@ -252,7 +252,7 @@ def report_cmd(run: Path = typer.Argument(..., help="A run directory of 'dim eva
     from .report import build_report
     path = build_report(run, cards_dir=cards, out_dir=out_dir, warn=_warn)
     out.print((path / "report.md").read_text(), highlight=False, markup=False)
-    out.print(f"page: {path / 'index.html'}", highlight=False, markup=False)
+    out.print(f"page: {path / 'index.html'}", highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command("status")
@@ -283,7 +283,7 @@ def reproduce_cmd(preset: str = typer.Option("quick", "--preset",
     path = reproduce(preset, run, models_dir, data_dir, device=_device(device), dataset=dataset, executor=executor,
                      ray_address=ray_address, gpu_share=gpu_share)
     out.print((path / "report.md").read_text(), highlight=False, markup=False)
-    out.print(f"page: {path / 'index.html'}", highlight=False, markup=False)
+    out.print(f"page: {path / 'index.html'}", highlight=False, markup=False, soft_wrap=True)
     _exit_if_failed(run)
 
 
