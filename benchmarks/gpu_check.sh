@@ -17,6 +17,7 @@ device="${DEVICE:-cuda}"
 label="${LABEL:-$device}"
 py="${PYTHON:-python3}"
 [ -d .gpu/site ] && export PYTHONPATH="$root/src:$root/.gpu/site${PYTHONPATH:+:$PYTHONPATH}"
+for w in "$root"/.gpu/zip/*.whl; do [ -f "$w" ] && export PYTHONPATH="$PYTHONPATH:$w"; done
 [ -d .gpu/data/mnist ] && export DIM_DATA="${DIM_DATA:-$root/.gpu/data}"
 export GIT_PYTHON_REFRESH=quiet DIM_NO_PROGRESS=1 PYTHONUNBUFFERED=1 DIM_DEVICE="$device"
 

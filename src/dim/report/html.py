@@ -4,7 +4,8 @@ Everything is inline (CSS, scripts, the plotting library, images as PNG data URI
 so the page opens from ``file://`` on a machine without network. Libraries, each for what it
 does well: Jinja2 renders the template with autoescaping on, so every name that comes from a
 card, a factory or an attack spec is text, never markup; Plotly draws the accuracy curves
-(its JavaScript is inlined from the Python package, hovering shows the values); Pillow encodes
+(its JavaScript is inlined from the Python package; the figures are plain JSON in plotly.js's schema;
+hovering shows the values); Pillow encodes
 the images. Sorting and filtering the tables is a few lines of our own script in the template.
 """
 from __future__ import annotations
@@ -101,28 +102,35 @@ def _tables(view: ReportView) -> list[dict[str, Any]]:
     return out
 
 
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+           "#17becf")
+
+
 def _curves(view: ReportView) -> list[dict[str, Any]]:
-    """Plotly figures as data (drawn by the page's script; no markup from plotly enters the page)."""
-    import plotly.graph_objects as go
-    import plotly.io
+    """Plotly figures as data (plotly.js's JSON schema; drawn by the page's script, so no markup from a name
+    enters the page)."""
     out = []
+    axis = {"gridcolor": "#e5e8ee", "zeroline": False}
+    color = {r.model: PALETTE[i % len(PALETTE)] for i, r in enumerate(view.results)}   # one colour per model
     for norm in tables.NORM_ORDER:
         have = [r for r in view.results if norm in r.norms_all or norm in r.norms]
         if not have:
             continue
         grid = np.linspace(0, view.threat.grid(norm)[-1], 121)
-        fig = go.Figure()
-        for r in have:
-            nr = r.norms_all.get(norm) or r.norms[norm]
-            fig.add_trace(go.Scatter(x=np.round(grid, 4), y=np.round(100 * metrics.accuracy_curve(nr.distances, grid), 2),
-                                     mode="lines", name=r.model,
-                                     hovertemplate="%{y:.1f}% at %{x:.3g}"))
-        fig.add_vline(x=view.threat.threshold(norm), line_dash="dot", line_color="grey")
-        fig.update_layout(title=f"{norm.label}: accuracy versus perturbation size (worst case over all attacks)",
-                          xaxis_title=f"{norm.label} perturbation size", yaxis_title="accuracy (%)",
-                          yaxis_range=[0, 100], height=360, margin=dict(l=50, r=20, t=50, b=45),
-                          template="plotly_white")
-        out.append({"norm": norm.value, "figure": json.loads(plotly.io.to_json(fig))})
+        eps = view.threat.threshold(norm)
+        traces = [{"type": "scatter", "mode": "lines", "name": r.model, "x": np.round(grid, 4).tolist(),
+                   "y": np.round(100 * metrics.accuracy_curve((r.norms_all.get(norm) or r.norms[norm]).distances,
+                                                              grid), 2).tolist(),
+                   "line": {"color": color[r.model]}, "hovertemplate": "%{y:.1f}% at %{x:.3g}"} for r in have]
+        layout = {"title": {"text": f"{norm.label}: accuracy versus perturbation size (worst case, all attacks)",
+                            "font": {"size": 14}},
+                  "xaxis": {**axis, "title": {"text": f"{norm.label} perturbation size"}},
+                  "yaxis": {**axis, "title": {"text": "accuracy (%)"}, "range": [0, 100]},
+                  "height": 360, "margin": {"l": 50, "r": 20, "t": 50, "b": 45}, "hovermode": "x unified",
+                  "plot_bgcolor": "white", "paper_bgcolor": "white",
+                  "shapes": [{"type": "line", "x0": eps, "x1": eps, "y0": 0, "y1": 1, "yref": "paper",
+                              "line": {"dash": "dot", "color": "grey", "width": 1}}]}
+        out.append({"norm": norm.value, "figure": {"data": traces, "layout": layout}})
     return out
 
 
