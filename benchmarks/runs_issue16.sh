@@ -4,7 +4,10 @@
 #
 #   DIM_RUNS=/path/with/space bash benchmarks/runs_issue16.sh [STEP...]
 #
-# STEP: table1-cheap table1-aa madry paper-objective table2 (default: all, in that order).
+# STEP: table1-cheap table1-aa madry paper-objective table2 table1-rest abs (default: all, in that order).
+# table1-rest runs the rest of the suite (the paper's 42 and the earlier adaptive attacks) on the four
+# Table 1 models, which had to be retrained when the first 200-image run's store was lost.
+# EXECUTOR=ray runs each evaluation's units on a local Ray cluster (one single-threaded worker per core).
 # Each step writes its report into $DIM_RUNS/<run>/report/ at the end; copy it into
 # benchmarks/results/ with scripts of its own (see the session notes).
 set -euo pipefail
@@ -16,6 +19,7 @@ export DIM_NO_PROGRESS="${DIM_NO_PROGRESS:-1}"
 mkdir -p "$MODELS"
 
 dim() { "$PY" -m dim "$@"; }
+ex() { echo "--executor ${EXECUTOR:-serial}"; }
 # REUSE=RUN_DIR copies that run's identical finished shards (same model card, attack spec, seed, images)
 reuse() { [ -z "${REUSE:-}" ] || echo "--reuse $REUSE"; }
 log() { echo "[$(date -u +%H:%M:%S)] $*"; }
@@ -39,32 +43,49 @@ table1_models() {
 
 step_table1_cheap() {
   # shellcheck disable=SC2046
-  dim evaluate $(table1_models | tail -1) --suite "$SUITE" --n 200 --run "$RUNS/table1-n200" --no-report $(reuse) "${NEW_CHEAP[@]}" || log "evaluate exited $?"
+  dim evaluate $(table1_models | tail -1) --suite "$SUITE" --n 200 --run "$RUNS/table1-n200" --no-report $(reuse) $(ex) "${NEW_CHEAP[@]}" || log "evaluate exited $?"
 }
 step_table1_aa() {
   # shellcheck disable=SC2046
-  dim evaluate $(table1_models | tail -1) --suite "$SUITE" --n 200 --run "$RUNS/table1-n200" --no-report $(reuse) "${NEW_AA[@]}" || log "evaluate exited $?"
+  dim evaluate $(table1_models | tail -1) --suite "$SUITE" --n 200 --run "$RUNS/table1-n200" --no-report $(reuse) $(ex) "${NEW_AA[@]}" || log "evaluate exited $?"
 }
 step_madry() {
   train madry
-  dim evaluate "$MODELS/madry" --suite "$SUITE" --n 200 --run "$RUNS/table1-n200" --no-report \
+  dim evaluate "$MODELS/madry" --suite "$SUITE" --n 200 --run "$RUNS/table1-n200" --no-report $(ex) \
     "${NEW_CHEAP[@]}" "${NEW_AA[@]}"
 }
 step_paper_objective() {
   train dim_paper; train bidim_paper --from "$MODELS/dim_paper"
   dim evaluate "$MODELS/dim_paper" "$MODELS/bidim_paper" --suite "$SUITE" --n 200 \
-    --run "$RUNS/paper-objective-n200" --no-report
+    --run "$RUNS/paper-objective-n200" --no-report $(ex)
 }
 step_table2() {
   train im; train single_im; train dn_single_im
   local dirs=("$MODELS/im" "$MODELS/single_im" "$MODELS/dn_single_im")
-  dim evaluate "${dirs[@]}" --suite paper --n 200 --run "$RUNS/table2-n200" --no-report
-  dim evaluate "${dirs[@]}" --suite paper+adaptive --n 200 --run "$RUNS/table2-n200" --no-report \
+  dim evaluate "${dirs[@]}" --suite paper --n 200 --run "$RUNS/table2-n200" --no-report $(ex)
+  dim evaluate "${dirs[@]}" --suite paper+adaptive --n 200 --run "$RUNS/table2-n200" --no-report $(ex) \
     --only "Linf AutoAttack" --only "L2 AutoAttack" --only "Linf Score-MT" --only "L2 Score-MT"
 }
 
+step_table1_rest() {
+  train madry
+  # shellcheck disable=SC2046
+  dim evaluate $(table1_models | tail -1) "$MODELS/madry" --suite "$SUITE" --n 200 --run "$RUNS/table1-n200" \
+    --no-report $(reuse) $(ex) || log "evaluate exited $?"
+}
+
+step_abs() {
+  # ABS and biABS on 50 images (ABS is 10 to 60 times slower per forward pass than DIM): the new L1/L0 attacks
+  # first, then the rest of the suite
+  train abs; train biabs --from "$MODELS/abs"
+  local dirs=("$MODELS/abs" "$MODELS/biabs")
+  dim evaluate "${dirs[@]}" --suite "$SUITE" --n 50 --run "$RUNS/abs-n50" --no-report $(ex) "${NEW_CHEAP[@]}" \
+    "${NEW_AA[@]}" || log "evaluate exited $?"
+  dim evaluate "${dirs[@]}" --suite "$SUITE" --n 50 --run "$RUNS/abs-n50" --no-report $(ex) || log "evaluate exited $?"
+}
+
 steps=("$@")
-[ ${#steps[@]} -gt 0 ] || steps=(table1-cheap table1-aa madry paper-objective table2)
+[ ${#steps[@]} -gt 0 ] || steps=(table1-cheap table1-aa madry paper-objective table2 table1-rest abs)
 for s in "${steps[@]}"; do
   log "step $s"
   "step_${s//-/_}"
