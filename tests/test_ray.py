@@ -217,3 +217,18 @@ def test_an_unknown_executor_is_one_clear_error(tmp_path):
                        env={**os.environ, "PYTHONPATH": str(TESTS)})
     assert r.returncode == 2 and "executor 'threads': expected one of ['ray', 'serial']" in r.stderr, r.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_without_ray_the_ray_executor_is_one_clear_error_before_the_run_is_touched(xy, tmp_path, monkeypatch):
+    import builtins
+    real_import = builtins.__import__
+
+    def no_ray(name, *args, **kwargs):
+        if name == "ray" or name.startswith("ray."):
+            raise ImportError("No module named 'ray'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+    with pytest.raises(ValueError, match=r"--executor ray needs Ray: pip install 'dim\[ray\]'"):
+        _evaluate(tmp_path / "run", xy, models=1, checks=False, executor="ray")
+    assert not (tmp_path / "run").exists()

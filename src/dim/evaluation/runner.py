@@ -38,7 +38,7 @@ from ..store import Store
 from ..models.binarize import has_binarization
 from .artifacts import INPUTS, atomic_npz, best_so_far, merge_shards, shard_path
 from .commit import commit, commit_reused
-from .executors import get_executor
+from .executors import Executor, get_executor
 from .locks import run_lock
 from .norms import ThreatModel
 from .outputs import check_outputs
@@ -120,6 +120,7 @@ def evaluate_models(models: Sequence[EvalModel], x: np.ndarray, y: np.ndarray, s
         config["dataset"] = spec.dataset
     if not threat.is_paper:   # recorded only when it differs, so that runs stored before it existed resume
         config["threat_model"] = threat.as_dict()
+    executor = get_executor(spec.executor, spec, dev)   # a missing Ray is refused before the run is touched
     donors: list[Donor] = []
     try:
         for other in spec.reuse:   # refused before this run is touched
@@ -130,7 +131,7 @@ def evaluate_models(models: Sequence[EvalModel], x: np.ndarray, y: np.ndarray, s
             store = Store(run_dir / "results.sqlite")
             try:
                 units = _prepare(store, run_dir, models, specs, todo, x, y, spec, config, dev, threat, num_classes)
-                _drive(store, run_dir, models, specs, todo, units, donors, spec, dev, len(y))
+                _drive(store, run_dir, models, specs, todo, units, donors, spec, executor, len(y))
             finally:
                 store.close()
     finally:
@@ -172,7 +173,7 @@ def _prepare(store: Store, run_dir: Path, models: Sequence[EvalModel], specs, to
 
 
 def _drive(store: Store, run_dir: Path, models: Sequence[EvalModel], specs, todo, units: list[Unit],
-           donors: Sequence[Donor], spec: RunSpec, dev: torch.device, n: int) -> None:
+           donors: Sequence[Donor], spec: RunSpec, executor: Executor, n: int) -> None:
     """Copy what donors hold, then keep the executor fed with units whose dependencies are committed,
     committing each result as it comes back."""
     by_key = {m.key: m for m in models}
@@ -192,9 +193,9 @@ def _drive(store: Store, run_dir: Path, models: Sequence[EvalModel], specs, todo
     pending = {u.key for u in waiting}
     with progress_bar(spec.show) as bar:
         task = bar.add_task(f"{len(waiting)} units ({spec.executor})", total=len(waiting), info="")
-        executor = get_executor(spec.executor, spec, dev) if waiting else None
+        started = bool(waiting)
         try:
-            if executor is not None:
+            if started:
                 executor.start([by_key[k] for k in dict.fromkeys(u.model for u in waiting)])
             inflight = 0
             while waiting or inflight:
@@ -207,7 +208,7 @@ def _drive(store: Store, run_dir: Path, models: Sequence[EvalModel], specs, todo
                     complete(unit.model, unit.spec.name)
                 bar.update(task, advance=1, info=f"{inflight} in flight; {unit.label}: {result.status}")
         finally:
-            if executor is not None:
+            if started:
                 executor.close()
     for m in models:
         for s in todo:
