@@ -33,8 +33,7 @@ def run(tmp_path_factory, data_dir):
     train("dim", dim_dir, epochs=3, limit=1000, eval_limit=200, show=False, train_overrides={"batch_size": 32},
           data_dir=data_dir)
     x, y = data.load_split("mnist", "test", limit=60)
-    models = [EvalModel("tiny", evalkit.tiny_model(), "tiny", "tiny"),
-              EvalModel(HOSTILE, evalkit.tiny_model(seed=1), HOSTILE, HOSTILE),
+    models = [EvalModel("tiny", evalkit.tiny_model()), EvalModel(HOSTILE, evalkit.tiny_model(seed=1)),
               eval_model_from_dir(dim_dir, device="cpu")]
     evaluate_models(models, x, y, suite=SUITE, run_dir=root / "run", batch_size=30, show=False, checks=False)
     build_report(root / "run", plots=False)
@@ -105,6 +104,8 @@ def test_in_chromium_no_console_error_no_network_request_no_script_from_a_name(p
     assert events["dialogs"] == []
     names = pg.locator("#summary-table .model-name").all_inner_texts()
     assert HOSTILE in names and "tiny" in names
+    header = pg.eval_on_selector_all("#table-table1 thead th", "ths => ths.map(t => t.textContent.trim())")
+    assert "tiny" in header and HOSTILE in header     # unnamed models: one column each, by key
 
 
 def test_in_chromium_the_summary_shows_the_numbers_of_metrics_json(page, run):

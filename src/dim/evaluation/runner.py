@@ -58,6 +58,12 @@ class EvalModel:
     card: dict[str, Any] = field(default_factory=dict)
     card_sha256: str | None = None
 
+    def __post_init__(self) -> None:
+        # the label of its table column: a model given no name is labelled by its key, so that two unnamed
+        # models of one run get two columns
+        if not self.paper_name:
+            self.paper_name = self.name if self.name != "custom" else self.key
+
 
 class RunConfigError(ValueError):
     """The run directory holds a different evaluation."""
@@ -163,7 +169,7 @@ def _prepare(store: Store, run_dir: Path, models: Sequence[EvalModel], specs, to
     clean = {}
     for m in models:
         clean[m.key] = predict_numpy(m.model, x)
-        store.add_model(m.key, m.name, m.paper_name or m.name, m.card, m.card_sha256, y, clean[m.key],
+        store.add_model(m.key, m.name, m.paper_name, m.card, m.card_sha256, y, clean[m.key],
                         identities[m.key])
         store.set_meta(f"outputs/{m.key}", notes[m.key])
         # recorded here, where the model is at hand, so that the report never rebuilds a model to know it
