@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import time
 from pathlib import Path
 
@@ -138,3 +139,37 @@ def from_best(spec, model, x, y, seed, starting_points=None, **kw) -> Verified:
     assert starting_points is not None and starting_points.shape == x.shape
     start = np.where(np.isnan(starting_points), x, starting_points)
     return verify(model, x, y, start + 0.1 * (x - start), spec.norm)
+
+
+# ---- a run slow enough to be killed between shards (tests/test_evaluation.py, tests/test_ray.py)
+KILLABLE_RUN = """
+import sys
+sys.path.insert(0, {tests!r})
+import evalkit
+evalkit.killable_run(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "serial")
+"""
+
+
+def killable_run(run_dir: str, executor: str = "serial") -> None:
+    """48 images in 12 shards, slow L-inf PGD then FGSM: what a test kills and resumes (run as KILLABLE_RUN)."""
+    from dim.attacks.suites import AttackSpec
+    from dim.evaluation.norms import Norm
+    from dim.evaluation.runner import EvalModel, evaluate_models
+    x, y = data.load_split("mnist", "test", limit=48)
+    suite = (AttackSpec("Linf slow PGD", "slow_pgd", Norm.LINF),
+             AttackSpec("Linf FGSM", "LinfFastGradientAttack", Norm.LINF))
+    evaluate_models([EvalModel("tiny", tiny_model())], x, y, suite=suite, run_dir=run_dir, batch_size=4, seed=5,
+                    show=False, executor=executor)
+
+
+def done_shards(db: Path) -> int:
+    """Finished shards in a store another process may be writing (0 while it has none)."""
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+        try:
+            return con.execute("SELECT COUNT(*) FROM shards WHERE status = 'done'").fetchone()[0]
+        finally:
+            con.close()
+    except sqlite3.OperationalError:
+        return 0
+

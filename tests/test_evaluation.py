@@ -2,10 +2,8 @@ import json
 import os
 import re
 import signal
-import sqlite3
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -420,48 +418,20 @@ def test_reuse_refuses_a_run_on_other_images_or_settings(tiny, test_data, tmp_pa
     assert not (tmp_path / "new").exists()          # refused before the run was touched
 
 
-SCRIPT = textwrap.dedent("""
-    import sys
-    sys.path.insert(0, {tests!r})
-    import evalkit
-    from dim import data
-    from dim.attacks.suites import AttackSpec
-    from dim.evaluation.norms import Norm
-    from dim.evaluation.runner import EvalModel, evaluate_models
-    x, y = data.load_split("mnist", "test", limit=48)
-    suite = (AttackSpec("Linf slow PGD", "slow_pgd", Norm.LINF), AttackSpec("Linf FGSM", "LinfFastGradientAttack", Norm.LINF))
-    evaluate_models([EvalModel("tiny", evalkit.tiny_model())], x, y, suite=suite, run_dir=sys.argv[1],
-                    batch_size=4, seed=5, show=False)
-""")
-
-
-def _done_shards(db: Path) -> int:
-    if not db.exists():
-        return 0
-    try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
-        try:
-            return con.execute("SELECT COUNT(*) FROM shards WHERE status = 'done'").fetchone()[0]
-        finally:
-            con.close()
-    except sqlite3.OperationalError:
-        return 0
-
-
 def test_sigkill_and_resume_gives_the_same_results(tmp_path, data_dir):
     script = tmp_path / "run.py"
-    script.write_text(SCRIPT.format(tests=str(TESTS)))
+    script.write_text(evalkit.KILLABLE_RUN.format(tests=str(TESTS)))
     env = {**os.environ, "DIM_NO_PROGRESS": "1"}
     ref, killed = tmp_path / "ref", tmp_path / "killed"
     subprocess.run([sys.executable, str(script), str(ref)], check=True, env=env)
     proc = subprocess.Popen([sys.executable, str(script), str(killed)], env=env)
     deadline = time.time() + 120
-    while _done_shards(killed / "results.sqlite") < 3 and time.time() < deadline and proc.poll() is None:
+    while evalkit.done_shards(killed / "results.sqlite") < 3 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
     assert proc.poll() is None, "the run finished before it could be killed"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    partial = _done_shards(killed / "results.sqlite")
+    partial = evalkit.done_shards(killed / "results.sqlite")
     assert 3 <= partial < 24
     subprocess.run([sys.executable, str(script), str(killed)], check=True, env=env)
     assert _rows(killed) == _rows(ref)

@@ -1,10 +1,8 @@
 """The Ray executor: same rows as serial, a simulated two-node cluster, and every fault case of issue 15."""
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -110,42 +108,16 @@ def test_faults_a_killed_worker_is_retried_and_a_raising_attack_is_stored_once_a
     assert sorted(r.sample for r in rows) == list(range(60))           # its rows stored exactly once
 
 
-SCRIPT = textwrap.dedent("""
-    import sys
-    sys.path.insert(0, {tests!r})
-    import evalkit
-    from dim import data
-    from dim.attacks.suites import AttackSpec
-    from dim.evaluation.norms import Norm
-    from dim.evaluation.runner import EvalModel, evaluate_models
-    x, y = data.load_split("mnist", "test", limit=48)
-    suite = (AttackSpec("Linf slow PGD", "slow_pgd", Norm.LINF), AttackSpec("Linf FGSM", "LinfFastGradientAttack", Norm.LINF))
-    evaluate_models([EvalModel("tiny", evalkit.tiny_model())], x, y, suite=suite, run_dir=sys.argv[1],
-                    batch_size=4, seed=5, show=False, executor=sys.argv[2])
-""")
-
-
-def _done(db: Path) -> int:
-    try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
-        try:
-            return con.execute("SELECT COUNT(*) FROM shards WHERE status = 'done'").fetchone()[0]
-        finally:
-            con.close()
-    except sqlite3.OperationalError:
-        return 0
-
-
 def test_a_sigkilled_ray_driver_resumes_with_nothing_lost_or_duplicated(tmp_path, data_dir):
     script = tmp_path / "run.py"
-    script.write_text(SCRIPT.format(tests=str(TESTS)))
+    script.write_text(evalkit.KILLABLE_RUN.format(tests=str(TESTS)))
     env = {**os.environ, "DIM_NO_PROGRESS": "1", "DIM_TEST_SLOW": "1.5",    # seconds per slow unit
            "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
     ref, killed = tmp_path / "ref", tmp_path / "killed"
     subprocess.run([sys.executable, str(script), str(ref), "serial"], check=True, env={**env, "DIM_TEST_SLOW": "0"})
     proc = subprocess.Popen([sys.executable, str(script), str(killed), "ray"], env=env, start_new_session=True)
     deadline = time.time() + 180
-    while _done(killed / "results.sqlite") < 3 and time.time() < deadline and proc.poll() is None:
+    while evalkit.done_shards(killed / "results.sqlite") < 3 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
     assert proc.poll() is None, "the run finished before it could be killed"
     status = subprocess.run([sys.executable, "-m", "dim", "status", str(killed)], capture_output=True, text=True,
@@ -154,7 +126,7 @@ def test_a_sigkilled_ray_driver_resumes_with_nothing_lost_or_duplicated(tmp_path
     assert proc.poll() is None, "the run finished before it could be killed"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert 3 <= _done(killed / "results.sqlite") < 24
+    assert 3 <= evalkit.done_shards(killed / "results.sqlite") < 24
     # the killed driver left its lock file, which blocks nothing
     subprocess.run([sys.executable, str(script), str(killed), "ray"], check=True, env=env, timeout=300)
     if _group_alive(proc.pid):      # whatever of the killed driver's local Ray cluster outlived it

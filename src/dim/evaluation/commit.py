@@ -14,8 +14,8 @@ import torch.nn as nn
 
 from ..progress import log
 from ..store import ResultRow, Store
-from .artifacts import atomic_npz, shard_path
 from ..attacks.suites import spec_dict
+from .artifacts import atomic_npz, shard_path
 from .reuse import Donor, copy_shard, reusable
 from .units import AttackUnit, ChecksUnit, Unit, UnitResult
 
@@ -25,8 +25,8 @@ def commit(store: Store, run_dir: Path, unit: Unit, result: UnitResult) -> None:
         if result.status == "done":
             store.set_meta(f"checks/{unit.model}", result.checks)
         else:
-            log(f"{unit.label} could not run (retried by the next run of this command): "
-                f"{(result.error or '').splitlines()[0]}")
+            first_line = (result.error or "").partition("\n")[0]
+            log(f"{unit.label} could not run (retried by the next run of this command): {first_line}")
         return
     model, attack, shard = unit.key
     if result.status != "done":

@@ -50,11 +50,10 @@ class RunSpec:
 
     def __post_init__(self) -> None:
         from .executors import EXECUTORS
-        for name in ("model_dirs", "factories", "only", "reuse"):   # lists from the CLI, tuples in the spec
-            object.__setattr__(self, name, tuple(getattr(self, name) or ()))
+        # lists from the CLI, tuples in the spec; paths as Path
+        for name, kind in (("model_dirs", Path), ("reuse", Path), ("factories", str), ("only", str)):
+            object.__setattr__(self, name, tuple(kind(v) for v in getattr(self, name) or ()))
         object.__setattr__(self, "run_dir", Path(self.run_dir))
-        object.__setattr__(self, "model_dirs", tuple(Path(p) for p in self.model_dirs))
-        object.__setattr__(self, "reuse", tuple(Path(p) for p in self.reuse))
         if not isinstance(self.suite, str):
             object.__setattr__(self, "suite", tuple(self.suite))
         object.__setattr__(self, "thresholds", dict(self.thresholds or {}))

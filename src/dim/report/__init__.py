@@ -19,8 +19,7 @@ from .figures import plot_curves
 from .gallery import build_gallery
 from .html import render_html
 from .markdown import checks_markdown, provenance_markdown, suite_markdown, summary_markdown, timing_markdown
-from .paper import TABLES
-from .view import ReportView, build_view, indistinguishable, quoted
+from .view import ReportView, build_view, indistinguishable, layouts, quoted
 
 __all__ = ["ReportError", "build_report", "indistinguishable", "quoted", "write_cards"]
 
@@ -88,10 +87,7 @@ def _write_report(view: ReportView, out: Path, plots: bool, cards_dir, warn) -> 
     summary = metrics_json(results)
     _keep_a_fuller_report(out, summary, warn)
     parts = [summary_markdown(view)]
-    for layout, (order, _) in TABLES.items():
-        present = [r for r in results if r.paper_name in order]
-        if layout == "table2" and len(present) < 2:
-            continue
+    for layout in layouts(results):
         t = tables.build(results, layout)
         atomic_write_text(out / f"{layout}.md", tables.to_markdown(t))
         atomic_write_text(out / f"{layout}.csv", tables.to_csv(t))

@@ -25,8 +25,7 @@ from ..evaluation.norms import Norm
 from . import tables
 from .gallery import Adversarial, Gallery
 from .markdown import _eps_text
-from .paper import TABLES
-from .view import ReportView, quoted
+from .view import ReportView, layouts, quoted
 
 
 def png(image: np.ndarray) -> str:
@@ -91,10 +90,7 @@ def _summary(view: ReportView) -> list[dict[str, Any]]:
 
 def _tables(view: ReportView) -> list[dict[str, Any]]:
     out = []
-    for layout, (order, _) in TABLES.items():
-        present = [r for r in view.results if r.paper_name in order]
-        if layout == "table2" and len(present) < 2:
-            continue
+    for layout in layouts(view.results):
         t = tables.build(view.results, layout)
         rows = [{"cells": [{"text": c, "key": sort_key(c) if j else None} for j, c in enumerate(row)], **meta}
                 for i, (row, meta) in enumerate(zip(t.rows, t.row_meta)) if i not in t.section_rows]

@@ -88,3 +88,11 @@ def indistinguishable(results: list[metrics.ModelResult]) -> list[str]:
         if pairs:
             lines.append(f"- {n.label}: " + "; ".join(pairs))
     return lines
+
+
+def layouts(results: list[metrics.ModelResult]) -> list[str]:
+    """The paper's table layouts this run fills: Table 1 always, Table 2 once two of its models are there."""
+    from .paper import TABLES
+    return [layout for layout, (order, _) in TABLES.items()
+            if layout != "table2" or sum(r.paper_name in order for r in results) >= 2]
+

@@ -114,6 +114,13 @@ def _connect(ray: Any, address: str | None) -> bool:
     return True
 
 
+def _task(ray: Any, fn: Any, gpu: bool, share: float) -> Any:
+    """``fn`` as a Ray task: one CPU (torch then runs one thread), ``share`` of a GPU when the run is on CUDA,
+    retried when its worker dies, never for an exception of its own."""
+    return ray.remote(fn).options(num_cpus=1, num_gpus=share if gpu else 0, max_retries=MAX_RETRIES,
+                                  retry_exceptions=False)
+
+
 class RayExecutor:
     def __init__(self, spec: Any, device: torch.device):
         self._ray = _import_ray()
@@ -137,8 +144,7 @@ class RayExecutor:
             cpus = max(1, min(cpus, int(gpus / self._share)))
         self._capacity = 2 * cpus
         self._refs = {m.key: ray.put(ModelPayload.of(m)) for m in models}
-        self._task = ray.remote(run_unit).options(num_cpus=1, num_gpus=self._share if self._gpu else 0,
-                                                  max_retries=MAX_RETRIES, retry_exceptions=False)
+        self._task = _task(ray, run_unit, self._gpu, self._share)
 
     @property
     def capacity(self) -> int:
@@ -186,8 +192,7 @@ def train_on_ray(names: Sequence[str], models_dir: Path, spec: Any, **options: A
     ray = _import_ray()
     owns = _connect(ray, spec.ray_address)
     gpu = torch.device(spec.device or "cpu").type == "cuda"
-    task = ray.remote(train_task).options(num_cpus=1, num_gpus=spec.gpu_share if gpu else 0,
-                                          max_retries=MAX_RETRIES, retry_exceptions=False)
+    task = _task(ray, train_task, gpu, spec.gpu_share)
     from ...progress import log
     try:
         refs = {task.remote(n, spec.dataset or "mnist", str(spec.data_dir) if spec.data_dir else None,
