@@ -4,7 +4,7 @@
 #
 #   DIM_RUNS=/path/with/space bash benchmarks/runs_issue16.sh [STEP...]
 #
-# STEP: table1-cheap table1-aa madry paper-objective table2 table1-rest abs (default: all, in that order).
+# STEP: table1-cheap table1-aa madry paper-objective table2 abs table1-rest abs-rest (default: all, in that order).
 # table1-rest runs the rest of the suite (the paper's 42 and the earlier adaptive attacks) on the four
 # Table 1 models, which had to be retrained when the first 200-image run's store was lost.
 # EXECUTOR=ray runs each evaluation's units on a local Ray cluster (one single-threaded worker per core).
@@ -20,8 +20,9 @@ mkdir -p "$MODELS"
 
 dim() { "$PY" -m dim "$@"; }
 ex() { echo "--executor ${EXECUTOR:-serial}"; }
-# REUSE=RUN_DIR copies that run's identical finished shards (same model card, attack spec, seed, images)
-reuse() { [ -z "${REUSE:-}" ] || echo "--reuse $REUSE"; }
+# REUSE="RUN_DIR ..." copies those runs' identical finished shards (same model card, attack spec, seed, images),
+# e.g. an earlier run and the donor runs of benchmarks/gpu_donor.sh
+reuse() { local r; for r in ${REUSE:-}; do echo "--reuse $r"; done; }
 log() { echo "[$(date -u +%H:%M:%S)] $*"; }
 
 have() { [ -f "$MODELS/$1/card.json" ]; }
@@ -76,16 +77,20 @@ step_table1_rest() {
 
 step_abs() {
   # ABS and biABS on 50 images (ABS is 10 to 60 times slower per forward pass than DIM): the new L1/L0 attacks
-  # first, then the rest of the suite
+  # (run 4 of the issue)
   train abs; train biabs --from "$MODELS/abs"
-  local dirs=("$MODELS/abs" "$MODELS/biabs")
-  dim evaluate "${dirs[@]}" --suite "$SUITE" --n 50 --run "$RUNS/abs-n50" --no-report $(ex) "${NEW_CHEAP[@]}" \
-    "${NEW_AA[@]}" || log "evaluate exited $?"
-  dim evaluate "${dirs[@]}" --suite "$SUITE" --n 50 --run "$RUNS/abs-n50" --no-report $(ex) || log "evaluate exited $?"
+  dim evaluate "$MODELS/abs" "$MODELS/biabs" --suite "$SUITE" --n 50 --run "$RUNS/abs-n50" --no-report $(ex) \
+    "${NEW_CHEAP[@]}" "${NEW_AA[@]}" || log "evaluate exited $?"
+}
+step_abs_rest() {
+  # the rest of the suite on ABS and biABS (their first 50-image run's store was lost with the first Table 1 run's)
+  step_abs
+  dim evaluate "$MODELS/abs" "$MODELS/biabs" --suite "$SUITE" --n 50 --run "$RUNS/abs-n50" --no-report $(ex) \
+    || log "evaluate exited $?"
 }
 
 steps=("$@")
-[ ${#steps[@]} -gt 0 ] || steps=(table1-cheap table1-aa madry paper-objective table2 table1-rest abs)
+[ ${#steps[@]} -gt 0 ] || steps=(table1-cheap table1-aa madry paper-objective table2 abs table1-rest abs-rest)
 for s in "${steps[@]}"; do
   log "step $s"
   "step_${s//-/_}"
