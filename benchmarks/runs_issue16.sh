@@ -4,7 +4,8 @@
 #
 #   DIM_RUNS=/path/with/space bash benchmarks/runs_issue16.sh [STEP...]
 #
-# STEP: table1-cheap table1-aa madry paper-objective table2 abs table1-rest abs-rest (default: all, in that order).
+# STEP: table1-cheap table1-aa madry bin-adaptive paper-objective table2 abs table1-rest abs-rest (default: all,
+# in that order).
 # table1-rest runs the rest of the suite (the paper's 42 and the earlier adaptive attacks) on the four
 # Table 1 models, which had to be retrained when the first 200-image run's store was lost.
 # EXECUTOR=ray runs each evaluation's units on a local Ray cluster (one single-threaded worker per core).
@@ -55,6 +56,14 @@ step_madry() {
   dim evaluate "$MODELS/madry" --suite "$SUITE" --n 200 --run "$RUNS/table1-n200" --no-report $(ex) \
     "${NEW_CHEAP[@]}" "${NEW_AA[@]}"
 }
+step_bin_adaptive() {
+  # the BPDA, score-based and black-box attacks at L2 and L-inf on biCNN and biDIM first (part of table1-rest):
+  # the full adaptive worst case the quick preset is compared with
+  # shellcheck disable=SC2046
+  dim evaluate "$MODELS/bicnn" "$MODELS/bidim" --suite "$SUITE" --n 200 --run "$RUNS/table1-n200" --no-report \
+    $(reuse) $(ex) --only "L* BPDA-*" --only "L* Score-MT" --only "L* Square" --only "L* PGD-CE 100x5" \
+    --only "L* BinFlip" || log "evaluate exited $?"
+}
 step_paper_objective() {
   train dim_paper; train bidim_paper --from "$MODELS/dim_paper"
   dim evaluate "$MODELS/dim_paper" "$MODELS/bidim_paper" --suite "$SUITE" --n 200 \
@@ -90,7 +99,7 @@ step_abs_rest() {
 }
 
 steps=("$@")
-[ ${#steps[@]} -gt 0 ] || steps=(table1-cheap table1-aa madry paper-objective table2 abs table1-rest abs-rest)
+[ ${#steps[@]} -gt 0 ] || steps=(table1-cheap table1-aa madry bin-adaptive paper-objective table2 abs table1-rest abs-rest)
 for s in "${steps[@]}"; do
   log "step $s"
   "step_${s//-/_}"
