@@ -21,7 +21,7 @@ from dim.store import Store
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("model_dirs", nargs="+", type=Path)
+    ap.add_argument("model_dirs", nargs="*", type=Path, help="models to evaluate (none with --snapshot)")
     ap.add_argument("--suite", default="paper")
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--run", type=Path, required=True)
@@ -31,6 +31,8 @@ def main() -> None:
     ap.add_argument("--snapshot", action="store_true",
                     help="do not evaluate: record what the store holds now (a finished run, or one still going)")
     args = ap.parse_args()
+    if not args.snapshot and not args.model_dirs:
+        ap.error("name the models to evaluate, or pass --snapshot to record the run as it is")
     if not args.snapshot:
         subprocess.run([sys.executable, "-m", "dim", "evaluate", *map(str, args.model_dirs), "--suite", args.suite,
                         "--n", str(args.n), "--run", str(args.run), "--batch-size", str(args.batch_size)]
