@@ -72,6 +72,7 @@ def test_black_box_beating_white_box_is_caught(tiny, samples, tmp_path):
     r, out = _run(evalkit.Masked(tiny), samples, suite, tmp_path)
     assert r.attacks["Linf Square"].accuracy < r.attacks["Linf PGD"].accuracy - 0.5
     assert out["black_box"].status == checks.WARN
+    assert out["black_box"].value.startswith("Linf: black box") and out["black_box"].value.endswith("(black box wins)")
     assert out["zero_gradient"].status == checks.WARN
     report = (build_report(tmp_path, plots=False) / "report.md").read_text()
     assert "Sanity-check warnings" in report and "Black box does not beat white box -- failed" in report

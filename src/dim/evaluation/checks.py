@@ -132,8 +132,11 @@ def black_box_vs_white_box(r: ModelResult) -> Outcome:
             bad[norm.value] = rows[norm.value]
     if not rows:
         return Outcome(NA, "needs black-box and white-box attacks of the same norm", {})
-    value = "; ".join(f"{k}: black box {100 * v['black_box']:.0f}% vs white box {100 * v['white_box']:.0f}%"
-                      for k, v in rows.items())
+    # the norms where the black box wins come first and say so: the others only give the comparison
+    order = sorted(rows, key=lambda k: k not in bad)
+    value = "; ".join(f"{k}: black box {100 * rows[k]['black_box']:.0f}% vs white box "
+                      f"{100 * rows[k]['white_box']:.0f}%" + (" (black box wins)" if k in bad else "")
+                      for k in order)
     return Outcome(WARN if bad else PASS, value, {"per_norm": rows, "beaten": sorted(bad)})
 
 
