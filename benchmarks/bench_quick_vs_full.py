@@ -2,9 +2,9 @@
 
     python benchmarks/bench_quick_vs_full.py QUICK_RUN FULL_RUN [--models bicnn bidim] [--norms L2 Linf]
 
-Both runs must hold the same models (the same model cards) on the same images: the quick preset trains
-with the full recipes and seed, so its bicnn/bidim are the models of the full run (checked by card hash).
-Per model and norm: the quick worst case, the full worst case including the adaptive attacks, the gap in
+Both runs must hold the same models on the same images: the quick preset trains with the full recipes and
+seed, so its bicnn/bidim are the models of the full run (checked: the cards' weights_sha256 are equal).
+Per model and norm: the quick worst case (over the attacks of today's quick suite only), the full worst case including the adaptive attacks, the gap in
 points, each with its 95% interval, and whether the full run had every attack of that norm done.
 Writes ``results/quick_vs_full_n<N>.json``.
 """
@@ -15,6 +15,7 @@ from pathlib import Path
 
 from common import write_result
 
+from dim.attacks.suites import get_suite
 from dim.evaluation import metrics
 from dim.evaluation.norms import Norm
 from dim.evaluation.status import run_status
@@ -23,12 +24,12 @@ from dim.store import Store
 TARGET_POINTS = 5.0
 
 
-def _results(run: Path) -> tuple[dict[str, metrics.ModelResult], dict[str, str | None], dict[str, set[str]]]:
+def _results(run: Path, attacks: list[str] | None = None) -> tuple[dict[str, metrics.ModelResult], dict[str, str | None], dict[str, set[str]]]:
     """Metrics per model, card hash per model, and per model the attacks with shards not yet done."""
     store = Store.of_run(run, read_only=True)
     try:
-        results = {r.model: r for r in metrics.compute(store)}
-        cards = {m["model"]: m.get("card_sha256") for m in store.models()}
+        results = {r.model: r for r in metrics.compute(store, attacks)}
+        cards = {m["model"]: m["card"].get("weights_sha256") or m.get("card_sha256") for m in store.models()}
     finally:
         store.close()
     unfinished = {st.model: set(st.pending_attacks) | set(st.failed_attacks) for st in run_status(run)}
@@ -43,14 +44,14 @@ def main() -> None:
     ap.add_argument("--norms", nargs="+", default=["L2", "Linf"])
     ap.add_argument("--name", default=None, help="results file name (default quick_vs_full_n<N>)")
     args = ap.parse_args()
-    quick, quick_cards, _ = _results(args.quick_run)
+    quick, quick_cards, _ = _results(args.quick_run, [s.name for s in get_suite("quick")])
     full, full_cards, full_pending = _results(args.full_run)
     rows, n = {}, None
     for m in args.models:
         if m not in quick or m not in full:
             ap.error(f"model {m!r} is not in both runs (quick: {sorted(quick)}, full: {sorted(full)})")
         if quick_cards[m] != full_cards[m]:
-            ap.error(f"model {m!r} differs between the runs (card sha256 {quick_cards[m]} vs {full_cards[m]})")
+            ap.error(f"model {m!r} differs between the runs (weights sha256 {quick_cards[m]} vs {full_cards[m]})")
         if quick[m].n != full[m].n:
             ap.error(f"model {m!r}: {quick[m].n} images in the quick run, {full[m].n} in the full run")
         n = quick[m].n

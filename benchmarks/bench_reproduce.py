@@ -22,6 +22,8 @@ from pathlib import Path
 
 from common import RESULTS, write_result
 
+from dim.store import Store
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
@@ -29,6 +31,7 @@ def main() -> None:
     ap.add_argument("--keep", type=Path, default=None, help="Keep models and run here instead of a temp dir.")
     ap.add_argument("--dataset", default="mnist")
     ap.add_argument("--device", default=None)
+    ap.add_argument("--note", default=None, help="what else ran on the machine meanwhile (recorded as given)")
     args = ap.parse_args()
     name = f"reproduce_{args.preset}" + ("" if args.dataset == "mnist" else f"_{args.dataset.replace('-', '_')}")
     base = args.keep or Path(tempfile.mkdtemp(prefix="dim-reproduce-"))
@@ -41,14 +44,24 @@ def main() -> None:
     report = base / "run" / "report" / "report.md"
     shutil.copy(report, RESULTS / f"{name}_report.md")
     metrics = {m["model"]: m for m in json.loads((base / "run" / "report" / "metrics.json").read_text())}
+    run_cards = {p.stem: json.loads(p.read_text()) for p in sorted((base / "run" / "report" / "cards").glob("*.json"))}
+    store = Store.of_run(base / "run", read_only=True)
+    try:
+        seconds = store.attack_seconds()
+    finally:
+        store.close()
     write_result(name, {
-        "preset": args.preset, "dataset": args.dataset, "wall_seconds": round(wall, 1),
+        "preset": args.preset, "dataset": args.dataset, "wall_seconds": round(wall, 1), "note": args.note,
         "target_seconds": 900 if args.preset == "quick" else None,
         "models": {k: {"train_seconds": c["train_seconds"], "clean_accuracy": c["clean_accuracy"],
                        "device": c.get("device", {}).get("device")} for k, c in cards.items()},
         "evaluation": {k: {"clean_accuracy": m["clean_accuracy"], "minimal_accuracy": m["minimal_accuracy"],
-                           "per_norm": {n: v["accuracy"] for n, v in m["norms"].items()}}
+                           "per_norm": {n: v["accuracy"] for n, v in m["norms"].items()},
+                           "per_norm_incl_adaptive": {n: v["accuracy"] for n, v in
+                                                      run_cards[k]["incl_adaptive"]["per_norm"].items()}}
                        for k, m in metrics.items()},
+        "attack_seconds": {k: {a: round(sec, 1) for (mm, a), sec in sorted(seconds.items()) if mm == k}
+                           for k in metrics},
     })
     if args.keep is None:
         shutil.rmtree(base, ignore_errors=True)
