@@ -31,9 +31,9 @@ def main() -> None:
     ap.add_argument("--snapshot", action="store_true",
                     help="do not evaluate: record what the store holds now (a finished run, or one still going)")
     args = ap.parse_args()
-    if not args.snapshot and not args.model_dirs:
-        ap.error("name the models to evaluate, or pass --snapshot to record the run as it is")
     if not args.snapshot:
+        if not args.model_dirs:
+            ap.error("name the models to evaluate, or pass --snapshot to record the run as it is")
         subprocess.run([sys.executable, "-m", "dim", "evaluate", *map(str, args.model_dirs), "--suite", args.suite,
                         "--n", str(args.n), "--run", str(args.run), "--batch-size", str(args.batch_size)]
                        + (["--no-checks"] if args.no_checks else []), check=True)

@@ -4,8 +4,9 @@
 
 Both runs must hold the same models on the same images: the quick preset trains with the full recipes and
 seed, so its bicnn/bidim are the models of the full run (checked: the cards' weights_sha256 are equal).
-Per model and norm: the quick worst case (over the attacks of today's quick suite only), the full worst case including the adaptive attacks, the gap in
-points, each with its 95% interval, and whether the full run had every attack of that norm done.
+Per model and norm: the quick worst case (over the attacks of today's quick suite only), the full worst
+case including the adaptive attacks, the gap in points, each with its 95% interval, and the full run's
+attacks of that norm not yet done.
 Writes ``results/quick_vs_full_n<N>.json``.
 """
 from __future__ import annotations
@@ -24,16 +25,19 @@ from dim.store import Store
 TARGET_POINTS = 5.0
 
 
-def _results(run: Path, attacks: list[str] | None = None) -> tuple[dict[str, metrics.ModelResult], dict[str, str | None], dict[str, set[str]]]:
-    """Metrics per model, card hash per model, and per model the attacks with shards not yet done."""
+def _results(run: Path, attacks: list[str] | None = None
+             ) -> tuple[dict[str, metrics.ModelResult], dict[str, str | None], dict[str, dict[str, str]]]:
+    """Metrics per model, weights hash per model, and per model the attacks with shards not yet done (-> norm)."""
     store = Store.of_run(run, read_only=True)
     try:
         results = {r.model: r for r in metrics.compute(store, attacks)}
-        cards = {m["model"]: m["card"].get("weights_sha256") or m.get("card_sha256") for m in store.models()}
+        weights = {m["model"]: m["card"].get("weights_sha256") or m.get("card_sha256") for m in store.models()}
+        norms = {a["attack"]: a["norm"] for a in store.attacks()}
     finally:
         store.close()
-    unfinished = {st.model: set(st.pending_attacks) | set(st.failed_attacks) for st in run_status(run)}
-    return results, cards, unfinished
+    unfinished = {st.model: {a: norms[a] for a in (*st.pending_attacks, *st.failed_attacks)}
+                  for st in run_status(run)}
+    return results, weights, unfinished
 
 
 def main() -> None:
@@ -60,7 +64,7 @@ def main() -> None:
             q, f = quick[m].norms_all.get(norm), full[m].norms_all.get(norm)
             if q is None or f is None:
                 ap.error(f"{m} {name}: no attack of that norm in {'the quick' if q is None else 'the full'} run")
-            missing = sorted(a for a in full_pending[m] if a.split(" ", 1)[0] == name)
+            missing = sorted(a for a, nm in full_pending[m].items() if nm == norm.value)
             rows.setdefault(m, {})[name] = {
                 "quick": q.accuracy, "quick_interval_95": [round(v, 4) for v in q.interval],
                 "quick_attacks": q.attacks,

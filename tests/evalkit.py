@@ -172,4 +172,3 @@ def done_shards(db: Path) -> int:
             con.close()
     except sqlite3.OperationalError:
         return 0
-

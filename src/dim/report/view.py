@@ -15,6 +15,7 @@ from ..evaluation.norms import Norm, ThreatModel
 from ..names import md
 from ..store import Store
 from . import tables
+from .paper import TABLES
 
 
 @dataclass
@@ -92,7 +93,5 @@ def indistinguishable(results: list[metrics.ModelResult]) -> list[str]:
 
 def layouts(results: list[metrics.ModelResult]) -> list[str]:
     """The paper's table layouts this run fills: Table 1 always, Table 2 once two of its models are there."""
-    from .paper import TABLES
     return [layout for layout, (order, _) in TABLES.items()
             if layout != "table2" or sum(r.paper_name in order for r in results) >= 2]
-
