@@ -215,7 +215,7 @@ def _binflip(norm: Norm, steps: int = 300) -> AttackSpec:
 # with BinFlip (both BPDA attacks are not applicable elsewhere, so they cost nothing on cnn and dim), and L0
 # with Sparse-RS (1,000 queries) instead of a single Pointwise run. Measured against the full adaptive suite on
 # the same models and 200 images (benchmarks/results/quick_vs_full_n200.json): with APGD-T on 3 targets and no
-# Square, biDIM kept 52.5% at L-inf where BPDA-AutoAttack leaves 45%; at L2 BinFlip alone reaches the full
+# Square, biDIM kept 52% at L-inf (reproduce_quick_report.md at a3e39bf) where BPDA-AutoAttack leaves 45%; at L2 BinFlip alone reaches the full
 # suite's worst case (a 50-step BPDA-APGD at L2 added nothing there and was dropped). L-inf BinFlip is slower
 # than BPDA-APGD and weaker (84% against 81% on biCNN).
 _QUICK_NAMES = ("L2 DDN", "Linf PGD", "Linf FGSM", "L1 SparseL1Descent")
