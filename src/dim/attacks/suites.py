@@ -206,28 +206,6 @@ def _binflip(norm: Norm, steps: int = 300) -> AttackSpec:
 
 
 
-# quick: the strongest cheap attacks per norm. Measured on DIM, 100 images: DDN 18 s, PGD 23 s,
-# FGSM 2 s; Carlini-Wagner 141 s and Pointwise x10 157 s are too slow for a smoke run, and L-inf
-# DeepFool (46 s per 200 images on biCNN) did not fit the 15-minute budget of the main job.
-# The paper's attacks see zero gradients on binarized models, so quick also attacks those through the
-# straight-through gradient: at L-inf with BPDA-APGD (APGD-CE, then APGD-T on 9 targets, 50 steps) and Square
-# (500 queries, black box: cheap on models that break, and on biDIM it finds what the gradient does not), at L2
-# with BinFlip (both BPDA attacks are not applicable elsewhere, so they cost nothing on cnn and dim), and L0
-# with Sparse-RS (1,000 queries) instead of a single Pointwise run. Measured against the full adaptive suite on
-# the same models and 200 images (benchmarks/results/quick_vs_full_n200.json): with APGD-T on 3 targets and no
-# Square, biDIM kept 52% at L-inf (reproduce_quick_report.md at a3e39bf) where BPDA-AutoAttack leaves 45%; at L2 BinFlip alone reaches the full
-# suite's worst case (a 50-step BPDA-APGD at L2 added nothing there and was dropped). L-inf BinFlip is slower
-# than BPDA-APGD and weaker (84% against 81% on biCNN).
-_QUICK_NAMES = ("L2 DDN", "Linf PGD", "Linf FGSM", "L1 SparseL1Descent")
-QUICK: tuple[AttackSpec, ...] = tuple(s for s in PAPER if s.name in _QUICK_NAMES) + (
-    _spec("L0 Sparse-RS 1000", "sparse_rs", L0, params={"queries": 1000}, adaptive=True),
-    _spec("Linf BPDA-APGD 50 (9 targets)", "apgd", LINF, params={"steps": 50, "targets": 9, "gradient": "bpda"},
-          adaptive=True),
-    _spec("Linf Square 500", "square", LINF, params={"queries": 500}, adaptive=True),
-    _binflip(L2),
-)
-
-
 def _adaptive(norm: Norm) -> tuple[AttackSpec, ...]:
     """The adaptive attacks at one threshold (see :mod:`dim.attacks.adaptive`).
 
@@ -293,6 +271,31 @@ def _adaptive_l0() -> tuple[AttackSpec, ...]:
 
 # adaptive: beyond the paper (DESIGN.md 5.3), in every norm.
 ADAPTIVE: tuple[AttackSpec, ...] = _adaptive(LINF) + _adaptive(L2) + _adaptive_l1() + _adaptive_l0()
+
+
+# quick: the strongest cheap attacks per norm. Measured on DIM, 100 images: DDN 18 s, PGD 23 s,
+# FGSM 2 s; Carlini-Wagner 141 s and Pointwise x10 157 s are too slow for a smoke run, and L-inf
+# DeepFool (46 s per 200 images on biCNN) did not fit the 15-minute budget of the main job.
+# The paper's attacks see zero gradients on binarized models, so quick also attacks those through the
+# straight-through gradient: at L-inf with BPDA-APGD (APGD-CE, then APGD-T on 9 targets, 50 steps) and Square
+# (500 queries, black box: cheap on models that break, and on biDIM it finds what the gradient does not), and
+# BinFlip in L2, L1 and L0 (the BPDA attacks and BinFlip are not applicable elsewhere, so they cost nothing on
+# cnn and dim). Measured against the full adaptive suite on the same models and 200 images
+# (benchmarks/results/quick_vs_full_n200.json): with APGD-T on 3 targets and no Square, biDIM kept 52% at L-inf
+# (reproduce_quick_report.md at a3e39bf) where BPDA-AutoAttack leaves 45%; at L2 BinFlip alone reaches the full
+# suite's worst case (a 50-step BPDA-APGD at L2 added nothing there and was dropped). L-inf BinFlip is slower
+# than BPDA-APGD and weaker (84% against 81% on biCNN). At L1 and L0 the paper's attacks left biCNN at 100% and
+# biDIM at 98% (L1) in quick where BinFlip leaves 2% and 8%; 20-step APGD-CE (L1) and PGD-L0 (L0), through BPDA
+# where a model binarizes, are the cheap white-box attacks of the full suite there. Sparse-RS at 1,000 queries
+# (135 s of the 941 s the preset took) was weaker than PGD-L0 20x1 on DIM and biDIM in the full run and gave
+# way to it and L0 BinFlip; the black-box view at L0 is the full adaptive suite's (Sparse-RS at 3,000 queries).
+_QUICK_NAMES = ("L2 DDN", "Linf PGD", "Linf FGSM", "L1 SparseL1Descent")
+QUICK: tuple[AttackSpec, ...] = tuple(s for s in PAPER if s.name in _QUICK_NAMES) + (
+    _spec("Linf BPDA-APGD 50 (9 targets)", "apgd", LINF, params={"steps": 50, "targets": 9, "gradient": "bpda"},
+          adaptive=True),
+    _spec("Linf Square 500", "square", LINF, params={"queries": 500}, adaptive=True),
+    _binflip(L2),
+) + tuple(s for s in ADAPTIVE if s.name in ("L1 APGD-CE 20x1", "L1 BinFlip", "L0 PGD-L0 20x1", "L0 BinFlip"))
 
 
 def _bpda_autoattack(norm: Norm) -> AttackSpec:
