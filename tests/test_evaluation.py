@@ -593,3 +593,26 @@ def test_public_api_evaluate_any_classifier(tiny, test_data, tmp_path):
     assert res.clean_accuracy == pytest.approx(float(np.mean(predict_numpy(tiny, x) == y)))
     assert 0.0 <= res.attacks["Linf FGSM"].accuracy < res.clean_accuracy
     assert (tmp_path / "report" / "report.md").exists()
+
+
+def test_a_resumed_run_records_every_commit_it_was_computed_with(tiny, test_data, tmp_path, monkeypatch):
+    """A run resumed after a code change names both commits, in the store, the report and the cards."""
+    from dim.evaluation import runner
+    x, y = test_data
+    fgsm, pgd = ([s for s in get_suite("quick") if s.name == n] for n in ("Linf FGSM", "Linf PGD"))
+    run = tmp_path / "run"
+    for commit, suite in (("aaa111", fgsm), ("bbb222", fgsm + pgd), ("bbb222", fgsm + pgd)):
+        monkeypatch.setattr(runner, "git_commit", lambda c=commit: c)
+        evaluate_models([EvalModel("m", tiny)], x[:10], y[:10], suite=suite, run_dir=run, batch_size=10,
+                        show=False, checks=False)
+    store = Store.of_run(run)
+    try:
+        prov = store.get_meta("provenance")
+    finally:
+        store.close()
+    assert prov["git_commit"] == "bbb222" and prov["git_commits"] == ["aaa111", "bbb222"]
+    report = build_report(run, plots=False, cards_dir=tmp_path / "cards")
+    assert "git commit: `aaa111`, `bbb222` (resumed across 2 commits" in (report / "report.md").read_text()
+    card = json.loads((tmp_path / "cards" / "m.json").read_text())
+    assert card["evaluation"]["git_commits"] == ["aaa111", "bbb222"]
+    assert "aaa111, bbb222 (resumed across 2 commits" in (report / "index.html").read_text()

@@ -25,6 +25,18 @@ def git_commit() -> str:
         return "unknown"
 
 
+def commits_of(prov: dict) -> list[str]:
+    """The commits a run was computed with, oldest first: a resumed run may span several (stores written
+    before this was recorded have only the last one, ``git_commit``)."""
+    return list(prov.get("git_commits") or ([prov["git_commit"]] if prov.get("git_commit") else []))
+
+
+def with_commit(prov: dict, commit: str) -> dict:
+    """``prov`` with ``commit`` as the current commit, added to the run's commits if new."""
+    seen = commits_of(prov)
+    return {**prov, "git_commit": commit, "git_commits": seen + ([commit] if commit not in seen else [])}
+
+
 def package_versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
     for name in _PACKAGES:

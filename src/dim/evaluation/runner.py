@@ -33,7 +33,7 @@ import torch.nn as nn
 from ..attacks.suites import AttackSpec, spec_dict
 from ..core.device import device_info, resolve_device
 from ..progress import progress_bar
-from ..provenance import git_commit, package_versions
+from ..provenance import git_commit, package_versions, with_commit
 from ..store import Store
 from ..models.binarize import has_binarization
 from .artifacts import INPUTS, atomic_npz, best_so_far, merge_shards, shard_path
@@ -158,7 +158,8 @@ def _prepare(store: Store, run_dir: Path, models: Sequence[EvalModel], specs, to
     store.set_meta("config", merge_config(store.get_meta("config"), config, run_dir))
     prov = store.get_meta("provenance") or {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     info = device_info(dev)
-    prov.update({"git_commit": git_commit(), "packages": package_versions(), "device": info})
+    prov = with_commit(prov, git_commit())
+    prov.update({"packages": package_versions(), "device": info})
     prov["devices"] = [d for d in prov.get("devices", []) if d != info] + [info]
     if spec.executor != "serial":
         prov["executors"] = sorted(set(prov.get("executors", [])) | {spec.executor})

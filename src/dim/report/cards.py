@@ -9,6 +9,7 @@ from ..evaluation import metrics
 from ..evaluation.norms import Norm
 from ..fileio import atomic_write_text
 from ..names import file_name
+from ..provenance import commits_of
 from .view import ReportView
 
 
@@ -53,7 +54,8 @@ def write_cards(view: ReportView, target: Path) -> list[Path]:
                            if k in m["card"]},
             "evaluation": {"suite": cfg.get("suite"), "n": r.n, "seed": cfg.get("seed"),
                            "dataset": cfg.get("dataset", "mnist"), "data_sha256": cfg.get("data_sha256"),
-                           "git_commit": prov.get("git_commit"), "packages": prov.get("packages"),
+                           "git_commit": prov.get("git_commit"), "git_commits": commits_of(prov),
+                           "packages": prov.get("packages"),
                            "devices": prov.get("devices") or ([prov["device"]] if prov.get("device") else [])},
             "clean_accuracy": r.clean_accuracy, "clean_interval_95": _interval_json(r.clean_interval),
             "interval": "95% Wilson score interval of each accuracy on its n samples (sampling error only)",

@@ -147,7 +147,7 @@ def _suite(view: ReportView) -> list[dict[str, Any]]:
 def _provenance(view: ReportView) -> list[tuple[str, str]]:
     prov, cfg = view.provenance, view.config
     devices = prov.get("devices") or ([prov["device"]] if prov.get("device") else [])
-    items = [("git commit", str(prov.get("git_commit", "unknown"))), ("created", str(prov.get("created", "?"))),
+    items = [("git commit", tables.commits_text(prov)), ("created", str(prov.get("created", "?"))),
              ("suite", str(cfg.get("suite"))), ("samples", f"{cfg.get('n')} of {cfg.get('dataset', 'mnist')}"),
              ("seed", str(cfg.get("seed"))), ("thresholds", _eps_text(view.threat)),
              ("devices", "; ".join(describe(d) for d in devices) or "not recorded"),

@@ -139,8 +139,7 @@ def summary_markdown(view: ReportView) -> str:
 def provenance_markdown(view: ReportView) -> str:
     """Where and with what the run was computed: commit, packages, every device and its shards."""
     prov = view.provenance
-    lines = ["## Provenance", "", f"- git commit: `{prov.get('git_commit', 'unknown')}`, created "
-             f"{prov.get('created', '?')}",
+    lines = ["## Provenance", "", f"- git commit: {tables.commits_text(prov, '`')}, created {prov.get('created', '?')}",
              "- packages: " + ", ".join(f"{k} {v}" for k, v in sorted((prov.get("packages") or {}).items()))]
     devices = prov.get("devices") or ([prov["device"]] if prov.get("device") else [])
     if devices:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from ..evaluation.metrics import ModelResult
 from ..evaluation.norms import Norm
 from ..names import md, tex
+from ..provenance import commits_of
 from .paper import PAPER_COUNTERPART, TABLES
 
 NORM_ORDER = (Norm.L2, Norm.LINF, Norm.L0, Norm.L1)  # the paper's order
@@ -27,6 +28,13 @@ class Table:
     # per row: its norm ("" for clean and minimal accuracy) and family ("paper", "adaptive", "black box",
     # "worst case", "summary", "section"): what the HTML page filters by
     row_meta: list[dict[str, str]] = field(default_factory=list)
+
+
+def commits_text(prov: dict, quote: str = "") -> str:
+    """The run's git commit(s): one, or every commit a resumed run was computed with, the current one last."""
+    commits = commits_of(prov) or ["unknown"]
+    text = ", ".join(f"{quote}{c}{quote}" for c in commits)
+    return text if len(commits) == 1 else f"{text} (resumed across {len(commits)} commits; the last is current)"
 
 
 def fmt_acc(acc: float) -> str:
