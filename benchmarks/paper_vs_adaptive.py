@@ -66,11 +66,13 @@ def _cell(block: dict | None) -> dict | None:
             "attacks": len(block.get("attacks", []))}
 
 
-def rows_of(card: dict) -> dict:
-    """One model's row: clean accuracy and, per norm, paper / ours (paper protocol) / ours incl. adaptive."""
+def rows_of(card: dict, suite: str | None = None) -> dict:
+    """One model's row: clean accuracy and, per norm, paper / ours (paper protocol) / ours incl. adaptive.
+    A norm is incomplete where an attack of the card is unfinished or one of ``suite`` (default: the card's)
+    never started."""
     attacks = card.get("attacks", {})
     pending = {a.get("norm") for a in attacks.values() if not a.get("complete", True)}
-    suite = card.get("evaluation", {}).get("suite")
+    suite = suite or card.get("evaluation", {}).get("suite")
     if suite:   # attacks of the run's suite never started have no entry in the card
         pending |= {s.norm.value for s in get_suite(suite) if s.name not in attacks}
     paper_name = card.get("paper_name") or card["model"]
@@ -132,8 +134,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("cards", type=Path, nargs="+", help="card files or folders of cards")
     ap.add_argument("--name", default="paper_vs_adaptive")
+    ap.add_argument("--suite", default=None,
+                    help="the attacks each run was meant to finish (default: each card's suite), e.g. 'paper' for "
+                         "a run of the paper's suite plus a few adaptive attacks picked with --only")
     args = ap.parse_args()
-    rows = sorted((rows_of(c) for c in _cards(args.cards)), key=_paper_order)
+    if args.suite:
+        try:
+            get_suite(args.suite)
+        except ValueError as exc:
+            ap.error(f"--suite: {exc}")
+    rows = sorted((rows_of(c, args.suite) for c in _cards(args.cards)), key=_paper_order)
     table = render_md(rows)
     write_result(args.name, {"rows": rows, "markdown": table}, echo=False)
     (RESULTS / f"{args.name}.md").write_text(table)
