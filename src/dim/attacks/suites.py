@@ -287,8 +287,9 @@ ADAPTIVE: tuple[AttackSpec, ...] = _adaptive(LINF) + _adaptive(L2) + _adaptive_l
 # than BPDA-APGD and weaker (84% against 81% on biCNN). At L1 and L0 the paper's attacks left biCNN at 100% and
 # biDIM at 98% (L1) in quick where BinFlip leaves 2% and 8%; 20-step APGD-CE (L1) and PGD-L0 (L0), through BPDA
 # where a model binarizes, are the cheap white-box attacks of the full suite there. Sparse-RS at 1,000 queries
-# (135 s of the 941 s the preset took) was weaker than PGD-L0 20x1 on DIM and biDIM in the full run and gave
-# way to it and L0 BinFlip; the black-box view at L0 is the full adaptive suite's (Sparse-RS at 3,000 queries).
+# (135 s of the 941 s the preset took) left DIM at 62% and biDIM at 74% where PGD-L0 20x1 leaves 52% and 50%
+# (full run), and gave way to it and L0 BinFlip; the black-box view at L0 is the full adaptive suite's
+# (Sparse-RS at 3,000 queries).
 _QUICK_NAMES = ("L2 DDN", "Linf PGD", "Linf FGSM", "L1 SparseL1Descent")
 QUICK: tuple[AttackSpec, ...] = tuple(s for s in PAPER if s.name in _QUICK_NAMES) + (
     _spec("Linf BPDA-APGD 50 (9 targets)", "apgd", LINF, params={"steps": 50, "targets": 9, "gradient": "bpda"},
