@@ -79,7 +79,7 @@ def rows_of(card: dict, suite: str | None = None) -> dict:
     row = {"model": card["model"], "paper_name": paper_name, "card": card["_file"],
            "clean": _num(card.get("clean_accuracy")), "clean_interval_95": card.get("clean_interval_95"),
            "clean_paper": paper_number(paper_name, "Clean accuracy"),
-           "run": card.get("evaluation", {}).get("run"), "suite": card.get("evaluation", {}).get("suite"),
+           "suite": card.get("evaluation", {}).get("suite"),
            "n": card.get("evaluation", {}).get("n"), "per_norm": {}}
     for norm in NORMS:
         row["per_norm"][norm.value] = {
@@ -91,13 +91,16 @@ def rows_of(card: dict, suite: str | None = None) -> dict:
     return row
 
 
+def _acc_ci(acc: float, interval: list | None) -> str:
+    return fmt_acc_ci(acc, tuple(interval)) if interval else fmt_acc(acc)
+
+
 def _md_cell(c: dict) -> str:
     ours = c["incl_adaptive"]
     if ours is None or math.isnan(ours["accuracy"]):
         text = "-"
     else:
-        ci = tuple(ours["interval_95"]) if ours["interval_95"] else (float("nan"), float("nan"))
-        text = f"**{fmt_acc_ci(ours['accuracy'], ci)}**"
+        text = f"**{_acc_ci(ours['accuracy'], ours['interval_95'])}**"
         pp = c["paper_protocol"]
         text = (f"{fmt_acc(pp['accuracy'])} -> " if pp and not math.isnan(pp["accuracy"]) else "adaptive only: ") + text
     if c["paper"] is not None:
@@ -109,8 +112,7 @@ def render_md(rows: list[dict]) -> str:
     head = ["model", "clean"] + [f"{n.value} ({n.threshold:g})" for n in NORMS]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        ci = r["clean_interval_95"]
-        clean = fmt_acc_ci(r["clean"], tuple(ci)) if ci else fmt_acc(r["clean"])
+        clean = _acc_ci(r["clean"], r["clean_interval_95"])
         if r["clean_paper"] is not None:
             clean += f" (paper {fmt_acc(r['clean_paper'])})"
         cells = [f"{md(r['paper_name'])} (`{md(r['model'])}`)", clean] + [_md_cell(r["per_norm"][n.value])

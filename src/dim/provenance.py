@@ -31,6 +31,11 @@ def commits_of(prov: dict) -> list[str]:
     return list(prov.get("git_commits") or ([prov["git_commit"]] if prov.get("git_commit") else []))
 
 
+def devices_of(prov: dict) -> list[dict]:
+    """Every device a run was computed on (stores written before this was a list have one, ``device``)."""
+    return list(prov.get("devices") or ([prov["device"]] if prov.get("device") else []))
+
+
 def with_commit(prov: dict, commit: str) -> dict:
     """``prov`` with ``commit`` as the current commit, added to the run's commits if new."""
     seen = commits_of(prov)

@@ -199,11 +199,11 @@ EXTENDED: tuple[AttackSpec, ...] = PAPER + (
     _spec("L1 AdamBasicIterative", "L1AdamBasicIterativeAttack", L1),
 )
 
+
 def _binflip(norm: Norm, steps: int = 300) -> AttackSpec:
     """BinFlip (ours, :mod:`dim.attacks.binflip`): greedy flips across a binarization's threshold, the best of
     8 candidates per step checked with real forward passes; not applicable to models without binarization."""
     return _spec(f"{norm.value} BinFlip", "binflip", norm, params={"steps": steps, "lookahead": 8}, adaptive=True)
-
 
 
 def _adaptive(norm: Norm) -> tuple[AttackSpec, ...]:

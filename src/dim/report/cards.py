@@ -9,7 +9,7 @@ from ..evaluation import metrics
 from ..evaluation.norms import Norm
 from ..fileio import atomic_write_text
 from ..names import file_name
-from ..provenance import commits_of
+from ..provenance import commits_of, devices_of
 from .view import ReportView
 
 
@@ -56,7 +56,7 @@ def write_cards(view: ReportView, target: Path) -> list[Path]:
                            "dataset": cfg.get("dataset", "mnist"), "data_sha256": cfg.get("data_sha256"),
                            "git_commit": prov.get("git_commit"), "git_commits": commits_of(prov),
                            "packages": prov.get("packages"),
-                           "devices": prov.get("devices") or ([prov["device"]] if prov.get("device") else [])},
+                           "devices": devices_of(prov)},
             "clean_accuracy": r.clean_accuracy, "clean_interval_95": _interval_json(r.clean_interval),
             "interval": "95% Wilson score interval of each accuracy on its n samples (sampling error only)",
             "paper_protocol": {"per_norm": _norm_json(r.norms, r.threat), "minimal_accuracy": _clean(r.minimal_accuracy),

@@ -22,6 +22,7 @@ import numpy as np
 from ..core.device import describe
 from ..evaluation import checks, metrics
 from ..evaluation.norms import Norm
+from ..provenance import devices_of
 from . import tables
 from .gallery import Adversarial, Gallery
 from .markdown import _eps_text
@@ -146,7 +147,7 @@ def _suite(view: ReportView) -> list[dict[str, Any]]:
 
 def _provenance(view: ReportView) -> list[tuple[str, str]]:
     prov, cfg = view.provenance, view.config
-    devices = prov.get("devices") or ([prov["device"]] if prov.get("device") else [])
+    devices = devices_of(prov)
     items = [("git commit", tables.commits_text(prov)), ("created", str(prov.get("created", "?"))),
              ("suite", str(cfg.get("suite"))), ("samples", f"{cfg.get('n')} of {cfg.get('dataset', 'mnist')}"),
              ("seed", str(cfg.get("seed"))), ("thresholds", _eps_text(view.threat)),

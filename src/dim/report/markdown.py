@@ -11,6 +11,7 @@ from ..core.device import describe
 from ..evaluation import checks, metrics
 from ..evaluation.norms import Norm
 from ..names import md
+from ..provenance import devices_of
 from . import tables
 from .view import ReportView, indistinguishable
 
@@ -141,7 +142,7 @@ def provenance_markdown(view: ReportView) -> str:
     prov = view.provenance
     lines = ["## Provenance", "", f"- git commit: {tables.commits_text(prov, '`')}, created {prov.get('created', '?')}",
              "- packages: " + ", ".join(f"{k} {v}" for k, v in sorted((prov.get("packages") or {}).items()))]
-    devices = prov.get("devices") or ([prov["device"]] if prov.get("device") else [])
+    devices = devices_of(prov)
     if devices:
         lines.append("- device(s) the run was computed on: " + "; ".join(describe(d) for d in devices))
     per_device = view.shard_devices
