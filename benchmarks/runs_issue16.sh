@@ -24,13 +24,14 @@ ex() { echo "--executor ${EXECUTOR:-serial}"; }
 # REUSE="RUN_DIR ..." copies those runs' identical finished shards (same model card, attack spec, seed, images),
 # e.g. an earlier run and the donor runs of benchmarks/gpu_donor.sh
 reuse() { local r; for r in ${REUSE:-}; do echo "--reuse $r"; done; }
-log() { echo "[$(date -u +%H:%M:%S)] $*"; }
+log() { echo "[$(date -u +%H:%M:%S)] $*" >&2; }   # stderr: the model lists below are read from stdout
 
 have() { [ -f "$MODELS/$1/card.json" ]; }
-train() {   # train NAME [--from BASE]: once; a killed training resumes from its saved state
-  local name=$1; shift
-  have "$name" || { log "train $name"; dim train "$name" --out "$MODELS/$name" "$@"; }
+train_as() {   # train_as DIR NAME [--from BASE] [--model-set K=V...]: once; a killed training resumes from its state
+  local out=$1 name=$2; shift 2
+  have "$out" || { log "train $name -> $out"; dim train "$name" --out "$MODELS/$out" "$@" >&2; }
 }
+train() { train_as "$1" "$@"; }
 
 SUITE=paper+adaptive+bpda-autoattack
 # the attacks issue 16 adds, cheapest first; AutoAttack L1 and Square L1 (5,000 queries on every survivor) last
@@ -84,17 +85,26 @@ step_table1_rest() {
     --no-report $(reuse) $(ex) || log "evaluate exited $?"
 }
 
-step_abs() {
-  # ABS and biABS on 50 images (ABS is 10 to 60 times slower per forward pass than DIM): the new L1/L0 attacks
-  # (run 4 of the issue)
+# ABS as in its first 50-image run (README, "ABS and biABS"): the adaptive suite in ABS's fast inference setting
+# (1,000 latents, 10 steps; --from copies the weights, the card records the setting, the run keys them abs/biabs),
+# shards of 25 so that both cores work on one model
+ABS_FAST=(--model-set n_random=1000 --model-set n_steps=10)
+abs_models() {
   train abs; train biabs --from "$MODELS/abs"
-  dim evaluate "$MODELS/abs" "$MODELS/biabs" --suite "$SUITE" --n 50 --run "$RUNS/abs-n50" --no-report $(ex) \
+  train_as abs-fast abs --from "$MODELS/abs" "${ABS_FAST[@]}"
+  train_as biabs-fast biabs --from "$MODELS/abs" "${ABS_FAST[@]}"
+  echo "$MODELS/abs-fast" "$MODELS/biabs-fast"
+}
+step_abs() {
+  # the new L1/L0 attacks on ABS and biABS, 50 images (run 4 of the issue)
+  # shellcheck disable=SC2046
+  dim evaluate $(abs_models) --suite adaptive --n 50 --batch-size 25 --run "$RUNS/abs-n50" --no-report $(ex) \
     "${NEW_CHEAP[@]}" "${NEW_AA[@]}" || log "evaluate exited $?"
 }
 step_abs_rest() {
-  # the rest of the suite on ABS and biABS (their first 50-image run's store was lost with the first Table 1 run's)
-  step_abs
-  dim evaluate "$MODELS/abs" "$MODELS/biabs" --suite "$SUITE" --n 50 --run "$RUNS/abs-n50" --no-report $(ex) \
+  # the rest of the adaptive suite (L2 and L-inf: the first run's store was lost with the first Table 1 run's)
+  # shellcheck disable=SC2046
+  dim evaluate $(abs_models) --suite adaptive --n 50 --batch-size 25 --run "$RUNS/abs-n50" --no-report $(ex) \
     || log "evaluate exited $?"
 }
 
