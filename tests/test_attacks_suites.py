@@ -45,6 +45,18 @@ def test_quick_suite_attacks_binarized_models_through_the_binarization_in_every_
     assert any(s.norm is Norm.LINF and s.attack == "square" for s in quick)     # black box beside the gradient
 
 
+def test_a_suite_filtered_by_patterns_keeps_the_matching_attacks_in_suite_order():
+    picked = get_suite("paper:L2 DDN,Linf FGSM+adaptive:L? AutoAttack,*Score-MT")
+    assert [s.name for s in picked] == ["L2 DDN", "Linf FGSM", "Linf Score-MT", "L2 AutoAttack", "L2 Score-MT",
+                                        "L1 AutoAttack"]     # "?" is one character: not Linf
+    paper = {s.name: s for s in PAPER}
+    assert picked[0] == paper["L2 DDN"]           # the same specs, so shards are shared with unfiltered runs
+    with pytest.raises(ValueError, match=r"suite adaptive: \['L3 \*'\]: no attack of the suite matches"):
+        get_suite("paper+adaptive:L3 *")
+    with pytest.raises(ValueError, match="unknown suite 'papers'"):
+        get_suite("papers:L2 DDN")
+
+
 def test_unknown_suite():
     with pytest.raises(ValueError, match="unknown suite 'nope'"):
         get_suite("nope")

@@ -309,6 +309,20 @@ def test_a_report_of_an_incomplete_run_says_so_at_the_top_and_marks_its_numbers(
     assert "Incomplete run: 1 (model, attack) unit(s)" in text and "Linf PGD (not started)" not in text
 
 
+def test_a_filtered_suite_is_the_runs_protocol_where_only_leaves_the_rest_to_do(tiny, test_data, tmp_path):
+    x, y = test_data
+    kw = dict(batch_size=20, show=False, checks=False)
+    evaluate_models([EvalModel("tiny", tiny)], x, y, suite="paper:Linf FGSM,L2 FGM", run_dir=tmp_path / "a", **kw)
+    evaluate_models([EvalModel("tiny", tiny)], x, y, suite="paper", only=["Linf FGSM", "L2 FGM"],
+                    run_dir=tmp_path / "b", **kw)
+    assert _rows(tmp_path / "a") == _rows(tmp_path / "b")          # the same attacks, seeds and results
+    filtered = (build_report(tmp_path / "a", plots=False) / "report.md").read_text()
+    assert "Suite `paper:Linf FGSM,L2 FGM`" in filtered and "Incomplete run" not in filtered
+    assert "to do" not in status_text(tmp_path / "a")
+    split = (build_report(tmp_path / "b", plots=False) / "report.md").read_text()
+    assert "**Incomplete run: 40 (model, attack) unit(s)" in split and "to do (40)" in status_text(tmp_path / "b")
+
+
 def test_run_dir_refuses_a_different_evaluation(tiny, test_data, tmp_path):
     x, y = test_data
     suite = (AttackSpec("Linf FGSM", "LinfFastGradientAttack", Norm.LINF),)

@@ -193,7 +193,9 @@ def train_cmd(model: str = typer.Argument(..., help="Model name (see 'dim models
 def evaluate_cmd(model_dirs: Optional[list[Path]] = typer.Argument(None, help="Model directories made by 'dim train'."),
                  suite: str = typer.Option("quick", "--suite",
                                            help=f"Attack suite: {', '.join(SUITES)}, or several joined "
-                                                "by '+' (paper+adaptive). A run can grow by more attacks later."),
+                                                "by '+' (paper+adaptive); 'NAME:PATTERN,PATTERN' keeps the attacks "
+                                                "of NAME that match ('adaptive:* AutoAttack'). A run can grow by "
+                                                "more attacks later."),
                  n: int = typer.Option(200, "--n", min=1, help="Evaluate the first N test images."),
                  run: Path = typer.Option(..., "--run", help="Run directory (results.sqlite, adversarials)."),
                  batch_size: int = typer.Option(100, "--batch-size", min=1, help="Samples per shard (unit of work)."),
@@ -214,7 +216,8 @@ def evaluate_cmd(model_dirs: Optional[list[Path]] = typer.Argument(None, help="M
                                                           help="Run only the attacks whose name matches this "
                                                                "pattern ('Linf *', '* AutoAttack'); repeatable. The "
                                                                "run still records the whole suite, so processes can "
-                                                               "split one model's attacks."),
+                                                               "split one model's attacks (to make a subset the "
+                                                               "run's protocol, filter --suite instead)."),
                  reuse: Optional[list[Path]] = typer.Option(None, "--reuse",
                                                             help="An earlier run whose identical finished shards "
                                                                  "(same model card, attack, seed, batch size and "

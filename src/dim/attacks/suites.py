@@ -17,6 +17,7 @@ changed next to foolbox's values, and every report prints the suite it used.
 """
 from __future__ import annotations
 
+import fnmatch
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Mapping
 
@@ -318,16 +319,35 @@ SUITES: dict[str, tuple[AttackSpec, ...]] = {"paper": PAPER, "extended": EXTENDE
 
 
 def get_suite(name: str) -> tuple[AttackSpec, ...]:
-    """A suite by name; ``a+b`` joins suites (``paper+adaptive``), keeping each attack once."""
+    """A suite by name; ``a+b`` joins suites (``paper+adaptive``), keeping each attack once.
+
+    ``a:PATTERN,PATTERN`` keeps the attacks of suite ``a`` whose name matches one of the
+    shell-style patterns (``paper+adaptive:L2 AutoAttack,Linf AutoAttack``): a protocol of
+    its own, recorded as the run's suite, where ``--only`` merely splits a suite's work
+    between calls and leaves the rest of it to do.
+    """
     out: dict[str, AttackSpec] = {}
     for part in name.split("+"):
+        base, sep, patterns = part.partition(":")
         try:
-            specs = SUITES[part.strip()]
+            specs = SUITES[base.strip()]
         except KeyError:
-            raise ValueError(f"unknown suite {part.strip()!r}; expected one of {sorted(SUITES)} "
+            raise ValueError(f"unknown suite {base.strip()!r}; expected one of {sorted(SUITES)} "
                              "or several joined by '+'") from None
+        if sep:
+            specs = select(specs, [p.strip() for p in patterns.split(",")], f"suite {base.strip()}:")
         out.update((s.name, s) for s in specs)
     return tuple(out.values())
+
+
+def select(specs: tuple[AttackSpec, ...], patterns: list[str] | tuple[str, ...], what: str) -> tuple[AttackSpec, ...]:
+    """The attacks of ``specs`` whose name matches one of the shell-style ``patterns``, in suite order;
+    a pattern that matches none is refused, naming ``what`` gave it."""
+    unmatched = [p for p in patterns if not any(fnmatch.fnmatchcase(s.name, p) for s in specs)]
+    if unmatched:
+        raise ValueError(f"{what} {unmatched}: no attack of the suite matches (attack names look like "
+                         f"{specs[0].name!r}; patterns use * and ?)")
+    return tuple(s for s in specs if any(fnmatch.fnmatchcase(s.name, p) for p in patterns))
 
 
 def counts_per_norm(suite: tuple[AttackSpec, ...]) -> dict[Norm, int]:

@@ -19,7 +19,6 @@ A run lock (:mod:`dim.evaluation.locks`) keeps a second driver out of the run.
 """
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import time
 from dataclasses import dataclass, field, replace
@@ -30,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..attacks.suites import AttackSpec, spec_dict
+from ..attacks.suites import AttackSpec, select, spec_dict
 from ..core.device import device_info, resolve_device
 from ..progress import progress_bar
 from ..provenance import git_commit, package_versions, with_commit
@@ -71,13 +70,7 @@ class RunConfigError(ValueError):
 
 def select_attacks(specs: Sequence[AttackSpec], only: Sequence[str] | None) -> tuple[AttackSpec, ...]:
     """The attacks of ``specs`` whose name matches one of the shell-style patterns ``only`` (all if none)."""
-    if not only:
-        return tuple(specs)
-    unmatched = [p for p in only if not any(fnmatch.fnmatchcase(s.name, p) for s in specs)]
-    if unmatched:
-        raise ValueError(f"--only {unmatched}: no attack of the suite matches (attack names look like "
-                         f"{specs[0].name!r}; patterns use * and ?)")
-    return tuple(s for s in specs if any(fnmatch.fnmatchcase(s.name, p) for p in only))
+    return select(tuple(specs), tuple(only), "--only") if only else tuple(specs)
 
 
 def evaluate_models(models: Sequence[EvalModel], x: np.ndarray, y: np.ndarray, spec: RunSpec | None = None, *,
