@@ -417,6 +417,35 @@ def test_reuse_copies_identical_shards_of_another_run_and_changes_no_result(tiny
     assert _rows(tmp_path / "checked") == _rows(tmp_path / "fresh")
 
 
+def test_reuse_copies_brendel_bethge_only_when_it_would_start_from_the_same_points(tiny, test_data, tmp_path):
+    """Brendel-Bethge starts from the best earlier adversarial of its norm: copied when this run's earlier attacks
+    give the donor's starting points (recorded by the donor, or for an older donor, recomputed from its files)."""
+    import sqlite3
+    from dim.attacks.suites import PAPER
+    x, y = test_data[0][:8], test_data[1][:8]
+    pgd, ddn, bb = (next(s for s in PAPER if s.name == n) for n in ("L2 PGD", "L2 DDN", "L2 BrendelBethge"))
+    kw = dict(batch_size=4, show=False, checks=False, suite_name="s")
+    model = EvalModel("tiny", tiny, card_sha256="card")
+    evaluate_models([model], x, y, suite=(pgd, bb), run_dir=tmp_path / "donor", **kw)
+    evaluate_models([model], x, y, suite=(pgd, bb), run_dir=tmp_path / "copy", reuse=[tmp_path / "donor"], **kw)
+    assert run_status(tmp_path / "copy")[0].reused == {str(tmp_path / "donor"): 4}      # PGD and BB, 2 shards each
+    assert _rows(tmp_path / "copy") == _rows(tmp_path / "donor")
+
+    with sqlite3.connect(tmp_path / "donor" / "results.sqlite") as db:   # a donor stored before the record
+        assert db.execute("DELETE FROM meta WHERE key LIKE 'starts/%'").rowcount == 2
+    evaluate_models([model], x, y, suite=(pgd, bb), run_dir=tmp_path / "old", reuse=[tmp_path / "donor"], **kw)
+    assert run_status(tmp_path / "old")[0].reused == {str(tmp_path / "donor"): 4}
+
+    # DDN before it changes where BB starts: PGD is copied, BB is run afresh (from PGD's and DDN's adversarials)
+    evaluate_models([model], x, y, suite=(pgd, ddn, bb), run_dir=tmp_path / "more", reuse=[tmp_path / "donor"], **kw)
+    store = Store(tmp_path / "more" / "results.sqlite")
+    try:
+        assert sorted({a for _, a, _ in store.reused_shards()}) == ["L2 PGD"]
+        assert {s["status"] for s in store.shards()} == {"done"}
+    finally:
+        store.close()
+
+
 def test_reuse_refuses_a_run_on_other_images_or_settings(tiny, test_data, tmp_path):
     x, y = test_data
     suite = (AttackSpec("Linf FGSM", "LinfFastGradientAttack", Norm.LINF),)

@@ -16,7 +16,7 @@ from ..progress import log
 from ..store import ResultRow, Store
 from ..attacks.suites import spec_dict
 from .artifacts import atomic_npz, shard_path
-from .reuse import Donor, copy_shard, reusable
+from .reuse import Donor, copy_shard, donor_starts, reusable, starts_key, starts_sha256
 from .units import AttackUnit, ChecksUnit, Unit, UnitResult
 
 
@@ -35,6 +35,8 @@ def commit(store: Store, run_dir: Path, unit: Unit, result: UnitResult) -> None:
         return
     atomic_npz(shard_path(run_dir, model, attack, shard), sample=unit.samples, distance=result.distance,
                pred=result.pred, x_adv=result.x_adv)
+    if unit.starting_points is not None:   # what it started from, so that a later run can tell it reuses it
+        store.set_meta(starts_key(model, attack, shard), starts_sha256(unit.starting_points))
     per_sample = result.seconds / len(unit.samples)
     rows = [ResultRow(model, attack, int(s), float(d), int(p), per_sample)
             for s, d, p in zip(unit.samples, result.distance, result.pred)]
@@ -42,13 +44,18 @@ def commit(store: Store, run_dir: Path, unit: Unit, result: UnitResult) -> None:
 
 
 def commit_reused(store: Store, run_dir: Path, donors: Sequence[Donor], unit: AttackUnit, model: nn.Module,
-                  card_sha256: str | None) -> bool:
+                  card_sha256: str | None, specs: Sequence = (), starts: str | None = None) -> bool:
     """Copy ``unit`` from the first donor run that holds it and whose adversarials verify again on
-    ``model``; False if none does (the unit is then executed)."""
+    ``model``; False if none does (the unit is then executed). A unit that starts from earlier
+    adversarials is copied only from a donor whose shard started from points hashing to ``starts``
+    (this run's, given once the attacks before it are committed; ``specs``: this run's suite)."""
     sd = spec_dict(unit.spec)
     hi = int(unit.samples[-1]) + 1
     for donor in donors:
         if not reusable(donor, unit.model, card_sha256, sd, unit.spec, unit.shard, hi):
+            continue
+        if unit.spec.starting_points and (starts is None or starts != donor_starts(
+                donor, unit.model, specs, unit.spec, unit.shard, unit.samples, unit.x.shape[1:])):
             continue
         got = copy_shard(donor, unit.model, unit.spec, model, unit.x, unit.y, unit.clean, unit.samples)
         if got is None:
@@ -56,6 +63,8 @@ def commit_reused(store: Store, run_dir: Path, donors: Sequence[Donor], unit: At
             continue
         arrays, rows, seconds = got
         store.mark_reused(unit.model, unit.spec.name, unit.shard, str(donor.run_dir))
+        if starts is not None:
+            store.set_meta(starts_key(unit.model, unit.spec.name, unit.shard), starts)
         atomic_npz(shard_path(run_dir, unit.model, unit.spec.name, unit.shard), **arrays)
         store.finish_shard(unit.model, unit.spec.name, unit.shard, rows, seconds,
                            device=donor.store.shard_device(unit.model, unit.spec.name, unit.shard))

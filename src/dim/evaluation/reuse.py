@@ -12,9 +12,12 @@ bit for bit; copying it saves the compute and changes no result.
 
 Nothing is trusted blindly: every copied adversarial is verified again against the
 model of this run (clipped, finite, misclassified, distance recomputed), and a
-shard whose stored distances do not reproduce is run afresh. Attacks that start
-from the best adversarial of earlier attacks (Brendel-Bethge) depend on the rest
-of the suite and are never copied.
+shard whose stored distances do not reproduce is run afresh. An attack that starts
+from the best adversarial of earlier attacks (Brendel-Bethge) is the same unit of
+work only when it starts from the same points: its shard is copied once those
+attacks of this run are committed and their best adversarials hash to what the
+donor's shard started from (recorded when it ran; for runs stored before that
+record, as the donor's own stored adversarials give them).
 """
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ import numpy as np
 
 from ..attacks.suites import AttackSpec
 from ..store import ResultRow, Store
-from .artifacts import load_adversarials
+from .artifacts import best_so_far, load_adversarials
 from .verify import verify
 
 # Fields of a run's config that must agree for any of its shards to be reused.
@@ -90,8 +93,37 @@ def reusable(donor: Donor, key: str, card_sha256: str | None, spec_dict: dict[st
              shard: int, hi: int) -> bool:
     """Whether ``donor`` holds this (model, attack, shard) as a finished, identical unit of work."""
     return (card_sha256 is not None and donor.cards.get(key) == card_sha256
-            and not spec.starting_points and donor.attacks.get(spec.name) == spec_dict
+            and donor.attacks.get(spec.name) == spec_dict
             and hi <= donor.n and donor.store.shard_status(key, spec.name, shard) == "done")
+
+
+def starts_key(key: str, attack: str, shard: int) -> str:
+    """The store's meta key for the hash of the points a starting-point unit started from."""
+    return f"starts/{key}/{attack}/{shard}"
+
+
+def starts_sha256(points: np.ndarray) -> str:
+    """The hash of a unit's starting points (NaN rows, where no earlier attack found one, included)."""
+    points = np.ascontiguousarray(points, dtype=np.float32)
+    return hashlib.sha256(repr(points.shape).encode() + points.tobytes()).hexdigest()
+
+
+def donor_starts(donor: Donor, key: str, specs, spec: AttackSpec, shard: int, samples: np.ndarray,
+                 shape: tuple[int, ...]) -> str | None:
+    """The hash of the starting points of the donor's (key, spec, shard): as recorded when it ran, else as the
+    donor's stored adversarials give them, provided the donor ran the same attacks of that norm before it."""
+    recorded = donor.store.get_meta(starts_key(key, spec.name, shard))
+    if recorded is not None:
+        return recorded
+
+    def before(names_norms) -> list[str]:
+        names = [name for name, _ in names_norms]
+        return [name for name, norm in names_norms[:names.index(spec.name)] if norm == spec.norm.value]
+    ours = [(s.name, s.norm.value) for s in specs]
+    theirs = [(name, a["norm"]) for name, a in donor.attacks.items()]
+    if spec.name not in donor.attacks or before(ours) != before(theirs):
+        return None
+    return starts_sha256(best_so_far(donor.run_dir, key, specs, spec, samples, shape))
 
 
 def copy_shard(donor: Donor, key: str, spec: AttackSpec, model, xs: np.ndarray, ys: np.ndarray,

@@ -41,7 +41,7 @@ from .executors import Executor, get_executor
 from .locks import run_lock
 from .norms import ThreatModel
 from .outputs import check_outputs
-from .reuse import Donor, data_sha256, open_donor
+from .reuse import Donor, data_sha256, open_donor, starts_sha256
 from .spec import RunSpec
 from .units import AttackUnit, Unit, plan
 from .verify import predict_numpy
@@ -186,8 +186,8 @@ def _drive(store: Store, run_dir: Path, models: Sequence[EvalModel], specs, todo
 
     waiting: list[Unit] = []
     for u in units:
-        if (isinstance(u, AttackUnit) and donors and not u.spec.starting_points
-                and commit_reused(store, run_dir, donors, u, by_key[u.model].model, by_key[u.model].card_sha256)):
+        if isinstance(u, AttackUnit) and donors and _copied(store, run_dir, donors, u, by_key[u.model], specs,
+                                                            {w.key for w in waiting}):
             continue
         waiting.append(u)
     pending = {u.key for u in waiting}
@@ -213,6 +213,19 @@ def _drive(store: Store, run_dir: Path, models: Sequence[EvalModel], specs, todo
     for m in models:
         for s in todo:
             complete(m.key, s.name)
+
+
+def _copied(store: Store, run_dir: Path, donors: Sequence[Donor], u: AttackUnit, m: EvalModel, specs,
+            to_run: set) -> bool:
+    """Whether ``u`` was copied from a donor. One that starts from earlier adversarials can be only once
+    those of its attacks are committed (copied before it, or done in an earlier call): then its starting
+    points are known here and must be the donor's."""
+    starts = None
+    if u.spec.starting_points:
+        if any((u.model, a, u.shard) in to_run for a in u.after):
+            return False
+        starts = starts_sha256(best_so_far(run_dir, u.model, specs, u.spec, u.samples, u.x.shape[1:]))
+    return commit_reused(store, run_dir, donors, u, m.model, m.card_sha256, specs, starts)
 
 
 def _submit_ready(executor, waiting: list[Unit], pending: set, inflight: int, run_dir: Path, specs) -> int:
