@@ -137,8 +137,8 @@ def main() -> None:
     ap.add_argument("cards", type=Path, nargs="+", help="card files or folders of cards")
     ap.add_argument("--name", default="paper_vs_adaptive")
     ap.add_argument("--suite", default=None,
-                    help="the attacks each run was meant to finish (default: each card's suite), e.g. 'paper' for "
-                         "a run of the paper's suite plus a few adaptive attacks picked with --only")
+                    help="the attacks each run was meant to finish (default: each card's suite, which a run "
+                         "evaluated under a filtered suite such as 'paper+adaptive:L2 AutoAttack' states exactly)")
     args = ap.parse_args()
     if args.suite:
         try:

@@ -401,8 +401,16 @@ def test_reuse_copies_identical_shards_of_another_run_and_changes_no_result(tiny
     (st,) = run_status(tmp_path / "grown")
     assert st.reused == {str(tmp_path / "small"): 4} and st.shards["done"] == 8
     assert f"4 of the finished shards copied from {tmp_path / 'small'}" in status_text(tmp_path / "grown")
-    report = (build_report(tmp_path / "grown", plots=False) / "report.md").read_text()
+    report = (build_report(tmp_path / "grown", plots=False, cards_dir=tmp_path / "cards") / "report.md").read_text()
     assert f"4 shard(s) were copied from {tmp_path / 'small'}" in report
+    small = Store.of_run(tmp_path / "small", read_only=True)      # and whose code computed them
+    try:
+        theirs = small.get_meta("provenance")["git_commits"]
+    finally:
+        small.close()
+    assert f"shards copied from {tmp_path / 'small'} were computed with `{theirs[0]}`" in report
+    card = json.loads((tmp_path / "cards" / "tiny.json").read_text())
+    assert card["evaluation"]["donor_git_commits"] == {str(tmp_path / "small"): theirs}
 
     # another model (card), or a donor whose adversarial no longer fools the model: recomputed, not copied
     evaluate_models([model("card-b")], x, y, run_dir=tmp_path / "other", reuse=[tmp_path / "small"], **kw)

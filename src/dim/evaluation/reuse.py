@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from ..attacks.suites import AttackSpec
+from ..provenance import commits_of
 from ..store import ResultRow, Store
 from .artifacts import best_so_far, load_adversarials
 from .verify import verify
@@ -45,6 +46,7 @@ class Donor:
     n: int
     attacks: dict[str, dict[str, Any]]
     cards: dict[str, str | None]                     # model key -> card_sha256
+    commits: list[str] = field(default_factory=list)   # the git commits it was computed with, oldest first
     _loaded: tuple[tuple[str, str], Any] | None = field(default=None, repr=False)
 
     def attack_data(self, key: str, attack: str) -> tuple[dict[str, np.ndarray] | None, dict[int, ResultRow]]:
@@ -83,10 +85,11 @@ def open_donor(run_dir: Path | str, config: dict[str, Any], x: np.ndarray, y: np
             raise ValueError(f"--reuse {run_dir}: that run evaluated other images than the first {n} of this one")
         attacks = {a["name"]: a for a in theirs.get("attacks", [])}
         cards = {m["model"]: m["card_sha256"] for m in store.models()}
+        commits = commits_of(store.get_meta("provenance") or {}) or ["unknown"]
     except Exception:
         store.close()
         raise
-    return Donor(run_dir, store, n, attacks, cards)
+    return Donor(run_dir, store, n, attacks, cards, commits)
 
 
 def reusable(donor: Donor, key: str, card_sha256: str | None, spec_dict: dict[str, Any], spec: AttackSpec,

@@ -190,6 +190,7 @@ def _drive(store: Store, run_dir: Path, models: Sequence[EvalModel], specs, todo
                                                             {w.key for w in waiting}):
             continue
         waiting.append(u)
+    _record_donors(store, donors)
     pending = {u.key for u in waiting}
     with progress_bar(spec.show) as bar:
         task = bar.add_task(f"{len(waiting)} units ({spec.executor})", total=len(waiting), info="")
@@ -213,6 +214,16 @@ def _drive(store: Store, run_dir: Path, models: Sequence[EvalModel], specs, todo
     for m in models:
         for s in todo:
             complete(m.key, s.name)
+
+
+def _record_donors(store: Store, donors: Sequence[Donor]) -> None:
+    """Name, in the run's provenance, the commits that computed the shards copied from each donor."""
+    used = set(store.reused_shards().values())
+    prov = store.get_meta("provenance") or {}
+    known = prov.get("donor_commits", {})
+    new = {str(d.run_dir): d.commits for d in donors if str(d.run_dir) in used}
+    if new and any(known.get(k) != v for k, v in new.items()):
+        store.set_meta("provenance", {**prov, "donor_commits": {**known, **new}})
 
 
 def _copied(store: Store, run_dir: Path, donors: Sequence[Donor], u: AttackUnit, m: EvalModel, specs,

@@ -55,6 +55,7 @@ def write_cards(view: ReportView, target: Path) -> list[Path]:
             "evaluation": {"suite": cfg.get("suite"), "n": r.n, "seed": cfg.get("seed"),
                            "dataset": cfg.get("dataset", "mnist"), "data_sha256": cfg.get("data_sha256"),
                            "git_commit": prov.get("git_commit"), "git_commits": commits_of(prov),
+                           "donor_git_commits": prov.get("donor_commits") or {},
                            "packages": prov.get("packages"),
                            "devices": devices_of(prov)},
             "clean_accuracy": r.clean_accuracy, "clean_interval_95": _interval_json(r.clean_interval),

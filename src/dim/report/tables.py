@@ -34,7 +34,10 @@ def commits_text(prov: dict, quote: str = "") -> str:
     """The run's git commit(s): one, or every commit a resumed run was computed with, the current one last."""
     commits = commits_of(prov) or ["unknown"]
     text = ", ".join(f"{quote}{c}{quote}" for c in commits)
-    return text if len(commits) == 1 else f"{text} (resumed across {len(commits)} commits; the last is current)"
+    text = text if len(commits) == 1 else f"{text} (resumed across {len(commits)} commits; the last is current)"
+    for run, theirs in sorted((prov.get("donor_commits") or {}).items()):
+        text += f"; shards copied from {run} were computed with " + ", ".join(f"{quote}{c}{quote}" for c in theirs)
+    return text
 
 
 def fmt_acc(acc: float) -> str:
