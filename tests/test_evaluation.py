@@ -652,7 +652,7 @@ def test_a_resumed_run_records_every_commit_it_was_computed_with(tiny, test_data
     x, y = test_data
     fgsm, pgd = ([s for s in get_suite("quick") if s.name == n] for n in ("Linf FGSM", "Linf PGD"))
     run = tmp_path / "run"
-    for commit, suite in (("aaa111", fgsm), ("bbb222", fgsm + pgd), ("bbb222", fgsm + pgd)):
+    for commit, suite in (("aaa111", fgsm), ("bbb222", fgsm + pgd), ("bbb222", fgsm + pgd), ("ccc333", fgsm + pgd)):
         monkeypatch.setattr(runner, "git_commit", lambda c=commit: c)
         evaluate_models([EvalModel("m", tiny)], x[:10], y[:10], suite=suite, run_dir=run, batch_size=10,
                         show=False, checks=False)
@@ -661,6 +661,7 @@ def test_a_resumed_run_records_every_commit_it_was_computed_with(tiny, test_data
         prov = store.get_meta("provenance")
     finally:
         store.close()
+    # ccc333 found nothing left to do: it computed nothing, so it is not one of the run's commits
     assert prov["git_commit"] == "bbb222" and prov["git_commits"] == ["aaa111", "bbb222"]
     report = build_report(run, plots=False, cards_dir=tmp_path / "cards")
     assert "git commit: `aaa111`, `bbb222` (resumed across 2 commits" in (report / "report.md").read_text()

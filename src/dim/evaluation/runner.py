@@ -149,14 +149,6 @@ def _prepare(store: Store, run_dir: Path, models: Sequence[EvalModel], specs, to
         m.model.to(dev)
         notes[m.key] = check_outputs(m.key, m.model, x[:64], num_classes, y)
     store.set_meta("config", merge_config(store.get_meta("config"), config, run_dir))
-    prov = store.get_meta("provenance") or {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    info = device_info(dev)
-    prov = with_commit(prov, git_commit())
-    prov.update({"packages": package_versions(), "device": info})
-    prov["devices"] = [d for d in prov.get("devices", []) if d != info] + [info]
-    if spec.executor != "serial":
-        prov["executors"] = sorted(set(prov.get("executors", [])) | {spec.executor})
-    store.set_meta("provenance", prov)
     store.add_attacks([(s.name, s.norm.value, spec_dict(s)) for s in specs])
     if not (run_dir / INPUTS).is_file():    # the clean images, for the report's gallery
         atomic_npz(run_dir / INPUTS, x=x, y=y)
@@ -168,8 +160,19 @@ def _prepare(store: Store, run_dir: Path, models: Sequence[EvalModel], specs, to
         store.set_meta(f"outputs/{m.key}", notes[m.key])
         # recorded here, where the model is at hand, so that the report never rebuilds a model to know it
         store.set_meta(f"binarized/{m.key}", has_binarization(m.model))
-    return plan(store, models, specs, todo, x, y, clean, batch_size=spec.batch_size, seed=spec.seed,
-                threat=threat, checks=spec.checks)
+    units = plan(store, models, specs, todo, x, y, clean, batch_size=spec.batch_size, seed=spec.seed,
+                 threat=threat, checks=spec.checks)
+    prov = store.get_meta("provenance")
+    if units or prov is None:   # a call with nothing left to do computed nothing: the run's provenance stays
+        prov = prov or {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        info = device_info(dev)
+        prov = with_commit(prov, git_commit())
+        prov.update({"packages": package_versions(), "device": info})
+        prov["devices"] = [d for d in prov.get("devices", []) if d != info] + [info]
+        if spec.executor != "serial":
+            prov["executors"] = sorted(set(prov.get("executors", [])) | {spec.executor})
+        store.set_meta("provenance", prov)
+    return units
 
 
 def _drive(store: Store, run_dir: Path, models: Sequence[EvalModel], specs, todo, units: list[Unit],
