@@ -14,7 +14,7 @@
 #
 # SUITE, N, SEED and BATCH_SIZE must equal the run that will reuse the shards (defaults: the issue-16 runs).
 # ONLY: the attacks to run there, one shell pattern per line (default: the slowest attacks of that suite;
-# Brendel-Bethge is never copied, so it is left out). Sanity checks run where the run itself runs.
+# Brendel-Bethge is left out: it is copied only from a donor that ran every attack of its norm before it). Sanity checks run where the run itself runs.
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
