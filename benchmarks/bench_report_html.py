@@ -19,10 +19,10 @@ from pathlib import Path
 from common import RESULTS, write_result
 
 from dim.report import build_report
+from dim.store import Store
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
-from dim.store import Store
 
 
 def main() -> None:

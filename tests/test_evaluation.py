@@ -269,6 +269,23 @@ def test_table2_cells_are_the_stored_rows(tiny, test_data, tmp_path):
     assert fgsm[cols.index("Internal Models")] == fmt_acc(acc["a"]) and fgsm[cols.index("DIM")] == fmt_acc(acc["b"])
 
 
+def test_a_run_of_table2_ablations_only_gets_table2_and_no_table1_of_empty_paper_columns(tiny, test_data, tmp_path):
+    x, y = test_data
+    suite = (AttackSpec("Linf FGSM", "LinfFastGradientAttack", Norm.LINF),)
+    models = [EvalModel("a", tiny, paper_name="Internal Models"), EvalModel("b", tiny, paper_name="singleIM")]
+    evaluate_models(models, x[:10], y[:10], suite=suite, run_dir=tmp_path, batch_size=10, show=False, checks=False)
+    (tmp_path / "report").mkdir()
+    (tmp_path / "report" / "table1.md").write_text("a Table 1 of an earlier report")   # now wrong: removed
+    out = build_report(tmp_path, plots=False)
+    assert (out / "table2.md").is_file() and not (out / "table1.md").exists()
+    assert "## Table 2: ablations" in (out / "report.md").read_text()
+    assert 'id="table-table1"' not in (out / "index.html").read_text()
+    evaluate_models([EvalModel("c", tiny, paper_name="CNN")], x[:10], y[:10], suite=suite, run_dir=tmp_path,
+                    batch_size=10, show=False, checks=False)
+    out = build_report(tmp_path, plots=False)                   # a model of Table 1 joins: both tables
+    assert (out / "table1.md").is_file() and (out / "table2.md").is_file()
+
+
 def test_brendel_bethge_starts_from_earlier_adversarials_and_never_does_worse(tiny, test_data, tmp_path):
     """The paper suite's Brendel-Bethge attacks run, from the best adversarial of the attacks before them."""
     from dim.attacks.suites import PAPER

@@ -19,6 +19,7 @@ from .figures import plot_curves
 from .gallery import build_gallery
 from .html import render_html
 from .markdown import checks_markdown, provenance_markdown, suite_markdown, summary_markdown, timing_markdown
+from .paper import TABLES
 from .view import ReportView, build_view, indistinguishable, layouts, quoted
 
 __all__ = ["ReportError", "build_report", "indistinguishable", "quoted", "write_cards"]
@@ -87,7 +88,11 @@ def _write_report(view: ReportView, out: Path, plots: bool, cards_dir, warn) -> 
     summary = metrics_json(results)
     _keep_a_fuller_report(out, summary, warn)
     parts = [summary_markdown(view)]
-    for layout in layouts(results):
+    shown = layouts(results)
+    for stale in sorted(set(TABLES) - set(shown)):    # written by an earlier report of this run, now wrong
+        for ext in ("md", "csv", "tex"):
+            (out / f"{stale}.{ext}").unlink(missing_ok=True)
+    for layout in shown:
         t = tables.build(results, layout)
         atomic_write_text(out / f"{layout}.md", tables.to_markdown(t))
         atomic_write_text(out / f"{layout}.csv", tables.to_csv(t))

@@ -15,7 +15,7 @@ from ..evaluation.norms import Norm, ThreatModel
 from ..names import md
 from ..store import Store
 from . import tables
-from .paper import TABLES
+from .paper import TABLE1_MODELS, TABLE2_MODELS
 
 
 @dataclass
@@ -92,6 +92,11 @@ def indistinguishable(results: list[metrics.ModelResult]) -> list[str]:
 
 
 def layouts(results: list[metrics.ModelResult]) -> list[str]:
-    """The paper's table layouts this run fills: Table 1 always, Table 2 once two of its models are there."""
-    return [layout for layout, (order, _) in TABLES.items()
-            if layout != "table2" or sum(r.paper_name in order for r in results) >= 2]
+    """The paper's table layouts this run fills: Table 2 once one of its ablations or two of its models are
+    there; Table 1 unless every model is an ablation of Table 2 only (whose published numbers are all in
+    Table 2: in Table 1 their paper columns would stay empty)."""
+    labels = [r.paper_name for r in results]    # as tables.build picks its columns
+    ablations = set(TABLE2_MODELS) - set(TABLE1_MODELS)
+    table2 = any(label in ablations for label in labels) or sum(label in TABLE2_MODELS for label in labels) >= 2
+    table1 = not table2 or any(label not in ablations for label in labels)
+    return [layout for layout, wanted in (("table1", table1), ("table2", table2)) if wanted]
