@@ -57,6 +57,28 @@ def test_a_suite_filtered_by_patterns_keeps_the_matching_attacks_in_suite_order(
         get_suite("papers:L2 DDN")
 
 
+def test_cli_lists_the_suites_and_the_attacks_of_one(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    def dim(*args):
+        env = {**os.environ, "COLUMNS": "250"}
+        return subprocess.run([sys.executable, "-m", "dim", "suites", *args], capture_output=True, text=True, env=env)
+    r = dim()
+    assert r.returncode == 0, r.stderr
+    rows = {line.split("│")[1].strip(): line for line in r.stdout.splitlines() if line.count("│") > 2}
+    assert set(rows) >= set(SUITES) and f"│ {len(PAPER)} " in rows["paper"]
+    r = dim("adaptive:L0 *")
+    assert r.returncode == 0, r.stderr
+    names = [line.split("│")[2].strip() for line in r.stdout.splitlines() if line.count("│") > 2]
+    assert names == [s.name for s in get_suite("adaptive") if s.norm is Norm.L0]
+    sparse_rs = next(line for line in r.stdout.splitlines() if "L0 Sparse-RS" in line)
+    assert "queries=3000" in sparse_rs and "black box" in sparse_rs and "adaptive" in sparse_rs
+    r = dim("papers")
+    assert r.returncode == 2 and "error: unknown suite 'papers'" in r.stderr
+
+
 def test_unknown_suite():
     with pytest.raises(ValueError, match="unknown suite 'nope'"):
         get_suite("nope")

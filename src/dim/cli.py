@@ -14,7 +14,7 @@ from typing import Any, Callable, Optional
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
+from rich.table import Column, Table
 
 from .attacks.suites import SUITES
 from .checkpoint import CheckpointError, read_card
@@ -152,6 +152,29 @@ def models_cmd() -> None:
         e = get_entry(name)
         table.add_row(name, e.paper_name, e.recipe, e.weights_from or "-", e.description)
     out.print(table)
+
+
+@app.command("suites")
+@friendly_errors
+def suites_cmd(suite: Optional[str] = typer.Argument(None, help="A suite to list attack by attack: a name, several "
+                                                                "joined by '+', or NAME:PATTERN,PATTERN.")) -> None:
+    """List the attack suites, or the attacks of one: the names --only and filtered suites match, and each
+    attack's class or adapter, parameters and traits (adaptive, black box, starts from earlier adversarials)."""
+    from .attacks.suites import counts_per_norm, describe, get_suite, spec_dict
+    from .evaluation.norms import Norm
+    if suite is None:
+        table = Table("suite", "attacks", *(f"{n.value}" for n in Norm))
+        for name, specs in SUITES.items():
+            counts = counts_per_norm(specs)
+            table.add_row(name, str(len(specs)), *(str(counts[n]) for n in Norm))
+        out.print(table)
+        out.print("'dim suites NAME' lists a suite's attacks.")
+        return
+    table = Table(*(Column(h, overflow="fold") for h in ("#", "attack", "norm", "class / adapter",
+                                                           "parameters and traits")))
+    for i, spec in enumerate(get_suite(suite), 1):
+        table.add_row(str(i), spec.name, spec.norm.value, spec.attack, describe(spec_dict(spec)))
+    out.print(table, highlight=False, markup=False)
 
 
 @app.command("train")

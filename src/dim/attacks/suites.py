@@ -350,5 +350,18 @@ def select(specs: tuple[AttackSpec, ...], patterns: list[str] | tuple[str, ...],
     return tuple(s for s in specs if any(fnmatch.fnmatchcase(s.name, p) for p in patterns))
 
 
+def describe(spec: dict[str, Any]) -> str:
+    """An attack's parameters and traits in one line (from :func:`spec_dict`, as a run's config stores it):
+    what the report's suite table and ``dim suites`` print."""
+    params = ", ".join(f"{k}={v}" for k, v in spec["params"].items()) or "foolbox defaults"
+    flags = [f"x{spec['repeats']}" if spec.get("repeats", 1) > 1 else "", "targeted" if spec.get("targeted") else "",
+             "starts from best adversarial so far" if spec.get("starting_points") else "",
+             f"distance={spec['norm']}" if spec.get("distance_param") else "",
+             "adaptive" if spec.get("adaptive") else "", f"refines {spec['refines']}" if spec.get("refines") else "",
+             "black box" if is_black_box(spec["attack"]) else "",
+             "white + black box" if is_ensemble(spec["attack"]) else ""]
+    return params + "".join(f"; {f}" for f in flags if f)
+
+
 def counts_per_norm(suite: tuple[AttackSpec, ...]) -> dict[Norm, int]:
     return {n: sum(1 for s in suite if s.norm is n) for n in Norm}

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 
-from ..attacks.suites import is_black_box, is_ensemble
+from ..attacks.suites import describe
 from ..core.device import describe
 from ..evaluation import checks, metrics
 from ..evaluation.norms import Norm
@@ -21,16 +21,7 @@ def suite_markdown(view: ReportView) -> str:
     lines = [f"## Attack suite `{cfg.get('suite', '?')}` ({len(view.attacks)} attacks)", "",
              "| # | attack | norm | foolbox class / adapter | parameters |", "|---|---|---|---|---|"]
     for i, a in enumerate(view.attacks, 1):
-        s = a["spec"]
-        params = ", ".join(f"{k}={v}" for k, v in s["params"].items()) or "foolbox defaults"
-        flags = [f"x{s['repeats']}" if s.get("repeats", 1) > 1 else "", "targeted" if s.get("targeted") else "",
-                 "starts from best adversarial so far" if s.get("starting_points") else "",
-                 f"distance={s['norm']}" if s.get("distance_param") else "",
-                 "adaptive" if s.get("adaptive") else "", f"refines {s['refines']}" if s.get("refines") else "",
-                 "black box" if is_black_box(s["attack"]) else "",
-                 "white + black box" if is_ensemble(s["attack"]) else ""]
-        params += "".join(f"; {f}" for f in flags if f)
-        lines.append(f"| {i} | {md(a['attack'])} | {a['norm']} | {md(s['attack'])} | {md(params)} |")
+        lines.append(f"| {i} | {md(a['attack'])} | {a['norm']} | {md(a['spec']['attack'])} | {md(describe(a['spec']))} |")
     counts = {n.value: sum(1 for a in view.attacks if a["norm"] == n.value) for n in Norm}
     lines += ["", "Attacks per norm: " + ", ".join(f"{k} {v}" for k, v in counts.items()), ""]
     return "\n".join(lines)
