@@ -188,11 +188,13 @@ def _drive(store: Store, run_dir: Path, models: Sequence[EvalModel], specs, todo
             merge_shards(run_dir, model, attack)
 
     waiting: list[Unit] = []
+    to_run: set = set()
     for u in units:
         if isinstance(u, AttackUnit) and donors and _copied(store, run_dir, donors, u, by_key[u.model], specs,
-                                                            {w.key for w in waiting}):
+                                                            to_run):
             continue
         waiting.append(u)
+        to_run.add(u.key)
     _record_donors(store, donors)
     pending = {u.key for u in waiting}
     with progress_bar(spec.show) as bar:
