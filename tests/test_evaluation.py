@@ -471,6 +471,34 @@ def test_reuse_copies_brendel_bethge_only_when_it_would_start_from_the_same_poin
         store.close()
 
 
+def test_a_copied_shard_is_verified_in_the_batch_its_attack_was_verified_in(tiny, test_data, tmp_path):
+    """Execution verifies the clean-correct samples in one batch; logits can differ in the last bit with the
+    batch size, which moves points a boundary attack left on the boundary: the copy re-verifies that batch."""
+    from dim.evaluation.reuse import copy_shard, open_donor
+    x, y = test_data[0][:10], test_data[1][:10].copy()
+    clean = predict_numpy(tiny, x)
+    y[3] = (clean[3] + 1) % 10                           # a clean misclassification in the shard
+    fgsm = AttackSpec("Linf FGSM", "LinfFastGradientAttack", Norm.LINF)
+    evaluate_models([EvalModel("tiny", tiny, card_sha256="c")], x, y, suite=(fgsm,), run_dir=tmp_path, batch_size=10,
+                    show=False, checks=False)
+    sizes = []
+    seen = _Output(tiny, lambda z: z)
+    seen.register_forward_pre_hook(lambda _, args: sizes.append(len(args[0])))
+    store = Store.of_run(tmp_path, read_only=True)
+    try:
+        donor = open_donor(tmp_path, store.get_meta("config"), x, y)
+    finally:
+        store.close()
+    try:
+        got = copy_shard(donor, "tiny", fgsm, seen, x, y, clean, np.arange(10))
+    finally:
+        donor.close()
+    assert got is not None and sizes == [int(np.sum(clean == y))] and sizes[0] < 10
+    arrays, rows, _ = got
+    assert rows[3].distance == 0.0 and np.array_equal(arrays["x_adv"][3], x[3])   # stored as execution stores it
+    assert [r.distance for r in rows] == [r[3] for r in _rows(tmp_path)]
+
+
 def test_reuse_refuses_a_run_on_other_images_or_settings(tiny, test_data, tmp_path):
     x, y = test_data
     suite = (AttackSpec("Linf FGSM", "LinfFastGradientAttack", Norm.LINF),)

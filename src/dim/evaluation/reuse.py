@@ -141,16 +141,24 @@ def copy_shard(donor: Donor, key: str, spec: AttackSpec, model, xs: np.ndarray, 
     idx = np.array([where[int(s)] for s in samples])
     stored = np.array([rows[int(s)].distance for s in samples])
     cand = adv["x_adv"][idx]
-    got = verify(model, xs, ys, cand, spec.norm)
-    # A clean misclassification is stored as the clean image at distance 0; verify gives the same.
-    if not np.array_equal(np.isfinite(got.distance), np.isfinite(stored)):
+    # Verified as execution verifies: the clean-correct samples in one batch (a model's logits can differ in
+    # the last bit with the batch size, enough to move a point that a boundary attack left on the boundary);
+    # a clean misclassification is stored as the clean image at distance 0.
+    correct = clean == ys
+    got = verify(model, xs[correct], ys[correct], cand[correct], spec.norm)
+    distance = np.where(correct, np.inf, 0.0)
+    distance[correct] = got.distance
+    if not np.array_equal(np.isfinite(distance), np.isfinite(stored)):
         return None
     fin = np.isfinite(stored)
-    if not np.allclose(got.distance[fin], stored[fin], rtol=1e-5, atol=1e-6):
+    if not np.allclose(distance[fin], stored[fin], rtol=1e-5, atol=1e-6):
         return None
-    pred = np.where(np.isfinite(got.distance), got.pred, clean)
+    pred, x_adv = clean.copy(), np.full(xs.shape, np.nan, np.float32)
+    x_adv[~correct] = xs[~correct]
+    pred[correct] = np.where(np.isfinite(got.distance), got.pred, clean[correct])
+    x_adv[correct] = got.x_adv
     seconds = float(sum(rows[int(s)].seconds for s in samples))
-    arrays = dict(sample=samples, distance=stored, pred=pred, x_adv=got.x_adv)
+    arrays = dict(sample=samples, distance=stored, pred=pred, x_adv=x_adv)
     out = [ResultRow(key, spec.name, int(s), float(d), int(p), rows[int(s)].seconds)
            for s, d, p in zip(samples, stored, pred)]
     return arrays, out, seconds
