@@ -12,7 +12,6 @@ import argparse
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from common import write_result

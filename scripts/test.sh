@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install dim and its test dependencies into ./.venv, install Debian's chromium for the browser tests of the
-# HTML report (if it is missing), then run the whole test suite.
+# HTML report (if it is missing), then lint and run the whole test suite.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$root/scripts/bootstrap.sh"
@@ -11,4 +11,5 @@ if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; 
     $sudo apt-get install -y -q chromium >/dev/null || { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q chromium >/dev/null; }
 fi
 cd "$root"
+"$root/.venv/bin/ruff" check --quiet src tests benchmarks   # pyflakes and syntax errors (pyproject's [tool.ruff])
 exec "$root/.venv/bin/python" -m pytest -q "$@"

@@ -335,6 +335,8 @@ def test_a_filtered_suite_is_the_runs_protocol_where_only_leaves_the_rest_to_do(
     assert _rows(tmp_path / "a") == _rows(tmp_path / "b")          # the same attacks, seeds and results
     filtered = (build_report(tmp_path / "a", plots=False) / "report.md").read_text()
     assert "Suite `paper:Linf FGSM,L2 FGM`" in filtered and "Incomplete run" not in filtered
+    assert "## Attack suite `paper:Linf FGSM,L2 FGM` (2 attacks)" in filtered      # the suite, attack by attack
+    assert "| 1 | L2 FGM | L2 | L2FastGradientAttack | foolbox defaults |" in filtered
     assert "to do" not in status_text(tmp_path / "a")
     split = (build_report(tmp_path / "b", plots=False) / "report.md").read_text()
     assert "**Incomplete run: 40 (model, attack) unit(s)" in split and "to do (40)" in status_text(tmp_path / "b")

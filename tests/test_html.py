@@ -140,7 +140,7 @@ def test_in_chromium_sorting_a_column_reorders_the_rows(page):
     assert numbers == sorted(numbers) and len(numbers) >= 3 and asc != desc
     assert [float(k) for k in desc if k != ""] == sorted(numbers, reverse=True)
     assert sorted(before) == sorted(asc)                          # the same rows, reordered
-    pg.select_option(f".f-norm[data-table='table1']", "L2")
+    pg.select_option(".f-norm[data-table='table1']", "L2")
     shown = pg.eval_on_selector_all(f"{table} tbody tr", "rows => rows.filter(r => !r.hidden).map(r => r.dataset.norm)")
     assert shown and set(shown) == {"L2"}
 

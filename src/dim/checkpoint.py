@@ -12,7 +12,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
 import torch.nn as nn
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save

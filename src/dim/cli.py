@@ -160,7 +160,7 @@ def suites_cmd(suite: Optional[str] = typer.Argument(None, help="A suite to list
                                                                 "joined by '+', or NAME:PATTERN,PATTERN.")) -> None:
     """List the attack suites, or the attacks of one: the names --only and filtered suites match, and each
     attack's class or adapter, parameters and traits (adaptive, black box, starts from earlier adversarials)."""
-    from .attacks.suites import counts_per_norm, describe, get_suite, spec_dict
+    from .attacks.suites import counts_per_norm, describe_attack, get_suite, spec_dict
     from .evaluation.norms import Norm
     if suite is None:
         table = Table("suite", "attacks", *(f"{n.value}" for n in Norm))
@@ -173,7 +173,7 @@ def suites_cmd(suite: Optional[str] = typer.Argument(None, help="A suite to list
     table = Table(*(Column(h, overflow="fold") for h in ("#", "attack", "norm", "class / adapter",
                                                            "parameters and traits")))
     for i, spec in enumerate(get_suite(suite), 1):
-        table.add_row(str(i), spec.name, spec.norm.value, spec.attack, describe(spec_dict(spec)))
+        table.add_row(str(i), spec.name, spec.norm.value, spec.attack, describe_attack(spec_dict(spec)))
     out.print(table, highlight=False, markup=False)
 
 

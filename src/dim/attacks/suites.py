@@ -350,7 +350,7 @@ def select(specs: tuple[AttackSpec, ...], patterns: list[str] | tuple[str, ...],
     return tuple(s for s in specs if any(fnmatch.fnmatchcase(s.name, p) for p in patterns))
 
 
-def describe(spec: dict[str, Any]) -> str:
+def describe_attack(spec: dict[str, Any]) -> str:
     """An attack's parameters and traits in one line (from :func:`spec_dict`, as a run's config stores it):
     what the report's suite table and ``dim suites`` print."""
     params = ", ".join(f"{k}={v}" for k, v in spec["params"].items()) or "foolbox defaults"

@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .binarize import Binarize, GradientMode
+from .binarize import Binarize
 from .registry import register_model
 
 

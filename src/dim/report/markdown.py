@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 
-from ..attacks.suites import describe
+from ..attacks.suites import describe_attack
 from ..core.device import describe
 from ..evaluation import checks, metrics
 from ..evaluation.norms import Norm
@@ -21,7 +21,8 @@ def suite_markdown(view: ReportView) -> str:
     lines = [f"## Attack suite `{cfg.get('suite', '?')}` ({len(view.attacks)} attacks)", "",
              "| # | attack | norm | foolbox class / adapter | parameters |", "|---|---|---|---|---|"]
     for i, a in enumerate(view.attacks, 1):
-        lines.append(f"| {i} | {md(a['attack'])} | {a['norm']} | {md(a['spec']['attack'])} | {md(describe(a['spec']))} |")
+        s = a["spec"]
+        lines.append(f"| {i} | {md(a['attack'])} | {a['norm']} | {md(s['attack'])} | {md(describe_attack(s))} |")
     counts = {n.value: sum(1 for a in view.attacks if a["norm"] == n.value) for n in Norm}
     lines += ["", "Attacks per norm: " + ", ".join(f"{k} {v}" for k, v in counts.items()), ""]
     return "\n".join(lines)
