@@ -327,6 +327,7 @@ def test_a_report_of_an_incomplete_run_says_so_at_the_top_and_marks_its_numbers(
 
 
 def test_a_filtered_suite_is_the_runs_protocol_where_only_leaves_the_rest_to_do(tiny, test_data, tmp_path):
+    from dim.report.tables import fmt_acc
     x, y = test_data
     kw = dict(batch_size=20, show=False, checks=False)
     evaluate_models([EvalModel("tiny", tiny)], x, y, suite="paper:Linf FGSM,L2 FGM", run_dir=tmp_path / "a", **kw)
@@ -340,6 +341,27 @@ def test_a_filtered_suite_is_the_runs_protocol_where_only_leaves_the_rest_to_do(
     assert "to do" not in status_text(tmp_path / "a")
     split = (build_report(tmp_path / "b", plots=False) / "report.md").read_text()
     assert "**Incomplete run: 40 (model, attack) unit(s)" in split and "to do (40)" in status_text(tmp_path / "b")
+
+    # dim compare: cards of several runs side by side, the committed paper-objective DIM beside ours
+    committed = TESTS.parent / "results" / "dim_paper.json"
+    r = subprocess.run([sys.executable, "-m", "dim", "compare", str(tmp_path / "a" / "report" / "cards"),
+                        str(committed), "--json", str(tmp_path / "rows.json")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    rows = {line.split("|")[1].strip(): line for line in r.stdout.splitlines() if line.startswith("| ")}
+    paper_dim = json.loads(committed.read_text())["incl_adaptive"]["per_norm"]["L2"]
+    assert f"**{fmt_acc(paper_dim['accuracy'])} [" in rows["DIM (paper objective) (`dim_paper`)"]
+    assert "(paper 66%)" in rows["DIM (paper objective) (`dim_paper`)"]          # the paper's DIM at L2
+    tiny = json.loads((tmp_path / "a" / "report" / "cards" / "tiny.json").read_text())
+    ours = tiny["incl_adaptive"]["per_norm"]["Linf"]["accuracy"]
+    assert f"**{fmt_acc(ours)} [" in rows["tiny (`tiny`)"] and "incomplete" not in rows["tiny (`tiny`)"]
+    assert [row["model"] for row in json.loads((tmp_path / "rows.json").read_text())] == ["dim_paper", "tiny"]
+    r = subprocess.run([sys.executable, "-m", "dim", "compare", str(tmp_path / "b" / "report" / "cards")],
+                       capture_output=True, text=True)
+    row = next(line for line in r.stdout.splitlines() if line.startswith("| tiny "))
+    assert r.returncode == 0 and row.count("*(incomplete)*") == 4              # the paper's attacks never started
+    r = subprocess.run([sys.executable, "-m", "dim", "compare", str(tmp_path / "rows.json")], capture_output=True,
+                       text=True)
+    assert r.returncode == 2 and "not a results card" in r.stderr
 
 
 def test_run_dir_refuses_a_different_evaluation(tiny, test_data, tmp_path):

@@ -281,6 +281,26 @@ def report_cmd(run: Path = typer.Argument(..., help="A run directory of 'dim eva
     out.print(f"page: {path / 'index.html'}", highlight=False, markup=False, soft_wrap=True)
 
 
+@app.command("compare")
+@friendly_errors
+def compare_cmd(cards: list[Path] = typer.Argument(..., help="Cards (JSON) or folders of them: results/, "
+                                                               "RUN/report/cards/, a card of your own run."),
+                suite: Optional[str] = typer.Option(None, "--suite",
+                                                    help="The attacks each run was meant to finish (default: each "
+                                                         "card's own suite); a norm missing some is marked "
+                                                         "incomplete."),
+                json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the rows as JSON here.")) -> None:
+    """Models of several runs side by side, from their cards: per norm the paper's number, ours under the
+    paper's protocol and ours including the adaptive attacks, with 95% intervals."""
+    import json
+    from .fileio import atomic_write_text
+    from .report.compare import compare, load_cards, to_markdown
+    rows = compare(load_cards(cards), suite)
+    if json_out is not None:
+        atomic_write_text(json_out, json.dumps(rows, indent=2, sort_keys=True, default=str) + "\n")
+    out.print(to_markdown(rows), highlight=False, markup=False, soft_wrap=True)
+
+
 @app.command("status")
 @friendly_errors
 def status_cmd(run: Path = typer.Argument(..., help="A run directory of 'dim evaluate'.")) -> None:

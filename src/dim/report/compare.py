@@ -1,0 +1,148 @@
+"""Models of several runs side by side, from their JSON cards (``dim compare``).
+
+A run's report compares the models of that run. Cards outlive runs and travel (``results/*.json``
+holds one per model of this project's runs), so a model evaluated today, by anyone, can stand
+beside the committed ones: per model and threshold the paper's published number, ours under
+the paper's protocol, and ours including the adaptive attacks with its 95% interval. A cell is
+marked incomplete where the card's run still misses attacks of that norm (unfinished, or in
+its suite and never started): its accuracy can only fall when they finish.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..attacks.suites import get_suite
+from ..evaluation.norms import Norm
+from ..names import md
+from .paper import PAPER_COUNTERPART, TABLE1_MODELS, TABLE2_MODELS, TABLES
+from .tables import fmt_acc, fmt_acc_ci
+
+NORMS = (Norm.L2, Norm.LINF, Norm.L0, Norm.L1)
+
+
+class CardError(ValueError):
+    """A file given as a card is not one."""
+
+
+def load_cards(paths: Sequence[Path | str]) -> list[dict[str, Any]]:
+    """The cards in ``paths`` (files, or folders of ``*.json``), in order; a model named twice keeps its last card."""
+    paths = [Path(p) for p in paths]
+    files = [f for p in paths for f in (sorted(p.glob("*.json")) if p.is_dir() else [p])]
+    if not files:
+        raise CardError(f"no card (*.json) in {', '.join(map(str, paths))}")
+    out: dict[str, dict] = {}
+    for f in files:
+        try:
+            card = json.loads(f.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise CardError(f"{f}: not a readable JSON card ({exc})") from None
+        if not isinstance(card, dict) or "incl_adaptive" not in card or "model" not in card:
+            raise CardError(f"{f}: not a results card (no 'model' / 'incl_adaptive'; cards are written by "
+                            "`dim report RUN --cards DIR`)")
+        out[card["model"]] = {**card, "_file": str(f)}
+    return list(out.values())
+
+
+def paper_number(paper_name: str, row: str) -> float | None:
+    """The paper's accuracy (0-1) in ``row`` (``All L2``, ``Clean accuracy``, ...) for the model it calls
+    ``paper_name``, from the first of its tables that has it; None where the paper gives none."""
+    label = PAPER_COUNTERPART.get(paper_name, paper_name)
+    for models, rows in TABLES.values():
+        if label in models:
+            value = rows.get(row, {}).get(label)
+            if value is not None:
+                return (value[1] if isinstance(value, tuple) else value) / 100
+    return None
+
+
+def _num(value: object) -> float:
+    return float("nan") if value in (None, "nan") else float(value)
+
+
+def _cell(block: dict | None) -> dict | None:
+    if not block:
+        return None
+    return {"accuracy": _num(block["accuracy"]), "interval_95": block.get("interval_95"),
+            "attacks": len(block.get("attacks", [])), "threshold": block.get("threshold")}
+
+
+def row_of(card: dict, suite: str | None = None) -> dict[str, Any]:
+    """One model's row: clean accuracy and, per norm, the paper's number, ours under the paper's protocol and
+    ours including the adaptive attacks. A norm is incomplete where an attack of the card is unfinished or
+    an attack of ``suite`` (default: the card's own) never started."""
+    attacks = card.get("attacks", {})
+    pending = {a.get("norm") for a in attacks.values() if not a.get("complete", True)}
+    evaluation = card.get("evaluation", {})
+    suite = suite or evaluation.get("suite")
+    if suite:   # attacks of the run's suite never started have no entry in the card
+        pending |= {s.norm.value for s in get_suite(suite) if s.name not in attacks}
+    paper_name = card.get("paper_name") or card["model"]
+    row = {"model": card["model"], "paper_name": paper_name, "card": card.get("_file"),
+           "clean": _num(card.get("clean_accuracy")), "clean_interval_95": card.get("clean_interval_95"),
+           "clean_paper": paper_number(paper_name, "Clean accuracy"), "suite": evaluation.get("suite"),
+           "n": evaluation.get("n"), "per_norm": {}}
+    for norm in NORMS:
+        row["per_norm"][norm.value] = {
+            "paper": paper_number(paper_name, f"All {norm.value}"),
+            "paper_protocol": _cell(card.get("paper_protocol", {}).get("per_norm", {}).get(norm.value)),
+            "incl_adaptive": _cell(card.get("incl_adaptive", {}).get("per_norm", {}).get(norm.value)),
+            "complete": norm.value not in pending,
+        }
+    return row
+
+
+def paper_order(row: dict) -> tuple[int, bool, str]:
+    """The paper's column order (Table 1, then Table 2), other models last; a model under another objective
+    right after its original."""
+    order = list(dict.fromkeys(TABLE1_MODELS + TABLE2_MODELS))
+    label = PAPER_COUNTERPART.get(row["paper_name"], row["paper_name"])
+    return (order.index(label) if label in order else len(order), row["paper_name"] in PAPER_COUNTERPART,
+            row["model"])
+
+
+def compare(cards: Sequence[dict], suite: str | None = None) -> list[dict[str, Any]]:
+    """The rows of ``cards`` in the paper's order."""
+    return sorted((row_of(c, suite) for c in cards), key=paper_order)
+
+
+def _acc_ci(acc: float, interval: list | None) -> str:
+    return fmt_acc_ci(acc, tuple(interval)) if interval else fmt_acc(acc)
+
+
+def _md_cell(c: dict) -> str:
+    ours = c["incl_adaptive"]
+    if ours is None or math.isnan(ours["accuracy"]):
+        text = "-"
+    else:
+        text = f"**{_acc_ci(ours['accuracy'], ours['interval_95'])}**"
+        pp = c["paper_protocol"]
+        text = (f"{fmt_acc(pp['accuracy'])} -> " if pp and not math.isnan(pp["accuracy"]) else "adaptive only: ") + text
+    if c["paper"] is not None:
+        text += f" (paper {fmt_acc(c['paper'])})"
+    return text + ("" if c["complete"] else " *(incomplete)*")
+
+
+def _threshold(rows: list[dict], norm: Norm) -> str:
+    """The threshold of a norm's column: the cards' own, where they agree; else the paper's MNIST one."""
+    seen = {block["threshold"] for r in rows for block in (r["per_norm"][norm.value]["incl_adaptive"],)
+            if block and block.get("threshold") is not None}
+    return f"{seen.pop():g}" if len(seen) == 1 else f"{norm.threshold:g}"
+
+
+def to_markdown(rows: list[dict]) -> str:
+    head = ["model", "clean"] + [f"{n.value} ({_threshold(rows, n)})" for n in NORMS]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        clean = _acc_ci(r["clean"], r["clean_interval_95"])
+        if r["clean_paper"] is not None:
+            clean += f" (paper {fmt_acc(r['clean_paper'])})"
+        cells = [f"{md(r['paper_name'])} (`{md(r['model'])}`)", clean] + [_md_cell(r["per_norm"][n.value])
+                                                                        for n in NORMS]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + (
+        "\n\nEach cell: ours under the paper's protocol (its attacks only) -> **ours including the adaptive attacks** "
+        "[95% Wilson interval], then the paper's published accuracy over all its attacks of that norm. "
+        "*(incomplete)*: attacks of that norm still to run; the number can only fall.\n")
