@@ -350,10 +350,14 @@ def select(specs: tuple[AttackSpec, ...], patterns: list[str] | tuple[str, ...],
     return tuple(s for s in specs if any(fnmatch.fnmatchcase(s.name, p) for p in patterns))
 
 
+def params_text(spec: dict[str, Any]) -> str:
+    """An attack's parameters in one line (from :func:`spec_dict`, as a run's config stores it)."""
+    return ", ".join(f"{k}={v}" for k, v in spec["params"].items()) or "foolbox defaults"
+
+
 def describe_attack(spec: dict[str, Any]) -> str:
-    """An attack's parameters and traits in one line (from :func:`spec_dict`, as a run's config stores it):
-    what the report's suite table and ``dim suites`` print."""
-    params = ", ".join(f"{k}={v}" for k, v in spec["params"].items()) or "foolbox defaults"
+    """An attack's parameters and traits in one line: what the report's suite table and ``dim suites`` print."""
+    params = params_text(spec)
     flags = [f"x{spec['repeats']}" if spec.get("repeats", 1) > 1 else "", "targeted" if spec.get("targeted") else "",
              "starts from best adversarial so far" if spec.get("starting_points") else "",
              f"distance={spec['norm']}" if spec.get("distance_param") else "",

@@ -8,7 +8,7 @@ attempt's state, and the plan never lists a finished unit).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch.nn as nn
 
@@ -44,19 +44,25 @@ def commit(store: Store, run_dir: Path, unit: Unit, result: UnitResult) -> None:
 
 
 def commit_reused(store: Store, run_dir: Path, donors: Sequence[Donor], unit: AttackUnit, model: nn.Module,
-                  card_sha256: str | None, specs: Sequence = (), starts: str | None = None) -> bool:
+                  card_sha256: str | None, specs: Sequence = (),
+                  starts_of: Callable[[], str] | None = None) -> bool:
     """Copy ``unit`` from the first donor run that holds it and whose adversarials verify again on
     ``model``; False if none does (the unit is then executed). A unit that starts from earlier
-    adversarials is copied only from a donor whose shard started from points hashing to ``starts``
-    (this run's, given once the attacks before it are committed; ``specs``: this run's suite)."""
+    adversarials is copied only from a donor whose shard started from points hashing to ``starts_of()``
+    (this run's, computed once a donor holds the unit; ``specs``: this run's suite)."""
     sd = spec_dict(unit.spec)
     hi = int(unit.samples[-1]) + 1
+    starts = None
     for donor in donors:
         if not reusable(donor, unit.model, card_sha256, sd, unit.spec, unit.shard, hi):
             continue
-        if unit.spec.starting_points and (starts is None or starts != donor_starts(
-                donor, unit.model, specs, unit.spec, unit.shard, unit.samples, unit.x.shape[1:])):
-            continue
+        if unit.spec.starting_points:
+            if starts_of is None:
+                return False
+            starts = starts or starts_of()
+            if starts != donor_starts(donor, unit.model, specs, unit.spec, unit.shard, unit.samples,
+                                      unit.x.shape[1:]):
+                continue
         got = copy_shard(donor, unit.model, unit.spec, model, unit.x, unit.y, unit.clean, unit.samples)
         if got is None:
             log(f"{unit.label}: the copy from {donor.run_dir} does not verify; recomputing")

@@ -236,12 +236,10 @@ def _copied(store: Store, run_dir: Path, donors: Sequence[Donor], u: AttackUnit,
     """Whether ``u`` was copied from a donor. One that starts from earlier adversarials can be only once
     those of its attacks are committed (copied before it, or done in an earlier call): then its starting
     points are known here and must be the donor's."""
-    starts = None
-    if u.spec.starting_points:
-        if any((u.model, a, u.shard) in to_run for a in u.after):
-            return False
-        starts = starts_sha256(best_so_far(run_dir, u.model, specs, u.spec, u.samples, u.x.shape[1:]))
-    return commit_reused(store, run_dir, donors, u, m.model, m.card_sha256, specs, starts)
+    if u.spec.starting_points and any((u.model, a, u.shard) in to_run for a in u.after):
+        return False
+    return commit_reused(store, run_dir, donors, u, m.model, m.card_sha256, specs, lambda: starts_sha256(
+        best_so_far(run_dir, u.model, specs, u.spec, u.samples, u.x.shape[1:])))
 
 
 def _submit_ready(executor, waiting: list[Unit], pending: set, inflight: int, run_dir: Path, specs) -> int:

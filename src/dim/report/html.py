@@ -132,12 +132,12 @@ def _curves(view: ReportView) -> list[dict[str, Any]]:
 
 
 def _suite(view: ReportView) -> list[dict[str, Any]]:
-    from ..attacks.suites import is_black_box
+    from ..attacks.suites import is_black_box, params_text
     seconds = {(r.model, a.attack): a.seconds for r in view.results for a in r.attacks.values()}
     rows = []
     for i, a in enumerate(view.attacks, 1):
         s = a["spec"]
-        params = ", ".join(f"{k}={v}" for k, v in s["params"].items()) or "foolbox defaults"
+        params = params_text(s)
         family = "black box" if is_black_box(s["attack"]) else "adaptive" if s.get("adaptive") else "paper"
         rows.append({"i": i, "name": a["attack"], "norm": a["norm"], "cls": s["attack"], "params": params,
                      "family": family, "seconds": [round(seconds.get((r.model, a["attack"]), 0.0), 1)
