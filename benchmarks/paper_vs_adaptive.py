@@ -28,14 +28,18 @@ def main() -> None:
     ap.add_argument("--suite", default=None,
                     help="the attacks each run was meant to finish (default: each card's suite, which a run "
                          "evaluated under a filtered suite such as 'paper+adaptive:L2 AutoAttack' states exactly)")
+    ap.add_argument("--strongest", type=int, default=3,
+                    help="also name, per model and norm, this many attacks that leave the least accuracy (0: none)")
     args = ap.parse_args()
+    if args.strongest < 0:
+        ap.error("--strongest: a count of attacks, 0 or more")
     if args.suite:
         try:
             get_suite(args.suite)
         except ValueError as exc:
             ap.error(f"--suite: {exc}")
     try:
-        rows = compare(load_cards(args.cards), args.suite)
+        rows = compare(load_cards(args.cards), args.suite, args.strongest)
     except CardError as exc:
         ap.error(str(exc))
     table = to_markdown(rows)

@@ -347,7 +347,8 @@ def test_a_filtered_suite_is_the_runs_protocol_where_only_leaves_the_rest_to_do(
     r = subprocess.run([sys.executable, "-m", "dim", "compare", str(tmp_path / "a" / "report" / "cards"),
                         str(committed), "--json", str(tmp_path / "rows.json")], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    rows = {line.split("|")[1].strip(): line for line in r.stdout.splitlines() if line.startswith("| ")}
+    main, below = r.stdout.split("Each cell:")
+    rows = {line.split("|")[1].strip(): line for line in main.splitlines() if line.startswith("| ")}
     paper_dim = json.loads(committed.read_text())["incl_adaptive"]["per_norm"]["L2"]
     assert f"**{fmt_acc(paper_dim['accuracy'])} [" in rows["DIM (paper objective) (`dim_paper`)"]
     assert "(paper 66%)" in rows["DIM (paper objective) (`dim_paper`)"]          # the paper's DIM at L2
@@ -355,6 +356,15 @@ def test_a_filtered_suite_is_the_runs_protocol_where_only_leaves_the_rest_to_do(
     ours = tiny["incl_adaptive"]["per_norm"]["Linf"]["accuracy"]
     assert f"**{fmt_acc(ours)} [" in rows["tiny (`tiny`)"] and "incomplete" not in rows["tiny (`tiny`)"]
     assert [row["model"] for row in json.loads((tmp_path / "rows.json").read_text())] == ["dim_paper", "tiny"]
+    # ... and the attacks that set each number: tiny's only L2 and L-inf attacks, with the card's accuracies
+    strongest = next(line for line in below.splitlines() if line.startswith("| tiny (`tiny`) |"))
+    for name in ("L2 FGM", "Linf FGSM"):
+        short = name.split(" ", 1)[1]
+        assert f"{short} {fmt_acc(tiny['attacks'][name]['accuracy'])}" in strongest
+    assert strongest.count("| - ") == 2                                      # no L0 or L1 attack
+    by_model = {row["model"]: row for row in json.loads((tmp_path / "rows.json").read_text())}
+    assert [a["attack"] for a in by_model["tiny"]["per_norm"]["L2"]["strongest"]] == ["L2 FGM"]
+    assert len(by_model["dim_paper"]["per_norm"]["L2"]["strongest"]) == 3     # the CLI's default
     r = subprocess.run([sys.executable, "-m", "dim", "compare", str(tmp_path / "b" / "report" / "cards")],
                        capture_output=True, text=True)
     row = next(line for line in r.stdout.splitlines() if line.startswith("| tiny "))
@@ -362,6 +372,21 @@ def test_a_filtered_suite_is_the_runs_protocol_where_only_leaves_the_rest_to_do(
     r = subprocess.run([sys.executable, "-m", "dim", "compare", str(tmp_path / "rows.json")], capture_output=True,
                        text=True)
     assert r.returncode == 2 and "not a results card" in r.stderr
+
+
+def test_the_strongest_attacks_are_the_lowest_accuracies_of_the_norm_without_the_ones_that_do_not_apply():
+    from dim.report.compare import strongest_attacks
+    card = {"attacks": {
+        "L2 A": {"norm": "L2", "accuracy": 0.5, "adaptive": False},
+        "L2 B": {"norm": "L2", "accuracy": 0.2, "adaptive": True, "complete": False},
+        "L2 C": {"norm": "L2", "accuracy": 0.2, "adaptive": True},
+        "L2 BPDA": {"norm": "L2", "accuracy": 0.0, "not_applicable": True},
+        "L2 none": {"norm": "L2", "accuracy": None},
+        "Linf D": {"norm": "Linf", "accuracy": 0.0}}}
+    found = strongest_attacks(card, "L2", 2)
+    assert [(a["attack"], a["accuracy"], a["complete"]) for a in found] == [("L2 B", 0.2, False), ("L2 C", 0.2, True)]
+    assert [a["attack"] for a in strongest_attacks(card, "L2", 10)] == ["L2 B", "L2 C", "L2 A"]
+    assert strongest_attacks(card, "L2", 0) == [] and strongest_attacks(card, "L1", 3) == []
 
 
 def test_run_dir_refuses_a_different_evaluation(tiny, test_data, tmp_path):

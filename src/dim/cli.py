@@ -289,13 +289,16 @@ def compare_cmd(cards: list[Path] = typer.Argument(..., help="Cards (JSON) or fo
                                                     help="The attacks each run was meant to finish (default: each "
                                                          "card's own suite); a norm missing some is marked "
                                                          "incomplete."),
+                strongest: int = typer.Option(3, "--strongest", min=0,
+                                              help="Also name, per model and norm, this many attacks that leave "
+                                                   "the least accuracy (0: none)."),
                 json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the rows as JSON here.")) -> None:
     """Models of several runs side by side, from their cards: per norm the paper's number, ours under the
-    paper's protocol and ours including the adaptive attacks, with 95% intervals."""
+    paper's protocol and ours including the adaptive attacks, with 95% intervals, and the attacks that set it."""
     import json
     from .fileio import atomic_write_text
     from .report.compare import compare, load_cards, to_markdown
-    rows = compare(load_cards(cards), suite)
+    rows = compare(load_cards(cards), suite, strongest)
     if json_out is not None:
         atomic_write_text(json_out, json.dumps(rows, indent=2, sort_keys=True, default=str) + "\n")
     out.print(to_markdown(rows), highlight=False, markup=False, soft_wrap=True)

@@ -5,7 +5,9 @@ holds one per model of this project's runs), so a model evaluated today, by anyo
 beside the committed ones: per model and threshold the paper's published number, ours under
 the paper's protocol, and ours including the adaptive attacks with its 95% interval. A cell is
 marked incomplete where the card's run still misses attacks of that norm (unfinished, or in
-its suite and never started): its accuracy can only fall when they finish.
+its suite and never started): its accuracy can only fall when they finish. With ``strongest``, each
+cell also names the attacks that leave the least accuracy: a worst case set by one black-box or BPDA
+attack reads differently from one that every gradient attack agrees on.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from .paper import PAPER_COUNTERPART, TABLE1_MODELS, TABLE2_MODELS, TABLES
 from .tables import fmt_acc, fmt_acc_ci
 
 NORMS = (Norm.L2, Norm.LINF, Norm.L0, Norm.L1)
+ADAPTIVE_MARK = "\u2020"    # beside an adaptive attack's name in the table of the strongest attacks
 
 
 class CardError(ValueError):
@@ -69,10 +72,22 @@ def _cell(block: dict | None) -> dict | None:
             "attacks": len(block.get("attacks", [])), "threshold": block.get("threshold")}
 
 
-def row_of(card: dict, suite: str | None = None) -> dict[str, Any]:
+def strongest_attacks(card: dict, norm: str, k: int) -> list[dict[str, Any]]:
+    """The ``k`` attacks of ``norm`` in ``card`` that leave the lowest accuracy at the threshold, lowest first
+    (ties by name); attacks that do not apply to the model (BPDA on a model that does not binarize) or hold
+    no number are left out."""
+    found = [{"attack": name, "accuracy": _num(a.get("accuracy")), "adaptive": bool(a.get("adaptive")),
+              "black_box": bool(a.get("black_box")), "complete": bool(a.get("complete", True))}
+             for name, a in card.get("attacks", {}).items()
+             if a.get("norm") == norm and not a.get("not_applicable")]
+    found = [a for a in found if not math.isnan(a["accuracy"])]
+    return sorted(found, key=lambda a: (a["accuracy"], a["attack"]))[:max(int(k), 0)]
+
+
+def row_of(card: dict, suite: str | None = None, strongest: int = 0) -> dict[str, Any]:
     """One model's row: clean accuracy and, per norm, the paper's number, ours under the paper's protocol and
-    ours including the adaptive attacks. A norm is incomplete where an attack of the card is unfinished or
-    an attack of ``suite`` (default: the card's own) never started."""
+    ours including the adaptive attacks (and its ``strongest`` attacks). A norm is incomplete where an attack
+    of the card is unfinished or an attack of ``suite`` (default: the card's own) never started."""
     attacks = card.get("attacks", {})
     pending = {a.get("norm") for a in attacks.values() if not a.get("complete", True)}
     evaluation = card.get("evaluation", {})
@@ -90,6 +105,7 @@ def row_of(card: dict, suite: str | None = None) -> dict[str, Any]:
             "paper_protocol": _cell(card.get("paper_protocol", {}).get("per_norm", {}).get(norm.value)),
             "incl_adaptive": _cell(card.get("incl_adaptive", {}).get("per_norm", {}).get(norm.value)),
             "complete": norm.value not in pending,
+            "strongest": strongest_attacks(card, norm.value, strongest),
         }
     return row
 
@@ -103,9 +119,9 @@ def paper_order(row: dict) -> tuple[int, bool, str]:
             row["model"])
 
 
-def compare(cards: Sequence[dict], suite: str | None = None) -> list[dict[str, Any]]:
-    """The rows of ``cards`` in the paper's order."""
-    return sorted((row_of(c, suite) for c in cards), key=paper_order)
+def compare(cards: Sequence[dict], suite: str | None = None, strongest: int = 0) -> list[dict[str, Any]]:
+    """The rows of ``cards`` in the paper's order, each norm with its ``strongest`` attacks."""
+    return sorted((row_of(c, suite, strongest) for c in cards), key=paper_order)
 
 
 def _acc_ci(acc: float, interval: list | None) -> str:
@@ -132,6 +148,30 @@ def _threshold(rows: list[dict], norm: Norm) -> str:
     return f"{seen.pop():g}" if len(seen) == 1 else f"{norm.threshold:g}"
 
 
+def _short(attack: str, norm: Norm) -> str:
+    """An attack's name without its norm (the column says it): ``L2 AutoAttack`` -> ``AutoAttack``."""
+    prefix = f"{norm.value} "
+    return attack[len(prefix):] if attack.startswith(prefix) and len(attack) > len(prefix) else attack
+
+
+def strongest_markdown(rows: list[dict]) -> str:
+    """Per model and norm, the attacks that leave the least accuracy (an empty string when no row has any)."""
+    if not any(r["per_norm"][n.value].get("strongest") for r in rows for n in NORMS):
+        return ""
+    head = ["model"] + [f"{n.value} ({_threshold(rows, n)})" for n in NORMS]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [f"{md(r['paper_name'])} (`{md(r['model'])}`)"]
+        for n in NORMS:
+            found = r["per_norm"][n.value].get("strongest") or []
+            cells.append("; ".join(f"{md(_short(a['attack'], n))}{ADAPTIVE_MARK if a['adaptive'] else ''} "
+                                   f"{fmt_acc(a['accuracy'])}{'' if a['complete'] else ' (unfinished)'}"
+                                   for a in found) or "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + ("\n\nThe attacks that leave the least accuracy at each threshold, lowest first "
+                               f"({ADAPTIVE_MARK}: adaptive, beyond the paper's suite).\n")
+
+
 def to_markdown(rows: list[dict]) -> str:
     head = ["model", "clean"] + [f"{n.value} ({_threshold(rows, n)})" for n in NORMS]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -142,7 +182,9 @@ def to_markdown(rows: list[dict]) -> str:
         cells = [f"{md(r['paper_name'])} (`{md(r['model'])}`)", clean] + [_md_cell(r["per_norm"][n.value])
                                                                         for n in NORMS]
         lines.append("| " + " | ".join(cells) + " |")
+    extra = strongest_markdown(rows)
     return "\n".join(lines) + (
         "\n\nEach cell: ours under the paper's protocol (its attacks only) -> **ours including the adaptive attacks** "
         "[95% Wilson interval], then the paper's published accuracy over all its attacks of that norm. "
-        "*(incomplete)*: attacks of that norm still to run; the number can only fall.\n")
+        "*(incomplete)*: attacks of that norm still to run; the number can only fall.\n") + (
+        f"\n{extra}" if extra else "")
