@@ -148,6 +148,16 @@ def _threshold(rows: list[dict], norm: Norm) -> str:
     return f"{seen.pop():g}" if len(seen) == 1 else f"{norm.threshold:g}"
 
 
+def _header(rows: list[dict], first: list[str]) -> list[str]:
+    """A Markdown table's head: the ``first`` columns, then one per norm with its threshold."""
+    head = first + [f"{n.value} ({_threshold(rows, n)})" for n in NORMS]
+    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+
+def _model_cell(row: dict) -> str:
+    return f"{md(row['paper_name'])} (`{md(row['model'])}`)"
+
+
 def _short(attack: str, norm: Norm) -> str:
     """An attack's name without its norm (the column says it): ``L2 AutoAttack`` -> ``AutoAttack``."""
     prefix = f"{norm.value} "
@@ -158,10 +168,9 @@ def strongest_markdown(rows: list[dict]) -> str:
     """Per model and norm, the attacks that leave the least accuracy (an empty string when no row has any)."""
     if not any(r["per_norm"][n.value].get("strongest") for r in rows for n in NORMS):
         return ""
-    head = ["model"] + [f"{n.value} ({_threshold(rows, n)})" for n in NORMS]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = _header(rows, ["model"])
     for r in rows:
-        cells = [f"{md(r['paper_name'])} (`{md(r['model'])}`)"]
+        cells = [_model_cell(r)]
         for n in NORMS:
             found = r["per_norm"][n.value].get("strongest") or []
             cells.append("; ".join(f"{md(_short(a['attack'], n))}{ADAPTIVE_MARK if a['adaptive'] else ''} "
@@ -173,14 +182,12 @@ def strongest_markdown(rows: list[dict]) -> str:
 
 
 def to_markdown(rows: list[dict]) -> str:
-    head = ["model", "clean"] + [f"{n.value} ({_threshold(rows, n)})" for n in NORMS]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = _header(rows, ["model", "clean"])
     for r in rows:
         clean = _acc_ci(r["clean"], r["clean_interval_95"])
         if r["clean_paper"] is not None:
             clean += f" (paper {fmt_acc(r['clean_paper'])})"
-        cells = [f"{md(r['paper_name'])} (`{md(r['model'])}`)", clean] + [_md_cell(r["per_norm"][n.value])
-                                                                        for n in NORMS]
+        cells = [_model_cell(r), clean] + [_md_cell(r["per_norm"][n.value]) for n in NORMS]
         lines.append("| " + " | ".join(cells) + " |")
     extra = strongest_markdown(rows)
     return "\n".join(lines) + (
