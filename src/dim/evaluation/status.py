@@ -1,16 +1,31 @@
 """Where a run stands: which (model, attack) units are done, skipped, failed or still to do.
 
-A long evaluation runs over several sittings; this answers "what is left, and what
-did it cost so far" from the store alone, without rendering the report.
+A long evaluation runs over several sittings; this answers "what is left, what did it
+cost so far, and roughly how much more will it cost" from the store alone, without
+rendering the report.
 """
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..store import Store
 
 STATES = ("done", "skipped", "failed", "pending")
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Seconds of attacks still to spend on one model (failed shards included: the next run retries them).
+
+    ``seconds`` covers the ``estimated`` shards; ``unknown`` shards have nothing to go by yet (an attack
+    no model of the run has finished, on a model that shares no finished attack with the others).
+    """
+    seconds: float
+    estimated: int
+    unknown: int
 
 
 @dataclass(frozen=True)
@@ -21,6 +36,7 @@ class ModelStatus:
     pending_attacks: tuple[str, ...]
     failed_attacks: tuple[str, ...]
     reused: dict[str, int] = field(default_factory=dict)   # donor run -> finished shards copied from it
+    left: Estimate = Estimate(0.0, 0, 0)
 
     @property
     def total(self) -> int:
@@ -33,8 +49,11 @@ def run_status(run_dir: Path | str) -> list[ModelStatus]:
     try:
         config = store.get_meta("config") or {}
         n_shards = -(-int(config.get("n", 0)) // int(config.get("batch_size", 1)))
-        attacks = [a["attack"] for a in store.attacks()]
-        recorded = {(s["model"], s["attack"], s["shard"]): s["status"] for s in store.shards()}
+        specs = {a["attack"]: a["spec"] for a in store.attacks()}
+        attacks = list(specs)
+        shards = store.shards()
+        recorded = {(s["model"], s["attack"], s["shard"]): s["status"] for s in shards}
+        rates = _rates(shards, int(config.get("n", 0)), int(config.get("batch_size", 1)))
         seconds = store.attack_seconds()
         reused = store.reused_shards()
         out = []
@@ -54,10 +73,79 @@ def run_status(run_dir: Path | str) -> list[ModelStatus]:
             for (model, _, _), donor in reused.items():
                 if model == m["model"]:
                     donors[donor] = donors.get(donor, 0) + 1
-            out.append(ModelStatus(m["model"], counts, spent, tuple(pending), tuple(failed), donors))
+            left = _estimate(m["model"], [(a, k) for a in attacks for k in range(n_shards)
+                                          if recorded.get((m["model"], a, k), "pending") in ("pending", "failed")],
+                             rates, recorded, specs, int(config.get("n", 0)), int(config.get("batch_size", 1)))
+            out.append(ModelStatus(m["model"], counts, spent, tuple(pending), tuple(failed), donors, left))
         return out
     finally:
         store.close()
+
+
+def _shard_images(shard: int, n: int, batch_size: int) -> int:
+    return max(0, min(batch_size, n - shard * batch_size))
+
+
+def _rates(shards: list[dict[str, Any]], n: int, batch_size: int) -> dict[tuple[str, str], float]:
+    """(model, attack) -> seconds per image over its finished shards (shards differ in size: the last is short)."""
+    seconds: dict[tuple[str, str], float] = {}
+    images: dict[tuple[str, str], int] = {}
+    for sh in shards:
+        if sh["status"] == "done" and sh["seconds"] is not None:
+            key = (sh["model"], sh["attack"])
+            seconds[key] = seconds.get(key, 0.0) + sh["seconds"]
+            images[key] = images.get(key, 0) + _shard_images(sh["shard"], n, batch_size)
+    return {key: seconds[key] / images[key] for key in seconds if images[key] > 0}
+
+
+def _kind(spec: dict[str, Any]) -> tuple[Any, Any]:
+    """What decides whether an attack applies to a model: its runner and its gradient (BPDA needs a binarization)."""
+    return spec.get("attack"), (spec.get("params") or {}).get("gradient")
+
+
+def _rate(model: str, attack: str, rates: dict[tuple[str, str], float]) -> float | None:
+    """Seconds per image of ``attack`` on ``model``: measured if any shard finished, else the same attack on the
+    other models scaled by how much slower ``model`` was than each of them on the attacks both finished (median
+    ratio: ABS costs about ten times DIM on every attack), the median over those models; None with nothing to go by."""
+    if (model, attack) in rates:
+        return rates[(model, attack)]
+    guesses = []
+    for (other, a), rate in rates.items():
+        if a != attack or other == model:
+            continue
+        ratios = [rates[(model, c)] / r for (o, c), r in rates.items()
+                  if o == other and r > 0 and (model, c) in rates]
+        if ratios:
+            guesses.append(rate * statistics.median(ratios))
+    return statistics.median(guesses) if guesses else None
+
+
+def _estimate(model: str, left: list[tuple[str, int]], rates: dict[tuple[str, str], float],
+              recorded: dict[tuple[str, str, int], str], specs: dict[str, dict[str, Any]], n: int,
+              batch_size: int) -> Estimate:
+    """Seconds for the shards ``left`` of ``model``: none for an attack of a kind already skipped on this model
+    (BPDA on a model without binarization skips in no time), else its rate times the shard's images."""
+    skipped = {_kind(specs[a]) for (m, a, _), st in recorded.items() if m == model and st == "skipped" and a in specs}
+    seconds, estimated, unknown = 0.0, 0, 0
+    for attack, shard in left:
+        if _kind(specs[attack]) in skipped:
+            estimated += 1
+            continue
+        rate = _rate(model, attack, rates)
+        if rate is None:
+            unknown += 1
+        else:
+            seconds += rate * _shard_images(shard, n, batch_size)
+            estimated += 1
+    return Estimate(seconds, estimated, unknown)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def status_text(run_dir: Path | str) -> str:
@@ -74,6 +162,12 @@ def status_text(run_dir: Path | str) -> str:
             lines.append(f"  {k} of the finished shards copied from {donor} (re-verified)")
         if r.pending_attacks:
             lines.append(f"  to do ({len(r.pending_attacks)}): " + ", ".join(r.pending_attacks))
+        if r.left.estimated or r.left.unknown:
+            line = f"  left: about {_duration(r.left.seconds)} of attacks"
+            if r.left.unknown:
+                line += (f" for {r.left.estimated} of the {r.left.estimated + r.left.unknown} shards left "
+                         f"({r.left.unknown} with nothing finished to go by)")
+            lines.append(line + " at the pace of the finished shards")
         if r.failed_attacks:
             lines.append(f"  failed ({len(r.failed_attacks)}, see the report): " + ", ".join(r.failed_attacks))
     return "\n".join(lines)
