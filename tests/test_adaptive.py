@@ -38,7 +38,7 @@ def samples(data_dir, binarized):
 
 
 def test_adaptive_suite_is_data_with_registered_adapters():
-    assert counts_per_norm(ADAPTIVE) == {Norm.L0: 4, Norm.L1: 6, Norm.L2: 7, Norm.LINF: 7}
+    assert counts_per_norm(ADAPTIVE) == {Norm.L0: 5, Norm.L1: 6, Norm.L2: 7, Norm.LINF: 7}
     assert all(s.adaptive and s.attack in ADAPTERS for s in ADAPTIVE)
     names = {s.name for s in PAPER + ADAPTIVE}
     assert all(s.refines in names for s in ADAPTIVE if s.refines)
@@ -185,7 +185,7 @@ def _robust(spec, model, samples, seed=0):
 
 
 @pytest.mark.parametrize("name", ["L1 AutoAttack", "L1 APGD-CE 100x5", "L1 Square", "L0 PGD-L0 100x5",
-                                  "L0 Sparse-RS"])
+                                  "L0 Sparse-RS", "L0 Greedy"])
 def test_l1_and_l0_attacks_break_an_undefended_model_within_the_threshold(tiny, samples, name):
     spec = next(s for s in ADAPTIVE if s.name == name)
     acc, got = _robust(spec, tiny, samples)
@@ -198,7 +198,8 @@ def test_l1_and_l0_attacks_break_an_undefended_model_within_the_threshold(tiny, 
         assert changed.max() <= 12, name
 
 
-@pytest.mark.parametrize("name, gain", [("L1 BPDA-APGD", 0.5), ("L1 APGD-CE 100x5", 0.5), ("L0 PGD-L0 100x5", 0.5)])
+@pytest.mark.parametrize("name, gain", [("L1 BPDA-APGD", 0.5), ("L1 APGD-CE 100x5", 0.5), ("L0 PGD-L0 100x5", 0.5),
+                                        ("L0 Greedy", 0.5)])
 def test_l1_and_l0_gradient_attacks_break_a_binarized_model_only_through_bpda(binarized, samples, name, gain):
     spec = next(s for s in ADAPTIVE if s.name == name)
     bpda, _ = _robust(_with(spec, gradient="bpda"), binarized, samples)
@@ -274,3 +275,25 @@ def test_every_norm_has_what_the_sanity_checks_compare():
         assert any(s.refines for s in specs), norm
         assert any(is_black_box(s.attack) for s in specs), norm
         assert any(not is_black_box(s.attack) and not is_ensemble(s.attack) for s in specs), norm
+
+
+def test_greedy_l0_counts_pixels_not_channels_and_trades_pixels_at_the_budget():
+    """Colour images: a pixel counts once whatever its channels. The class-1 score of a two-class model is
+    min(5 * pixel 0, 0.5) + pixel 1 (first channel), against 0.8 for class 0. At k = 1 with one move checked
+    per step, the gradient (5 against 1) picks pixel 0 first; only trading it for pixel 1 fools the model."""
+    from dim.attacks.sparse import greedy_l0
+
+    class Saturating(nn.Module):
+        def forward(self, x):
+            s = torch.clamp(5 * x[:, 0, 0, 0], max=0.5) + x[:, 0, 0, 1] + 0.01 * x[:, 1:].sum((1, 2, 3))
+            return torch.stack([torch.full_like(s, 0.8), s], 1)
+    x = torch.zeros(2, 3, 2, 4)
+    y = torch.zeros(2, dtype=torch.long)
+    adv, broken = greedy_l0(Saturating(), x, y, k=1, steps=4, lookahead=1)
+    assert broken.all()
+    changed = (adv != x).any(1).flatten(1)
+    assert changed.sum(1).tolist() == [1, 1] and changed[:, 1].all()        # pixel 1 in, pixel 0 given back
+    assert torch.equal(adv[:, :, 0, 1], torch.ones(2, 3))                      # every channel to the corner
+    # one step only: pixel 0 is taken and nothing fools the model yet; never more than k pixels
+    adv1, broken1 = greedy_l0(Saturating(), x, y, k=1, steps=1, lookahead=1)
+    assert not broken1.any() and (adv1 != x).any(1).flatten(1)[:, 0].all()

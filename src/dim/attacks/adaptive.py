@@ -36,7 +36,7 @@ from ..models.binarize import GradientMode, gradient_mode, has_binarization
 from . import NotApplicable, register_adapter
 from .binflip import binflip
 from .gradient import pgd
-from .sparse import l0_budget, pgd_l0, sparse_rs
+from .sparse import greedy_l0, l0_budget, pgd_l0, sparse_rs
 from .suites import AttackSpec
 
 GRADIENTS = ("exact", "bpda", "auto")
@@ -200,6 +200,21 @@ def run_pgd_l0(spec: AttackSpec, model: nn.Module, x: np.ndarray, y: np.ndarray,
                          restarts=int(p.get("restarts", 1)), loss=p.get("loss", "margin"),
                          step_size=float(p.get("step_size", 1.0)), seed=seed)
     return verify(model, x, y, cand.cpu().numpy(), spec.norm)
+
+
+@register_adapter("greedy_l0")
+def run_greedy_l0(spec: AttackSpec, model: nn.Module, x: np.ndarray, y: np.ndarray, seed: int,
+                  **_: object) -> Verified:
+    """Greedy one-pixel moves (white box, :func:`dim.attacks.sparse.greedy_l0`), through BPDA when ``gradient`` says
+    so; deterministic, so ``seed`` is unused."""
+    if spec.norm is not Norm.L0:
+        raise ValueError(f"{spec.name}: Greedy is an L0 attack, not {spec.norm.value}")
+    p = spec.params
+    xt, yt, _ = _tensors(model, x, y)
+    with attack_gradients(model, spec):
+        cand, _ = greedy_l0(model, xt, yt, k=l0_budget(spec.threshold), steps=int(p.get("steps", 48)),
+                            lookahead=int(p.get("lookahead", 16)))
+    return verify(model, x, y, cand.detach().cpu().numpy(), spec.norm)
 
 
 @register_adapter("sparse_rs")

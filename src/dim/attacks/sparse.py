@@ -1,4 +1,4 @@
-"""Sparse (L0) attacks of our own: PGD-L0 (white box, BPDA-ready) and Sparse-RS (score-based black box).
+"""Sparse (L0) attacks of our own: PGD-L0 and Greedy (white box, BPDA-ready), Sparse-RS (score-based black box).
 
 L0 counts changed *pixels* (:func:`dim.evaluation.norms.distances`: a pixel counts once
 whatever its number of channels), so both attacks choose pixels and then the values of
@@ -10,6 +10,13 @@ every channel of a chosen pixel.
   the exact Euclidean projection onto that set, which keeps the ``k`` pixels whose
   (box-clipped) change is worth the most. It needs only ``fn``'s gradient, so it runs
   through the straight-through gradient of a binarization like every BPDA attack.
+* :func:`greedy_l0`: greedy search over single pixels (in the spirit of JSMA, Papernot et al. 2016): at each
+  step the gradient ranks every one-pixel move (set the pixel to the corner of the colour cube the gradient
+  points to, or back to its clean value; at the budget, a new pixel comes with the restoration of the changed
+  pixel that costs least to give up), the best few are tried with real forward passes and the best of those
+  is made. PGD-L0 steps all pixels at once and lets the projection choose, which on MNIST leaves DIM at 46.5%
+  at 12 pixels where Brendel-Bethge's L0 attack leaves 25.5%; moving one checked pixel at a time is what
+  closes most of that gap at a few seconds per 200 images.
 * :func:`sparse_rs`: Sparse-RS (Croce, Andriushchenko, Singh, Flammarion & Hein 2022),
   random search over ``k`` pixels set to corners of the colour cube: each step swaps a
   shrinking fraction of the chosen pixels for others with new random colours and keeps
@@ -96,6 +103,74 @@ def pgd_l0(fn: Fn, x: torch.Tensor, y: torch.Tensor, *, k: int, steps: int = 100
             delta[live] = project_l0_box(dl + step, x0[live], k).detach()
         if len(live):
             out[idx[live]] = (x0[live] + delta[live]).detach()
+    return out, broken
+
+
+def greedy_l0(fn: Fn, x: torch.Tensor, y: torch.Tensor, *, k: int, steps: int = 48,
+              lookahead: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """Greedy one-pixel moves on the margin loss, at most ``k`` changed pixels, ``steps`` moves at most.
+
+    A move sets one pixel to the corner its gradient points to (each channel to 1 where the gradient of the
+    margin is positive, else 0), or back to its clean value. The gradient ranks the moves by first-order gain;
+    the ``lookahead`` best are evaluated with forward passes (the first-order ranking alone is a poor guide,
+    as for BinFlip), and the one that raises the margin most is made. With ``k`` pixels changed, a move to a
+    new pixel also restores the changed pixel whose restoration the gradient says costs least, so the search
+    can trade pixels instead of stopping at the budget. A sample stops once fooled or when no move raises its
+    margin. The gradient is ``fn``'s (the straight-through one inside a BPDA context); the forward passes are
+    the model's own. Returns ``(candidates, broken)``: the first fooling iterate per sample, else the last."""
+    if lookahead < 1:
+        raise ValueError(f"lookahead must be at least 1, got {lookahead}")
+    b, c, h, w = x.shape
+    k = min(int(k), h * w)
+    orig_all = x.flatten(2)                                              # (B, C, P)
+    cur_all = orig_all.clone()
+    out, broken = x.clone(), torch.zeros(b, dtype=torch.bool, device=x.device)
+    stalled = torch.zeros_like(broken)
+    for it in range(steps + 1):
+        live = torch.nonzero(~broken & ~stalled).flatten()
+        if len(live) == 0:
+            break
+        cur = cur_all[live].detach().requires_grad_(True)
+        z = fn(cur.view(-1, c, h, w))
+        hit = (z.argmax(1) != y[live]).detach()
+        if bool(hit.any()):
+            out[live[hit]] = cur_all[live[hit]].view(-1, c, h, w)
+            broken[live[hit]] = True
+        if it == steps:
+            break
+        g, = torch.autograd.grad(margin_loss(z, y[live], None).sum(), cur)
+        keep = ~hit
+        live, g, now = live[keep], g[keep], margin_loss(z[keep], y[live[keep]], None).detach()
+        if len(live) == 0:
+            break
+        cur, orig, yl = cur_all[live], orig_all[live], y[live]
+        rows = torch.arange(len(live), device=x.device)
+        changed = (cur != orig).any(1)                                   # (n, P)
+        full = changed.sum(1) >= k
+        corner = (g > 0).to(x.dtype)
+        restore_gain = (g * (orig - cur)).sum(1).masked_fill(~changed, -math.inf)
+        corner_gain = (g * (corner - cur)).sum(1).masked_fill((corner == cur).all(1), -math.inf)
+        to_restore = restore_gain > corner_gain
+        gain = torch.maximum(restore_gain, corner_gain)
+        target = torch.where(to_restore[:, None], orig, corner)           # (n, C, P): each pixel's move
+        drop = restore_gain.argmax(1)                                    # the changed pixel cheapest to give up
+        top = gain.topk(min(lookahead, gain.shape[1]), dim=1).indices
+        best_val, best_x = now.clone(), cur.clone()
+        with torch.no_grad():
+            for j in range(top.shape[1]):
+                pix = top[:, j]
+                trial = cur.clone()
+                swap = torch.nonzero(full & ~changed[rows, pix]).flatten()   # a new pixel at the budget
+                trial[swap, :, drop[swap]] = orig[swap, :, drop[swap]]
+                trial[rows, :, pix] = target[rows, :, pix]
+                val = margin_loss(fn(trial.view(-1, c, h, w)), yl, None)
+                val = val.masked_fill(~torch.isfinite(gain[rows, pix]), -math.inf)
+                better = val > best_val
+                best_val[better], best_x[better] = val[better], trial[better]
+        cur_all[live] = best_x
+        stalled[live[best_val <= now]] = True
+    last = ~broken
+    out[last] = cur_all[last].view(-1, c, h, w)
     return out, broken
 
 
