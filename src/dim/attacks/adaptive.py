@@ -187,19 +187,26 @@ def run_score_mt(spec: AttackSpec, model: nn.Module, x: np.ndarray, y: np.ndarra
     return verify(model, x, y, cand.cpu().numpy(), spec.norm)
 
 
+def _l0_white_box(spec: AttackSpec, model: nn.Module, x: np.ndarray, y: np.ndarray, what: str, attack,
+                  **kw: object) -> Verified:
+    """Run a white-box L0 attack of :mod:`.sparse` at the threshold's number of pixels, with the gradient the spec
+    asks for (BPDA through a binarization), and verify its candidates."""
+    if spec.norm is not Norm.L0:
+        raise ValueError(f"{spec.name}: {what} is an L0 attack, not {spec.norm.value}")
+    xt, yt, _ = _tensors(model, x, y)
+    with attack_gradients(model, spec):
+        cand, _ = attack(model, xt, yt, k=l0_budget(spec.threshold), **kw)
+    return verify(model, x, y, cand.detach().cpu().numpy(), spec.norm)
+
+
 @register_adapter("pgd_l0")
 def run_pgd_l0(spec: AttackSpec, model: nn.Module, x: np.ndarray, y: np.ndarray, seed: int,
                **_: object) -> Verified:
     """PGD-L0 (white box): at most the threshold's number of pixels, through BPDA when ``gradient`` says so."""
-    if spec.norm is not Norm.L0:
-        raise ValueError(f"{spec.name}: PGD-L0 is an L0 attack, not {spec.norm.value}")
     p = spec.params
-    xt, yt, _ = _tensors(model, x, y)
-    with attack_gradients(model, spec):
-        cand, _ = pgd_l0(model, xt, yt, k=l0_budget(spec.threshold), steps=int(p.get("steps", 100)),
+    return _l0_white_box(spec, model, x, y, "PGD-L0", pgd_l0, steps=int(p.get("steps", 100)),
                          restarts=int(p.get("restarts", 1)), loss=p.get("loss", "margin"),
                          step_size=float(p.get("step_size", 1.0)), seed=seed)
-    return verify(model, x, y, cand.cpu().numpy(), spec.norm)
 
 
 @register_adapter("greedy_l0")
@@ -207,14 +214,9 @@ def run_greedy_l0(spec: AttackSpec, model: nn.Module, x: np.ndarray, y: np.ndarr
                   **_: object) -> Verified:
     """Greedy one-pixel moves (white box, :func:`dim.attacks.sparse.greedy_l0`), through BPDA when ``gradient`` says
     so; deterministic, so ``seed`` is unused."""
-    if spec.norm is not Norm.L0:
-        raise ValueError(f"{spec.name}: Greedy is an L0 attack, not {spec.norm.value}")
     p = spec.params
-    xt, yt, _ = _tensors(model, x, y)
-    with attack_gradients(model, spec):
-        cand, _ = greedy_l0(model, xt, yt, k=l0_budget(spec.threshold), steps=int(p.get("steps", 48)),
-                            lookahead=int(p.get("lookahead", 16)))
-    return verify(model, x, y, cand.detach().cpu().numpy(), spec.norm)
+    return _l0_white_box(spec, model, x, y, "Greedy", greedy_l0, steps=int(p.get("steps", 48)),
+                         lookahead=int(p.get("lookahead", 16)))
 
 
 @register_adapter("sparse_rs")
