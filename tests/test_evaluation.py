@@ -786,9 +786,11 @@ def test_status_estimates_the_seconds_left_from_the_finished_shards(tmp_path):
         store.close()
     a, b = run_status(tmp_path)
     # a: L2 B's shards 1 and 2 at 2 s per image (40 + 20 s); L2 BPDA's two left skip; L2 new has nothing to go by
-    assert (a.left.seconds, a.left.estimated, a.left.unknown) == (60.0, 4, 3)
+    assert (a.left.seconds, a.left.estimated, a.left.unknown, a.left.not_applicable) == (60.0, 4, 3, 2)
     # b: L2 B at a's 2 s per image times 3 (b / a on L2 A) over 50 images; L2 BPDA and L2 new unknown
     assert b.left.seconds == pytest.approx(300.0) and (b.left.estimated, b.left.unknown) == (3, 6)
     text = status_text(tmp_path)
-    assert "left: about 60 s of attacks for 4 of the 7 shards left (3 with nothing finished to go by)" in text
-    assert "left: about 5 min of attacks for 3 of the 9 shards left (6 with nothing finished to go by)" in text
+    assert ("left: about 60 s of attacks for 4 shard(s) at the pace of the finished ones (2 of them not "
+            "applicable, like others of their kind; 3 more with nothing finished to go by)") in text
+    assert ("left: about 5 min of attacks for 3 shard(s) at the pace of the finished ones (6 more with nothing "
+            "finished to go by)") in text

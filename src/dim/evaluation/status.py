@@ -20,12 +20,14 @@ STATES = ("done", "skipped", "failed", "pending")
 class Estimate:
     """Seconds of attacks still to spend on one model (failed shards included: the next run retries them).
 
-    ``seconds`` covers the ``estimated`` shards; ``unknown`` shards have nothing to go by yet (an attack
-    no model of the run has finished, on a model that shares no finished attack with the others).
+    ``seconds`` covers the ``estimated`` shards, of which ``not_applicable`` are of a kind already skipped on
+    this model (no cost); ``unknown`` shards have nothing to go by yet (an attack no model of the run has
+    finished, on a model that shares no finished attack with the others).
     """
     seconds: float
     estimated: int
     unknown: int
+    not_applicable: int = 0
 
 
 @dataclass(frozen=True)
@@ -126,10 +128,11 @@ def _estimate(model: str, left: list[tuple[str, int]], rates: dict[tuple[str, st
     """Seconds for the shards ``left`` of ``model``: none for an attack of a kind already skipped on this model
     (BPDA on a model without binarization skips in no time), else its rate times the shard's images."""
     skipped = {_kind(specs[a]) for (m, a, _), st in recorded.items() if m == model and st == "skipped" and a in specs}
-    seconds, estimated, unknown = 0.0, 0, 0
+    seconds, estimated, unknown, not_applicable = 0.0, 0, 0, 0
     for attack, shard in left:
         if _kind(specs[attack]) in skipped:
             estimated += 1
+            not_applicable += 1
             continue
         rate = _rate(model, attack, rates)
         if rate is None:
@@ -137,7 +140,7 @@ def _estimate(model: str, left: list[tuple[str, int]], rates: dict[tuple[str, st
         else:
             seconds += rate * _shard_images(shard, n, batch_size)
             estimated += 1
-    return Estimate(seconds, estimated, unknown)
+    return Estimate(seconds, estimated, unknown, not_applicable)
 
 
 def _duration(seconds: float) -> str:
@@ -163,11 +166,12 @@ def status_text(run_dir: Path | str) -> str:
         if r.pending_attacks:
             lines.append(f"  to do ({len(r.pending_attacks)}): " + ", ".join(r.pending_attacks))
         if r.left.estimated or r.left.unknown:
-            line = f"  left: about {_duration(r.left.seconds)} of attacks"
+            notes = [f"{r.left.not_applicable} of them not applicable, like others of their kind"] \
+                if r.left.not_applicable else []
             if r.left.unknown:
-                line += (f" for {r.left.estimated} of the {r.left.estimated + r.left.unknown} shards left "
-                         f"({r.left.unknown} with nothing finished to go by)")
-            lines.append(line + " at the pace of the finished shards")
+                notes.append(f"{r.left.unknown} more with nothing finished to go by")
+            lines.append(f"  left: about {_duration(r.left.seconds)} of attacks for {r.left.estimated} shard(s) at the "
+                         f"pace of the finished ones" + (f" ({'; '.join(notes)})" if notes else ""))
         if r.failed_attacks:
             lines.append(f"  failed ({len(r.failed_attacks)}, see the report): " + ", ".join(r.failed_attacks))
     return "\n".join(lines)
