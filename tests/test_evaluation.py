@@ -794,3 +794,15 @@ def test_status_estimates_the_seconds_left_from_the_finished_shards(tmp_path):
             "applicable, like others of their kind; 3 more with nothing finished to go by)") in text
     assert ("left: about 5 min of attacks for 3 shard(s) at the pace of the finished ones (6 more with nothing "
             "finished to go by)") in text
+    # a: everything finished but a new attack nobody has run: nothing to estimate it by, and said so
+    store = Store(tmp_path / "results.sqlite")
+    try:
+        store.add_attacks([("L2 last", "L2", {"attack": "boundary", "params": {}})])
+        for k in range(3):
+            for attack in ("L2 B", "L2 BPDA", "L2 new"):
+                if store.shard_status("a", attack, k) not in ("done", "skipped"):
+                    store.finish_shard("a", attack, k, [], seconds=1.0)
+    finally:
+        store.close()
+    lines = status_text(tmp_path).splitlines()
+    assert lines.count("  left: 3 shard(s), nothing finished yet to estimate them by") == 1       # a's L2 last

@@ -170,8 +170,11 @@ def status_text(run_dir: Path | str) -> str:
                 if r.left.not_applicable else []
             if r.left.unknown:
                 notes.append(f"{r.left.unknown} more with nothing finished to go by")
-            lines.append(f"  left: about {_duration(r.left.seconds)} of attacks for {r.left.estimated} shard(s) at the "
-                         f"pace of the finished ones" + (f" ({'; '.join(notes)})" if notes else ""))
+            if r.left.estimated:
+                lines.append(f"  left: about {_duration(r.left.seconds)} of attacks for {r.left.estimated} shard(s) at "
+                             f"the pace of the finished ones" + (f" ({'; '.join(notes)})" if notes else ""))
+            else:
+                lines.append(f"  left: {r.left.unknown} shard(s), nothing finished yet to estimate them by")
         if r.failed_attacks:
             lines.append(f"  failed ({len(r.failed_attacks)}, see the report): " + ", ".join(r.failed_attacks))
     return "\n".join(lines)
