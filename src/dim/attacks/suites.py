@@ -255,8 +255,8 @@ def _adaptive_l1() -> tuple[AttackSpec, ...]:
 
 
 # Greedy one-pixel moves, 16 checked per step, 48 moves (ours, :func:`dim.attacks.sparse.greedy_l0`). Measured on
-# the table1-n200 models (first 200 test images, L0 12): DIM 35% and CNN 13.5% where PGD-L0 100x5 leaves 46.5% and
-# 27.5% and Brendel-Bethge 25.5% and 16%, in 12 and 26 s (24 moves with 8 checked: 35% on DIM in 5 s).
+# the table1-n200 models (first 200 test images, L0 12): DIM 34% and CNN 13.5% where PGD-L0 100x5 leaves 46.5% and
+# 27.5% and Brendel-Bethge 25.5% and 16%, in 8 and 17 s (a first version, 24 moves with 8 checked: 35% on DIM in 5 s).
 _GREEDY_L0 = _spec("L0 Greedy", "greedy_l0", L0, params={"steps": 48, "lookahead": 16, "gradient": "auto"},
                    adaptive=True)
 
@@ -301,7 +301,7 @@ ADAPTIVE: tuple[AttackSpec, ...] = _adaptive(LINF) + _adaptive(L2) + _adaptive_l
 # (full run), and gave way to it and L0 BinFlip; the black-box view at L0 is the full adaptive suite's
 # (Sparse-RS at 3,000 queries). Without L0 Greedy, quick's L0 for cnn and dim (no binarization) lay 22.5 and
 # 28 points above the full run's (where the paper's Brendel-Bethge, 120 to 180 s per model, sets it); Greedy
-# alone leaves them at 13.5% and 34% (full: 14.5% and 24.5%) in about 10 s each.
+# alone leaves them at 13.5% and 34% (the full run before Greedy: 14.5% and 24.5%) in 6 to 11 s each.
 _QUICK_NAMES = ("L2 DDN", "Linf PGD", "Linf FGSM", "L1 SparseL1Descent")
 QUICK: tuple[AttackSpec, ...] = tuple(s for s in PAPER if s.name in _QUICK_NAMES) + (
     _spec("Linf BPDA-APGD 50 (9 targets)", "apgd", LINF, params={"steps": 50, "targets": 9, "gradient": "bpda"},
