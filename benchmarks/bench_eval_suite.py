@@ -15,6 +15,7 @@ from pathlib import Path
 
 from common import write_result
 
+from dim.attacks.suites import get_suite
 from dim.evaluation.status import run_status
 from dim.store import Store
 
@@ -43,6 +44,9 @@ def main() -> None:
         shards = store.shards()
     finally:
         store.close()
+    names = {s.name for s in get_suite(args.suite)}          # a run whose suite grew: this suite's part only
+    per = {key: sec for key, sec in per.items() if key[1] in names}
+    shards = [s for s in shards if s["attack"] in names]
     models = sorted({m for m, _ in per})
     table = {m: {a: round(s, 2) for (mm, a), s in per.items() if mm == m} for m in models}
     total = sum(per.values())
@@ -51,7 +55,7 @@ def main() -> None:
         "seconds_per_model": {m: round(sum(v.values()), 1) for m, v in table.items()},
         "total_seconds": round(total, 1), "failed_shards": [s for s in shards if s["status"] == "failed"],
         "recorded_without_evaluating": args.snapshot,
-        "complete": all(not st.pending_attacks for st in run_status(args.run)),
+        "complete": all(not set(st.pending_attacks) & names for st in run_status(args.run)),
         "shards": {st: sum(1 for s in shards if s["status"] == st) for st in ("done", "failed", "skipped")},
     })
 

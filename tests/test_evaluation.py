@@ -341,6 +341,18 @@ def test_a_filtered_suite_is_the_runs_protocol_where_only_leaves_the_rest_to_do(
     assert "to do" not in status_text(tmp_path / "a")
     split = (build_report(tmp_path / "b", plots=False) / "report.md").read_text()
     assert "**Incomplete run: 40 (model, attack) unit(s)" in split and "to do (40)" in status_text(tmp_path / "b")
+    # the finished part of the grown run, reported as its own protocol: the same numbers as run a's, complete
+    part = build_report(tmp_path / "b", plots=False, suite="paper:Linf FGSM,L2 FGM", out_dir=tmp_path / "part")
+    text = (part / "report.md").read_text()
+    assert "Suite `paper:Linf FGSM,L2 FGM`" in text and "Incomplete run" not in text
+    card = json.loads((part / "cards" / "tiny.json").read_text())
+    ref = json.loads((tmp_path / "a" / "report" / "cards" / "tiny.json").read_text())
+    def results(c):
+        return {name: {k: v for k, v in a.items() if k != "seconds"} for name, a in c["attacks"].items()}
+    assert card["evaluation"]["suite"] == "paper:Linf FGSM,L2 FGM" and results(card) == results(ref)
+    assert card["incl_adaptive"] == ref["incl_adaptive"]
+    with pytest.raises(ValueError, match="no attack of the suite 'adaptive' was run here"):
+        build_report(tmp_path / "b", plots=False, suite="adaptive", out_dir=tmp_path / "none")
 
     # dim compare: cards of several runs side by side, the committed paper-objective DIM beside ours
     committed = TESTS.parent / "results" / "dim_paper.json"

@@ -272,11 +272,15 @@ def report_cmd(run: Path = typer.Argument(..., help="A run directory of 'dim eva
                                                          "(e.g. results/)."),
                out_dir: Optional[Path] = typer.Option(None, "--out",
                                                       help="Write the report here instead of RUN/report/ (a run "
-                                                           "on read-only media is only read).")) -> None:
+                                                           "on read-only media is only read)."),
+               suite: Optional[str] = typer.Option(None, "--suite",
+                                                   help="Report only this suite's attacks, as the run's protocol "
+                                                        "(e.g. 'adaptive' of a run whose paper attacks still run).")
+               ) -> None:
     """Render RUN/report/: index.html (one self-contained page: summary, sortable tables, curves, gallery of
     adversarials, Inside DIM), report.md, Table 1/2 as Markdown/CSV/LaTeX, curves, JSON cards."""
     from .report import build_report
-    path = build_report(run, cards_dir=cards, out_dir=out_dir, warn=_warn)
+    path = build_report(run, cards_dir=cards, out_dir=out_dir, warn=_warn, suite=suite)
     out.print((path / "report.md").read_text(), highlight=False, markup=False)
     out.print(f"page: {path / 'index.html'}", highlight=False, markup=False, soft_wrap=True)
 

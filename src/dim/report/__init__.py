@@ -30,18 +30,20 @@ class ReportError(ValueError):
 
 
 def build_report(run_dir: Path | str, plots: bool = True, cards_dir: Path | str | None = None,
-                 out_dir: Path | str | None = None, warn: Callable[[str], None] | None = None) -> Path:
+                 out_dir: Path | str | None = None, warn: Callable[[str], None] | None = None,
+                 suite: str | None = None) -> Path:
     """Write the report (default ``RUN_DIR/report/``, else ``out_dir``): summary, checks, suite, Table 1/2
     (md, csv, tex), curves, metrics JSON, and one JSON card per model (``cards/``, and ``cards_dir`` if given).
 
     The store is only read, so a run on read-only media is reported with ``out_dir`` elsewhere. A report that
     would hold fewer models, attacks or images than the one it replaces keeps the old one beside it
-    (``*.previous.*``) and says so through ``warn`` (default: a Python warning)."""
+    (``*.previous.*``) and says so through ``warn`` (default: a Python warning). ``suite``: report only that
+    suite's attacks, as the run's protocol (see :func:`.view.build_view`)."""
     run_dir = Path(run_dir)
     out = Path(out_dir) if out_dir is not None else run_dir / "report"
     store = Store.of_run(run_dir, read_only=True)
     try:
-        view = build_view(store, run_dir)
+        view = build_view(store, run_dir, suite)
         try:
             _write_report(view, out, plots, cards_dir, warn or _python_warning)
         except OSError as exc:

@@ -36,15 +36,28 @@ class ReportView:
     missing: dict[str, list[tuple[str, Norm, str]]] = field(default_factory=dict)
 
 
-def build_view(store: Store, run_dir: Path) -> ReportView:
-    results = metrics.compute(store)
+def build_view(store: Store, run_dir: Path, suite: str | None = None) -> ReportView:
+    """The report's data. ``suite`` limits it to that suite's attacks, and the report then names that suite as
+    its protocol: a run whose suite grew (an adaptive run to which the paper's attacks were added) can still
+    report the protocol it finished while the rest runs."""
     attacks = store.attacks()
+    config = store.get_meta("config", {})
+    shards = store.shards()
+    names = None
+    if suite is not None:
+        from ..attacks.suites import get_suite
+        names = [s.name for s in get_suite(suite)]
+        attacks = [a for a in attacks if a["attack"] in names]
+        if not attacks:
+            raise ValueError(f"{run_dir}: no attack of the suite {suite!r} was run here")
+        config, shards = {**config, "suite": suite}, [s for s in shards if s["attack"] in names]
+    results = metrics.compute(store, names)
     models = {m["model"]: m for m in store.models()}
     return ReportView(
         run_dir=Path(run_dir), results=results,
         outcomes={r.model: checks.all_outcomes(r, store.get_meta(f"checks/{r.model}")) for r in results},
-        config=store.get_meta("config", {}), provenance=store.get_meta("provenance", {}), attacks=attacks,
-        shards=store.shards(), models=models, reused=store.reused_shards(), shard_devices=store.shard_devices(),
+        config=config, provenance=store.get_meta("provenance", {}), attacks=attacks,
+        shards=shards, models=models, reused=store.reused_shards(), shard_devices=store.shard_devices(),
         outputs={r.model: store.get_meta(f"outputs/{r.model}") or {} for r in results},
         binarized={r.model: _binarized(store, r) for r in results},
         threat=metrics.run_threat_model(store), missing=incomplete_units(results, attacks))
