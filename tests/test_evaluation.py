@@ -345,6 +345,15 @@ def test_a_filtered_suite_is_the_runs_protocol_where_only_leaves_the_rest_to_do(
     part = build_report(tmp_path / "b", plots=False, suite="paper:Linf FGSM,L2 FGM", out_dir=tmp_path / "part")
     text = (part / "report.md").read_text()
     assert "Suite `paper:Linf FGSM,L2 FGM`" in text and "Incomplete run" not in text
+    # provenance counts the shards reported, not the run's others (here: those of L2 FGM)
+    one = build_report(tmp_path / "b", plots=False, suite="paper:Linf FGSM", out_dir=tmp_path / "one")
+    line = next(x for x in (one / "report.md").read_text().splitlines() if x.startswith("- finished shards per"))
+    st = Store(tmp_path / "b" / "results.sqlite")
+    try:
+        done = [sh["attack"] for sh in st.shards() if sh["status"] == "done"]
+    finally:
+        st.close()
+    assert line.endswith(f": {done.count('Linf FGSM')}") and done.count("Linf FGSM") < len(done)
     card = json.loads((part / "cards" / "tiny.json").read_text())
     ref = json.loads((tmp_path / "a" / "report" / "cards" / "tiny.json").read_text())
     def results(c):

@@ -256,7 +256,7 @@ def _adaptive_l1() -> tuple[AttackSpec, ...]:
 
 # Greedy one-pixel moves, 16 checked per step, 48 moves (ours, :func:`dim.attacks.sparse.greedy_l0`). Measured on
 # the table1-n200 models (first 200 test images, L0 12): DIM 34% and CNN 13.5% where PGD-L0 100x5 leaves 46.5% and
-# 27.5% and Brendel-Bethge 25.5% and 16%, in 8 and 17 s (a first version, 24 moves with 8 checked: 35% on DIM in 5 s).
+# 27.5% and Brendel-Bethge 25.5% and 16%, in 8 and 17 s (benchmarks/results/eval_table1_n200*).
 _GREEDY_L0 = _spec("L0 Greedy", "greedy_l0", L0, params={"steps": 48, "lookahead": 16, "gradient": "auto"},
                    adaptive=True)
 

@@ -50,12 +50,13 @@ def run_status(run_dir: Path | str) -> list[ModelStatus]:
     store = Store.of_run(run_dir, read_only=True)
     try:
         config = store.get_meta("config") or {}
-        n_shards = -(-int(config.get("n", 0)) // int(config.get("batch_size", 1)))
+        n, batch_size = int(config.get("n", 0)), int(config.get("batch_size", 1))
+        n_shards = -(-n // batch_size)
         specs = {a["attack"]: a["spec"] for a in store.attacks()}
         attacks = list(specs)
         shards = store.shards()
         recorded = {(s["model"], s["attack"], s["shard"]): s["status"] for s in shards}
-        rates = _rates(shards, int(config.get("n", 0)), int(config.get("batch_size", 1)))
+        rates = _rates(shards, n, batch_size)
         seconds = store.attack_seconds()
         reused = store.reused_shards()
         out = []
@@ -77,7 +78,7 @@ def run_status(run_dir: Path | str) -> list[ModelStatus]:
                     donors[donor] = donors.get(donor, 0) + 1
             left = _estimate(m["model"], [(a, k) for a in attacks for k in range(n_shards)
                                           if recorded.get((m["model"], a, k), "pending") in ("pending", "failed")],
-                             rates, recorded, specs, int(config.get("n", 0)), int(config.get("batch_size", 1)))
+                             rates, recorded, specs, n, batch_size)
             out.append(ModelStatus(m["model"], counts, spent, tuple(pending), tuple(failed), donors, left))
         return out
     finally:

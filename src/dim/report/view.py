@@ -6,6 +6,7 @@ Markdown, CSV, LaTeX, JSON cards and the HTML page are pure functions of a
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ def build_view(store: Store, run_dir: Path, suite: str | None = None) -> ReportV
     attacks = store.attacks()
     config = store.get_meta("config", {})
     shards = store.shards()
+    reused = store.reused_shards()
     names = None
     if suite is not None:
         from ..attacks.suites import get_suite
@@ -51,13 +53,16 @@ def build_view(store: Store, run_dir: Path, suite: str | None = None) -> ReportV
         if not attacks:
             raise ValueError(f"{run_dir}: no attack of the suite {suite!r} was run here")
         config, shards = {**config, "suite": suite}, [s for s in shards if s["attack"] in names]
+        reused = {key: donor for key, donor in reused.items() if key[1] in names}
+    devices = Counter(s["device"] for s in shards if s["status"] == "done")   # of the shards reported
     results = metrics.compute(store, names)
     models = {m["model"]: m for m in store.models()}
     return ReportView(
         run_dir=Path(run_dir), results=results,
         outcomes={r.model: checks.all_outcomes(r, store.get_meta(f"checks/{r.model}")) for r in results},
         config=config, provenance=store.get_meta("provenance", {}), attacks=attacks,
-        shards=shards, models=models, reused=store.reused_shards(), shard_devices=store.shard_devices(),
+        shards=shards, models=models, reused=reused,
+        shard_devices={d: devices[d] for d in sorted(devices, key=lambda d: (d is not None, d or ""))},
         outputs={r.model: store.get_meta(f"outputs/{r.model}") or {} for r in results},
         binarized={r.model: _binarized(store, r) for r in results},
         threat=metrics.run_threat_model(store), missing=incomplete_units(results, attacks))
