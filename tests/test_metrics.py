@@ -86,3 +86,59 @@ def test_dim_paper_is_shown_beside_the_papers_dim():
     t = tables.build([r], "table1")
     assert t.header == ["Attack", "DIM (paper objective)", "DIM (paper)"]
     assert t.rows[0] == ["Clean accuracy", "95%", "96%"]          # ours beside the paper's 96%
+
+
+def _store_with_rows(tmp_path, per_attack: dict[tuple[str, str, bool], list[float]], n: int):
+    """A hand-built store: one model, every sample classified correctly, the given distances per attack."""
+    from dim.store import ResultRow, Store
+    store = Store(tmp_path / "results.sqlite")
+    labels = np.zeros(n, dtype=np.int64)
+    store.add_model("m", "m", "M", {}, None, labels, labels)
+    store.add_attacks([(name, norm, {"attack": "x", "adaptive": adaptive})
+                       for (name, norm, adaptive) in per_attack])
+    for (name, norm, _), dist in per_attack.items():
+        store.finish_shard("m", name, 0, [ResultRow("m", name, i, d, 1, 0.0) for i, d in enumerate(dist)], 0.0)
+    return store
+
+
+def test_union_is_zero_where_each_norm_alone_leaves_half_on_different_samples(tmp_path):
+    # L2 breaks samples 0-1 and L-inf samples 2-3: each norm alone leaves 50%, no sample survives both
+    store = _store_with_rows(tmp_path, {("L2 a", "L2", False): [1.0, 0.5, INF, 3.0],
+                                        ("Linf a", "Linf", False): [INF, 0.5, 0.1, 0.2]}, 4)
+    try:
+        (r,) = metrics.compute(store)
+    finally:
+        store.close()
+    assert r.norms[Norm.L2].accuracy == 0.5 and r.norms[Norm.LINF].accuracy == 0.5
+    assert r.union.accuracy == 0.0 and r.union.n == 4 and r.union.norms == [Norm.L2, Norm.LINF]
+    assert r.minimal_accuracy == 0.5          # the paper's minimal accuracy does not see it
+
+
+def test_union_recomputed_from_stored_rows_counts_adaptive_attacks_apart(tmp_path):
+    rng = np.random.default_rng(0)
+    n = 50
+    rows = {("L2 a", "L2", False): rng.choice([0.5, 2.0, INF], n).tolist(),
+            ("L0 a", "L0", False): rng.choice([3.0, 20.0, INF], n).tolist(),
+            ("L0 b", "L0", True): rng.choice([8.0, 30.0], n).tolist()}
+    store = _store_with_rows(tmp_path, rows, n)
+    try:
+        (r,) = metrics.compute(store)
+    finally:
+        store.close()
+    l2, l0a, l0b = (np.array(v) for v in rows.values())
+    paper = (l2 > 1.5) & (l0a > 12)
+    full = paper & (l0b > 12)
+    assert r.union.accuracy == pytest.approx(paper.mean())
+    assert r.union_all.accuracy == pytest.approx(full.mean())
+    assert r.union_all.accuracy <= min(nr.accuracy for nr in r.norms_all.values())
+    assert r.union.interval == metrics.accuracy_interval(paper.mean(), n)
+
+
+def test_union_leaves_out_samples_without_a_result_in_every_norm():
+    d2 = np.array([INF, INF, np.nan, 0.1])
+    d0 = np.array([INF, 1.0, INF, INF])
+    norms = {Norm.L2: metrics.NormResult(Norm.L2, 0.0, 0.0, ["a"], d2),
+             Norm.L0: metrics.NormResult(Norm.L0, 0.0, 0.0, ["b"], d0)}
+    u = metrics.union_accuracy(norms, metrics.ThreatModel.paper())
+    assert u.n == 3 and u.accuracy == pytest.approx(1 / 3)
+    assert metrics.union_accuracy({}, metrics.ThreatModel.paper()) is None

@@ -50,6 +50,8 @@ _VARIANTS = [
     ("cnn", "CNN", False, "classifier", None, "Madry et al. MNIST CNN, standard training"),
     ("bicnn", "biCNN", True, "classifier", "cnn", "cnn's weights with the input binarized at 0.5 (inference only)"),
     ("madry", "Madry", False, "adversarial", None, "Madry CNN adversarially trained against L-inf eps 0.3"),
+    ("msd_cnn", "MSD-CNN", False, "msd", None,
+     "Madry CNN adversarially trained against L-inf, L2, L1 and L0 at once (multi steepest descent)"),
 ]
 
 for _name, _label, _bin, _recipe, _from, _desc in _VARIANTS:

@@ -150,8 +150,15 @@ class ScoreModel(nn.Module):
         return d, self.heads(d)
 
     def scores(self, x: torch.Tensor) -> torch.Tensor:  # (B, K): P(x|i)
-        d, rec = self.reconstructions(x)
+        return self.scores_of(*self.reconstructions(x))
+
+    @staticmethod
+    def scores_of(d: torch.Tensor, rec: torch.Tensor) -> torch.Tensor:  # (B, d), (K, B, d) -> (B, K)
+        """Eq. 3 from a view ``D(x)`` and its reconstructions (training computes both once for several losses)."""
         return rec.abs().sum(-1).t() / d.abs().sum(-1, keepdim=True).clamp_min(1e-6)
+
+    def logits_of(self, d: torch.Tensor, rec: torch.Tensor) -> torch.Tensor:  # -> (B, K)
+        return self.temperature * self.scores_of(d, rec)
 
     def latents(self, x: torch.Tensor) -> torch.Tensor:  # (K, B, latent), for Figure 3
         return self.heads.encode(self.denoise(x))
@@ -178,6 +185,11 @@ _VARIANTS = [
     ("bidim_paper", "biDIM (paper objective)", True, False, True,
      "dim_paper's weights with input and denoiser output binarized at 0.5 (inference only)", "dim_paper",
      "score_paper"),
+    ("dim_at", "DIM-AT", True, False, False,
+     "DIM trained against every norm at once (multi-norm adversarial training through its own score)", None,
+     "score_msd"),
+    ("bidim_at", "biDIM-AT", True, False, True,
+     "dim_at's weights with input and denoiser output binarized at 0.5 (inference only)", "dim_at", "score_msd"),
     ("im", "Internal Models", False, False, False, "Ablation: the ten internal models without denoiser", None,
      "score"),
     ("single_im", "singleIM", False, True, False, "Ablation: one shared encoder, ten decoders", None, "score"),

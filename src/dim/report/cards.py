@@ -20,7 +20,8 @@ def _clean(v: float) -> float | str:
 def metrics_json(results: list[metrics.ModelResult]) -> list[dict]:
     return [{"model": r.model, "name": r.name, "paper_name": r.paper_name, "n": r.n,
              "clean_accuracy": r.clean_accuracy, "minimal_accuracy": _clean(r.minimal_accuracy),
-             "minimal_attack": r.minimal_attack,
+             "minimal_attack": r.minimal_attack, "union": union_json(r.union),
+             "union_incl_adaptive": union_json(r.union_all),
              "norms": {n.value: {"accuracy": nr.accuracy, "interval_95": _interval_json(nr.interval),
                                  "median": _clean(nr.median), "attacks": nr.attacks}
                        for n, nr in r.norms.items()},
@@ -32,6 +33,14 @@ def metrics_json(results: list[metrics.ModelResult]) -> list[dict]:
 
 def _interval_json(interval: tuple[float, float]) -> list | None:
     return None if any(math.isnan(v) for v in interval) else [round(v, 4) for v in interval]
+
+
+def union_json(u: metrics.UnionResult | None) -> dict | None:
+    """The union accuracy (robust in every norm at once) as a card stores it."""
+    if u is None:
+        return None
+    return {"accuracy": _clean(u.accuracy), "interval_95": _interval_json(u.interval), "n": u.n,
+            "norms": [n.value for n in u.norms]}
 
 
 def _norm_json(norms: dict[Norm, metrics.NormResult], threat) -> dict:
@@ -62,11 +71,11 @@ def write_cards(view: ReportView, target: Path) -> list[Path]:
             "interval": "95% Wilson score interval of each accuracy on its n samples (sampling error only)",
             "paper_protocol": {"per_norm": _norm_json(r.norms, r.threat), "minimal_accuracy": _clean(r.minimal_accuracy),
                                "minimal_interval_95": _interval_json(r.minimal_interval(False)),
-                               "minimal_attack": r.minimal_attack},
+                               "minimal_attack": r.minimal_attack, "union": union_json(r.union)},
             "incl_adaptive": {"per_norm": _norm_json(r.norms_all, r.threat),
                               "minimal_accuracy": _clean(r.minimal_accuracy_all),
                               "minimal_interval_95": _interval_json(r.minimal_interval(True)),
-                              "minimal_attack": r.minimal_attack_all},
+                              "minimal_attack": r.minimal_attack_all, "union": union_json(r.union_all)},
             "attacks": {a.attack: {"norm": a.norm.value, "accuracy": _clean(a.accuracy),
                                    "interval_95": _interval_json(a.interval), "adaptive": a.adaptive,
                                    "black_box": a.black_box, "not_applicable": a.not_applicable,

@@ -99,6 +99,9 @@ def row_of(card: dict, suite: str | None = None, strongest: int = 0) -> dict[str
            "clean": _num(card.get("clean_accuracy")), "clean_interval_95": card.get("clean_interval_95"),
            "clean_paper": paper_number(paper_name, "Clean accuracy"), "suite": evaluation.get("suite"),
            "n": evaluation.get("n"), "per_norm": {}}
+    row["union"] = {"paper_protocol": _cell(card.get("paper_protocol", {}).get("union")),
+                    "incl_adaptive": _cell(card.get("incl_adaptive", {}).get("union")),
+                    "complete": not pending}
     for norm in NORMS:
         row["per_norm"][norm.value] = {
             "paper": paper_number(paper_name, f"All {norm.value}"),
@@ -141,6 +144,19 @@ def _md_cell(c: dict) -> str:
     return text + ("" if c["complete"] else " *(incomplete)*")
 
 
+def _union_cell(row: dict) -> str:
+    """The union accuracy (incl. adaptive): '?' on a card written before it was measured."""
+    u = row["union"]
+    ours = u["incl_adaptive"]
+    if ours is None:
+        return "?"
+    if math.isnan(ours["accuracy"]):
+        return "-"
+    pp = u["paper_protocol"]
+    text = (f"{fmt_acc(pp['accuracy'])} -> " if pp and not math.isnan(pp["accuracy"]) else "adaptive only: ")
+    return text + f"**{_acc_ci(ours['accuracy'], ours['interval_95'])}**" + ("" if u["complete"] else " *(incomplete)*")
+
+
 def _threshold(rows: list[dict], norm: Norm) -> str:
     """The threshold of a norm's column: the cards' own, where they agree; else the paper's MNIST one."""
     seen = {block["threshold"] for r in rows for block in (r["per_norm"][norm.value]["incl_adaptive"],)
@@ -148,9 +164,9 @@ def _threshold(rows: list[dict], norm: Norm) -> str:
     return f"{seen.pop():g}" if len(seen) == 1 else f"{norm.threshold:g}"
 
 
-def _header(rows: list[dict], first: list[str]) -> list[str]:
-    """A Markdown table's head: the ``first`` columns, then one per norm with its threshold."""
-    head = first + [f"{n.value} ({_threshold(rows, n)})" for n in NORMS]
+def _header(rows: list[dict], first: list[str], last: Sequence[str] = ()) -> list[str]:
+    """A Markdown table's head: the ``first`` columns, then one per norm with its threshold, then ``last``."""
+    head = first + [f"{n.value} ({_threshold(rows, n)})" for n in NORMS] + list(last)
     return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
 
@@ -182,16 +198,18 @@ def strongest_markdown(rows: list[dict]) -> str:
 
 
 def to_markdown(rows: list[dict]) -> str:
-    lines = _header(rows, ["model", "clean"])
+    lines = _header(rows, ["model", "clean"], ["all norms (union)"])
     for r in rows:
         clean = _acc_ci(r["clean"], r["clean_interval_95"])
         if r["clean_paper"] is not None:
             clean += f" (paper {fmt_acc(r['clean_paper'])})"
-        cells = [_model_cell(r), clean] + [_md_cell(r["per_norm"][n.value]) for n in NORMS]
+        cells = [_model_cell(r), clean] + [_md_cell(r["per_norm"][n.value]) for n in NORMS] + [_union_cell(r)]
         lines.append("| " + " | ".join(cells) + " |")
     extra = strongest_markdown(rows)
     return "\n".join(lines) + (
         "\n\nEach cell: ours under the paper's protocol (its attacks only) -> **ours including the adaptive attacks** "
         "[95% Wilson interval], then the paper's published accuracy over all its attacks of that norm. "
-        "*(incomplete)*: attacks of that norm still to run; the number can only fall.\n") + (
+        "*(incomplete)*: attacks of that norm still to run; the number can only fall. *All norms (union)*: the share "
+        "of samples no attack of any norm fooled within its threshold (the paper's *minimal accuracy*, the lowest "
+        "accuracy of a single attack, is a weaker number); `?`: the card predates the union metric.\n") + (
         f"\n{extra}" if extra else "")

@@ -75,12 +75,15 @@ def _summary(view: ReportView) -> list[dict[str, Any]]:
                           "median": tables.fmt_dist(full.median) if full else "-",
                           "adaptive_differs": bool(base and full and full.attacks != base.attacks)})
         minimal = r.minimal_accuracy_all if r.has_adaptive else r.minimal_accuracy
+        union = r.union_all if r.has_adaptive else r.union
         outcomes = view.outcomes[r.model]
         rows.append({
             "model": r.model, "paper_name": r.paper_name, "clean": _acc(r.clean_accuracy),
             "clean_interval": tables.fmt_interval(r.clean_interval), "norms": norms, "minimal": _acc(minimal),
             "minimal_interval": tables.fmt_interval(r.minimal_interval(r.has_adaptive)),
             "minimal_attack": (r.minimal_attack_all if r.has_adaptive else r.minimal_attack) or "-",
+            "union": _acc(union.accuracy if union else float("nan")),
+            "union_interval": tables.fmt_interval(union.interval) if union else "",
             "binarized": view.binarized.get(r.model, False),
             "warnings": [f"{checks.CHECKS[c].title}: {o.value}" for c, o in outcomes.items() if o.status == checks.WARN],
             "checks_passed": sum(1 for o in outcomes.values() if o.status == checks.PASS),

@@ -47,6 +47,12 @@ def _norm_cell(r: metrics.ModelResult, n: Norm) -> str:
     return f"{tables.fmt_acc_ci(base.accuracy, base.interval)} ({tables.fmt_dist(base.median)})"
 
 
+UNION_TEXT = ("*Union*: the share of samples that no attack of any norm fooled within that norm's threshold, the "
+              "robustness against an attacker who may pick the norm per image (with adaptive attacks where they ran). "
+              "*Minimal accuracy* is the paper's number: the lowest accuracy of any single attack. The union is never "
+              "higher than the weakest norm's worst case and is lower wherever the norms break different samples.")
+
+
 def summary_markdown(view: ReportView) -> str:
     results, outcomes, cfg = view.results, view.outcomes, view.config
     adaptive = any(r.has_adaptive for r in results)
@@ -64,11 +70,12 @@ def summary_markdown(view: ReportView) -> str:
                   + ". Rerun the same `dim evaluate` to finish and retry them."]
     if adaptive:
         lines += ["", "Each cell: the paper's protocol (its attacks only) `->` **the worst case including the "
-                  "adaptive attacks** (AutoAttack, BPDA, attacks on the model's own scores, Square): the second "
+                  "adaptive attacks** (AutoAttack, BPDA, BinFlip, attacks on the model's own scores, Square, and the "
+                  "sparse L1/L0 attacks): the second "
                   "number is the one to quote."]
     lines += ["", "| model | clean | " + " | ".join(f"{n.label}" for n in tables.NORM_ORDER)
-              + " | minimal accuracy (attack) | sanity checks |",
-              "|---|---|" + "---|" * len(tables.NORM_ORDER) + "---|---|"]
+              + " | all norms at once (union) | minimal accuracy (attack) | sanity checks |",
+              "|---|---|" + "---|" * len(tables.NORM_ORDER) + "---|---|---|"]
     for r in results:
         gaps = {norm for _, norm, _ in missing.get(r.model, [])}
         cells = [_norm_cell(r, n) for n in tables.NORM_ORDER]
@@ -78,8 +85,12 @@ def summary_markdown(view: ReportView) -> str:
                    else f"{tables.fmt_acc_ci(r.minimal_accuracy, r.minimal_interval(False))} "
                         f"({md(r.minimal_attack or '-')})")
         minimal += " *(incomplete)*" if gaps else ""
+        union = r.union_all if r.has_adaptive else r.union
+        union_text = tables.fmt_acc_ci(union.accuracy, union.interval) if union else "-"
+        union_text += " *(incomplete)*" if gaps and union else ""
         lines.append(f"| {md(r.model)} | {tables.fmt_acc_ci(r.clean_accuracy, r.clean_interval)} | " + " | ".join(cells)
-                     + f" | {minimal} | {_checks_cell(outcomes[r.model])} |")
+                     + f" | {union_text} | {minimal} | {_checks_cell(outcomes[r.model])} |")
+    lines += ["", UNION_TEXT]
     lines += ["", f"Brackets: the 95% Wilson interval of an accuracy on the {max((r.n for r in results), default=0)} "
               "samples (sampling error only: another draw of test images would land there 19 times in 20)."]
     same = indistinguishable(results)

@@ -147,8 +147,15 @@ def build(results: list[ModelResult], layout: str) -> Table:
     if any_adaptive:
         add("Minimal accuracy incl. adaptive", [fmt_acc_ci(by_label[c].minimal_accuracy_all,
                                                            by_label[c].minimal_interval(True)) for c in cols], None)
+    add("Union accuracy (all norms at once)", [_union_cell(by_label[c].union) for c in cols], None)
+    if any_adaptive:
+        add("Union accuracy incl. adaptive", [_union_cell(by_label[c].union_all) for c in cols], None)
     title = {"table1": "Table 1: models of the paper", "table2": "Table 2: ablations"}[layout]
     return Table(title, header, rows, sections, meta)
+
+
+def _union_cell(u) -> str:
+    return "-" if u is None else fmt_acc_ci(u.accuracy, u.interval)
 
 
 def to_markdown(t: Table) -> str:

@@ -25,6 +25,7 @@ from ..fileio import atomic_write_text
 from ..models.registry import create_model, get_entry, resolve_config, shape_config
 from ..provenance import git_commit, package_versions
 from . import classifier as _classifier  # noqa: F401  (registers recipes)
+from . import multinorm as _multinorm  # noqa: F401
 from . import score as _score  # noqa: F401
 from . import vae as _vae  # noqa: F401
 from .loop import RECIPES, DivergedError, TrainData, predict, state_seconds

@@ -1,0 +1,200 @@
+"""Multi steepest descent (MSD): one attack over the union of several norm balls.
+
+After Maini, Wong & Kolter 2020 ("Adversarial Robustness Against the Union of Multiple
+Perturbation Models"). Every iteration computes one gradient of the loss at the current
+point, takes the steepest-ascent step of *every* norm from there, projects each step onto
+its own ball and the [0, 1] box, and keeps, per sample, the candidate with the highest
+loss. The iterate can therefore switch between norms as the loss landscape dictates, and
+the result always lies inside the ball of the norm that produced it.
+
+Steps (``delta`` is the current perturbation, ``g`` the gradient):
+
+* L-inf: ``alpha * sign(g)``, then clip to ``[-eps, eps]`` and the box.
+* L2: ``alpha * g / ||g||_2``, then rescale onto the L2 ball and clip to the box.
+* L1: ``alpha`` spread over the ``l1_coords`` coordinates of largest ``|g|`` among those
+  that can still move in the gradient's direction (not pinned at a face of the box), then
+  the Euclidean projection onto the L1 ball of the box-clipped perturbation (which shrinks
+  every coordinate towards zero, so it stays in the box).
+* L0: the gradient scaled so that the pixels that matter move across the whole range
+  (as in :func:`dim.attacks.sparse.pgd_l0`), then the projection onto "at most ``k``
+  changed pixels, inside the box" (:func:`dim.attacks.sparse.project_l0_box`).
+
+``mode="max"`` runs instead one track per norm (each its own projected steepest ascent,
+all tracks in one batched forward and backward pass) and keeps, per sample, the point of
+highest loss over all tracks: the "MAX" strategy of Tramer & Boneh 2019. MSD lets the
+greedy choice of one step decide the norm (a first L0 or L1 step often raises the loss
+most, and the iterate then stays in that ball), MAX gives every norm all its steps.
+
+The training recipes use it as their inner maximisation; the returned points are
+candidates like every attack's, which only count after verification.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+import torch
+
+from ..evaluation.norms import Norm
+from .gradient import LOSSES
+from .sparse import l0_budget, project_l0_box
+
+Fn = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _per_sample(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``v`` of shape (B,) viewed so that it broadcasts over images shaped like ``like``."""
+    return v.view(-1, *[1] * (like.ndim - 1))
+
+
+def project_l1(delta: torch.Tensor, eps: float) -> torch.Tensor:
+    """Euclidean projection of each sample of ``delta`` onto the L1 ball of radius ``eps``.
+
+    Soft thresholding at the level found by sorting (Duchi et al. 2008): samples already
+    inside the ball are returned unchanged."""
+    flat = delta.flatten(1)
+    mag = flat.abs()
+    inside = mag.sum(1) <= eps
+    srt = mag.sort(dim=1, descending=True).values                     # (B, d)
+    csum = srt.cumsum(1)
+    ranks = torch.arange(1, flat.shape[1] + 1, device=delta.device, dtype=delta.dtype)
+    cond = srt * ranks > (csum - eps)
+    rho = cond.to(torch.int64).cumsum(1).argmax(1, keepdim=True)       # the last index where cond holds
+    theta = ((csum.gather(1, rho) - eps) / (rho + 1).to(delta.dtype)).clamp_min(0)
+    shrunk = flat.sign() * (mag - theta).clamp_min(0)
+    return torch.where(inside[:, None], flat, shrunk).view_as(delta)
+
+
+def _clip_box(delta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return (x + delta).clamp(0, 1) - x
+
+
+def _linf(delta, g, x, eps, alpha, cfg):
+    return _clip_box((delta + alpha * g.sign()).clamp(-eps, eps), x)
+
+
+def _l2(delta, g, x, eps, alpha, cfg):
+    gn = g.flatten(1).norm(dim=1).clamp_min(1e-12)
+    d = delta + alpha * g / _per_sample(gn, g)
+    dn = d.flatten(1).norm(dim=1)
+    d = d * _per_sample(torch.clamp(eps / dn.clamp_min(1e-12), max=1.0), d)
+    return _clip_box(d, x)
+
+
+def _l1(delta, g, x, eps, alpha, cfg):
+    cur = x + delta
+    movable = ~(((g > 0) & (cur >= 1)) | ((g < 0) & (cur <= 0)))        # not pinned at the face it points to
+    score = (g.abs() * movable).flatten(1)
+    q = min(cfg.l1_coords, score.shape[1])
+    top = score.topk(q, dim=1)
+    step = torch.zeros_like(score)
+    step.scatter_(1, top.indices, (top.values > 0).to(g.dtype) * (alpha / q))
+    d = delta + step.view_as(g) * g.sign()
+    return project_l1(_clip_box(d, x), eps)
+
+
+def _l0(delta, g, x, eps, alpha, cfg):
+    k = l0_budget(eps)
+    pix = g.abs().sum(1).flatten(1)                                      # (B, H*W) gradient mass per pixel
+    top = pix.topk(min(2 * k, pix.shape[1]), dim=1).values.mean(1).clamp_min(1e-12)
+    step = alpha * g / _per_sample(top / g.shape[1], g)
+    return project_l0_box(delta + step, x, k)
+
+
+STEPS: dict[Norm, Callable[..., torch.Tensor]] = {Norm.LINF: _linf, Norm.L2: _l2, Norm.L1: _l1, Norm.L0: _l0}
+
+
+@dataclass(frozen=True)
+class MSDConfig:
+    """Radii, iterations and step sizes of the multi-norm attack.
+
+    ``rel_step`` sets the step of the L-inf, L2 and L1 balls to ``rel_step * eps / steps``
+    (Madry et al.'s 2.5: with few steps the iterate can still cross the whole ball); L0
+    moves a promising pixel across the range in one step (``l0_step``, see
+    :func:`dim.attacks.sparse.pgd_l0`)."""
+    eps: Mapping[Norm, float]
+    steps: int = 10
+    rel_step: float = 2.5
+    l1_coords: int = 20
+    l0_step: float = 1.0
+    loss: str = "ce"
+    mode: str = "msd"
+
+    def alpha(self, norm: Norm, scale: float = 1.0) -> float:
+        if norm is Norm.L0:
+            return self.l0_step
+        return self.rel_step * self.eps[norm] * scale / max(self.steps, 1)
+
+
+def msd(fn: Fn, x: torch.Tensor, y: torch.Tensor, cfg: MSDConfig, *, scale: float = 1.0
+        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Maximise ``loss(fn(x + delta), y)`` over the union of ``cfg.eps``'s balls (and the [0, 1] box).
+
+    ``scale`` in (0, 1] shrinks every radius (an eps warm-up during training; L0 keeps at
+    least one pixel). Starts at ``x`` itself. Returns ``(x_adv, norm_index)``: the point of
+    highest loss seen over the iterations, per sample, and the index into ``list(cfg.eps)``
+    of the norm whose ball it lies in (-1 where no step raised the loss above the clean
+    point's)."""
+    if cfg.loss not in LOSSES:
+        raise ValueError(f"unknown loss {cfg.loss!r}; expected one of {sorted(LOSSES)}")
+    if not 0 < scale <= 1:
+        raise ValueError(f"scale must lie in (0, 1], got {scale}")
+    if cfg.mode not in MODES:
+        raise ValueError(f"unknown mode {cfg.mode!r}; expected one of {sorted(MODES)}")
+    loss_fn = LOSSES[cfg.loss]
+    norms = list(cfg.eps)
+    radii = {nm: (max(1.0, math.floor(cfg.eps[nm] * scale)) if nm is Norm.L0 else cfg.eps[nm] * scale)
+             for nm in norms}
+    return MODES[cfg.mode](fn, x, y, cfg, norms, radii, loss_fn, scale)
+
+
+def _msd(fn, x, y, cfg, norms, radii, loss_fn, scale):
+    b = len(x)
+    delta = torch.zeros_like(x)
+    best_delta, best_norm = delta.clone(), torch.full((b,), -1, dtype=torch.long, device=x.device)
+    with torch.no_grad():
+        best_loss = loss_fn(fn(x), y, None)
+    for _ in range(cfg.steps):
+        d = delta.detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(loss_fn(fn(x + d), y, None).sum(), d)
+        with torch.no_grad():
+            cands = torch.stack([STEPS[nm](delta, g, x, radii[nm], cfg.alpha(nm, scale), cfg) for nm in norms])
+            z = fn((x.unsqueeze(0) + cands).flatten(0, 1))                  # (M*B, K): one batched forward
+            losses = loss_fn(z, y.repeat(len(norms)), None).view(len(norms), b)   # (M, B)
+            val, pick = losses.max(0)
+            delta = cands[pick, torch.arange(b, device=x.device)]
+            better = val > best_loss
+            best_loss = torch.where(better, val, best_loss)
+            best_delta[better], best_norm[better] = delta[better], pick[better]
+    return (x + best_delta).detach(), best_norm
+
+
+def _max(fn, x, y, cfg, norms, radii, loss_fn, scale):
+    m, b = len(norms), len(x)
+    ys = y.repeat(m)
+    deltas = torch.zeros((m, *x.shape), dtype=x.dtype, device=x.device)        # (M, B, C, H, W): one track per norm
+    best_delta, best_norm = torch.zeros_like(x), torch.full((b,), -1, dtype=torch.long, device=x.device)
+    best_loss = None
+    for it in range(cfg.steps + 1):
+        d = deltas.detach().requires_grad_(it < cfg.steps)
+        with torch.set_grad_enabled(it < cfg.steps):
+            losses = loss_fn(fn((x.unsqueeze(0) + d).flatten(0, 1)), ys, None)    # (M*B,)
+            if it < cfg.steps:
+                (g,) = torch.autograd.grad(losses.sum(), d)
+        with torch.no_grad():
+            val, pick = losses.detach().view(m, b).max(0)
+            if best_loss is None:
+                best_loss = val                       # the clean point (every track starts there)
+            else:
+                better = val > best_loss
+                best_loss = torch.where(better, val, best_loss)
+                chosen = deltas[pick, torch.arange(b, device=x.device)]
+                best_delta[better], best_norm[better] = chosen[better], pick[better]
+            if it < cfg.steps:
+                deltas = torch.stack([STEPS[nm](deltas[i], g[i], x, radii[nm], cfg.alpha(nm, scale), cfg)
+                                      for i, nm in enumerate(norms)])
+    return (x + best_delta).detach(), best_norm
+
+
+MODES = {"msd": _msd, "max": _max}
