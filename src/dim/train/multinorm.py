@@ -28,7 +28,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..attacks.multinorm import MSDConfig, msd
+from ..attacks.gradient import LOSSES
+from ..attacks.multinorm import MODES, MSDConfig, msd
 from ..evaluation.norms import Norm, scaled_thresholds
 from .loop import TrainData, register_recipe, run_epochs
 from .score import ScoreTrainConfig, fit_score_model
@@ -51,11 +52,20 @@ class MultiNormAttackConfig:
     mode: str = "msd"
     eps_warmup_epochs: float = 1.0
 
-    def attack(self, input_shape: tuple[int, int, int]) -> MSDConfig:
-        """The :class:`MSDConfig` for images of ``input_shape`` = (C, H, W)."""
+    def __post_init__(self) -> None:
+        """Refuse a bad attack before any training state is written."""
         unknown = sorted(set(self.norms) - set(NORM_KEYS))
         if unknown or not self.norms:
             raise ValueError(f"norms {list(self.norms)}: expected a non-empty subset of {sorted(NORM_KEYS)}")
+        if self.mode not in MODES:
+            raise ValueError(f"mode {self.mode!r}: expected one of {sorted(MODES)}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss {self.loss!r}: expected one of {sorted(LOSSES)}")
+        if self.steps < 1:
+            raise ValueError(f"steps must be at least 1, got {self.steps}")
+
+    def attack(self, input_shape: tuple[int, int, int]) -> MSDConfig:
+        """The :class:`MSDConfig` for images of ``input_shape`` = (C, H, W)."""
         default = scaled_thresholds(tuple(input_shape))
         given = {Norm.LINF: self.eps_linf, Norm.L2: self.eps_l2, Norm.L1: self.eps_l1, Norm.L0: self.eps_l0}
         eps = {}

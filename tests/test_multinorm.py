@@ -1,0 +1,146 @@
+"""The multi-norm attack (MSD / MAX) and the recipes that train against it."""
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import dim
+from dim.attacks import multinorm
+from dim.attacks.multinorm import MSDConfig, msd, project_l1
+from dim.evaluation.norms import Norm, distances
+from dim.models import create_model
+from dim.train import train
+
+EPS = {Norm.LINF: 0.3, Norm.L2: 1.5, Norm.L1: 8.0, Norm.L0: 12.0}
+TOL = 1e-5
+
+
+def _inside(x: torch.Tensor, x_adv: torch.Tensor, which: torch.Tensor, eps: dict, scale: float = 1.0) -> None:
+    """Every point lies in [0, 1] and in the ball of the norm the attack says it came from (-1: the clean point)."""
+    assert float(x_adv.min()) >= 0.0 and float(x_adv.max()) <= 1.0
+    norms = list(eps)
+    xn, an, w = x.numpy(), x_adv.numpy(), which.numpy()
+    if (w < 0).any():
+        assert np.all(distances(xn[w < 0], an[w < 0], Norm.LINF) == 0)
+    for i, nm in enumerate(norms):
+        sel = w == i
+        if sel.any():
+            radius = max(1.0, np.floor(eps[nm] * scale)) if nm is Norm.L0 else eps[nm] * scale
+            assert distances(xn[sel], an[sel], nm).max() <= radius * (1 + TOL), nm
+
+
+@pytest.fixture(scope="module")
+def batch(data_dir):
+    x, y = dim.data.load_split("mnist", "test", data_dir, limit=64)
+    return torch.from_numpy(x), torch.from_numpy(y)
+
+
+@pytest.mark.parametrize("mode", sorted(multinorm.MODES))
+@pytest.mark.parametrize("model", ["cnn", "dim"])
+def test_every_point_stays_in_its_norms_ball_and_the_box(batch, mode, model):
+    torch.manual_seed(0)
+    net = create_model(model)
+    x, y = batch
+    for only in ([Norm.L1], [Norm.L0], [Norm.L2], list(EPS)):
+        eps = {k: EPS[k] for k in only}
+        for scale in (1.0, 0.3):
+            x_adv, which = msd(net, x, y, MSDConfig(eps=eps, steps=4, loss="margin", mode=mode), scale=scale)
+            _inside(x, x_adv, which, eps, scale)
+            if len(only) == 1:       # one ball: every step of an untrained model raises the margin somewhere
+                assert (which >= 0).any()
+
+
+def test_each_norms_step_alone_leaves_its_ball_without_the_projection(batch):
+    """The steps really need the projection the test above checks: without it they leave the ball."""
+    x, y = batch
+    g = torch.randn_like(x)
+    cfg = MSDConfig(eps=EPS, steps=1)
+    big = torch.rand_like(x) - 0.5                      # outside every ball: L-inf 0.5, L0 784 pixels
+    for nm, step in multinorm.STEPS.items():
+        inside = step(big, g, x, EPS[nm], cfg.alpha(nm), cfg)
+        assert distances(x.numpy(), (x + inside).numpy(), nm).max() <= EPS[nm] * (1 + TOL), nm
+        assert distances(x.numpy(), (x + big).numpy(), nm).max() > EPS[nm], nm
+
+
+def test_l1_projection_is_the_euclidean_one():
+    torch.manual_seed(1)
+    d = torch.randn(6, 1, 5, 5)
+    p = project_l1(d, 3.0)
+    assert torch.allclose(p.flatten(1).abs().sum(1), torch.full((6,), 3.0), atol=1e-4)
+    # soft thresholding at theta, with theta found by bisection: the same point
+    for row, got in zip(d.flatten(1), p.flatten(1)):
+        lo, hi = 0.0, float(row.abs().max())
+        for _ in range(60):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if (row.abs() - mid).clamp_min(0).sum() > 3.0 else (lo, mid)
+        assert torch.allclose(got, row.sign() * (row.abs() - lo).clamp_min(0), atol=1e-4)
+    small = torch.full((1, 1, 2, 2), 0.1)
+    assert torch.equal(project_l1(small, 3.0), small)
+
+
+def test_msd_raises_the_loss_and_max_finds_at_least_what_one_norm_finds(batch):
+    torch.manual_seed(0)
+    net = create_model("cnn")
+    x, y = batch
+    ce = torch.nn.functional.cross_entropy
+    x_msd, _ = msd(net, x, y, MSDConfig(eps=EPS, steps=5, mode="msd"))
+    x_max, _ = msd(net, x, y, MSDConfig(eps=EPS, steps=5, mode="max"))
+    x_inf, _ = msd(net, x, y, MSDConfig(eps={Norm.LINF: 0.3}, steps=5))
+    with torch.no_grad():
+        clean = ce(net(x), y, reduction="none")
+        assert (ce(net(x_msd), y, reduction="none") >= clean).all()
+        assert ce(net(x_max), y).item() >= ce(net(x_inf), y).item() - 1e-6
+    with pytest.raises(ValueError, match="unknown mode"):
+        msd(net, x, y, MSDConfig(eps=EPS, mode="avg"))
+
+
+FAST_DIM_AT = {"batch_size": 32, "pretrain_denoiser_epochs": 1, "pretrain_epochs": 1, "steps": 2}
+
+
+def test_interrupted_multinorm_training_resumes_to_the_same_weights(data_dir, tmp_path, monkeypatch):
+    from dim.train import loop
+    kw = dict(epochs=3, seed=5, data_dir=data_dir, limit=128, eval_limit=100, train_overrides=FAST_DIM_AT,
+              show=False, device="cpu")
+    monkeypatch.setattr("dim.train._check_not_chance", lambda *a, **k: None)   # 128 images: any accuracy will do
+    train("dim_at", tmp_path / "ref", **kw)
+    real_save = loop._save_state
+
+    def crash(path, module, opt, gen, epoch, last_loss, seconds):
+        real_save(path, module, opt, gen, epoch, last_loss, seconds)
+        if path.name == "score_msd.safetensors" and epoch == 2:
+            raise KeyboardInterrupt("simulated kill")
+
+    monkeypatch.setattr(loop, "_save_state", crash)
+    with pytest.raises(KeyboardInterrupt):
+        train("dim_at", tmp_path / "resumed", **kw)
+    monkeypatch.setattr(loop, "_save_state", real_save)
+    card = train("dim_at", tmp_path / "resumed", **kw)
+    assert card["resumed"] is True
+    a = load_file(str(tmp_path / "ref" / "model.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_multinorm_training_is_adversarial(data_dir, tmp_path):
+    """The same CNN and budget trained with and without the multi-norm attack: only the first resists it."""
+    x, y = dim.data.load_split("mnist", "test", data_dir, limit=200)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    eps = {Norm.LINF: 0.1, Norm.L2: 1.0}
+    robust = {}
+    for name, extra in (("cnn", {}), ("msd_cnn", {"norms": ["Linf", "L2"], "eps_linf": 0.1, "eps_l2": 1.0, "steps": 3,
+                                                   "eps_warmup_epochs": 0.5})):
+        train(name, tmp_path / name, epochs=2, seed=0, data_dir=data_dir, limit=2000, eval_limit=200,
+              train_overrides={"batch_size": 32, **extra}, show=False, device="cpu")
+        model = dim.load_model(tmp_path / name, device="cpu")
+        for p in model.parameters():
+            p.requires_grad_(False)
+        x_adv, _ = msd(model, xt, yt, MSDConfig(eps=eps, steps=20, loss="margin", mode="max"))
+        robust[name] = float((model(x_adv).argmax(1) == yt).float().mean())
+    assert robust["msd_cnn"] >= robust["cnn"] + 0.1, robust
+
+
+def test_a_bad_norm_list_is_refused_before_any_state_is_written(data_dir, tmp_path):
+    with pytest.raises(ValueError, match="norms"):
+        train("msd_cnn", tmp_path / "m", epochs=1, data_dir=data_dir, limit=64, eval_limit=50,
+              train_overrides={"norms": ["L3"]}, show=False)
+    assert not (tmp_path / "m").exists()
