@@ -138,18 +138,24 @@ def _md_cell(c: dict) -> str:
     else:
         text = f"**{_acc_ci(ours['accuracy'], ours['interval_95'])}**"
         pp = c["paper_protocol"]
-        text = (f"{fmt_acc(pp['accuracy'])} -> " if pp and not math.isnan(pp["accuracy"]) else "adaptive only: ") + text
+        if pp and not math.isnan(pp["accuracy"]):
+            # an arrow only where adaptive attacks of this norm ran: the same attacks are one number
+            text = text if pp["attacks"] == ours["attacks"] else f"{fmt_acc(pp['accuracy'])} -> {text}"
+        else:
+            text = "adaptive only: " + text
     if c["paper"] is not None:
         text += f" (paper {fmt_acc(c['paper'])})"
     return text + ("" if c["complete"] else " *(incomplete)*")
 
 
 def _union_cell(row: dict) -> str:
-    """The union accuracy (incl. adaptive): '?' on a card written before it was measured."""
+    """The union accuracy (incl. adaptive); on a card written before it was measured, its upper bound."""
     u = row["union"]
     ours = u["incl_adaptive"]
-    if ours is None:
-        return "?"
+    if ours is None:    # never above the weakest norm's worst case
+        worst = [c["incl_adaptive"]["accuracy"] for c in row["per_norm"].values()
+                 if c["incl_adaptive"] and not math.isnan(c["incl_adaptive"]["accuracy"])]
+        return f"<= {fmt_acc(min(worst))} (not measured)" if worst else "-"
     if math.isnan(ours["accuracy"]):
         return "-"
     pp = u["paper_protocol"]
@@ -209,7 +215,8 @@ def to_markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + (
         "\n\nEach cell: ours under the paper's protocol (its attacks only) -> **ours including the adaptive attacks** "
         "[95% Wilson interval], then the paper's published accuracy over all its attacks of that norm. "
+        "A cell without an arrow: no adaptive attack of that norm was part of the run's protocol. "
         "*(incomplete)*: attacks of that norm still to run; the number can only fall. *All norms (union)*: the share "
         "of samples no attack of any norm fooled within its threshold (the paper's *minimal accuracy*, the lowest "
-        "accuracy of a single attack, is a weaker number); `?`: the card predates the union metric.\n") + (
+        "accuracy of a single attack, is a weaker number); `<= x (not measured)`: the card predates the union metric, whose value is at most the weakest norm's.\n") + (
         f"\n{extra}" if extra else "")
