@@ -1,4 +1,4 @@
-"""Train ABS variants and record their clean accuracy: the search for ABS's 98.5% (issue 3).
+"""Train ABS variants and record their clean accuracy: the search for ABS's 98.5%.
 
     python benchmarks/bench_abs_variants.py sigma0.71-e6 --eval-limit 1000
     python benchmarks/bench_abs_variants.py --list

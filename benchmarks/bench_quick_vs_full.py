@@ -1,4 +1,4 @@
-"""How far the `quick` preset's worst case lies from the full adaptive worst case (issue 16).
+"""How far the `quick` preset's worst case lies from the full adaptive worst case.
 
     python benchmarks/bench_quick_vs_full.py QUICK_RUN FULL_RUN [--models bicnn bidim] [--norms L2 Linf]
 

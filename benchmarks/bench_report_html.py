@@ -5,7 +5,7 @@
 Renders the whole report of RUN (read-only; written into a temporary folder) ``--repeats``
 times, takes the median seconds, and opens the page in Debian's chromium (Playwright) for two
 screenshots: the top of the page and the gallery. Writes ``results/<name>.json``,
-``results/<name>.png`` and ``results/<name>_gallery.png``. Targets (issue 17): at most 10 MB and 30 s.
+``results/<name>.png`` and ``results/<name>_gallery.png``. Targets: at most 10 MB and 30 s.
 """
 from __future__ import annotations
 

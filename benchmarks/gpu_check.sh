@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU checks of issue 14 as one script: the test suite with DIM_DEVICE=cuda, then bench_device.py.
+# The GPU checks as one script: the test suite with DIM_DEVICE=cuda, then bench_device.py.
 #
 # Written for a GPU machine that has Python, a CUDA build of torch, pytest and the compiled dependencies
 # but no package registry: the pure-Python dependencies it lacks (foolbox, eagerpy, pyautoattack, GitPython)

@@ -1,5 +1,5 @@
 """Per model and threshold: the paper's published number, ours under the paper's protocol, and ours including
-the adaptive attacks with its 95% interval, from results cards (the closing table of issue 16).
+the adaptive attacks with its 95% interval, from results cards.
 
     python benchmarks/paper_vs_adaptive.py CARD_OR_FOLDER... [--name paper_vs_adaptive]
 

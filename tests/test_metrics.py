@@ -57,7 +57,7 @@ def test_wilson_interval_matches_published_values(k, n, lo, hi):
 def test_intervals_shrink_with_samples_and_overlap_is_symmetric():
     lo200, hi200 = metrics.accuracy_interval(0.5, 200)
     lo1000, hi1000 = metrics.accuracy_interval(0.5, 1000)
-    assert 0.06 < 0.5 - lo200 < 0.075 and 0.025 < 0.5 - lo1000 < 0.035     # DESIGN.md 5.5: +-7 and +-3 points
+    assert 0.06 < 0.5 - lo200 < 0.075 and 0.025 < 0.5 - lo1000 < 0.035     # +-7 and +-3 points
     assert metrics.overlap((0.50, 200), (0.45, 200)) and metrics.overlap((0.45, 200), (0.50, 200))
     assert not metrics.overlap((0.50, 200), (0.38, 200))
     assert not metrics.overlap((0.50, 1000), (0.45, 1000))    # the same gap is real on more images

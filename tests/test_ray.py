@@ -1,4 +1,4 @@
-"""The Ray executor: same rows as serial, a simulated two-node cluster, and every fault case of issue 15."""
+"""The Ray executor: same rows as serial, a simulated two-node cluster, and every fault case of a worker, a task and a driver."""
 import os
 import signal
 import subprocess

@@ -319,8 +319,10 @@ def status_cmd(run: Path = typer.Argument(..., help="A run directory of 'dim eva
 @app.command("reproduce")
 @friendly_errors
 def reproduce_cmd(preset: str = typer.Option("quick", "--preset",
-                                             help="quick, paper (Tables 1 and 2, the paper's 42 attacks) or "
-                                                  "adaptive (Table 1's models, paper + adaptive attacks)."),
+                                             help="quick (the main job); one per published result set: "
+                                                  "table1, table2, paper-objective, abs, multinorm; all (each of "
+                                                  "those in RUN/<preset>); paper (Tables 1 and 2, the paper's 42 "
+                                                  "attacks) or adaptive (Table 1's models, paper + adaptive)."),
                   run: Path = typer.Option(..., "--run", help="Run directory."),
                   models_dir: Path = typer.Option(Path("models"), "--models-dir",
                                                   help="Where model directories live (trained if missing)."),
@@ -337,7 +339,9 @@ def reproduce_cmd(preset: str = typer.Option("quick", "--preset",
                      ray_address=ray_address, gpu_share=gpu_share)
     out.print((path / "report.md").read_text(), highlight=False, markup=False)
     out.print(f"page: {path / 'index.html'}", highlight=False, markup=False, soft_wrap=True)
-    _exit_if_failed(run)
+    from .evaluation.pipeline import ALL
+    for sub in ([run / name for name in ALL] if preset == "all" else [run]):
+        _exit_if_failed(sub)
 
 
 @app.command("figure3")

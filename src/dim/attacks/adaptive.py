@@ -1,4 +1,4 @@
-"""The adaptive attacks (DESIGN.md 5.3): adapters of the ``adaptive`` suite.
+"""The adaptive attacks (built against each defense, beyond the paper): adapters of the ``adaptive`` suite.
 
 Every adapter returns raw candidates to :func:`dim.evaluation.verify.verify`, the
 same gate as every foolbox attack, and attacks at the norm's threshold (AutoAttack

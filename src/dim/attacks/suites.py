@@ -35,7 +35,7 @@ class AttackSpec:
     targeted: bool = False                       # GenAttack is targeted only: target = runner-up class
     starting_points: bool = False                # Brendel-Bethge: start from the best adversarial so far
     distance_param: bool = False                 # distance-agnostic attack: pass distance=<norm>
-    adaptive: bool = False                       # beyond the paper's protocol (issue 5): own rows in Table 1
+    adaptive: bool = False                       # beyond the paper's protocol: own rows in Table 1
     refines: str | None = None                   # the same attack with more steps/restarts than this one
     threat: ThreatModel | None = None            # bound by the runner for the run's data; None: the paper's
 
@@ -231,7 +231,7 @@ def _adaptive(norm: Norm) -> tuple[AttackSpec, ...]:
 
 
 def _adaptive_l1() -> tuple[AttackSpec, ...]:
-    """L1, where the paper's attacks see zero gradients on binarized models (DESIGN.md 5.3).
+    """L1, where the paper's attacks see zero gradients on binarized models.
 
     AutoAttack's L1 version on the model as it is (APGD-CE with 5 restarts and AutoAttack's L1 step
     schedule, APGD-T on 5 targets, FAB-T, Square); the same APGD through the straight-through gradient
@@ -254,15 +254,14 @@ def _adaptive_l1() -> tuple[AttackSpec, ...]:
     )
 
 
-# Greedy one-pixel moves, 16 checked per step, 48 moves (ours, :func:`dim.attacks.sparse.greedy_l0`). Measured on
-# the table1-n200 models (first 200 test images, L0 12): DIM 34% and CNN 13.5% where PGD-L0 100x5 leaves 46.5% and
-# 27.5% and Brendel-Bethge 25.5% and 16%, in 8 and 17 s (benchmarks/results/eval_table1_n200*).
+# Greedy one-pixel moves, 16 checked per step, 48 moves (ours, :func:`dim.attacks.sparse.greedy_l0`); measured
+# against PGD-L0 and Brendel-Bethge in benchmarks/results/eval_table1_n200*.
 _GREEDY_L0 = _spec("L0 Greedy", "greedy_l0", L0, params={"steps": 48, "lookahead": 16, "gradient": "auto"},
                    adaptive=True)
 
 
 def _adaptive_l0() -> tuple[AttackSpec, ...]:
-    """L0 (pixels), where Pointwise and Brendel-Bethge are all the paper has (DESIGN.md 5.3).
+    """L0 (pixels), where Pointwise and Brendel-Bethge are all the paper has.
 
     PGD-L0 (white box, ours after Croce & Hein 2019) with the gradient a binarized model needs (BPDA
     there, exact elsewhere), at 20 steps and at 100 steps with 5 restarts (the convergence check), and
@@ -279,29 +278,15 @@ def _adaptive_l0() -> tuple[AttackSpec, ...]:
     )
 
 
-# adaptive: beyond the paper (DESIGN.md 5.3), in every norm.
+# adaptive: beyond the paper, in every norm.
 ADAPTIVE: tuple[AttackSpec, ...] = _adaptive(LINF) + _adaptive(L2) + _adaptive_l1() + _adaptive_l0()
 
 
-# quick: the strongest cheap attacks per norm. Measured on DIM, 100 images: DDN 18 s, PGD 23 s,
-# FGSM 2 s; Carlini-Wagner 141 s and Pointwise x10 157 s are too slow for a smoke run, and L-inf
-# DeepFool (46 s per 200 images on biCNN) did not fit the 15-minute budget of the main job.
-# The paper's attacks see zero gradients on binarized models, so quick also attacks those through the
-# straight-through gradient: at L-inf with BPDA-APGD (APGD-CE, then APGD-T on 9 targets, 50 steps) and Square
-# (500 queries, black box: cheap on models that break, and on biDIM it finds what the gradient does not), and
-# BinFlip in L2, L1 and L0 (the BPDA attacks and BinFlip are not applicable elsewhere, so they cost nothing on
-# cnn and dim). Measured against the full adaptive suite on the same models and 200 images
-# (benchmarks/results/quick_vs_full_n200.json): with APGD-T on 3 targets and no Square, biDIM kept 52% at L-inf
-# (reproduce_quick_report.md at a3e39bf) where BPDA-AutoAttack leaves 45%; at L2 BinFlip alone reaches the full
-# suite's worst case (a 50-step BPDA-APGD at L2 added nothing there and was dropped). L-inf BinFlip is slower
-# than BPDA-APGD and weaker (84% against 81% on biCNN). At L1 and L0 the paper's attacks left biCNN at 100% and
-# biDIM at 98% (L1) in quick where BinFlip leaves 2% and 8%; 20-step APGD-CE (L1) and PGD-L0 (L0), through BPDA
-# where a model binarizes, are the cheap white-box attacks of the full suite there. Sparse-RS at 1,000 queries
-# (135 s of the 941 s the preset took) left DIM at 62% and biDIM at 74% where PGD-L0 20x1 leaves 52% and 50%
-# (full run), and gave way to it and L0 BinFlip; the black-box view at L0 is the full adaptive suite's
-# (Sparse-RS at 3,000 queries). Without L0 Greedy, quick's L0 for cnn and dim (no binarization) lay 22.5 and
-# 28 points above the full run's (where the paper's Brendel-Bethge, 120 to 180 s per model, sets it); Greedy
-# alone leaves them at 13.5% and 34% (the full run before Greedy: 14.5% and 24.5%) in 6 to 11 s each.
+# quick: the strongest cheap attacks per norm, within the main job's 15 minutes on two CPU cores. The paper's
+# attacks see zero gradients on binarized models, so quick also attacks those through the straight-through
+# gradient (BPDA-APGD at L-inf, APGD-CE at L1, PGD-L0 and L0 Greedy at L0), with BinFlip at L2, L1 and L0 and
+# Square as a black box; these cost nothing on models that do not binarize. How each choice was measured, and
+# how far quick lies from the full suite: docs/notes.md and benchmarks/results/quick_vs_full*.json.
 _QUICK_NAMES = ("L2 DDN", "Linf PGD", "Linf FGSM", "L1 SparseL1Descent")
 QUICK: tuple[AttackSpec, ...] = tuple(s for s in PAPER if s.name in _QUICK_NAMES) + (
     _spec("Linf BPDA-APGD 50 (9 targets)", "apgd", LINF, params={"steps": 50, "targets": 9, "gradient": "bpda"},

@@ -38,7 +38,7 @@ Z95 = 1.959963984540054     # two-sided 95% quantile of the standard normal
 
 
 def wilson_interval(successes: float, n: int, z: float = Z95) -> tuple[float, float]:
-    """Wilson score interval of a binomial proportion (95% by default; DESIGN.md 5.5).
+    """Wilson score interval of a binomial proportion (95% by default).
 
     Chosen over the normal approximation because it stays inside [0, 1] and keeps its
     coverage at 0% and 100%, which is where robust accuracies often sit (an attack that

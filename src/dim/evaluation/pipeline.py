@@ -1,8 +1,9 @@
 """What the CLI's ``evaluate`` and ``reproduce`` do: load data and models, run, report."""
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any, Mapping
 
 from .. import data as data_mod
 from ..core.device import DeviceLike, resolve_device
@@ -14,21 +15,43 @@ from .spec import RunSpec
 
 @dataclass(frozen=True)
 class Preset:
+    """A published result set: which models (trained with their recipe's defaults, seed 0), which suite, on how
+    many of the first test images. ``inference`` gives models evaluated in another inference setting of the
+    same weights (ABS's fast setting), derived into a directory of their own."""
     models: tuple[str, ...]
     suite: str
     n: int
     batch_size: int = 100
+    inference: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    description: str = ""
 
+
+TABLE2_SUITE = "paper+adaptive:L2 AutoAttack,Linf AutoAttack,L2 Score-MT,Linf Score-MT"
+_FULL = "paper+adaptive+bpda-autoattack"
+_ABS_FAST = {"n_random": 1000, "n_steps": 10}
 
 PRESETS: dict[str, Preset] = {
-    # The README's main job: minutes on two CPU cores, training included.
-    "quick": Preset(("cnn", "bicnn", "dim", "bidim"), "quick", 200),
-    # Every model of Tables 1 and 2 that the registry has, with the paper's 42 attacks.
+    "quick": Preset(("cnn", "bicnn", "dim", "bidim"), "quick", 200,
+                    description="the main job: minutes on two CPU cores, training included"),
     "paper": Preset(("cnn", "bicnn", "madry", "biabs", "abs", "bidim", "dim", "single_im", "im", "dn_single_im"),
-                    "paper", 200),
-    # Table 1's models under the paper's protocol and the adaptive attacks side by side (issue 5).
-    "adaptive": Preset(("cnn", "bicnn", "madry", "biabs", "abs", "bidim", "dim"), "paper+adaptive", 200),
+                    "paper", 200, description="every model of Tables 1 and 2 with the paper's 42 attacks"),
+    "adaptive": Preset(("cnn", "bicnn", "madry", "biabs", "abs", "bidim", "dim"), "paper+adaptive", 200,
+                       description="Table 1's models, the paper's and the adaptive attacks"),
+    "table1": Preset(("cnn", "bicnn", "madry", "bidim", "dim"), _FULL, 200,
+                     description="results/{cnn,bicnn,madry,bidim,dim}.json: every attack, 200 images"),
+    "table2": Preset(("single_im", "im", "dn_single_im"), TABLE2_SUITE, 200,
+                     description="results/{im,single_im,dn_single_im}.json: the paper's attacks plus AutoAttack "
+                                 "and Score-MT at L2 and L-inf"),
+    "paper-objective": Preset(("dim_paper", "bidim_paper"), _FULL, 200,
+                              description="results/{dim_paper,bidim_paper}.json: DIM trained with eq. 2 alone"),
+    "abs": Preset(("abs", "biabs"), "adaptive", 50, batch_size=25,
+                  inference={"abs": _ABS_FAST, "biabs": _ABS_FAST},
+                  description="results/{abs,biabs}.json: the adaptive suite on 50 images, ABS's fast inference"),
+    "multinorm": Preset(("msd_cnn", "dim_at", "bidim_at"), _FULL, 200,
+                        description="the models trained for every norm at once, every attack, 200 images"),
 }
+# ``all``: every preset behind a committed card, each in its own run below RUN
+ALL = ("table1", "table2", "paper-objective", "abs", "multinorm")
 
 
 def run_evaluation(spec: RunSpec) -> Path | None:
@@ -55,11 +78,25 @@ def run_evaluation(spec: RunSpec) -> Path | None:
     return build_report(spec.run_dir)
 
 
+def inference_dir(name: str, overrides: Mapping[str, Any]) -> str:
+    """The directory name of ``name`` in an inference setting: ``abs-n_random1000-n_steps10``."""
+    return "-".join([name] + [f"{k}{v}" for k, v in sorted(overrides.items())])
+
+
 def ensure_model(name: str, models_dir: Path, data_dir: Path | None, device: DeviceLike = None,
-                 dataset: str = "mnist") -> Path:
-    """The model directory for ``name``, trained (or derived) on ``dataset`` with defaults if missing."""
+                 dataset: str = "mnist", overrides: Mapping[str, Any] | None = None) -> Path:
+    """The model directory for ``name``, trained (or derived) on ``dataset`` with defaults if missing; with
+    ``overrides``, the same weights in that inference setting, in a directory of its own."""
     from ..checkpoint import read_card
     from ..train import train
+    if overrides:
+        target = models_dir / inference_dir(name, overrides)
+        if not (target / "card.json").is_file():
+            src = ensure_model(get_entry(name).weights_from or name, models_dir, data_dir, device, dataset)
+            log(f"deriving {name} with {dict(overrides)} from {src}")
+            train(name, target, from_dir=src, model_overrides=dict(overrides), data_dir=data_dir, device=device,
+                  dataset=dataset)
+        return target
     target = models_dir / name
     if (target / "card.json").is_file():
         have, want = read_card(target).get("dataset", "mnist"), data_mod.get_spec(dataset).name
@@ -92,11 +129,19 @@ def reproduce(preset: str, run: Path, models_dir: Path, data_dir: Path | None = 
               device: DeviceLike = None, dataset: str = "mnist", executor: str = "serial",
               ray_address: str | None = None, gpu_share: float = 1.0) -> Path:
     """Train what the preset needs and is missing (as parallel Ray tasks with ``executor="ray"``), evaluate,
-    report."""
+    report. ``all`` runs every preset of :data:`ALL`, each in ``run/<preset>``; returns the last report."""
+    if preset == "all":
+        out = None
+        for name in ALL:
+            log(f"preset {name} -> {Path(run) / name}")
+            out = reproduce(name, Path(run) / name, models_dir, data_dir, device, dataset, executor, ray_address,
+                            gpu_share)
+        assert out is not None
+        return out
     try:
         p = PRESETS[preset]
     except KeyError:
-        raise ValueError(f"unknown preset {preset!r}; expected one of {sorted(PRESETS)}") from None
+        raise ValueError(f"unknown preset {preset!r}; expected one of {sorted(PRESETS) + ['all']}") from None
     missing = [m for m in p.models if m not in list_models()]
     if missing:
         log(f"preset {preset}: models not available in this version, skipped: {missing}")
@@ -108,7 +153,7 @@ def reproduce(preset: str, run: Path, models_dir: Path, data_dir: Path | None = 
     if executor == "ray":
         from .executors.ray_executor import train_on_ray
         train_on_ray(base_models(wanted, Path(models_dir)), Path(models_dir), spec)
-    dirs = [ensure_model(m, Path(models_dir), data_dir, dev, dataset) for m in wanted]
+    dirs = [ensure_model(m, Path(models_dir), data_dir, dev, dataset, p.inference.get(m)) for m in wanted]
     out = run_evaluation(replace(spec, model_dirs=tuple(dirs)))
     from ..report.figures import figure3
     dim_dir = Path(models_dir) / "dim"

@@ -14,10 +14,7 @@ from .loop import TrainData, register_recipe, run_epochs
 
 @dataclass(frozen=True)
 class ClassifierTrainConfig:
-    """Plain cross-entropy training with Adam and cosine decay.
-
-    3 epochs: 99.26% in 159 s on two CPU cores (2 epochs reached 99.05%, on the 99.0% line the paper's CNN
-    clears; measured in one session, seed 0)."""
+    """Plain cross-entropy training with Adam and cosine decay (measured: docs/models.md)."""
     epochs: int = 3
     batch_size: int = 128
     lr: float = 1e-3
@@ -45,11 +42,8 @@ class AdversarialTrainConfig:
     with random start this reaches the corners of the eps-ball, which is where
     MNIST adversarials live), eps ramped linearly from 0 over the first
     ``eps_warmup_epochs`` epochs, which avoids the early collapse that
-    adversarial training at eps 0.3 shows from scratch.
-
-    Measured here: 8 epochs took 1,982 s and gave 98.92% clean and 87.3% under
-    PGD-40 with 5 restarts (first 1,000 test images), short of the 88% target;
-    hence 12 epochs (measured: 2,424 s, 90.7%).
+    adversarial training at eps 0.3 shows from scratch. 12 epochs: 8 fell short of
+    the original model's robustness (``benchmarks/results/pgd_madry*.json``).
     """
     epochs: int = 12
     batch_size: int = 128

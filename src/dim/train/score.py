@@ -33,9 +33,7 @@ class ScoreTrainConfig:
     (and the denoiser gets ``bin(x)`` for as many), so that the same weights also
     serve biDIM, which binarizes at inference only.
 
-    Schedule (``benchmarks/results/dim_recipe_*.json``, one seed each): 4 + 8 epochs reach
-    98.07% in 160 s on two CPU cores (the 3-minute budget); the earlier 6 + 11 reached
-    98.16-98.22% in 250-290 s (30 s on an H100), 3 + 8 reached 97.87%.
+    Schedule: 4 + 8 epochs, the 3-minute budget on two CPU cores (``benchmarks/results/dim_recipe_*.json``).
     """
     denoiser_epochs: int = 4
     epochs: int = 8

@@ -1,0 +1,68 @@
+"""One trained variant of multi-norm adversarial training, measured: its recipe, training time, clean accuracy on
+the full test set, and the ``quick`` suite on the first N test images (union accuracy included).
+
+    python benchmarks/bench_multinorm.py models/dim_at --label dim_at --run runs/mn-dim_at
+    python benchmarks/bench_multinorm.py models/dim_at models/bidim_at --label dim_at --run runs/mn-dim_at
+
+The models are evaluated with ``dim evaluate DIR... --suite SUITE --n N --run RUN`` (resumable: rerun to
+continue). Writes ``results/multinorm_<label>.json`` and copies the run's ``report.md`` and cards to
+``results/multinorm_<label>_report/``, negative results included: every variant tried keeps its file.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from common import RESULTS, write_result
+
+
+def _block(b: dict | None) -> dict | None:
+    return None if not b else {"accuracy": b.get("accuracy"), "interval_95": b.get("interval_95")}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("model_dirs", type=Path, nargs="+")
+    ap.add_argument("--label", required=True, help="the variant's name in the result file")
+    ap.add_argument("--run", type=Path, required=True)
+    ap.add_argument("--suite", default="quick")
+    ap.add_argument("--n", type=int, default=200)
+    ap.add_argument("--note", default=None, help="what else ran on the machine meanwhile (recorded as given)")
+    args = ap.parse_args()
+    cmd = [sys.executable, "-m", "dim", "evaluate", *map(str, args.model_dirs), "--suite", args.suite,
+           "--n", str(args.n), "--run", str(args.run)]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    report = args.run / "report"
+    target = RESULTS / f"multinorm_{args.label}_report"
+    shutil.rmtree(target, ignore_errors=True)
+    (target / "cards").mkdir(parents=True)
+    shutil.copy(report / "report.md", target / "report.md")
+    models = {}
+    for d in args.model_dirs:
+        card = json.loads((d / "card.json").read_text())
+        run_card_path = report / "cards" / f"{card['model']}.json"
+        shutil.copy(run_card_path, target / "cards" / run_card_path.name)
+        run_card = json.loads(run_card_path.read_text())
+        full = run_card["incl_adaptive"]
+        models[card["model"]] = {
+            "dir": str(d), "train_config": card["config"]["train"], "weights_from": card.get("weights_from"),
+            "train_seconds": card["train_seconds"], "device": card.get("device", {}).get("device"),
+            "clean_accuracy_full_test_set": card["clean_accuracy"], "test_samples": card["test_samples"],
+            "clean_accuracy": run_card["clean_accuracy"],
+            "per_norm_incl_adaptive": {n: _block(v) for n, v in full["per_norm"].items()},
+            "union_incl_adaptive": _block(full.get("union")),
+            "minimal_accuracy_incl_adaptive": full.get("minimal_accuracy"),
+            "per_norm_paper_protocol": {n: _block(v) for n, v in run_card["paper_protocol"]["per_norm"].items()},
+            "warnings": {k: c.get("value") for k, c in run_card.get("checks", {}).items()
+                         if c.get("status") == "warn"},
+        }
+    write_result(f"multinorm_{args.label}", {"label": args.label, "suite": args.suite, "n": args.n,
+                                             "command": " ".join(cmd[1:]), "note": args.note, "models": models})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""Each preset of ``dim reproduce`` would reproduce the cards committed in ``results/``."""
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from dim import data
+from dim.evaluation.pipeline import ALL, PRESETS, inference_dir, reproduce
+from dim.evaluation.runner import data_sha256
+from dim.models.registry import get_entry, resolve_config, shape_config
+from dim.train.loop import RECIPES
+
+RESULTS = Path(__file__).resolve().parent.parent / "results"
+CARDS = {p.stem: json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))}
+
+
+def _cards_of(preset):
+    return {m: CARDS[m] for m in preset.models if m in CARDS}
+
+
+@pytest.mark.parametrize("name", [n for n in ALL if _cards_of(PRESETS[n])])
+def test_the_preset_plans_what_the_committed_cards_record(name, data_dir):
+    preset = PRESETS[name]
+    cards = _cards_of(preset)
+    assert sorted(cards) == sorted(preset.models), "a preset with cards has one for every model it evaluates"
+    x, y = data.load_split("mnist", "test", data_dir, limit=preset.n)
+    spec = data.get_spec("mnist")
+    for model, card in cards.items():
+        ev, mc = card["evaluation"], card["model_card"]
+        assert (ev["suite"], ev["n"], ev["seed"], ev["dataset"]) == (preset.suite, preset.n, 0, "mnist"), model
+        assert ev["data_sha256"] == data_sha256(x, y), model
+        entry = get_entry(model)
+        overrides = dict(preset.inference.get(model, {}))
+        want_model = dataclasses.asdict(resolve_config(model, {**shape_config(model, spec.input_shape,
+                                                                              spec.num_classes), **overrides}))
+        assert mc["config"]["model"] == json.loads(json.dumps(want_model)), model
+        if entry.weights_from or overrides:
+            assert mc["weights_from"]["model"] == (entry.weights_from or model), model
+            assert mc["weights_from"]["overrides"] == overrides, model
+        else:   # trained with its recipe's defaults
+            want_train = dataclasses.asdict(RECIPES[entry.recipe].config_cls())
+            assert mc["config"]["train"] == json.loads(json.dumps(want_train)), model
+
+
+def test_every_preset_names_registered_models_and_a_valid_suite():
+    from dim.attacks.suites import get_suite
+    for name, preset in PRESETS.items():
+        assert get_suite(preset.suite), name
+        for m in preset.models:
+            get_entry(m)
+        assert set(preset.inference) <= set(preset.models), name
+    assert inference_dir("abs", {"n_steps": 10, "n_random": 1000}) == "abs-n_random1000-n_steps10"
+
+
+def test_an_unknown_preset_is_refused_naming_the_presets(tmp_path):
+    with pytest.raises(ValueError, match="table1"):
+        reproduce("table9", tmp_path / "run", tmp_path / "models")
+    assert not (tmp_path / "run").exists()
