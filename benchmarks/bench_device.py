@@ -128,7 +128,7 @@ def step_autoattack(dev: torch.device, work: Path, data_dir: Path | None, n: int
 
 def step_quick(dev: torch.device, work: Path, data_dir: Path | None) -> dict[str, Any]:
     from dim.evaluation import metrics
-    from dim.evaluation.pipeline import reproduce
+    from dim.pipeline import reproduce
     from dim.store import Store
     run, models = work / "quick" / "run", work / "quick" / "models"
     t0 = time.perf_counter()

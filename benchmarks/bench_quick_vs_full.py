@@ -18,7 +18,7 @@ from common import write_result
 
 from dim.attacks.suites import get_suite
 from dim.evaluation import metrics
-from dim.evaluation.norms import Norm
+from dim.core.norms import Norm
 from dim.evaluation.status import run_status
 from dim.store import Store
 

@@ -31,10 +31,10 @@ from dim import data
 from dim.api import eval_model_from_dir
 from dim.attacks.suites import get_suite
 from dim.evaluation.execute import execute
-from dim.evaluation.norms import ThreatModel
+from dim.core.norms import ThreatModel
 from dim.evaluation.runner import evaluate_models
 from dim.evaluation.units import AttackUnit, attack_runner, shard_seed
-from dim.evaluation.verify import predict_numpy
+from dim.core.verify import predict_numpy
 from dim.store import Store
 
 

@@ -22,9 +22,9 @@ from common import write_result
 import dim
 from dim import data
 from dim.attacks.suites import AttackSpec
-from dim.evaluation.norms import Norm
+from dim.core.norms import Norm
 from dim.evaluation.runner import EvalModel, evaluate_models
-from dim.evaluation.verify import predict_numpy
+from dim.core.verify import predict_numpy
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ import torch.nn as nn
 from dim import data
 from dim.attacks import register_adapter
 from dim.attacks.foolbox_adapter import run_foolbox
-from dim.evaluation.verify import Verified, verify
+from dim.core.verify import Verified, verify
 
 
 def tiny_model(seed: int = 0) -> nn.Module:
@@ -153,7 +153,7 @@ evalkit.killable_run(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "serial"
 def killable_run(run_dir: str, executor: str = "serial") -> None:
     """48 images in 12 shards, slow L-inf PGD then FGSM: what a test kills and resumes (run as KILLABLE_RUN)."""
     from dim.attacks.suites import AttackSpec
-    from dim.evaluation.norms import Norm
+    from dim.core.norms import Norm
     from dim.evaluation.runner import EvalModel, evaluate_models
     x, y = data.load_split("mnist", "test", limit=48)
     suite = (AttackSpec("Linf slow PGD", "slow_pgd", Norm.LINF),

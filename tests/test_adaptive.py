@@ -10,10 +10,10 @@ from dim.attacks import ADAPTERS
 from dim.attacks.adaptive import score_function
 from dim.attacks.suites import ADAPTIVE, BPDA_AUTOATTACK, PAPER, counts_per_norm, get_suite
 from dim.evaluation import metrics
-from dim.evaluation.norms import Norm
+from dim.core.norms import Norm
 from dim.evaluation.runner import EvalModel, evaluate_models
 from dim.evaluation.units import attack_runner
-from dim.evaluation.verify import predict_numpy
+from dim.core.verify import predict_numpy
 from dim.models import Binarize, create_model
 from dim.report import build_report
 from dim.store import Store

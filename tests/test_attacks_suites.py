@@ -3,7 +3,7 @@ import pytest
 from dim.attacks import ADAPTERS
 from dim.attacks.foolbox_adapter import build_attack
 from dim.attacks.suites import PAPER, SUITES, counts_per_norm, get_suite
-from dim.evaluation.norms import Norm
+from dim.core.norms import Norm
 
 
 def test_paper_suite_counts_match_the_paper():
@@ -34,7 +34,7 @@ def test_quick_suite_covers_every_norm():
 
 def test_quick_suite_attacks_binarized_models_through_the_binarization_in_every_norm():
     """The main job must not report masked numbers: the paper's attacks see zero gradients on biCNN/biDIM."""
-    from dim.evaluation.norms import Norm
+    from dim.core.norms import Norm
     quick = get_suite("quick")
 
     def sees_through(s) -> bool:   # BinFlip flips across the threshold by construction; the others ask for BPDA

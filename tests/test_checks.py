@@ -7,9 +7,9 @@ import evalkit
 from dim import data
 from dim.attacks.suites import AttackSpec
 from dim.evaluation import checks, metrics
-from dim.evaluation.norms import Norm
+from dim.core.norms import Norm
 from dim.evaluation.runner import EvalModel, evaluate_models
-from dim.evaluation.verify import predict_numpy
+from dim.core.verify import predict_numpy
 from dim.report import build_report
 from dim.store import Store
 

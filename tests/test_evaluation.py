@@ -15,11 +15,11 @@ import evalkit  # noqa: F401  (registers the test adapters)
 from dim import data
 from dim.attacks.suites import AttackSpec, get_suite
 from dim.evaluation import metrics
-from dim.evaluation.norms import Norm
+from dim.core.norms import Norm
 from dim.evaluation.status import run_status, status_text
 from dim.evaluation.artifacts import load_adversarials
 from dim.evaluation.runner import EvalModel, RunConfigError, evaluate_models
-from dim.evaluation.verify import predict_numpy
+from dim.core.verify import predict_numpy
 from dim.report import build_report
 from dim.store import Store
 

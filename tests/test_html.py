@@ -10,7 +10,7 @@ from dim import data
 from dim.api import eval_model_from_dir
 from dim.attacks.suites import AttackSpec
 from dim.evaluation.artifacts import load_adversarials
-from dim.evaluation.norms import Norm
+from dim.core.norms import Norm
 from dim.evaluation.runner import EvalModel, evaluate_models
 from dim.report import build_report
 from dim.report.gallery import build_gallery

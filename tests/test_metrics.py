@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from dim.evaluation import metrics
-from dim.evaluation.norms import Norm, distances
+from dim.core.norms import Norm, distances
 
 INF = math.inf
 

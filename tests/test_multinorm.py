@@ -7,7 +7,7 @@ from safetensors.torch import load_file
 import dim
 from dim.attacks import multinorm
 from dim.attacks.multinorm import MSDConfig, msd, project_l1
-from dim.evaluation.norms import Norm, distances
+from dim.core.norms import Norm, distances
 from dim.models import create_model
 from dim.train import train
 

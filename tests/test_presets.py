@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from dim import data
-from dim.evaluation.pipeline import ALL, PRESETS, inference_dir, reproduce
+from dim.pipeline import ALL, PRESETS, inference_dir, reproduce
 from dim.evaluation.runner import data_sha256
 from dim.models.registry import get_entry, resolve_config, shape_config
 from dim.train.loop import RECIPES

@@ -11,7 +11,7 @@ import pytest
 import evalkit
 from dim import data
 from dim.attacks.suites import AttackSpec
-from dim.evaluation.norms import Norm
+from dim.core.norms import Norm
 from dim.evaluation.runner import EvalModel, evaluate_models
 from dim.report import build_report
 from dim.store import Store
@@ -169,8 +169,8 @@ def test_a_model_directory_travels_as_its_files_and_is_checked_on_arrival(xy, tm
 
 def test_reproduce_trains_the_missing_base_models_as_parallel_ray_tasks(tmp_path, data_dir):
     from dim.checkpoint import load_model, read_card
-    from dim.evaluation.executors.ray_executor import train_on_ray
-    from dim.evaluation.pipeline import base_models
+    from dim.pipeline import train_on_ray
+    from dim.pipeline import base_models
     from dim.evaluation.spec import RunSpec
     models = tmp_path / "models"
     assert base_models(["cnn", "bicnn", "madry"], models) == ["cnn", "madry"]   # bicnn is derived from cnn

@@ -10,8 +10,8 @@ import pytest
 
 from dim import data
 from dim.data import DataError
-from dim.evaluation.norms import Norm, ThreatModel
-from dim.evaluation.pipeline import run_evaluation
+from dim.core.norms import Norm, ThreatModel
+from dim.pipeline import run_evaluation
 from dim.evaluation.spec import RunSpec
 from dim.attacks.suites import get_suite
 from dim.models import get_entry, list_models

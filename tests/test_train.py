@@ -331,7 +331,7 @@ def test_madry_training_is_adversarial(data_dir, tmp_path):
     Measured (2,000 images, 2 epochs, eps 0.1, first 200 test images; seeds 0 and 1): PGD-20 leaves 70% / 60% of
     the CNN and 86% / 82% of the Madry CNN."""
     from dim.attacks.gradient import pgd
-    from dim.evaluation.norms import Norm
+    from dim.core.norms import Norm
     x, y = dim.data.load_split("mnist", "test", data_dir, limit=200)
     robust = {}
     for name, extra in (("cnn", {}), ("madry", {"eps": 0.1, "eps_warmup_epochs": 0.5})):

@@ -46,7 +46,7 @@ def evaluate(model: nn.Module, x: Any, y: Any, *, suite: str | Sequence[AttackSp
     ``executor="ray"`` runs the units as Ray tasks (``ray_address``: an existing cluster); the model
     travels to the workers by value, so its class must be importable there.
     """
-    from .evaluation.norms import ThreatModel
+    from .core.norms import ThreatModel
     m = EvalModel(key=name, model=model.eval(), name=name, paper_name=name)
     xs = _as_numpy(x, np.float32)
     if xs.ndim != 4:

@@ -161,7 +161,7 @@ def suites_cmd(suite: Optional[str] = typer.Argument(None, help="A suite to list
     """List the attack suites, or the attacks of one: the names --only and filtered suites match, and each
     attack's class or adapter, parameters and traits (adaptive, black box, starts from earlier adversarials)."""
     from .attacks.suites import counts_per_norm, describe_attack, get_suite, spec_dict
-    from .evaluation.norms import Norm
+    from .core.norms import Norm
     if suite is None:
         table = Table("suite", "attacks", *(f"{n.value}" for n in Norm))
         for name, specs in SUITES.items():
@@ -252,7 +252,7 @@ def evaluate_cmd(model_dirs: Optional[list[Path]] = typer.Argument(None, help="M
                  ray_address: Optional[str] = RayAddressOpt,
                  gpu_share: float = GpuShareOpt) -> None:
     """Attack every model with every attack of the suite; resumable (rerun the same command)."""
-    from .evaluation.pipeline import run_evaluation
+    from .pipeline import run_evaluation
     from .evaluation.spec import RunSpec
     spec = RunSpec(run_dir=run, suite=suite, model_dirs=tuple(model_dirs or ()), factories=tuple(factories or ()),
                    n=n, batch_size=batch_size, seed=seed, data_dir=data_dir, dataset=dataset, report=report,
@@ -334,12 +334,12 @@ def reproduce_cmd(preset: str = typer.Option("quick", "--preset",
                   gpu_share: float = GpuShareOpt) -> None:
     """Train the models a preset needs (if missing; in parallel with --executor ray), evaluate them and write
     the report."""
-    from .evaluation.pipeline import reproduce
+    from .pipeline import reproduce
     path = reproduce(preset, run, models_dir, data_dir, device=_device(device), dataset=dataset, executor=executor,
                      ray_address=ray_address, gpu_share=gpu_share)
     out.print((path / "report.md").read_text(), highlight=False, markup=False)
     out.print(f"page: {path / 'index.html'}", highlight=False, markup=False, soft_wrap=True)
-    from .evaluation.pipeline import ALL
+    from .pipeline import ALL
     for sub in ([run / name for name in ALL] if preset == "all" else [run]):
         _exit_if_failed(sub)
 

@@ -23,6 +23,7 @@ from typing import Callable
 
 import numpy as np
 
+from .core.norms import ThreatModel
 from .fileio import atomic_write_bytes
 
 # IDX type codes (third byte of the magic number) -> numpy dtype (big endian).
@@ -103,7 +104,7 @@ class DatasetSpec:
 
     ``thresholds`` maps a norm name (``L0``, ``L1``, ``L2``, ``Linf``) to the epsilon at
     which accuracy is reported; empty means the paper's MNIST thresholds scaled to the
-    image size (:func:`dim.evaluation.norms.scaled_thresholds`), which for MNIST's and
+    image size (:func:`dim.core.norms.scaled_thresholds`), which for MNIST's and
     Fashion-MNIST's 1 x 28 x 28 images are the paper's own.
     """
     name: str
@@ -125,9 +126,8 @@ class DatasetSpec:
         """``(C, H, W)`` of one image as the models see it."""
         return (self.channels, *self.image_shape)
 
-    def threat_model(self):
-        """The thresholds of this dataset as a :class:`dim.evaluation.norms.ThreatModel`."""
-        from .evaluation.norms import ThreatModel
+    def threat_model(self) -> ThreatModel:
+        """The thresholds of this dataset as a :class:`dim.core.norms.ThreatModel`."""
         return ThreatModel.for_shape(self.input_shape, self.thresholds)
 
 

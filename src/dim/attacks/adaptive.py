@@ -1,6 +1,6 @@
 """The adaptive attacks (built against each defense, beyond the paper): adapters of the ``adaptive`` suite.
 
-Every adapter returns raw candidates to :func:`dim.evaluation.verify.verify`, the
+Every adapter returns raw candidates to :func:`dim.core.verify.verify`, the
 same gate as every foolbox attack, and attacks at the norm's threshold (AutoAttack
 style: the accuracy at the threshold is what these attacks are for; the stored
 distance is the size of the adversarial they found).
@@ -30,10 +30,10 @@ import torch
 import torch.nn as nn
 
 from ..core.device import device_of
-from ..evaluation.norms import Norm
-from ..evaluation.verify import Verified, verify
+from ..core.norms import Norm
+from ..core.verify import Verified, verify
 from ..models.binarize import GradientMode, gradient_mode, has_binarization
-from . import NotApplicable, register_adapter
+from .registry import NotApplicable, register_adapter
 from .binflip import binflip
 from .gradient import pgd
 from .sparse import greedy_l0, l0_budget, pgd_l0, sparse_rs

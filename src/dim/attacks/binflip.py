@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..evaluation.norms import Norm
+from ..core.norms import Norm
 from ..models.binarize import Binarize, GradientMode, gradient_mode
 from .gradient import margin_loss
 

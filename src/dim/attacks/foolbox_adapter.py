@@ -1,6 +1,6 @@
 """Run one :class:`AttackSpec` with foolbox and return *verified* per-sample results.
 
-Adapters return raw candidates; :func:`dim.evaluation.verify.verify` decides what
+Adapters return raw candidates; :func:`dim.core.verify.verify` decides what
 counts. Fixed-epsilon attacks run over the norm's epsilon grid, each epsilon only
 on the samples not yet broken, so the stored distance is the smallest verified
 one the grid finds (AutoAttack's habit of attacking only what is still robust).
@@ -14,8 +14,8 @@ import torch
 import torch.nn as nn
 
 from ..core.device import device_of
-from ..evaluation.norms import Norm
-from ..evaluation.verify import Verified, keep_best, predict_numpy, verify
+from ..core.norms import Norm
+from ..core.verify import Verified, keep_best, predict_numpy, verify
 from .suites import AttackSpec
 
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core.device import generator
-from ..evaluation.norms import Norm
+from ..core.norms import Norm
 
 Fn = Callable[[torch.Tensor], torch.Tensor]
 

@@ -36,7 +36,7 @@ from typing import Callable, Mapping
 
 import torch
 
-from ..evaluation.norms import Norm
+from ..core.norms import Norm
 from .gradient import LOSSES
 from .sparse import l0_budget, project_l0_box
 

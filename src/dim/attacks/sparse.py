@@ -1,6 +1,6 @@
 """Sparse (L0) attacks of our own: PGD-L0 and Greedy (white box, BPDA-ready), Sparse-RS (score-based black box).
 
-L0 counts changed *pixels* (:func:`dim.evaluation.norms.distances`: a pixel counts once
+L0 counts changed *pixels* (:func:`dim.core.norms.distances`: a pixel counts once
 whatever its number of channels), so both attacks choose pixels and then the values of
 every channel of a chosen pixel.
 

@@ -21,7 +21,7 @@ import fnmatch
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Mapping
 
-from ..evaluation.norms import Norm, ThreatModel
+from ..core.norms import Norm, ThreatModel
 
 
 @dataclass(frozen=True)

@@ -1,1 +1,1 @@
-"""Robustness evaluation: norms, verification, the resumable runner and metrics."""
+"""Robustness evaluation: the resumable runner (plan, execute, commit), reuse, checks and metrics."""

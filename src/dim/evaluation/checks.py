@@ -24,7 +24,7 @@ from ..attacks.adaptive import with_gradient
 from ..attacks.gradient import margin_loss, pgd
 from ..core.device import device_of
 from .metrics import ModelResult, norm_results
-from .norms import Norm
+from ..core.norms import Norm
 
 PASS, WARN, NA = "pass", "warn", "n/a"
 TOLERANCE = 0.02          # "small tolerance" of the comparisons: two percentage points

@@ -1,7 +1,7 @@
 """Execute a unit: a pure function, unit and model in, result out. No store, no files.
 
 It runs wherever the executor puts it (this process, a Ray worker on another
-machine). The gate of :mod:`dim.evaluation.verify` is part of execution: whatever an
+machine). The gate of :mod:`dim.core.verify` is part of execution: whatever an
 adapter claims, its candidates are clipped, checked, measured and re-classified here,
 and the result carries only verified distances.
 """
@@ -15,7 +15,7 @@ import torch.nn as nn
 
 from ..attacks import NotApplicable
 from .units import AttackUnit, ChecksUnit, Unit, UnitResult
-from .verify import Verified, verify
+from ..core.verify import Verified, verify
 
 
 def _candidates(claimed: Verified, shape: tuple[int, ...]) -> np.ndarray:

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..store import Store
 from ..attacks.suites import is_black_box, is_ensemble
-from .norms import Norm, ThreatModel
+from ..core.norms import Norm, ThreatModel
 
 
 # Attacks that project onto the eps-ball in float32 land up to a few ulps outside it (an L-inf

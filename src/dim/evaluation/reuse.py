@@ -32,7 +32,7 @@ from ..attacks.suites import AttackSpec
 from ..provenance import commits_of
 from ..store import ResultRow, Store
 from .artifacts import best_so_far, load_adversarials
-from .verify import verify
+from ..core.verify import verify
 
 # Fields of a run's config that must agree for any of its shards to be reused.
 SAME = ("seed", "batch_size", "dataset")

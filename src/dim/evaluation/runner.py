@@ -39,12 +39,12 @@ from .artifacts import INPUTS, atomic_npz, best_so_far, merge_shards, shard_path
 from .commit import commit, commit_reused
 from .executors import Executor, get_executor
 from .locks import run_lock
-from .norms import ThreatModel
+from ..core.norms import ThreatModel
 from .outputs import check_outputs
 from .reuse import Donor, data_sha256, open_donor, starts_sha256
 from .spec import RunSpec
 from .units import AttackUnit, Unit, plan
-from .verify import predict_numpy
+from ..core.verify import predict_numpy
 
 
 @dataclass

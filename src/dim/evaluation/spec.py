@@ -1,7 +1,7 @@
 """The run spec: every option of an evaluation, in one object from the CLI or the API to the runner.
 
 ``dim evaluate``, ``dim reproduce`` and :func:`dim.evaluate` build a :class:`RunSpec`;
-:func:`dim.evaluation.pipeline.run_evaluation` and :func:`dim.evaluation.runner.evaluate_models`
+:func:`dim.pipeline.run_evaluation` and :func:`dim.evaluation.runner.evaluate_models`
 read it. Adding an option means adding a field here, not threading a keyword through
 three modules.
 """

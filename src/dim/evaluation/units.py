@@ -22,7 +22,7 @@ import numpy as np
 
 from ..attacks.suites import AttackSpec
 from ..store import Store
-from .norms import ThreatModel
+from ..core.norms import ThreatModel
 
 UnitKey = tuple[str, str, int]     # (model, attack, shard); sanity checks: (model, CHECKS, -1)
 CHECKS = "sanity checks"

@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 
 from ..evaluation import metrics
-from ..evaluation.norms import Norm
+from ..core.norms import Norm
 from ..fileio import atomic_write_text
 from ..names import file_name
 from ..provenance import commits_of, devices_of

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..attacks.suites import get_suite
-from ..evaluation.norms import Norm
+from ..core.norms import Norm
 from ..names import md
 from .paper import PAPER_COUNTERPART, TABLE1_MODELS, TABLE2_MODELS, TABLES
 from .tables import fmt_acc, fmt_acc_ci

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..evaluation.artifacts import load_adversarials, load_inputs
-from ..evaluation.norms import Norm
+from ..core.norms import Norm
 from .tables import NORM_ORDER
 
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..core.device import describe
 from ..evaluation import checks, metrics
-from ..evaluation.norms import Norm
+from ..core.norms import Norm
 from ..provenance import devices_of
 from . import tables
 from .gallery import Adversarial, Gallery

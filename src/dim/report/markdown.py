@@ -9,7 +9,7 @@ import math
 from ..attacks.suites import describe_attack
 from ..core.device import describe
 from ..evaluation import checks, metrics
-from ..evaluation.norms import Norm
+from ..core.norms import Norm
 from ..names import md
 from ..provenance import devices_of
 from . import tables

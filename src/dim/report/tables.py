@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field
 
 from ..evaluation.metrics import ModelResult
-from ..evaluation.norms import Norm
+from ..core.norms import Norm
 from ..names import md, tex
 from ..provenance import commits_of
 from .paper import PAPER_COUNTERPART, TABLES

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..evaluation import checks, metrics
-from ..evaluation.norms import Norm, ThreatModel
+from ..core.norms import Norm, ThreatModel
 from ..names import md
 from ..store import Store
 from . import tables

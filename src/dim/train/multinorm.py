@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from ..attacks.gradient import LOSSES
 from ..attacks.multinorm import MODES, MSDConfig, msd
-from ..evaluation.norms import Norm, scaled_thresholds
+from ..core.norms import Norm, scaled_thresholds
 from .loop import TrainData, register_recipe, run_epochs
 from .score import ScoreTrainConfig, fit_score_model
 

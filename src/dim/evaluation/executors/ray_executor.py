@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ from ..units import Unit, UnitResult
 MAX_RETRIES = 3     # a unit whose worker dies is retried this many times, then stored as failed
 
 
-def _import_ray():
+def import_ray():
     try:
         import ray
     except ImportError:
@@ -100,7 +99,7 @@ def _python_path() -> str:
     return os.pathsep.join(p for p in sys.path if p and os.path.isdir(p))
 
 
-def _connect(ray: Any, address: str | None) -> bool:
+def connect(ray: Any, address: str | None) -> bool:
     """Join the cluster at ``address`` (else ``$RAY_ADDRESS``), or start a local one on this machine's cores
     with this process's import path; True if this call started or joined it (and should shut it down)."""
     if ray.is_initialized():
@@ -114,7 +113,7 @@ def _connect(ray: Any, address: str | None) -> bool:
     return True
 
 
-def _task(ray: Any, fn: Any, gpu: bool, share: float) -> Any:
+def remote_task(ray: Any, fn: Any, gpu: bool, share: float) -> Any:
     """``fn`` as a Ray task: one CPU (torch then runs one thread), ``share`` of a GPU when the run is on CUDA,
     retried when its worker dies, never for an exception of its own."""
     return ray.remote(fn).options(num_cpus=1, num_gpus=share if gpu else 0, max_retries=MAX_RETRIES,
@@ -123,7 +122,7 @@ def _task(ray: Any, fn: Any, gpu: bool, share: float) -> Any:
 
 class RayExecutor:
     def __init__(self, spec: Any, device: torch.device):
-        self._ray = _import_ray()
+        self._ray = import_ray()
         self._address = spec.ray_address
         self._gpu = torch.device(device).type == "cuda"
         self._share = float(spec.gpu_share)
@@ -134,7 +133,7 @@ class RayExecutor:
 
     def start(self, models: Sequence[Any]) -> None:
         ray = self._ray
-        self._owns = _connect(ray, self._address)
+        self._owns = connect(ray, self._address)
         resources = ray.cluster_resources()
         cpus = max(1, int(resources.get("CPU", 1)))
         if self._gpu:
@@ -144,14 +143,14 @@ class RayExecutor:
             cpus = max(1, min(cpus, int(gpus / self._share)))
         self._capacity = 2 * cpus
         self._refs = {m.key: ray.put(ModelPayload.of(m)) for m in models}
-        self._task = _task(ray, run_unit, self._gpu, self._share)
+        self.remote_task = remote_task(ray, run_unit, self._gpu, self._share)
 
     @property
     def capacity(self) -> int:
         return self._capacity
 
     def submit(self, unit: Unit) -> None:
-        self._inflight[self._task.remote(unit, self._refs[unit.model], self._device)] = unit
+        self._inflight[self.remote_task.remote(unit, self._refs[unit.model], self._device)] = unit
 
     def next_result(self) -> tuple[Unit, UnitResult]:
         ray = self._ray
@@ -168,50 +167,3 @@ class RayExecutor:
         self._inflight.clear()
         if self._owns:
             self._ray.shutdown()
-
-
-def train_task(name: str, dataset: str, data_dir: str | None, device: str, options: dict[str, Any]) -> dict[str, bytes]:
-    """Train ``name`` (its recipe's defaults, ``options`` passed to :func:`dim.train.train`) on a worker; the
-    model directory's files as bytes."""
-    from ... import data as data_mod
-    from ...train import train
-    folder = Path(data_dir) if data_dir and Path(data_dir).is_dir() else None   # else the worker's own cache
-    data_mod.fetch(dataset, folder)
-    with tempfile.TemporaryDirectory(prefix="dim-train-") as tmp:
-        out = Path(tmp) / name
-        train(name, out, data_dir=folder, device=device, dataset=dataset, show=False, **options)
-        return {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
-
-
-def train_on_ray(names: Sequence[str], models_dir: Path, spec: Any, **options: Any) -> None:
-    """Train the models ``names`` in parallel as Ray tasks (one CPU each, ``gpu_share`` of a GPU on CUDA) and
-    write each model directory under ``models_dir`` when its task returns (whole, or not at all).
-    ``options`` (``epochs``, ``limit``, ...) go to :func:`dim.train.train`."""
-    if not names:
-        return
-    ray = _import_ray()
-    owns = _connect(ray, spec.ray_address)
-    gpu = torch.device(spec.device or "cpu").type == "cuda"
-    task = _task(ray, train_task, gpu, spec.gpu_share)
-    from ...progress import log
-    try:
-        refs = {task.remote(n, spec.dataset or "mnist", str(spec.data_dir) if spec.data_dir else None,
-                            "cuda" if gpu else "cpu", options): n for n in names}
-        log(f"training {', '.join(names)} as {len(refs)} Ray tasks")
-        while refs:
-            (ref,), _ = ray.wait(list(refs), num_returns=1)
-            name = refs.pop(ref)
-            files = ray.get(ref)
-            target = Path(models_dir) / name
-            tmp = Path(models_dir) / f".{name}.incoming"
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-            for fname, data in files.items():
-                (tmp / fname).write_bytes(data)
-            if target.exists():        # a directory without card.json: a training that never finished
-                shutil.rmtree(target)
-            tmp.replace(target)
-            log(f"trained {name} on Ray -> {target}")
-    finally:
-        if owns:
-            ray.shutdown()

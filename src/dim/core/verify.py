@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..core.device import device_of
+from .device import device_of
 from .norms import Norm, distances
 
 

@@ -1,16 +1,27 @@
-"""What the CLI's ``evaluate`` and ``reproduce`` do: load data and models, run, report."""
+"""The application: what the CLI's ``evaluate`` and ``reproduce`` do (load data and models, train what is missing,
+locally or as Ray tasks, run, report). The one module that imports train, evaluation and report together."""
 from __future__ import annotations
 
+import shutil
+import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
-from .. import data as data_mod
-from ..core.device import DeviceLike, resolve_device
-from ..models.registry import get_entry, list_models
-from ..progress import log
-from .runner import evaluate_models
-from .spec import RunSpec
+import torch
+
+from . import data as data_mod
+from .api import eval_model_from_dir, eval_model_from_factory, unique_keys
+from .checkpoint import read_card
+from .core.device import DeviceLike, resolve_device
+from .evaluation.executors import ray_executor
+from .evaluation.runner import evaluate_models
+from .evaluation.spec import RunSpec
+from .models.registry import get_entry, list_models
+from .progress import log
+from .report import build_report
+from .report.figures import figure3
+from .train import train
 
 
 @dataclass(frozen=True)
@@ -58,7 +69,6 @@ def run_evaluation(spec: RunSpec) -> Path | None:
     """Evaluate the spec's model directories and factories on the first ``n`` test images of its dataset
     (a built-in name or a folder of IDX files) at the dataset's thresholds, the spec's ``thresholds``
     (``{"L2": 2.0}``) overriding them; returns the report folder (None without report)."""
-    from ..api import eval_model_from_dir, eval_model_from_factory, unique_keys
     spec.attacks()  # fail on a bad suite name before loading anything
     if not spec.model_dirs and not spec.factories:
         raise ValueError("nothing to evaluate: give model directories and/or --model-factory")
@@ -74,7 +84,6 @@ def run_evaluation(spec: RunSpec) -> Path | None:
                     num_classes=data_spec.num_classes)
     if not spec.report:
         return None
-    from ..report import build_report
     return build_report(spec.run_dir)
 
 
@@ -87,8 +96,6 @@ def ensure_model(name: str, models_dir: Path, data_dir: Path | None, device: Dev
                  dataset: str = "mnist", overrides: Mapping[str, Any] | None = None) -> Path:
     """The model directory for ``name``, trained (or derived) on ``dataset`` with defaults if missing; with
     ``overrides``, the same weights in that inference setting, in a directory of its own."""
-    from ..checkpoint import read_card
-    from ..train import train
     if overrides:
         target = models_dir / inference_dir(name, overrides)
         if not (target / "card.json").is_file():
@@ -151,13 +158,55 @@ def reproduce(preset: str, run: Path, models_dir: Path, data_dir: Path | None = 
                    device=dev, dataset=dataset, executor=executor, ray_address=ray_address, gpu_share=gpu_share)
     wanted = [m for m in p.models if m not in missing]
     if executor == "ray":
-        from .executors.ray_executor import train_on_ray
         train_on_ray(base_models(wanted, Path(models_dir)), Path(models_dir), spec)
     dirs = [ensure_model(m, Path(models_dir), data_dir, dev, dataset, p.inference.get(m)) for m in wanted]
     out = run_evaluation(replace(spec, model_dirs=tuple(dirs)))
-    from ..report.figures import figure3
     dim_dir = Path(models_dir) / "dim"
     if (dim_dir / "card.json").is_file() and out is not None:
         figure3(dim_dir, out / "figure3_tsne.png", data_dir=data_dir, device=dev)
     assert out is not None
     return out
+
+
+def train_task(name: str, dataset: str, data_dir: str | None, device: str, options: dict[str, Any]) -> dict[str, bytes]:
+    """Train ``name`` (its recipe's defaults, ``options`` passed to :func:`dim.train.train`) on a worker; the
+    model directory's files as bytes."""
+    folder = Path(data_dir) if data_dir and Path(data_dir).is_dir() else None   # else the worker's own cache
+    data_mod.fetch(dataset, folder)
+    with tempfile.TemporaryDirectory(prefix="dim-train-") as tmp:
+        out = Path(tmp) / name
+        train(name, out, data_dir=folder, device=device, dataset=dataset, show=False, **options)
+        return {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+
+
+def train_on_ray(names: Sequence[str], models_dir: Path, spec: Any, **options: Any) -> None:
+    """Train the models ``names`` in parallel as Ray tasks (one CPU each, ``gpu_share`` of a GPU on CUDA) and
+    write each model directory under ``models_dir`` when its task returns (whole, or not at all).
+    ``options`` (``epochs``, ``limit``, ...) go to :func:`dim.train.train`."""
+    if not names:
+        return
+    ray = ray_executor.import_ray()
+    owns = ray_executor.connect(ray, spec.ray_address)
+    gpu = torch.device(spec.device or "cpu").type == "cuda"
+    task = ray_executor.remote_task(ray, train_task, gpu, spec.gpu_share)
+    try:
+        refs = {task.remote(n, spec.dataset or "mnist", str(spec.data_dir) if spec.data_dir else None,
+                            "cuda" if gpu else "cpu", options): n for n in names}
+        log(f"training {', '.join(names)} as {len(refs)} Ray tasks")
+        while refs:
+            (ref,), _ = ray.wait(list(refs), num_returns=1)
+            name = refs.pop(ref)
+            files = ray.get(ref)
+            target = Path(models_dir) / name
+            tmp = Path(models_dir) / f".{name}.incoming"
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            for fname, data in files.items():
+                (tmp / fname).write_bytes(data)
+            if target.exists():        # a directory without card.json: a training that never finished
+                shutil.rmtree(target)
+            tmp.replace(target)
+            log(f"trained {name} on Ray -> {target}")
+    finally:
+        if owns:
+            ray.shutdown()
