@@ -49,10 +49,11 @@ def gradient_hostile_model() -> nn.Module:
 
 @register_adapter("lying")
 def lying_attack(spec, model, x, y, seed, **kw) -> Verified:
-    """Claims success everywhere: returns the clean input (and NaNs for half the batch)."""
+    """Claims success everywhere, unverified: distance 0 and a wrong label for the clean input itself (and for NaNs
+    in half the batch). Only the runner's own verification stands between these claims and the store."""
     cand = x.copy()
     cand[::2] = np.nan
-    return verify(model, x, y, cand, spec.norm)
+    return Verified(np.zeros(len(x)), (y + 1) % 10, cand)
 
 
 @register_adapter("fabricating")

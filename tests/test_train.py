@@ -164,11 +164,21 @@ def test_cli_errors_are_clear(args, message, tmp_path):
     assert "Traceback" not in r.stderr
 
 
+def _cli_commands(group, prefix=()):
+    """Every command path of the CLI, from its click group (a new command is tested the day it is added)."""
+    yield list(prefix)
+    for name, cmd in getattr(group, "commands", {}).items():
+        yield from _cli_commands(cmd, (*prefix, name))
+
+
 def test_cli_help_everywhere():
-    for args in (["--help"], ["data", "--help"], ["data", "fetch", "--help"], ["train", "--help"],
-                 ["models", "--help"], ["info", "--help"]):
-        r = run_cli(*args)
-        assert r.returncode == 0 and "Usage" in r.stdout, args
+    import typer
+    from dim.cli import app
+    paths = list(_cli_commands(typer.main.get_command(app)))
+    assert ["evaluate"] in paths and ["data", "fetch"] in paths and len(paths) >= 12
+    for path in paths:
+        r = run_cli(*path, "--help")
+        assert r.returncode == 0 and "Usage" in r.stdout, path
 
 
 def test_interrupted_training_resumes_to_the_same_weights(data_dir, tmp_path, monkeypatch):
