@@ -14,3 +14,10 @@ def data_dir() -> Path:
     from dim import data
     data.fetch("mnist")
     return data.default_data_dir()
+
+
+@pytest.fixture(scope="session")
+def tiny(data_dir):
+    """A softmax regression trained on 2,000 MNIST images, once per test run (shared: do not modify it)."""
+    import evalkit
+    return evalkit.tiny_model()

@@ -20,11 +20,6 @@ from dim.store import Store
 
 
 @pytest.fixture(scope="module")
-def tiny(data_dir):
-    return evalkit.tiny_model()
-
-
-@pytest.fixture(scope="module")
 def binarized(tiny):
     """A binarized classifier (threshold 0.5, then the linear model): zero gradients, like biCNN."""
     return nn.Sequential(Binarize(0.5), tiny).eval()

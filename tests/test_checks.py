@@ -15,11 +15,6 @@ from dim.store import Store
 
 
 @pytest.fixture(scope="module")
-def tiny(data_dir):
-    return evalkit.tiny_model()
-
-
-@pytest.fixture(scope="module")
 def samples(data_dir, tiny):
     x, y = data.load_split("mnist", "test", limit=40)
     ok = predict_numpy(tiny, x) == y

@@ -27,11 +27,6 @@ TESTS = Path(__file__).resolve().parent
 
 
 @pytest.fixture(scope="module")
-def tiny(data_dir):
-    return evalkit.tiny_model()
-
-
-@pytest.fixture(scope="module")
 def test_data(data_dir):
     return data.load_split("mnist", "test", limit=40)
 
