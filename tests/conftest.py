@@ -21,3 +21,14 @@ def tiny(data_dir):
     """A softmax regression trained on 2,000 MNIST images, once per test run (shared: do not modify it)."""
     import evalkit
     return evalkit.tiny_model()
+
+
+# Parametrized cases slower than about 10 s here (the slow marker of the others sits on the test itself).
+SLOW_CASES = ("test_models.py::test_binarized_gradient_modes[biabs]", "test_models.py::test_deterministic_in_eval[abs]",
+              "test_models.py::test_deterministic_in_eval[biabs]", "test_models.py::test_gradient_reaches_input[abs]")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.nodeid.endswith(SLOW_CASES):
+            item.add_marker(pytest.mark.slow)

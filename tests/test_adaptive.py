@@ -61,6 +61,7 @@ def test_bpda_breaks_what_the_exact_gradient_cannot(binarized, samples):
     assert binarized[0].mode.value == "exact"   # the model is left as it was
 
 
+@pytest.mark.slow
 def test_bpda_apgd_runs_the_reference_apgd_through_the_straight_through_gradient(binarized, samples):
     from dataclasses import replace
     for name, eps, gain in (("Linf BPDA-APGD", 0.3, 0.5), ("L2 BPDA-APGD", 1.5, 0.05)):
@@ -124,6 +125,7 @@ def test_bpda_on_a_model_without_binarization_is_recorded_not_applicable(tiny, s
     assert "All L∞ attacks incl. adaptive" in table
 
 
+@pytest.mark.slow
 def test_autoattack_switches_to_rand_for_a_randomized_model(tiny, samples, monkeypatch):
     import pyautoattack
     seen = []
@@ -141,6 +143,7 @@ def test_autoattack_switches_to_rand_for_a_randomized_model(tiny, samples, monke
     assert seen == ["standard", "rand"]
 
 
+@pytest.mark.slow
 def test_bpda_autoattack_runs_autoattack_through_the_straight_through_gradient(binarized, tiny, samples,
                                                                                  monkeypatch, tmp_path):
     import pyautoattack
@@ -181,6 +184,7 @@ def _robust(spec, model, samples, seed=0):
 
 @pytest.mark.parametrize("name", ["L1 AutoAttack", "L1 APGD-CE 100x5", "L1 Square", "L0 PGD-L0 100x5",
                                   "L0 Sparse-RS", "L0 Greedy"])
+@pytest.mark.slow
 def test_l1_and_l0_attacks_break_an_undefended_model_within_the_threshold(tiny, samples, name):
     spec = next(s for s in ADAPTIVE if s.name == name)
     acc, got = _robust(spec, tiny, samples)
@@ -223,6 +227,7 @@ def test_the_l0_projection_keeps_the_best_pixels_inside_the_box():
     assert ((x + got) >= 0).all() and ((x + got) <= 1).all()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("norm", list(Norm))
 def test_binflip_breaks_a_binarized_model_within_the_threshold_and_beats_the_exact_gradient(binarized, samples, norm):
     spec = next(s for s in ADAPTIVE if s.name == f"{norm.value} BinFlip")

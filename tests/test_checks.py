@@ -73,6 +73,7 @@ def test_black_box_beating_white_box_is_caught(tiny, samples, tmp_path):
     assert "Sanity-check warnings" in report and "Black box does not beat white box -- failed" in report
 
 
+@pytest.mark.slow
 def test_autoattack_does_not_hide_black_box_beating_white_box(tiny, samples, tmp_path):
     """AutoAttack ends with Square; counted as white box it would make the black-box check unable to fire."""
     suite = (AttackSpec("Linf PGD", "LinfProjectedGradientDescentAttack", Norm.LINF),

@@ -68,6 +68,7 @@ def test_device_of_and_generators():
 
 
 # ------------------------------------------------------- DIM_DEVICE=cpu keeps everything on the CPU
+@pytest.mark.slow
 def test_dim_device_cpu_keeps_training_and_evaluation_on_the_cpu(monkeypatch, data_dir, tmp_path):
     """With a GPU 'present', DIM_DEVICE=cpu still trains, loads and evaluates on the CPU, and says so."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
@@ -95,6 +96,7 @@ def test_dim_device_cpu_keeps_training_and_evaluation_on_the_cpu(monkeypatch, da
 
 
 # ----------------------------------------------------------- every kind of work on an explicit device
+@pytest.mark.slow
 @pytest.mark.parametrize("device", DEVICES)
 def test_model_attack_and_training_step_on_a_device(device, data_dir):
     dev = torch.device(device)
@@ -119,6 +121,7 @@ def test_model_attack_and_training_step_on_a_device(device, data_dir):
     assert any(not torch.equal(a, b) for a, b in zip(before, cnn.parameters()))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("device", DEVICES)
 def test_same_seed_same_weights_on_one_device(device, data_dir, tmp_path):
     kw = dict(epochs=4, seed=3, data_dir=data_dir, limit=600, eval_limit=100, train_overrides={"batch_size": 16},

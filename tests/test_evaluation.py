@@ -281,6 +281,7 @@ def test_a_run_of_table2_ablations_only_gets_table2_and_no_table1_of_empty_paper
     assert (out / "table1.md").is_file() and (out / "table2.md").is_file()
 
 
+@pytest.mark.slow
 def test_brendel_bethge_starts_from_earlier_adversarials_and_never_does_worse(tiny, test_data, tmp_path):
     """The paper suite's Brendel-Bethge attacks run, from the best adversarial of the attacks before them."""
     from dim.attacks.suites import PAPER
@@ -314,7 +315,7 @@ def test_a_report_of_an_incomplete_run_says_so_at_the_top_and_marks_its_numbers(
     assert "**Incomplete run: 2 (model, attack) unit(s) are missing or failed**" in top
     assert "tiny / L2 broken (2 shard(s) failed)" in top and "tiny / Linf PGD (not started)" in top
     row = next(line for line in text.splitlines() if line.startswith("| tiny | "))
-    assert row.count("*(incomplete)*") == 3       # L2, L-inf and the minimal accuracy; L0 and L1 have no attack
+    assert row.count("*(incomplete)*") == 4       # L2, L-inf, the union and the minimal accuracy; L0 and L1 have none
     evaluate_models([EvalModel("tiny", tiny)], x, y, suite=suite[1:], run_dir=tmp_path, batch_size=20, show=False,
                     checks=False)
     text = (build_report(tmp_path, plots=False) / "report.md").read_text()
@@ -384,7 +385,8 @@ def test_a_filtered_suite_is_the_runs_protocol_where_only_leaves_the_rest_to_do(
     r = subprocess.run([sys.executable, "-m", "dim", "compare", str(tmp_path / "b" / "report" / "cards")],
                        capture_output=True, text=True)
     row = next(line for line in r.stdout.splitlines() if line.startswith("| tiny "))
-    assert r.returncode == 0 and row.count("*(incomplete)*") == 4              # the paper's attacks never started
+    assert r.returncode == 0 and row.count("*(incomplete)*") == 5              # the paper's attacks never started
+    assert row.endswith("| **0% [0-9]** *(incomplete)* |")                  # the union: no adaptive attack, no arrow
     r = subprocess.run([sys.executable, "-m", "dim", "compare", str(tmp_path / "rows.json")], capture_output=True,
                        text=True)
     assert r.returncode == 2 and "not a results card" in r.stderr
@@ -579,6 +581,7 @@ def test_reuse_refuses_a_run_on_other_images_or_settings(tiny, test_data, tmp_pa
     assert not (tmp_path / "new").exists()          # refused before the run was touched
 
 
+@pytest.mark.slow
 def test_sigkill_and_resume_gives_the_same_results(tmp_path, data_dir):
     script = tmp_path / "run.py"
     script.write_text(evalkit.KILLABLE_RUN.format(tests=str(TESTS)))
@@ -602,6 +605,7 @@ def test_sigkill_and_resume_gives_the_same_results(tmp_path, data_dir):
     assert (a / "table1.md").read_text() == (b / "table1.md").read_text()
 
 
+@pytest.mark.slow
 def test_cli_evaluate_with_model_factory_and_report(tmp_path, data_dir):
     env = {**os.environ, "DIM_NO_PROGRESS": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))}

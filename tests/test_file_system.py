@@ -73,6 +73,7 @@ def small_run(tmp_path_factory, data_dir):
 
 
 @needs_namespaces
+@pytest.mark.slow
 def test_a_read_only_run_is_read_by_status_and_report_elsewhere_and_never_changed(small_run, tmp_path):
     before = _tree(small_run)
     elsewhere = tmp_path / "elsewhere"
@@ -97,6 +98,7 @@ def test_a_read_only_run_is_read_by_status_and_report_elsewhere_and_never_change
 
 
 @needs_namespaces
+@pytest.mark.slow
 def test_a_full_disk_is_one_clear_error_and_the_rerun_finishes_the_same(small_run, tmp_path):
     disk, ref = tmp_path / "disk", tmp_path / "ref"
     disk.mkdir()
@@ -134,6 +136,7 @@ def test_data_fetch_into_a_read_only_folder_is_one_clear_error(tmp_path, data_di
     assert not any(target.iterdir())
 
 
+@pytest.mark.slow
 def test_a_report_holding_less_than_the_one_it_replaces_keeps_the_old_one_and_says_so(small_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(small_run, run)

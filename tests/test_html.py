@@ -18,6 +18,8 @@ from dim.report.view import build_view
 from dim.store import Store
 from dim.train import train
 
+pytestmark = pytest.mark.slow   # a headless browser and a trained DIM
+
 HOSTILE = "<script>alert(1)</script>"
 SUITE = (AttackSpec("Linf FGSM", "LinfFastGradientAttack", Norm.LINF),
          AttackSpec("Linf PGD", "LinfProjectedGradientDescentAttack", Norm.LINF, {"steps": 10}),

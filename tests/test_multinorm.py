@@ -97,6 +97,7 @@ def test_msd_raises_the_loss_and_max_finds_at_least_what_one_norm_finds(batch):
 FAST_DIM_AT = {"batch_size": 32, "pretrain_denoiser_epochs": 1, "pretrain_epochs": 1, "steps": 2}
 
 
+@pytest.mark.slow
 def test_interrupted_multinorm_training_resumes_to_the_same_weights(data_dir, tmp_path, monkeypatch):
     from dim.train import loop
     kw = dict(epochs=3, seed=5, data_dir=data_dir, limit=128, eval_limit=100, train_overrides=FAST_DIM_AT,
@@ -121,6 +122,7 @@ def test_interrupted_multinorm_training_resumes_to_the_same_weights(data_dir, tm
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_multinorm_training_is_adversarial(data_dir, tmp_path):
     """The same CNN and budget trained with and without the multi-norm attack: only the first resists it."""
     x, y = dim.data.load_split("mnist", "test", data_dir, limit=200)

@@ -16,6 +16,8 @@ from dim.evaluation.runner import EvalModel, evaluate_models
 from dim.report import build_report
 from dim.store import Store
 
+pytestmark = pytest.mark.slow   # local Ray clusters
+
 ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'dim[ray]')")
 
 TESTS = Path(__file__).resolve().parent

@@ -17,6 +17,8 @@ from dim.attacks.suites import get_suite
 from dim.models import get_entry, list_models
 from dim.train import train
 
+pytestmark = pytest.mark.slow   # trains every model on another image shape
+
 TRAINABLE = [m for m in list_models() if get_entry(m).weights_from is None]
 SHAPE, CLASSES = (3, 16, 16), 4
 # ABS searches 8,000 random latents per class at inference; a few hundred do for 16 x 16 squares

@@ -13,6 +13,8 @@ from dim.core.device import device_of
 from dim.models import list_models, get_entry
 from dim.train import train
 
+pytestmark = pytest.mark.slow   # trains models
+
 TRAINABLE = [m for m in list_models() if get_entry(m).weights_from is None]
 SMALL = {"batch_size": 16}  # small data: more, smaller steps
 SMALL_DENOISER = {"denoiser_epochs": 6}  # on 400-600 images the denoiser needs more epochs than the default 4

@@ -159,8 +159,15 @@ def _union_cell(row: dict) -> str:
     if math.isnan(ours["accuracy"]):
         return "-"
     pp = u["paper_protocol"]
-    text = (f"{fmt_acc(pp['accuracy'])} -> " if pp and not math.isnan(pp["accuracy"]) else "adaptive only: ")
-    return text + f"**{_acc_ci(ours['accuracy'], ours['interval_95'])}**" + ("" if u["complete"] else " *(incomplete)*")
+    adaptive_ran = any(c["paper_protocol"] and c["incl_adaptive"]
+                       and c["paper_protocol"]["attacks"] != c["incl_adaptive"]["attacks"]
+                       for c in row["per_norm"].values())
+    text = f"**{_acc_ci(ours['accuracy'], ours['interval_95'])}**"
+    if not pp or math.isnan(pp["accuracy"]):
+        text = "adaptive only: " + text
+    elif adaptive_ran:
+        text = f"{fmt_acc(pp['accuracy'])} -> {text}"
+    return text + ("" if u["complete"] else " *(incomplete)*")
 
 
 def _threshold(rows: list[dict], norm: Norm) -> str:
