@@ -62,7 +62,7 @@ def _random_start(x: torch.Tensor, norm: Norm, eps: float, gen: torch.Generator)
     return (x + delta).clamp(0, 1)
 
 
-def _project(x_adv: torch.Tensor, x: torch.Tensor, norm: Norm, eps: float) -> torch.Tensor:
+def project(x_adv: torch.Tensor, x: torch.Tensor, norm: Norm, eps: float) -> torch.Tensor:
     if norm is Norm.LINF:
         return torch.min(torch.max(x_adv, x - eps), x + eps).clamp(0, 1)
     delta = x_adv - x
@@ -71,7 +71,7 @@ def _project(x_adv: torch.Tensor, x: torch.Tensor, norm: Norm, eps: float) -> to
     return (x + delta).clamp(0, 1)
 
 
-def _step(g: torch.Tensor, norm: Norm, alpha: float) -> torch.Tensor:
+def ascent_step(g: torch.Tensor, norm: Norm, alpha: float) -> torch.Tensor:
     if norm is Norm.LINF:
         return alpha * g.sign()
     n = g.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (g.ndim - 1))
@@ -122,8 +122,8 @@ def pgd(fn: Fn, x: torch.Tensor, y: torch.Tensor, *, norm: Norm, eps: float, ste
             live = live[keep]
             if it == steps or len(live) == 0:
                 break
-            stepped = xa[live].detach() + _step(grad[keep], norm, alpha)
-            xa[live] = _project(stepped, x0[live], norm, eps).detach()
+            stepped = xa[live].detach() + ascent_step(grad[keep], norm, alpha)
+            xa[live] = project(stepped, x0[live], norm, eps).detach()
         rest = live
         if len(rest):
             out[idx[rest]] = xa[rest].detach()

@@ -37,15 +37,17 @@ from typing import Callable, Mapping
 import torch
 
 from ..core.norms import Norm
-from .gradient import LOSSES
-from .sparse import l0_budget, project_l0_box
+from .gradient import LOSSES, project, ascent_step
+from .sparse import l0_budget, l0_step, project_l0_box
 
 Fn = Callable[[torch.Tensor], torch.Tensor]
 
 
-def _per_sample(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """``v`` of shape (B,) viewed so that it broadcasts over images shaped like ``like``."""
-    return v.view(-1, *[1] * (like.ndim - 1))
+def _dense(norm: Norm):
+    """The L-inf or L2 step: PGD's steepest-ascent step and projection (:mod:`dim.attacks.gradient`)."""
+    def step(delta, g, x, eps, alpha, cfg):
+        return project(x + delta + ascent_step(g, norm, alpha), x, norm, eps) - x
+    return step
 
 
 def project_l1(delta: torch.Tensor, eps: float) -> torch.Tensor:
@@ -66,22 +68,6 @@ def project_l1(delta: torch.Tensor, eps: float) -> torch.Tensor:
     return torch.where(inside[:, None], flat, shrunk).view_as(delta)
 
 
-def _clip_box(delta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    return (x + delta).clamp(0, 1) - x
-
-
-def _linf(delta, g, x, eps, alpha, cfg):
-    return _clip_box((delta + alpha * g.sign()).clamp(-eps, eps), x)
-
-
-def _l2(delta, g, x, eps, alpha, cfg):
-    gn = g.flatten(1).norm(dim=1).clamp_min(1e-12)
-    d = delta + alpha * g / _per_sample(gn, g)
-    dn = d.flatten(1).norm(dim=1)
-    d = d * _per_sample(torch.clamp(eps / dn.clamp_min(1e-12), max=1.0), d)
-    return _clip_box(d, x)
-
-
 def _l1(delta, g, x, eps, alpha, cfg):
     cur = x + delta
     movable = ~(((g > 0) & (cur >= 1)) | ((g < 0) & (cur <= 0)))        # not pinned at the face it points to
@@ -91,18 +77,16 @@ def _l1(delta, g, x, eps, alpha, cfg):
     step = torch.zeros_like(score)
     step.scatter_(1, top.indices, (top.values > 0).to(g.dtype) * (alpha / q))
     d = delta + step.view_as(g) * g.sign()
-    return project_l1(_clip_box(d, x), eps)
+    return project_l1((x + d).clamp(0, 1) - x, eps)
 
 
 def _l0(delta, g, x, eps, alpha, cfg):
     k = l0_budget(eps)
-    pix = g.abs().sum(1).flatten(1)                                      # (B, H*W) gradient mass per pixel
-    top = pix.topk(min(2 * k, pix.shape[1]), dim=1).values.mean(1).clamp_min(1e-12)
-    step = alpha * g / _per_sample(top / g.shape[1], g)
-    return project_l0_box(delta + step, x, k)
+    return project_l0_box(delta + l0_step(g, k, alpha), x, k)
 
 
-STEPS: dict[Norm, Callable[..., torch.Tensor]] = {Norm.LINF: _linf, Norm.L2: _l2, Norm.L1: _l1, Norm.L0: _l0}
+STEPS: dict[Norm, Callable[..., torch.Tensor]] = {Norm.LINF: _dense(Norm.LINF), Norm.L2: _dense(Norm.L2),
+                                                   Norm.L1: _l1, Norm.L0: _l0}
 
 
 @dataclass(frozen=True)

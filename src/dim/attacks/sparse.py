@@ -53,6 +53,14 @@ def project_l0_box(delta: torch.Tensor, x: torch.Tensor, k: int) -> torch.Tensor
     return clipped * keep.view_as(gain)[:, None]
 
 
+def l0_step(g: torch.Tensor, k: int, step_size: float) -> torch.Tensor:
+    """The gradient ``g`` (B, C, H, W) scaled per image so that the ``2k`` pixels of largest gradient mass move by
+    about ``step_size`` per channel: a pixel that matters can swing across the whole range in one step."""
+    pix = g.abs().sum(1).flatten(1)                                      # (B, H*W) per-pixel gradient mass
+    top = pix.topk(min(2 * k, pix.shape[1]), dim=1).values.mean(1).clamp_min(1e-12)
+    return step_size * g / (top.view(-1, 1, 1, 1) / g.shape[1])
+
+
 def _random_sparse(x: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor:
     """A random start: ``k`` random pixels per image set to uniform random values."""
     b, c, h, w = x.shape
@@ -97,10 +105,7 @@ def pgd_l0(fn: Fn, x: torch.Tensor, y: torch.Tensor, *, k: int, steps: int = 100
             g, = torch.autograd.grad(loss_fn(z, y0[live], None).sum(), d)
             keep, live = ~hit, live[~hit]
             g, dl = g[keep], delta[live]
-            pix = g.abs().sum(1).flatten(1)                                  # (B, H*W) per-pixel gradient mass
-            top = pix.topk(min(2 * k, pix.shape[1]), dim=1).values.mean(1).clamp_min(1e-12)
-            step = step_size * g / (top.view(-1, 1, 1, 1) / g.shape[1])
-            delta[live] = project_l0_box(dl + step, x0[live], k).detach()
+            delta[live] = project_l0_box(dl + l0_step(g, k, step_size), x0[live], k).detach()
         if len(live):
             out[idx[live]] = (x0[live] + delta[live]).detach()
     return out, broken
