@@ -63,6 +63,10 @@ class MultiNormAttackConfig:
             raise ValueError(f"loss {self.loss!r}: expected one of {sorted(LOSSES)}")
         if self.steps < 1:
             raise ValueError(f"steps must be at least 1, got {self.steps}")
+        for key, value in (("eps_linf", self.eps_linf), ("eps_l2", self.eps_l2), ("eps_l1", self.eps_l1),
+                           ("eps_l0", self.eps_l0)):
+            if value is not None and not value > 0:
+                raise ValueError(f"{key} must be positive, got {value}")
 
     def attack(self, input_shape: tuple[int, int, int]) -> MSDConfig:
         """The :class:`MSDConfig` for images of ``input_shape`` = (C, H, W)."""
@@ -72,8 +76,6 @@ class MultiNormAttackConfig:
         for key in self.norms:
             nm = NORM_KEYS[key]
             eps[nm] = float(default[nm] if given[nm] is None else given[nm])
-            if eps[nm] <= 0:
-                raise ValueError(f"eps for {key} must be positive, got {eps[nm]}")
         return MSDConfig(eps=eps, steps=self.steps, rel_step=self.rel_step, l1_coords=self.l1_coords,
                          loss=self.loss, mode=self.mode)
 
@@ -87,15 +89,16 @@ def _warmup(cfg: MultiNormAttackConfig, n: int, batch_size: int):
 def adversarial_points(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: MSDConfig,
                        scale: float) -> torch.Tensor:
     """MSD points against ``model`` as it is evaluated (eval mode), no gradient kept to its weights."""
-    was = model.training
+    was, params = model.training, list(model.parameters())
+    flags = [p.requires_grad for p in params]
     model.eval()
-    for p in model.parameters():
+    for p in params:
         p.requires_grad_(False)
     try:
         x_adv, _ = msd(model, x, y, attack, scale=scale)
     finally:
-        for p in model.parameters():
-            p.requires_grad_(True)
+        for p, flag in zip(params, flags):
+            p.requires_grad_(flag)
         model.train(was)
     return x_adv
 
