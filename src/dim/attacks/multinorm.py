@@ -137,11 +137,13 @@ def _msd(fn, x, y, cfg, norms, radii, loss_fn, scale):
     b = len(x)
     delta = torch.zeros_like(x)
     best_delta, best_norm = delta.clone(), torch.full((b,), -1, dtype=torch.long, device=x.device)
-    with torch.no_grad():
-        best_loss = loss_fn(fn(x), y, None)
+    best_loss = None
     for _ in range(cfg.steps):
         d = delta.detach().requires_grad_(True)
-        (g,) = torch.autograd.grad(loss_fn(fn(x + d), y, None).sum(), d)
+        now = loss_fn(fn(x + d), y, None)
+        if best_loss is None:
+            best_loss = now.detach()                  # the clean point's loss: the first iterate is x itself
+        (g,) = torch.autograd.grad(now.sum(), d)
         with torch.no_grad():
             cands = torch.stack([STEPS[nm](delta, g, x, radii[nm], cfg.alpha(nm, scale), cfg) for nm in norms])
             z = fn((x.unsqueeze(0) + cands).flatten(0, 1))                  # (M*B, K): one batched forward

@@ -28,10 +28,15 @@ from ..core.norms import Norm, ThreatModel
 RELATIVE_TOLERANCE = 1e-5
 
 
+def robust_at(dist: np.ndarray, eps) -> np.ndarray:
+    """Per sample, robust at ``eps`` (a number, or one per row of ``dist``): distance larger than ``eps`` beyond
+    float32 rounding."""
+    return np.asarray(dist, dtype=np.float64) > np.asarray(eps, dtype=np.float64) * (1 + RELATIVE_TOLERANCE)
+
+
 def accuracy_at(dist: np.ndarray, eps: float) -> float:
-    """Fraction of samples robust at ``eps``: distance larger than ``eps`` beyond float32 rounding."""
-    dist = np.asarray(dist, dtype=np.float64)
-    return float(np.mean(dist > eps * (1 + RELATIVE_TOLERANCE))) if dist.size else float("nan")
+    """Fraction of samples robust at ``eps``."""
+    return float(np.mean(robust_at(dist, eps))) if np.size(dist) else float("nan")
 
 
 Z95 = 1.959963984540054     # two-sided 95% quantile of the standard normal
@@ -144,8 +149,8 @@ def union_accuracy(norms: dict[Norm, NormResult], threat: ThreatModel) -> UnionR
         return None
     table = np.stack([nr.distances for nr in norms.values()])                   # (norms, samples)
     have = ~np.isnan(table).any(axis=0)
-    eps = np.array([threat.threshold(nm) for nm in norms])[:, None] * (1 + RELATIVE_TOLERANCE)
-    robust = (table[:, have] > eps).all(axis=0)
+    eps = np.array([threat.threshold(nm) for nm in norms])[:, None]
+    robust = robust_at(table[:, have], eps).all(axis=0)
     acc = float(robust.mean()) if robust.size else float("nan")
     return UnionResult(acc, int(have.sum()), list(norms))
 
