@@ -18,6 +18,7 @@ from common import write_result
 from dim import data, load_model
 from dim.attacks.suites import ADAPTIVE
 from dim.evaluation.metrics import accuracy_at, accuracy_interval
+from dim.core.verify import verify
 from dim.evaluation.units import attack_runner
 
 
@@ -35,7 +36,7 @@ def main() -> None:
         out[name] = {"clean_accuracy_card": model.card["clean_accuracy"], "weights_sha256": model.card.get("weights_sha256")}
         for spec in specs:
             t0 = time.perf_counter()
-            got = attack_runner(spec)(spec, model, x, y, 0)
+            got = verify(model, x, y, attack_runner(spec)(spec, model, x, y, 0), spec.norm)
             acc = accuracy_at(got.distance, spec.threshold)
             out[name][spec.name] = {"robust_accuracy": acc, "interval_95": list(accuracy_interval(acc, len(y))),
                                     "threshold": spec.threshold, "params": spec.params,

@@ -21,7 +21,7 @@ from common import write_result
 
 import dim
 from dim import data
-from dim.attacks.suites import AttackSpec
+from dim.attacks.spec import AttackSpec
 from dim.core.norms import Norm
 from dim.evaluation.runner import EvalModel, evaluate_models
 from dim.core.verify import predict_numpy

@@ -13,7 +13,7 @@ from dim.evaluation import metrics
 from dim.core.norms import Norm
 from dim.evaluation.runner import EvalModel, evaluate_models
 from dim.evaluation.units import attack_runner
-from dim.core.verify import predict_numpy
+from dim.core.verify import predict_numpy, verify
 from dim.models import Binarize, create_model
 from dim.report import build_report
 from dim.store import Store
@@ -43,11 +43,15 @@ def test_adaptive_suite_is_data_with_registered_adapters():
         get_suite("paper+nope")
 
 
-def _accuracy(name, model, samples, seed=0):
-    spec = next(s for s in ADAPTIVE if s.name == name)
+def _robust(spec, model, samples, seed=0):
+    """The adapter's candidates through the evaluation's gate: robust accuracy and the verified result."""
     x, y = samples
-    got = attack_runner(spec)(spec, model, x, y, seed)
+    got = verify(model, x, y, attack_runner(spec)(spec, model, x, y, seed), spec.norm)
     return float(np.mean(~np.isfinite(got.distance))), got
+
+
+def _accuracy(name, model, samples, seed=0):
+    return _robust(next(s for s in ADAPTIVE if s.name == name), model, samples, seed)
 
 
 def test_bpda_breaks_what_the_exact_gradient_cannot(binarized, samples):
@@ -158,7 +162,7 @@ def test_bpda_autoattack_runs_autoattack_through_the_straight_through_gradient(b
     monkeypatch.setattr(pyautoattack, "AutoAttack", Spy)
     spec = next(s for s in BPDA_AUTOATTACK if s.norm is Norm.LINF)
     x, y = samples
-    got = attack_runner(spec)(spec, binarized, x[:8], y[:8], 0)
+    got = verify(binarized, x[:8], y[:8], attack_runner(spec)(spec, binarized, x[:8], y[:8], 0), spec.norm)
     assert modes == ["straight_through"] and binarized[0].mode.value == "exact"
     assert np.isfinite(got.distance).mean() >= 0.5       # the straight-through gradient breaks it
     # on a model without binarization it is recorded as not applicable, like the other BPDA attacks
@@ -174,12 +178,6 @@ def test_bpda_autoattack_runs_autoattack_through_the_straight_through_gradient(b
 def _with(spec, **params):
     from dataclasses import replace
     return replace(spec, params={**spec.params, **params})
-
-
-def _robust(spec, model, samples, seed=0):
-    x, y = samples
-    got = attack_runner(spec)(spec, model, x, y, seed)
-    return float(np.mean(~np.isfinite(got.distance))), got
 
 
 @pytest.mark.parametrize("name", ["L1 AutoAttack", "L1 APGD-CE 100x5", "L1 Square", "L0 PGD-L0 100x5",
@@ -268,7 +266,7 @@ def test_binflip_is_not_applicable_without_binarization(tiny, samples):
 
 def test_every_norm_has_what_the_sanity_checks_compare():
     """Convergence (an attack and its refinement) and black box against white box, in all four norms."""
-    from dim.attacks.suites import is_black_box, is_ensemble
+    from dim.attacks.spec import is_black_box, is_ensemble
     suite = get_suite("paper+adaptive")
     for norm in Norm:
         specs = [s for s in suite if s.norm is norm]

@@ -5,7 +5,7 @@ import torch
 
 import evalkit
 from dim import data
-from dim.attacks.suites import AttackSpec
+from dim.attacks.spec import AttackSpec
 from dim.evaluation import checks, metrics
 from dim.core.norms import Norm
 from dim.evaluation.runner import EvalModel, evaluate_models

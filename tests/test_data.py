@@ -55,7 +55,7 @@ def test_truncated_gz_file(tmp_path):
 
 def _mnist_bytes(data_dir: Path, name: str) -> bytes:
     """A stored MNIST file, raw or .gz (the data folder may hold either)."""
-    return data._open_bytes(data._find_in_folder(data_dir / "mnist", name))
+    return data.idx.open_bytes(data.idx.find_in_folder(data_dir / "mnist", name))
 
 
 def _copy_mnist(src: Path, dst: Path, corrupt: str | None = None) -> Path:

@@ -7,6 +7,7 @@ from safetensors.torch import load_file
 import dim
 from dim.attacks.suites import get_suite
 from dim.core.device import DeviceError, device_info, device_of, generator, resolve_device
+from dim.core.verify import Unverified
 from dim.evaluation.runner import EvalModel, evaluate_models
 from dim.models import create_model
 from dim.report import build_report
@@ -107,7 +108,7 @@ def test_model_attack_and_training_step_on_a_device(device, data_dir):
     from dim.attacks import ADAPTERS
     spec = next(s for s in get_suite("adaptive") if s.name == "Linf BPDA-PGD 100x5")
     got = ADAPTERS[spec.attack](spec, model, x, y, seed=0)   # numpy in, numpy out; runs on the model's device
-    assert got.distance.shape == (8,) and isinstance(got.x_adv, np.ndarray)
+    assert isinstance(got, Unverified) and isinstance(got.x_adv, np.ndarray) and got.x_adv.shape == x.shape
     data = TrainData(torch.from_numpy(x).to(dev), torch.from_numpy(y).to(dev), dev)
     cnn = create_model("cnn").to(dev).train()
     before = [p.detach().clone() for p in cnn.parameters()]

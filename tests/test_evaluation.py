@@ -13,7 +13,8 @@ import torch
 
 import evalkit  # noqa: F401  (registers the test adapters)
 from dim import data
-from dim.attacks.suites import AttackSpec, get_suite
+from dim.attacks.suites import get_suite
+from dim.attacks.spec import AttackSpec
 from dim.evaluation import metrics
 from dim.core.norms import Norm
 from dim.evaluation.status import run_status, status_text

@@ -8,7 +8,7 @@ import pytest
 import evalkit
 from dim import data
 from dim.api import eval_model_from_dir
-from dim.attacks.suites import AttackSpec
+from dim.attacks.spec import AttackSpec
 from dim.evaluation.artifacts import load_adversarials
 from dim.core.norms import Norm
 from dim.evaluation.runner import EvalModel, evaluate_models

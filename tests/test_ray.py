@@ -10,7 +10,7 @@ import pytest
 
 import evalkit
 from dim import data
-from dim.attacks.suites import AttackSpec
+from dim.attacks.spec import AttackSpec
 from dim.core.norms import Norm
 from dim.evaluation.runner import EvalModel, evaluate_models
 from dim.report import build_report

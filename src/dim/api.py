@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .attacks.suites import AttackSpec
+from .attacks.spec import AttackSpec
 from .checkpoint import CARD, load_model
 from .core.device import DeviceLike
 from .evaluation import metrics

@@ -160,7 +160,9 @@ def suites_cmd(suite: Optional[str] = typer.Argument(None, help="A suite to list
                                                                 "joined by '+', or NAME:PATTERN,PATTERN.")) -> None:
     """List the attack suites, or the attacks of one: the names --only and filtered suites match, and each
     attack's class or adapter, parameters and traits (adaptive, black box, starts from earlier adversarials)."""
-    from .attacks.suites import counts_per_norm, describe_attack, get_suite, spec_dict
+    from .attacks.suites import counts_per_norm, get_suite
+    from .attacks.spec import spec_dict
+    from .report.suite_text import describe_attack
     from .core.norms import Norm
     if suite is None:
         table = Table("suite", "attacks", *(f"{n.value}" for n in Norm))

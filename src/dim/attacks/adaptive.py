@@ -1,7 +1,7 @@
 """The adaptive attacks (built against each defense, beyond the paper): adapters of the ``adaptive`` suite.
 
-Every adapter returns raw candidates to :func:`dim.core.verify.verify`, the
-same gate as every foolbox attack, and attacks at the norm's threshold (AutoAttack
+Every adapter returns its raw candidates (:class:`dim.core.verify.Unverified`) to the
+evaluation, which passes them through the same gate as every foolbox attack, and attacks at the norm's threshold (AutoAttack
 style: the accuracy at the threshold is what these attacks are for; the stored
 distance is the size of the adversarial they found).
 
@@ -31,13 +31,13 @@ import torch.nn as nn
 
 from ..core.device import device_of
 from ..core.norms import Norm
-from ..core.verify import Verified, verify
+from ..core.verify import Unverified, verify
 from ..models.binarize import GradientMode, gradient_mode, has_binarization
 from .registry import NotApplicable, register_adapter
 from .binflip import binflip
 from .gradient import pgd
 from .sparse import greedy_l0, l0_budget, pgd_l0, sparse_rs
-from .suites import AttackSpec
+from .spec import AttackSpec
 
 GRADIENTS = ("exact", "bpda", "auto")
 
@@ -92,7 +92,7 @@ def is_deterministic(model: nn.Module, x: torch.Tensor) -> bool:
 
 @register_adapter("autoattack")
 def run_autoattack(spec: AttackSpec, model: nn.Module, x: np.ndarray, y: np.ndarray, seed: int,
-                   **_: object) -> Verified:
+                   **_: object) -> Unverified:
     """AutoAttack (Croce & Hein 2020), ``standard`` version; ``rand`` for a randomized model."""
     from pyautoattack import AutoAttack
     xt, yt, dev = _tensors(model, x, y)
@@ -104,11 +104,11 @@ def run_autoattack(spec: AttackSpec, model: nn.Module, x: np.ndarray, y: np.ndar
                         device=dev)
         aa.verbose = False
         x_adv, _ = aa.run_standard_evaluation(xt, yt, batch_size=len(x))
-    return verify(model, x, y, x_adv.detach().cpu().numpy(), spec.norm)
+    return Unverified(x_adv.detach().cpu().numpy())
 
 
 @register_adapter("apgd")
-def run_apgd(spec: AttackSpec, model: nn.Module, x: np.ndarray, y: np.ndarray, seed: int, **_: object) -> Verified:
+def run_apgd(spec: AttackSpec, model: nn.Module, x: np.ndarray, y: np.ndarray, seed: int, **_: object) -> Unverified:
     """APGD-CE, then APGD with the targeted DLR loss on ``targets`` classes for what survives."""
     from pyautoattack.autopgd_base import APGDAttack, APGDAttack_targeted
     xt, yt, dev = _tensors(model, x, y)
@@ -123,12 +123,12 @@ def run_apgd(spec: AttackSpec, model: nn.Module, x: np.ndarray, y: np.ndarray, s
             t_cand = APGDAttack_targeted(model, n_target_classes=targets, **kw).perturb(xt[left], yt[left])
             cand = cand.clone()
             cand[left] = t_cand
-    return verify(model, x, y, cand.detach().cpu().numpy(), spec.norm)
+    return Unverified(cand.detach().cpu().numpy())
 
 
 @register_adapter("square")
 def run_square(spec: AttackSpec, model: nn.Module, x: np.ndarray, y: np.ndarray, seed: int,
-               **_: object) -> Verified:
+               **_: object) -> Unverified:
     """Square Attack (Andriushchenko et al. 2020): score-based black box, margin loss."""
     from pyautoattack.square import SquareAttack
     xt, yt, dev = _tensors(model, x, y)
@@ -136,11 +136,11 @@ def run_square(spec: AttackSpec, model: nn.Module, x: np.ndarray, y: np.ndarray,
         sq = SquareAttack(model, norm=_norm_name(spec.norm), n_queries=int(spec.params.get("queries", 5000)),
                           eps=spec.threshold, p_init=0.8, seed=seed, resc_schedule=False, device=dev)
         cand = sq.perturb(xt, yt)
-    return verify(model, x, y, cand.detach().cpu().numpy(), spec.norm)
+    return Unverified(cand.detach().cpu().numpy())
 
 
 @register_adapter("pgd")
-def run_pgd(spec: AttackSpec, model: nn.Module, x: np.ndarray, y: np.ndarray, seed: int, **_: object) -> Verified:
+def run_pgd(spec: AttackSpec, model: nn.Module, x: np.ndarray, y: np.ndarray, seed: int, **_: object) -> Unverified:
     """PGD with random restarts on the logits (cross-entropy or margin loss)."""
     p = spec.params
     xt, yt, _ = _tensors(model, x, y)
@@ -148,7 +148,7 @@ def run_pgd(spec: AttackSpec, model: nn.Module, x: np.ndarray, y: np.ndarray, se
         cand, _ = pgd(model, xt, yt, norm=spec.norm, eps=spec.threshold, steps=int(p.get("steps", 100)),
                       restarts=int(p.get("restarts", 1)), loss=p.get("loss", "ce"), seed=seed,
                       eot=int(p.get("eot", 1)))
-    return verify(model, x, y, cand.cpu().numpy(), spec.norm)
+    return Unverified(cand.cpu().numpy())
 
 
 def score_function(model: nn.Module):
@@ -159,7 +159,7 @@ def score_function(model: nn.Module):
 
 @register_adapter("score_mt")
 def run_score_mt(spec: AttackSpec, model: nn.Module, x: np.ndarray, y: np.ndarray, seed: int,
-                 **_: object) -> Verified:
+                 **_: object) -> Unverified:
     """Multi-targeted margin attack on the model's own scores.
 
     For each wrong class ``t`` (most likely first), PGD maximises ``P(x|t) - P(x|y)``
@@ -184,24 +184,24 @@ def run_score_mt(spec: AttackSpec, model: nn.Module, x: np.ndarray, y: np.ndarra
                        target=order[idx, k], seed=seed + k, eot=int(p.get("eot", 1)))
             cand[idx[b]] = c[b]
             broken[idx[b]] = True
-    return verify(model, x, y, cand.cpu().numpy(), spec.norm)
+    return Unverified(cand.cpu().numpy())
 
 
 def _l0_white_box(spec: AttackSpec, model: nn.Module, x: np.ndarray, y: np.ndarray, what: str, attack,
-                  **kw: object) -> Verified:
+                  **kw: object) -> Unverified:
     """Run a white-box L0 attack of :mod:`.sparse` at the threshold's number of pixels, with the gradient the spec
-    asks for (BPDA through a binarization), and verify its candidates."""
+    asks for (BPDA through a binarization); its candidates go to the evaluation's gate."""
     if spec.norm is not Norm.L0:
         raise ValueError(f"{spec.name}: {what} is an L0 attack, not {spec.norm.value}")
     xt, yt, _ = _tensors(model, x, y)
     with attack_gradients(model, spec):
         cand, _ = attack(model, xt, yt, k=l0_budget(spec.threshold), **kw)
-    return verify(model, x, y, cand.detach().cpu().numpy(), spec.norm)
+    return Unverified(cand.detach().cpu().numpy())
 
 
 @register_adapter("pgd_l0")
 def run_pgd_l0(spec: AttackSpec, model: nn.Module, x: np.ndarray, y: np.ndarray, seed: int,
-               **_: object) -> Verified:
+               **_: object) -> Unverified:
     """PGD-L0 (white box): at most the threshold's number of pixels, through BPDA when ``gradient`` says so."""
     p = spec.params
     return _l0_white_box(spec, model, x, y, "PGD-L0", pgd_l0, steps=int(p.get("steps", 100)),
@@ -211,7 +211,7 @@ def run_pgd_l0(spec: AttackSpec, model: nn.Module, x: np.ndarray, y: np.ndarray,
 
 @register_adapter("greedy_l0")
 def run_greedy_l0(spec: AttackSpec, model: nn.Module, x: np.ndarray, y: np.ndarray, seed: int,
-                  **_: object) -> Verified:
+                  **_: object) -> Unverified:
     """Greedy one-pixel moves (white box, :func:`dim.attacks.sparse.greedy_l0`), through BPDA when ``gradient`` says
     so; deterministic, so ``seed`` is unused."""
     p = spec.params
@@ -221,19 +221,19 @@ def run_greedy_l0(spec: AttackSpec, model: nn.Module, x: np.ndarray, y: np.ndarr
 
 @register_adapter("sparse_rs")
 def run_sparse_rs(spec: AttackSpec, model: nn.Module, x: np.ndarray, y: np.ndarray, seed: int,
-                  **_: object) -> Verified:
+                  **_: object) -> Unverified:
     """Sparse-RS (score-based black box) at the L0 threshold: reads the model's logits, never its gradient."""
     if spec.norm is not Norm.L0:
         raise ValueError(f"{spec.name}: Sparse-RS here is the L0 attack, not {spec.norm.value}")
     xt, yt, _ = _tensors(model, x, y)
     cand, _ = sparse_rs(model, xt, yt, k=l0_budget(spec.threshold), queries=int(spec.params.get("queries", 3000)),
                         fraction=float(spec.params.get("fraction", 0.3)), seed=seed)
-    return verify(model, x, y, cand.cpu().numpy(), spec.norm)
+    return Unverified(cand.cpu().numpy())
 
 
 @register_adapter("binflip")
 def run_binflip(spec: AttackSpec, model: nn.Module, x: np.ndarray, y: np.ndarray, seed: int,
-                **_: object) -> Verified:
+                **_: object) -> Unverified:
     """BinFlip (:mod:`dim.attacks.binflip`): greedy flips across a binarization's threshold, cheapest first."""
     if not has_binarization(model):
         raise NotApplicable(f"{spec.name}: BinFlip attacks models that binarize their input; this one does not")
@@ -241,4 +241,4 @@ def run_binflip(spec: AttackSpec, model: nn.Module, x: np.ndarray, y: np.ndarray
     xt, yt, _ = _tensors(model, x, y)
     cand, _ = binflip(model, xt, yt, norm=spec.norm, eps=spec.threshold, steps=int(p.get("steps", 300)),
                       lookahead=int(p.get("lookahead", 8)))
-    return verify(model, x, y, cand.detach().cpu().numpy(), spec.norm)
+    return Unverified(cand.detach().cpu().numpy())

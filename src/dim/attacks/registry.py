@@ -1,7 +1,7 @@
 """The attack-adapter registry: ``register_adapter`` / ``ADAPTERS``.
 
 ``ADAPTERS`` maps an ``AttackSpec.attack`` key to a runner of ours,
-``run(spec, model, x, y, seed, **kw) -> Verified``; any other key is a foolbox class run by
+``run(spec, model, x, y, seed, **kw) -> Unverified`` (candidates only: the evaluation verifies them); any other key is a foolbox class run by
 :func:`dim.attacks.foolbox_adapter.run_foolbox`. Registering a key twice warns, and the later
 registration wins (as for models).
 """

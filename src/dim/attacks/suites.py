@@ -18,87 +18,10 @@ changed next to foolbox's values, and every report prints the suite it used.
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Mapping
+from typing import Any
 
-from ..core.norms import Norm, ThreatModel
-
-
-@dataclass(frozen=True)
-class AttackSpec:
-    """One attack of a suite. ``name`` is its stable key in the results store."""
-    name: str
-    attack: str                                  # foolbox class name (or an adapter of ours, see adapters)
-    norm: Norm
-    params: Mapping[str, Any] = field(default_factory=dict)
-    repeats: int = 1                             # independent runs (different seeds), best per sample
-    targeted: bool = False                       # GenAttack is targeted only: target = runner-up class
-    starting_points: bool = False                # Brendel-Bethge: start from the best adversarial so far
-    distance_param: bool = False                 # distance-agnostic attack: pass distance=<norm>
-    adaptive: bool = False                       # beyond the paper's protocol: own rows in Table 1
-    refines: str | None = None                   # the same attack with more steps/restarts than this one
-    threat: ThreatModel | None = None            # bound by the runner for the run's data; None: the paper's
-
-    @property
-    def threshold(self) -> float:
-        """The epsilon this attack is run and counted at (the dataset's threshold of its norm)."""
-        return self.threat.threshold(self.norm) if self.threat is not None else self.norm.threshold
-
-    @property
-    def grid(self) -> tuple[float, ...]:
-        """The epsilons of a fixed-epsilon attack, for the dataset's threat model."""
-        return self.threat.grid(self.norm) if self.threat is not None else self.norm.grid
-
-    def bind(self, threat: ThreatModel | None) -> "AttackSpec":
-        """This attack at the thresholds of ``threat`` (what the runner hands to an adapter)."""
-        return self if threat is None else replace(self, threat=threat)
-
-
-# Fields added after the first runs were stored: written into a run's config only when they differ
-# from their default, so that a run stored before they existed still resumes. (``threat`` is never
-# stored with an attack: the run's config records the threat model once.)
-OPTIONAL_FIELDS = ("adaptive", "refines", "threat")
-
-
-def spec_dict(spec: AttackSpec) -> dict[str, Any]:
-    """``spec`` as the run's config records it (and reuse compares it): the optional fields only where they
-    differ from their default, never the thresholds it is bound to (the config records those once)."""
-    d = asdict(spec)
-    for name in OPTIONAL_FIELDS:
-        if name == "threat" or d[name] == AttackSpec.__dataclass_fields__[name].default:
-            del d[name]
-    d["norm"] = spec.norm.value
-    d["params"] = dict(spec.params)
-    return d
-
-# Attacks that use no gradient of the model (decision- or score-based, or model-agnostic
-# corruptions). The sanity check "black-box does not beat white-box" compares these with the rest.
-BLACK_BOX = frozenset({
-    "L2ContrastReductionAttack", "L2AdditiveGaussianNoiseAttack", "L2AdditiveUniformNoiseAttack",
-    "L2ClippingAwareAdditiveGaussianNoiseAttack", "L2ClippingAwareAdditiveUniformNoiseAttack",
-    "L2RepeatedAdditiveGaussianNoiseAttack", "L2RepeatedAdditiveUniformNoiseAttack",
-    "L2ClippingAwareRepeatedAdditiveGaussianNoiseAttack", "L2ClippingAwareRepeatedAdditiveUniformNoiseAttack",
-    "LinearSearchBlendedUniformNoiseAttack", "InversionAttack", "SaltAndPepperNoiseAttack", "BoundaryAttack",
-    "LinfAdditiveUniformNoiseAttack", "LinfRepeatedAdditiveUniformNoiseAttack", "GenAttack",
-    "BinarySearchContrastReductionAttack", "LinearSearchContrastReductionAttack", "GaussianBlurAttack",
-    "HopSkipJumpAttack", "PointwiseAttack", "square", "sparse_rs",
-})
-
-
-# Ensembles of white-box and black-box attacks: AutoAttack's standard version ends with Square, so
-# its number is never worse than Square's. They stay out of both sides of the black-box check, or
-# the check could never fire on a model evaluated with AutoAttack.
-ENSEMBLES = frozenset({"autoattack"})
-
-
-def is_ensemble(attack: str) -> bool:
-    """``attack`` mixes gradient attacks with a black-box one (see :data:`ENSEMBLES`)."""
-    return attack in ENSEMBLES
-
-
-def is_black_box(attack: str) -> bool:
-    """``attack`` is an :attr:`AttackSpec.attack` (foolbox class or adapter key)."""
-    return attack in BLACK_BOX
+from ..core.norms import Norm
+from .spec import AttackSpec
 
 
 L0, L1, L2, LINF = Norm.L0, Norm.L1, Norm.L2, Norm.LINF
@@ -345,23 +268,6 @@ def select(specs: tuple[AttackSpec, ...], patterns: list[str] | tuple[str, ...],
         raise ValueError(f"{what} {unmatched}: no attack of the suite matches (attack names look like "
                          f"{specs[0].name!r}; patterns use * and ?)")
     return tuple(s for s in specs if any(fnmatch.fnmatchcase(s.name, p) for p in patterns))
-
-
-def params_text(spec: dict[str, Any]) -> str:
-    """An attack's parameters in one line (from :func:`spec_dict`, as a run's config stores it)."""
-    return ", ".join(f"{k}={v}" for k, v in spec["params"].items()) or "foolbox defaults"
-
-
-def describe_attack(spec: dict[str, Any]) -> str:
-    """An attack's parameters and traits in one line: what the report's suite table and ``dim suites`` print."""
-    params = params_text(spec)
-    flags = [f"x{spec['repeats']}" if spec.get("repeats", 1) > 1 else "", "targeted" if spec.get("targeted") else "",
-             "starts from best adversarial so far" if spec.get("starting_points") else "",
-             f"distance={spec['norm']}" if spec.get("distance_param") else "",
-             "adaptive" if spec.get("adaptive") else "", f"refines {spec['refines']}" if spec.get("refines") else "",
-             "black box" if is_black_box(spec["attack"]) else "",
-             "white + black box" if is_ensemble(spec["attack"]) else ""]
-    return params + "".join(f"; {f}" for f in flags if f)
 
 
 def counts_per_norm(suite: tuple[AttackSpec, ...]) -> dict[Norm, int]:

@@ -16,6 +16,14 @@ from .device import device_of
 from .norms import Norm, distances
 
 
+@dataclass(frozen=True)
+class Unverified:
+    """What an attack adapter returns: one candidate adversarial per input (``(N, C, H, W)``, NaN rows where it
+    found none). Only candidates, no distances or labels: nothing an attack claims is trusted, and the evaluation
+    alone turns candidates into results through :func:`verify`."""
+    x_adv: np.ndarray
+
+
 @dataclass
 class Verified:
     distance: np.ndarray   # (N,) float64; inf where the candidate is not a verified adversarial
@@ -32,8 +40,11 @@ def predict_numpy(model: nn.Module, x: np.ndarray, batch_size: int = 500) -> np.
     return torch.cat(out).cpu().numpy().astype(np.int64) if out else np.zeros(0, np.int64)
 
 
-def verify(model: nn.Module, x: np.ndarray, y: np.ndarray, candidates: np.ndarray, norm: Norm) -> Verified:
+def verify(model: nn.Module, x: np.ndarray, y: np.ndarray, candidates: np.ndarray | Unverified,
+           norm: Norm) -> Verified:
     """Accept a candidate only if it is finite and the model misclassifies its clipped version."""
+    if isinstance(candidates, Unverified):
+        candidates = candidates.x_adv
     cand = np.asarray(candidates, dtype=np.float32)
     if cand.shape != x.shape:
         raise ValueError(f"attack returned shape {cand.shape}, expected {x.shape}")

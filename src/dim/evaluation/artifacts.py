@@ -15,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..attacks.suites import AttackSpec
+from ..attacks.spec import AttackSpec
 from ..fileio import atomic_write
 from ..names import file_name
 

@@ -14,7 +14,7 @@ import torch.nn as nn
 
 from ..progress import log
 from ..store import ResultRow, Store
-from ..attacks.suites import spec_dict
+from ..attacks.spec import spec_dict
 from .artifacts import atomic_npz, shard_path
 from .reuse import Donor, copy_shard, donor_starts, reusable, starts_key, starts_sha256
 from .units import AttackUnit, ChecksUnit, Unit, UnitResult

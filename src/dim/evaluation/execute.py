@@ -15,13 +15,14 @@ import torch.nn as nn
 
 from ..attacks import NotApplicable
 from .units import AttackUnit, ChecksUnit, Unit, UnitResult
-from ..core.verify import Verified, verify
+from ..core.verify import Unverified, verify
 
 
-def _candidates(claimed: Verified, shape: tuple[int, ...]) -> np.ndarray:
+def _candidates(claimed: Unverified, shape: tuple[int, ...]) -> np.ndarray:
     """The adversarial candidates an adapter returned, as an array of ``shape`` (NaN rows: none)."""
-    if not isinstance(claimed, Verified):
-        raise TypeError(f"an attack adapter must return a Verified, got {type(claimed).__name__}")
+    if not isinstance(claimed, Unverified):
+        raise TypeError(f"an attack adapter must return dim.core.verify.Unverified (its candidates), "
+                        f"got {type(claimed).__name__}")
     cand = np.asarray(claimed.x_adv, dtype=np.float32)
     if cand.shape != shape:
         raise ValueError(f"the attack returned candidates of shape {cand.shape}, expected {shape}")

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..store import Store
-from ..attacks.suites import is_black_box, is_ensemble
+from ..attacks.spec import is_black_box, is_ensemble
 from ..core.norms import Norm, ThreatModel
 
 

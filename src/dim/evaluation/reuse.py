@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from ..attacks.suites import AttackSpec
+from ..attacks.spec import AttackSpec
 from ..provenance import commits_of
 from ..store import ResultRow, Store
 from .artifacts import best_so_far, load_adversarials

@@ -29,7 +29,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..attacks.suites import AttackSpec, select, spec_dict
+from ..attacks.suites import select
+from ..attacks.spec import AttackSpec, spec_dict
 from ..core.device import device_info, resolve_device
 from ..progress import progress_bar
 from ..provenance import git_commit, package_versions, with_commit

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..attacks.suites import AttackSpec, get_suite
+from ..attacks.suites import get_suite
+from ..attacks.spec import AttackSpec
 from ..core.device import DeviceLike
 
 

@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence, Union
 
 import numpy as np
 
-from ..attacks.suites import AttackSpec
+from ..attacks.spec import AttackSpec
 from ..store import Store
 from ..core.norms import ThreatModel
 

@@ -135,7 +135,8 @@ def _curves(view: ReportView) -> list[dict[str, Any]]:
 
 
 def _suite(view: ReportView) -> list[dict[str, Any]]:
-    from ..attacks.suites import is_black_box, params_text
+    from ..attacks.spec import is_black_box
+    from .suite_text import params_text
     seconds = {(r.model, a.attack): a.seconds for r in view.results for a in r.attacks.values()}
     rows = []
     for i, a in enumerate(view.attacks, 1):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 
-from ..attacks.suites import describe_attack
+from .suite_text import describe_attack
 from ..core.device import describe
 from ..evaluation import checks, metrics
 from ..core.norms import Norm
