@@ -763,12 +763,12 @@ def test_public_api_evaluate_any_classifier(tiny, test_data, tmp_path):
 
 def test_a_resumed_run_records_every_commit_it_was_computed_with(tiny, test_data, tmp_path, monkeypatch):
     """A run resumed after a code change names both commits, in the store, the report and the cards."""
-    from dim.evaluation import runner
+    from dim.evaluation import record
     x, y = test_data
     fgsm, pgd = ([s for s in get_suite("quick") if s.name == n] for n in ("Linf FGSM", "Linf PGD"))
     run = tmp_path / "run"
     for commit, suite in (("aaa111", fgsm), ("bbb222", fgsm + pgd), ("bbb222", fgsm + pgd), ("ccc333", fgsm + pgd)):
-        monkeypatch.setattr(runner, "git_commit", lambda c=commit: c)
+        monkeypatch.setattr(record, "git_commit", lambda c=commit: c)
         evaluate_models([EvalModel("m", tiny)], x[:10], y[:10], suite=suite, run_dir=run, batch_size=10,
                         show=False, checks=False)
     store = Store.of_run(run)

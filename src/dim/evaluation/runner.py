@@ -12,6 +12,9 @@ config and provenance, and ``adversarials/<model>/<attack>.npz``
 - **commit** (:mod:`dim.evaluation.commit`): this process alone writes rows, files and
   reuse marks, one transaction per unit.
 
+What a run *is* (its config and how it may grow, the identity of each model in it, its provenance) is decided
+by :mod:`dim.evaluation.record`, not here.
+
 Running the same evaluation again skips every finished shard; each shard's random
 seed is a function of (seed, model, attack, shard), so a resumed run, or one whose
 units finished in another order, stores exactly what an uninterrupted serial one would.
@@ -19,54 +22,33 @@ A run lock (:mod:`dim.evaluation.locks`) keeps a second driver out of the run.
 """
 from __future__ import annotations
 
-import hashlib
-import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
-import torch.nn as nn
 
-from ..attacks.suites import select
 from ..attacks.spec import AttackSpec, spec_dict
-from ..core.device import device_info, resolve_device
-from ..progress import progress_bar
-from ..provenance import git_commit, package_versions, with_commit
-from ..store import Store
+from ..attacks.suites import select
+from ..core.device import resolve_device
+from ..core.norms import ThreatModel
+from ..core.verify import predict_numpy
 from ..models.binarize import has_binarization
+from ..progress import progress_bar
+from ..store import Store
 from .artifacts import INPUTS, atomic_npz, best_so_far, merge_shards, shard_path
 from .commit import commit, commit_reused
 from .executors import Executor, get_executor
 from .locks import run_lock
-from ..core.norms import ThreatModel
 from .outputs import check_outputs
+from .record import (EvalModel, RunConfigError, check_identities, merge_config, model_identity, run_config,
+                     updated_provenance)
 from .reuse import Donor, data_sha256, open_donor, starts_sha256
 from .spec import RunSpec
 from .units import AttackUnit, Unit, plan
-from ..core.verify import predict_numpy
 
-
-@dataclass
-class EvalModel:
-    """A model under evaluation. ``key`` names it in the store (unique per run)."""
-    key: str
-    model: nn.Module
-    name: str = "custom"
-    paper_name: str = ""
-    card: dict[str, Any] = field(default_factory=dict)
-    card_sha256: str | None = None
-
-    def __post_init__(self) -> None:
-        # the label of its table column: a model given no name is labelled by its key, so that two unnamed
-        # models of one run get two columns
-        if not self.paper_name:
-            self.paper_name = self.name if self.name != "custom" else self.key
-
-
-class RunConfigError(ValueError):
-    """The run directory holds a different evaluation."""
+__all__ = ["EvalModel", "RunConfigError", "data_sha256", "evaluate_models", "select_attacks"]
 
 
 def select_attacks(specs: Sequence[AttackSpec], only: Sequence[str] | None) -> tuple[AttackSpec, ...]:
@@ -114,12 +96,7 @@ def evaluate_models(models: Sequence[EvalModel], x: np.ndarray, y: np.ndarray, s
         raise ValueError(f"model keys must be unique, got {keys}")
     run_dir = spec.run_dir
     threat = threat or ThreatModel.for_shape(x.shape[1:], spec.thresholds)
-    config = {"suite": spec.recorded_suite_name, "attacks": [spec_dict(s) for s in specs], "n": len(y),
-              "batch_size": spec.batch_size, "seed": spec.seed, "data_sha256": data_sha256(x, y)}
-    if spec.dataset is not None:
-        config["dataset"] = spec.dataset
-    if not threat.is_paper:   # recorded only when it differs, so that runs stored before it existed resume
-        config["threat_model"] = threat.as_dict()
+    config = run_config(spec, specs, x, y, threat)
     executor = get_executor(spec.executor, spec, dev)   # a missing Ray is refused before the run is touched
     donors: list[Donor] = []
     try:
@@ -165,14 +142,7 @@ def _prepare(store: Store, run_dir: Path, models: Sequence[EvalModel], specs, to
                  threat=threat, checks=spec.checks)
     prov = store.get_meta("provenance")
     if units or prov is None:   # a call with nothing left to do computed nothing: the run's provenance stays
-        prov = prov or {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        info = device_info(dev)
-        prov = with_commit(prov, git_commit())
-        prov.update({"packages": package_versions(), "device": info})
-        prov["devices"] = [d for d in prov.get("devices", []) if d != info] + [info]
-        if spec.executor != "serial":
-            prov["executors"] = sorted(set(prov.get("executors", [])) | {spec.executor})
-        store.set_meta("provenance", prov)
+        store.set_meta("provenance", updated_provenance(prov, dev, spec.executor))
     return units
 
 
@@ -260,60 +230,3 @@ def _submit_ready(executor, waiting: list[Unit], pending: set, inflight: int, ru
     if inflight + submitted == 0:
         raise RuntimeError("no unit can start: a dependency is never committed")   # a bug in the plan
     return submitted
-
-
-def model_identity(m: EvalModel) -> str:
-    """What is evaluated under ``m.key``: a model directory by the sha256 of its card (which holds the
-    weights' sha256 and the config), anything else by the sha256 of its state dict (names, dtypes, shapes,
-    values) and, for a factory, its spec."""
-    if m.card_sha256:
-        return f"card sha256 {m.card_sha256}"
-    h = hashlib.sha256()
-    for name, t in sorted(m.model.state_dict().items()):
-        t = t.detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    factory = m.card.get("factory") if m.card else None
-    return (f"factory {factory}, " if factory else "") + f"state sha256 {h.hexdigest()}"
-
-
-def check_identities(store: Store, models: Sequence[EvalModel], identities: dict[str, str], run_dir: Path) -> None:
-    """Refuse to evaluate, under a key the run already holds, anything but what it evaluated there."""
-    for m in models:
-        have = store.model_identity(m.key)
-        if have is None:
-            continue
-        old, old_card = have
-        same = old == identities[m.key] if old is not None else old_card == m.card_sha256
-        if not same:
-            raise RunConfigError(
-                f"{run_dir}: model {m.key!r} was evaluated there as {old or f'card sha256 {old_card}'}, and this is "
-                f"{identities[m.key]} (another checkpoint or model under the same name); its stored results "
-                "would not be this model's. Use a new --run, or another name for it")
-
-
-def merge_config(old: dict[str, Any] | None, new: dict[str, Any], run_dir: Path) -> dict[str, Any]:
-    """The run's config after this evaluation: the same one, or the same one with more attacks.
-
-    A run may grow by attacks (``--suite adaptive`` on a run that holds ``paper``): every
-    finished shard stays valid because shards are keyed by (model, attack, shard) and
-    seeded per attack. Anything else that differs (samples, seed, batch size, an attack
-    of the same name with other parameters) is another evaluation and is refused.
-    """
-    if old is None or old == new:
-        return new
-    fixed = sorted(k for k in set(old) | set(new) if k not in ("suite", "attacks") and old.get(k) != new.get(k))
-    old_attacks = {a["name"]: a for a in old.get("attacks", [])}
-    changed = sorted(a["name"] for a in new["attacks"] if a["name"] in old_attacks and old_attacks[a["name"]] != a)
-    if fixed or changed:
-        what = fixed + [f"parameters of {name!r}" for name in changed]
-        raise RunConfigError(f"{run_dir}: holds a different evaluation (differs in {what}); "
-                             "use a new --run directory or the same options")
-    added = [a for a in new["attacks"] if a["name"] not in old_attacks]
-    if not added:
-        return old
-    suites = old["suite"].split("+")
-    suites += [p for p in new["suite"].split("+") if p not in suites]
-    return {**old, "suite": "+".join(suites), "attacks": old["attacks"] + added}
-
-
