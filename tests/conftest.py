@@ -23,6 +23,13 @@ def tiny(data_dir):
     return evalkit.tiny_model()
 
 
+@pytest.fixture(scope="session")
+def test_data(data_dir):
+    """The first 40 MNIST test images and labels (shared: do not modify them)."""
+    from dim import data
+    return data.load_split("mnist", "test", limit=40)
+
+
 # Parametrized cases slower than about 10 s here (the slow marker of the others sits on the test itself).
 SLOW_CASES = ("test_models.py::test_binarized_gradient_modes[biabs]", "test_models.py::test_deterministic_in_eval[abs]",
               "test_models.py::test_deterministic_in_eval[biabs]", "test_models.py::test_gradient_reaches_input[abs]")

@@ -174,3 +174,30 @@ def done_shards(db: Path) -> int:
             con.close()
     except sqlite3.OperationalError:
         return 0
+
+
+def rows(run_dir: Path) -> list[tuple]:
+    """Every stored result of a run as (model, attack, sample, distance, pred)."""
+    from dim.store import Store
+    store = Store(run_dir / "results.sqlite")
+    try:
+        return [(r.model, r.attack, r.sample, r.distance, r.pred) for r in store.results()]
+    finally:
+        store.close()
+
+
+def robust_fraction(dist, eps) -> float:
+    """The documented accuracy at eps: distances beyond eps by more than float32 rounding."""
+    from dim.evaluation import metrics
+    return float(np.mean(np.asarray(dist) > eps * (1 + metrics.RELATIVE_TOLERANCE)))
+
+
+class Output(nn.Module):
+    """``base`` with its output transformed by ``fn`` (another model, or a wrong kind of output)."""
+
+    def __init__(self, base, fn):
+        super().__init__()
+        self.base, self.fn = base, fn
+
+    def forward(self, x):
+        return self.fn(self.base(x))

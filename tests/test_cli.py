@@ -1,0 +1,130 @@
+"""The `dim` command: help everywhere, clear errors, fetch/train/load, evaluate with a factory, and one clear error
+for a damaged store or a --run that is a file."""
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import dim
+import evalkit  # noqa: F401  (registers the test adapters)
+from dim.attacks.spec import AttackSpec
+from dim.core.norms import Norm
+from dim.evaluation.runner import EvalModel, evaluate_models
+from dim.report import build_report
+
+
+TESTS = Path(__file__).resolve().parent
+
+
+@pytest.mark.slow
+def test_cli_evaluate_with_model_factory_and_report(tmp_path, data_dir):
+    env = {**os.environ, "DIM_NO_PROGRESS": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))}
+    run = tmp_path / "run"
+    r = subprocess.run([sys.executable, "-m", "dim", "evaluate", "--model-factory", "evalkit:tiny_model",
+                        "--suite", "quick", "--n", "10", "--batch-size", "10", "--run", str(run)],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (run / "report" / "report.md").is_file()
+    assert f"page: {run / 'report' / 'index.html'}" in r.stdout and (run / "report" / "index.html").is_file()
+    r = subprocess.run([sys.executable, "-m", "dim", "report", str(run)], capture_output=True, text=True, env=env)
+    assert r.returncode == 0 and "tiny_model" in r.stdout and "index.html" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "dim", "status", str(run)], capture_output=True, text=True, env=env)
+    assert r.returncode == 0 and "tiny_model:" in r.stdout and "shards finished (" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "dim", "status", str(tmp_path / "none")], capture_output=True,
+                       text=True, env=env)
+    assert r.returncode == 2 and "no results store" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "dim", "evaluate", "--suite", "nope", "--n", "5", "--run",
+                        str(tmp_path / "x"), "--model-factory", "evalkit:tiny_model"],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 2 and "unknown suite 'nope'" in r.stderr
+    # attacks that fail leave a run whose numbers are not final: exit status 3, with how many and what to do
+    r = subprocess.run([sys.executable, "-m", "dim", "evaluate", "--model-factory", "evalkit:gradient_hostile_model",
+                        "--suite", "quick", "--n", "10", "--batch-size", "10", "--run", str(tmp_path / "bad"),
+                        "--no-checks"], capture_output=True, text=True, env=env)
+    assert r.returncode == 3, r.stderr[-2000:]
+    assert "shard(s) of" in r.stderr and "failed" in r.stderr and "rerun the same command" in r.stderr
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda db: db.write_bytes(b""), r"is empty \(0 bytes\), not a results store"),
+    (lambda db: db.write_bytes(b"not sqlite" * 500), r"not a readable results store \(file is not a database\)"),
+    (lambda db: db.write_bytes(db.read_bytes()[:3000]), r"not a readable results store"),
+])
+def test_a_damaged_store_is_one_clear_error_and_the_report_survives(tiny, test_data, tmp_path, damage, message):
+    x, y = test_data
+    run = tmp_path / "run"
+    suite = (AttackSpec("Linf FGSM", "LinfFastGradientAttack", Norm.LINF),)
+    evaluate_models([EvalModel("m", tiny)], x[:10], y[:10], suite=suite, run_dir=run, batch_size=10, show=False,
+                    checks=False)
+    report = (build_report(run, plots=False) / "report.md").read_text()
+    damage(run / "results.sqlite")
+    for args in (["status", str(run)], ["report", str(run)]):
+        r = subprocess.run([sys.executable, "-m", "dim", *args], capture_output=True, text=True,
+                           env={**os.environ, "DIM_NO_PROGRESS": "1"})
+        assert r.returncode == 2 and re.search(message, r.stderr), r.stderr
+        assert str(run / "results.sqlite") in r.stderr and "Traceback" not in r.stderr
+    assert (run / "report" / "report.md").read_text() == report      # the good report is still there
+
+
+def test_run_pointing_at_a_file_is_one_clear_error(tiny, test_data, tmp_path):
+    x, y = test_data
+    (tmp_path / "afile").write_text("not a run")
+    with pytest.raises(ValueError, match=r"afile: is a file, not a run directory"):
+        evaluate_models([EvalModel("m", tiny)], x[:10], y[:10], suite="quick", run_dir=tmp_path / "afile",
+                        batch_size=10, show=False)
+
+
+def run_cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "dim", *args], capture_output=True, text=True, env=env)
+
+
+@pytest.mark.slow   # trains a model
+def test_cli_fetch_train_load(data_dir, tmp_path):
+    r = run_cli("data", "fetch", "--data-dir", str(data_dir))
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "m"
+    r = run_cli("train", "single_im", "--out", str(out), "--epochs", "2", "--limit", "300", "--eval-limit", "300",
+                "--data-dir", str(data_dir), "--set", "batch_size=32")
+    assert r.returncode == 0, r.stderr
+    assert "single_im: clean accuracy" in r.stdout
+    model = dim.load_model(out)
+    assert model.card["config"]["train"]["batch_size"] == 32
+
+
+@pytest.mark.parametrize("args, message", [
+    (["data", "fetch", "--source", "/nonexistent/dir"], "folder does not exist"),
+    (["train", "nope"], "unknown model 'nope'"),
+    (["train", "bidim"], "inference variant"),
+    (["info", "/nonexistent"], "does not exist"),
+    (["train", "dim", "--set", "nonsense"], "key=value"),
+])
+def test_cli_errors_are_clear(args, message, tmp_path):
+    r = run_cli(*args)
+    assert r.returncode == 2 and message in r.stderr, (r.returncode, r.stderr)
+    assert "Traceback" not in r.stderr
+
+
+def _cli_commands(group, prefix=()):
+    """Every command path of the CLI, from its click group (a new command is tested the day it is added)."""
+    yield list(prefix)
+    for name, cmd in getattr(group, "commands", {}).items():
+        yield from _cli_commands(cmd, (*prefix, name))
+
+
+def test_cli_help_everywhere():
+    import typer
+    from typer.testing import CliRunner
+
+    from dim.cli import app
+    paths = list(_cli_commands(typer.main.get_command(app)))
+    assert ["evaluate"] in paths and ["data", "fetch"] in paths and len(paths) >= 12
+    runner = CliRunner()
+    for path in paths:   # in process: one interpreter start per command would cost a second each
+        r = runner.invoke(app, [*path, "--help"])
+        assert r.exit_code == 0 and "Usage" in r.output, (path, r.output)
+    r = run_cli("--help")   # and the real entry point once
+    assert r.returncode == 0 and "evaluate" in r.stdout

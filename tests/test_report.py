@@ -1,0 +1,155 @@
+"""Reports rendered from a run's store: Markdown, Table 1/2, cards, incomplete runs, warnings."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import evalkit  # noqa: F401  (registers the test adapters)
+from dim.attacks.suites import get_suite
+from dim.attacks.spec import AttackSpec
+from dim.evaluation import metrics
+from dim.core.norms import Norm
+from dim.evaluation.artifacts import load_adversarials
+from dim.evaluation.runner import EvalModel, evaluate_models
+from dim.core.verify import predict_numpy
+from dim.report import build_report
+from dim.store import Store
+
+
+TESTS = Path(__file__).resolve().parent
+
+
+def test_end_to_end_evaluate_and_report(tiny, test_data, tmp_path):
+    x, y = test_data
+    suite = [s for s in get_suite("quick") if s.name in ("Linf FGSM", "Linf PGD", "L2 DDN", "L2 DeepFool")]
+    evaluate_models([EvalModel("tiny", tiny, paper_name="CNN")], x, y, suite=suite, run_dir=tmp_path,
+                    batch_size=20, show=False)
+    store = Store(tmp_path / "results.sqlite")
+    (res,) = metrics.compute(store)
+    store.close()
+    assert res.clean_accuracy == pytest.approx(float(np.mean(predict_numpy(tiny, x) == y)))
+    # a linear MNIST model is not robust: PGD at eps 0.3 breaks nearly everything
+    assert res.attacks["Linf PGD"].accuracy < 0.2
+    assert res.norms[Norm.LINF].accuracy <= min(res.attacks["Linf PGD"].accuracy, res.attacks["Linf FGSM"].accuracy)
+    assert res.minimal_accuracy <= res.attacks["Linf PGD"].accuracy
+    adv = load_adversarials(tmp_path, "tiny", "Linf PGD")
+    ok = np.isfinite(adv["distance"]) & (adv["distance"] > 0)
+    assert (predict_numpy(tiny, adv["x_adv"][ok]) != y[adv["sample"][ok]]).all()
+    assert (np.abs(adv["x_adv"][ok] - x[adv["sample"][ok]]).reshape(ok.sum(), -1).max(1) <= 0.3 + 1e-6).all()
+    out = build_report(tmp_path)
+    for f in ("report.md", "table1.md", "table1.csv", "table1.tex", "metrics.json", "accuracy_vs_eps_Linf.png"):
+        assert (out / f).is_file(), f
+    table = (out / "table1.md").read_text()
+    assert "LinfProjectedGradientDescentAttack" in (out / "report.md").read_text()
+    # every number recomputed from the stored rows, not from the metrics code
+    from dim.report.tables import fmt_acc, fmt_dist
+    store = Store(tmp_path / "results.sqlite")
+    try:
+        assert {s["status"] for s in store.shards()} == {"done"} and len(store.shards()) == len(suite) * 2
+        d = {a.name: np.array([r.distance for r in store.rows("tiny", a.name)]) for a in suite}
+    finally:
+        store.close()
+    assert all(len(v) == len(y) for v in d.values()) and all(a.complete for a in res.attacks.values())
+    for norm, eps, names in ((Norm.LINF, 0.3, ("Linf FGSM", "Linf PGD")), (Norm.L2, 1.5, ("L2 DDN", "L2 DeepFool"))):
+        names = [n for n in names if n in d]
+        worst = np.min(np.stack([d[n] for n in names]), axis=0)          # element-wise, per sample
+        assert res.norms[norm].accuracy == pytest.approx(evalkit.robust_fraction(worst, eps))
+        assert res.norms[norm].median == pytest.approx(float(np.median(worst)))
+    linf = np.minimum(d["Linf FGSM"], d["Linf PGD"])
+    assert f"| Linf PGD | {fmt_acc(evalkit.robust_fraction(d['Linf PGD'], 0.3))} | 0% |" in table   # ours, then the paper's
+    lo, hi = metrics.wilson_interval(int(np.sum(linf > 0.3 * (1 + metrics.RELATIVE_TOLERANCE))), len(linf))
+    assert f"| All L∞ attacks | {fmt_dist(float(np.median(linf)))}/{fmt_acc(evalkit.robust_fraction(linf, 0.3))} " \
+           f"[{100 * lo:.0f}-{100 * hi:.0f}] | 0.08/0% |" in table
+    minimal = min(evalkit.robust_fraction(v, 0.3 if k.startswith("Linf") else 1.5) for k, v in d.items())
+    assert res.minimal_accuracy == pytest.approx(minimal)
+    csv_rows = (out / "table1.csv").read_text().splitlines()
+    assert f"Linf PGD,{fmt_acc(evalkit.robust_fraction(d['Linf PGD'], 0.3))},0%" in csv_rows
+    card = json.loads((out / "cards" / "tiny.json").read_text())
+    assert card["attacks"]["Linf PGD"]["accuracy"] == pytest.approx(evalkit.robust_fraction(d["Linf PGD"], 0.3))
+    assert card["paper_protocol"]["per_norm"]["Linf"]["accuracy"] == pytest.approx(evalkit.robust_fraction(linf, 0.3))
+    assert card["paper_protocol"]["per_norm"]["Linf"]["interval_95"] == pytest.approx([lo, hi], abs=1e-4)
+    assert card["paper_protocol"]["per_norm"]["Linf"]["n"] == len(y)
+    assert card["paper_protocol"]["minimal_accuracy"] == pytest.approx(minimal)
+
+
+def test_table2_cells_are_the_stored_rows(tiny, test_data, tmp_path):
+    from dim.report.tables import fmt_acc
+    x, y = test_data
+    suite = (AttackSpec("Linf FGSM", "LinfFastGradientAttack", Norm.LINF),)
+    noisy = evalkit.Output(tiny, lambda z: z + 0.5 * torch.sin(17 * z))   # another model, other numbers
+    evaluate_models([EvalModel("a", tiny, paper_name="Internal Models"), EvalModel("b", noisy, paper_name="DIM")],
+                    x, y, suite=suite, run_dir=tmp_path, batch_size=20, show=False, checks=False)
+    out = build_report(tmp_path, plots=False)
+    store = Store(tmp_path / "results.sqlite")
+    try:
+        acc = {m: evalkit.robust_fraction(np.array([r.distance for r in store.rows(m, "Linf FGSM")]), 0.3) for m in "ab"}
+    finally:
+        store.close()
+    header, *rows = (out / "table2.md").read_text().splitlines()
+    cols = [c.strip() for c in header.strip("|").split("|")]
+    fgsm = next([c.strip() for c in r.strip("|").split("|")] for r in rows if r.startswith("| Linf FGSM |"))
+    assert fgsm[cols.index("Internal Models")] == fmt_acc(acc["a"]) and fgsm[cols.index("DIM")] == fmt_acc(acc["b"])
+
+
+def test_a_run_of_table2_ablations_only_gets_table2_and_no_table1_of_empty_paper_columns(tiny, test_data, tmp_path):
+    x, y = test_data
+    suite = (AttackSpec("Linf FGSM", "LinfFastGradientAttack", Norm.LINF),)
+    models = [EvalModel("a", tiny, paper_name="Internal Models"), EvalModel("b", tiny, paper_name="singleIM")]
+    evaluate_models(models, x[:10], y[:10], suite=suite, run_dir=tmp_path, batch_size=10, show=False, checks=False)
+    (tmp_path / "report").mkdir()
+    (tmp_path / "report" / "table1.md").write_text("a Table 1 of an earlier report")   # now wrong: removed
+    out = build_report(tmp_path, plots=False)
+    assert (out / "table2.md").is_file() and not (out / "table1.md").exists()
+    assert "## Table 2: ablations" in (out / "report.md").read_text()
+    assert 'id="table-table1"' not in (out / "index.html").read_text()
+    evaluate_models([EvalModel("c", tiny, paper_name="CNN")], x[:10], y[:10], suite=suite, run_dir=tmp_path,
+                    batch_size=10, show=False, checks=False)
+    out = build_report(tmp_path, plots=False)                   # a model of Table 1 joins: both tables
+    assert (out / "table1.md").is_file() and (out / "table2.md").is_file()
+
+
+def test_a_report_of_an_incomplete_run_says_so_at_the_top_and_marks_its_numbers(tiny, test_data, tmp_path):
+    x, y = test_data
+    suite = (AttackSpec("L2 broken", "broken", Norm.L2), AttackSpec("Linf FGSM", "LinfFastGradientAttack", Norm.LINF),
+             AttackSpec("L2 DDN", "DDNAttack", Norm.L2), AttackSpec("Linf PGD", "LinfProjectedGradientDescentAttack",
+                                                                    Norm.LINF))
+    evaluate_models([EvalModel("tiny", tiny)], x, y, suite=suite, run_dir=tmp_path, batch_size=20, show=False,
+                    checks=False, only=["L2 *", "Linf FGSM"])             # Linf PGD never starts
+    text = (build_report(tmp_path, plots=False) / "report.md").read_text()
+    top = text.split("| model | clean |")[0]
+    assert "**Incomplete run: 2 (model, attack) unit(s) are missing or failed**" in top
+    assert "tiny / L2 broken (2 shard(s) failed)" in top and "tiny / Linf PGD (not started)" in top
+    row = next(line for line in text.splitlines() if line.startswith("| tiny | "))
+    assert row.count("*(incomplete)*") == 4       # L2, L-inf, the union and the minimal accuracy; L0 and L1 have none
+    evaluate_models([EvalModel("tiny", tiny)], x, y, suite=suite[1:], run_dir=tmp_path, batch_size=20, show=False,
+                    checks=False)
+    text = (build_report(tmp_path, plots=False) / "report.md").read_text()
+    assert "Incomplete run: 1 (model, attack) unit(s)" in text and "Linf PGD (not started)" not in text
+
+
+def test_the_strongest_attacks_are_the_lowest_accuracies_of_the_norm_without_the_ones_that_do_not_apply():
+    from dim.report.compare import strongest_attacks
+    card = {"attacks": {
+        "L2 A": {"norm": "L2", "accuracy": 0.5, "adaptive": False},
+        "L2 B": {"norm": "L2", "accuracy": 0.2, "adaptive": True, "complete": False},
+        "L2 C": {"norm": "L2", "accuracy": 0.2, "adaptive": True},
+        "L2 BPDA": {"norm": "L2", "accuracy": 0.0, "not_applicable": True},
+        "L2 none": {"norm": "L2", "accuracy": None},
+        "Linf D": {"norm": "Linf", "accuracy": 0.0}}}
+    found = strongest_attacks(card, "L2", 2)
+    assert [(a["attack"], a["accuracy"], a["complete"]) for a in found] == [("L2 B", 0.2, False), ("L2 C", 0.2, True)]
+    assert [a["attack"] for a in strongest_attacks(card, "L2", 10)] == ["L2 B", "L2 C", "L2 A"]
+    assert strongest_attacks(card, "L2", 0) == [] and strongest_attacks(card, "L1", 3) == []
+
+
+def test_report_warns_about_binarized_models(test_data, tmp_path):
+    import dim
+    x, y = test_data
+    suite = (AttackSpec("Linf FGSM", "LinfFastGradientAttack", Norm.LINF),)
+    models = [EvalModel("bicnn", dim.create_model("bicnn"), name="bicnn", paper_name="biCNN"),
+              EvalModel("cnn", dim.create_model("cnn"), name="cnn", paper_name="CNN")]
+    evaluate_models(models, x[:10], y[:10], suite=suite, run_dir=tmp_path, batch_size=10, show=False)
+    text = (build_report(tmp_path, plots=False) / "report.md").read_text()
+    assert "Warning: bicnn binarizes its input" in text and "cnn, " not in text.split("Warning:")[1][:40]
