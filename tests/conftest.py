@@ -24,6 +24,29 @@ def tiny(data_dir):
 
 
 @pytest.fixture(scope="session")
+def trained_dim(data_dir, tmp_path_factory):
+    """DIM trained on 600 MNIST images for 12 epochs (seed 1), once per test run: ``(model folder, card)``.
+    Shared: read it, do not write into its folder."""
+    from dim.train import train
+    out = tmp_path_factory.mktemp("dim")
+    card = train("dim", out, epochs=12, seed=1, data_dir=data_dir, limit=600, eval_limit=1000,
+                 train_overrides={"batch_size": 16, "denoiser_epochs": 6}, show=False)
+    return out, card
+
+
+@pytest.fixture(scope="session")
+def plain_cnn(data_dir, tmp_path_factory):
+    """The paper's CNN trained without any attack on 2,000 MNIST images for 2 epochs (seed 0, batch 32, CPU), once
+    per test run: the baseline the adversarial-training tests train their models against. Shared: do not modify."""
+    import dim
+    from dim.train import train
+    out = tmp_path_factory.mktemp("cnn")
+    train("cnn", out, epochs=2, seed=0, data_dir=data_dir, limit=2000, eval_limit=200,
+          train_overrides={"batch_size": 32}, show=False, device="cpu")
+    return dim.load_model(out, device="cpu")
+
+
+@pytest.fixture(scope="session")
 def test_data(data_dir):
     """The first 40 MNIST test images and labels (shared: do not modify them)."""
     from dim import data

@@ -16,7 +16,6 @@ from dim.report import build_report
 from dim.report.gallery import build_gallery
 from dim.report.view import build_view
 from dim.store import Store
-from dim.train import train
 
 pytestmark = pytest.mark.slow   # a headless browser and a trained DIM
 
@@ -27,13 +26,11 @@ SUITE = (AttackSpec("Linf FGSM", "LinfFastGradientAttack", Norm.LINF),
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, data_dir):
-    """A small run: a softmax regression, the same under a hostile name, and a briefly trained DIM (about 30%
-    clean) from a model directory."""
+def run(tmp_path_factory, trained_dim):
+    """A small run: a softmax regression, the same under a hostile name, and the session's briefly trained DIM from
+    its model directory."""
     root = tmp_path_factory.mktemp("html")
-    dim_dir = root / "dim"
-    train("dim", dim_dir, epochs=3, limit=1000, eval_limit=200, show=False, train_overrides={"batch_size": 32},
-          data_dir=data_dir)
+    dim_dir, _ = trained_dim
     x, y = data.load_split("mnist", "test", limit=60)
     models = [EvalModel("tiny", evalkit.tiny_model()), EvalModel(HOSTILE, evalkit.tiny_model(seed=1)),
               eval_model_from_dir(dim_dir, device="cpu")]

@@ -1,4 +1,5 @@
 """The multi-norm attack (MSD / MAX) and the recipes that train against it."""
+import copy
 import numpy as np
 import pytest
 import torch
@@ -123,18 +124,17 @@ def test_interrupted_multinorm_training_resumes_to_the_same_weights(data_dir, tm
 
 
 @pytest.mark.slow
-def test_multinorm_training_is_adversarial(data_dir, tmp_path):
+def test_multinorm_training_is_adversarial(plain_cnn, data_dir, tmp_path):
     """The same CNN and budget trained with and without the multi-norm attack: only the first resists it."""
     x, y = dim.data.load_split("mnist", "test", data_dir, limit=200)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     eps = {Norm.LINF: 0.1, Norm.L2: 1.0}
+    train("msd_cnn", tmp_path / "msd_cnn", epochs=2, seed=0, data_dir=data_dir, limit=2000, eval_limit=200,
+          train_overrides={"batch_size": 32, "norms": ["Linf", "L2"], "eps_linf": 0.1, "eps_l2": 1.0, "steps": 3,
+                           "eps_warmup_epochs": 0.5}, show=False, device="cpu")
     robust = {}
-    for name, extra in (("cnn", {}), ("msd_cnn", {"norms": ["Linf", "L2"], "eps_linf": 0.1, "eps_l2": 1.0, "steps": 3,
-                                                   "eps_warmup_epochs": 0.5})):
-        train(name, tmp_path / name, epochs=2, seed=0, data_dir=data_dir, limit=2000, eval_limit=200,
-              train_overrides={"batch_size": 32, **extra}, show=False, device="cpu")
-        model = dim.load_model(tmp_path / name, device="cpu")
-        for p in model.parameters():
+    for name, model in (("cnn", copy.deepcopy(plain_cnn)), ("msd_cnn", dim.load_model(tmp_path / "msd_cnn", device="cpu"))):
+        for p in model.parameters():   # (a copy of the shared baseline: its flags stay as they are)
             p.requires_grad_(False)
         x_adv, _ = msd(model, xt, yt, MSDConfig(eps=eps, steps=20, loss="margin", mode="max"))
         robust[name] = float((model(x_adv).argmax(1) == yt).float().mean())

@@ -290,7 +290,8 @@ def test_sigkill_and_resume_gives_the_same_results(tmp_path, data_dir):
     script.write_text(evalkit.KILLABLE_RUN.format(tests=str(TESTS)))
     env = {**os.environ, "DIM_NO_PROGRESS": "1"}
     ref, killed = tmp_path / "ref", tmp_path / "killed"
-    subprocess.run([sys.executable, str(script), str(ref)], check=True, env=env)
+    fast = {**env, "DIM_TEST_SLOW": "0"}   # only the run that is killed needs to be slow
+    subprocess.run([sys.executable, str(script), str(ref)], check=True, env=fast)
     proc = subprocess.Popen([sys.executable, str(script), str(killed)], env=env)
     deadline = time.time() + 120
     while evalkit.done_shards(killed / "results.sqlite") < 3 and time.time() < deadline and proc.poll() is None:
@@ -300,7 +301,7 @@ def test_sigkill_and_resume_gives_the_same_results(tmp_path, data_dir):
     proc.wait()
     partial = evalkit.done_shards(killed / "results.sqlite")
     assert 3 <= partial < 24
-    subprocess.run([sys.executable, str(script), str(killed)], check=True, env=env)
+    subprocess.run([sys.executable, str(script), str(killed)], check=True, env=fast)
     assert evalkit.rows(killed) == evalkit.rows(ref)
     assert len(evalkit.rows(ref)) == 2 * 48
     a = build_report(ref, plots=False)

@@ -18,14 +18,9 @@ pytestmark = pytest.mark.slow   # trains models
 TRAINABLE = [m for m in list_models() if get_entry(m).weights_from is None]
 SMALL = {"batch_size": 16}  # small data: more, smaller steps
 SMALL_DENOISER = {"denoiser_epochs": 6}  # on 400-600 images the denoiser needs more epochs than the default 4
-
-
-@pytest.fixture(scope="module")
-def trained_dim(data_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("dim")
-    card = train("dim", out, epochs=12, seed=1, data_dir=data_dir, limit=600, eval_limit=1000,
-                 train_overrides={**SMALL, **SMALL_DENOISER}, show=False)
-    return out, card
+# "learns" needs the recipe's loop, not its full inner attack: two attack steps instead of the recipes' 3-5
+# (the attacks themselves are tested in test_multinorm.py and by test_madry_training_is_adversarial)
+CHEAP_ATTACKS = {"msd": {"steps": 2}, "score_msd": {"steps": 2}, "adversarial": {"pgd_steps": 2, "pgd_step": 0.2}}
 
 
 def test_short_training_beats_chance(trained_dim):
@@ -43,6 +38,7 @@ def test_every_trainable_model_learns(name, data_dir, tmp_path):
     recipe = get_entry(name).recipe
     extra = ({"pretrain_denoiser_epochs": 6} if recipe == "score_msd" else SMALL_DENOISER if recipe.startswith("score")
              else {})
+    extra.update(CHEAP_ATTACKS.get(recipe, {}))
     # the paper's objective alone (no cross-entropy) learns more slowly: on 400 images it reaches 38%
     limit = 1200 if get_entry(name).recipe == "score_paper" else 400
     card = train(name, tmp_path / name, epochs=12, seed=0, data_dir=data_dir, limit=limit, eval_limit=500,
@@ -295,7 +291,7 @@ def test_abs_augmentation_is_applied_with_its_probability(data_dir, monkeypatch)
     assert calls == []
 
 
-def test_madry_training_is_adversarial(data_dir, tmp_path):
+def test_madry_training_is_adversarial(plain_cnn, data_dir, tmp_path):
     """The same CNN and budget, trained with and without PGD: only the adversarially trained one resists PGD.
 
     Measured (2,000 images, 2 epochs, eps 0.1, first 200 test images; seeds 0 and 1): PGD-20 leaves 70% / 60% of
@@ -303,11 +299,10 @@ def test_madry_training_is_adversarial(data_dir, tmp_path):
     from dim.attacks.gradient import pgd
     from dim.core.norms import Norm
     x, y = dim.data.load_split("mnist", "test", data_dir, limit=200)
+    train("madry", tmp_path / "madry", epochs=2, seed=0, data_dir=data_dir, limit=2000, eval_limit=200,
+          train_overrides={"batch_size": 32, "eps": 0.1, "eps_warmup_epochs": 0.5}, show=False, device="cpu")
     robust = {}
-    for name, extra in (("cnn", {}), ("madry", {"eps": 0.1, "eps_warmup_epochs": 0.5})):
-        train(name, tmp_path / name, epochs=2, seed=0, data_dir=data_dir, limit=2000, eval_limit=200,
-              train_overrides={"batch_size": 32, **extra}, show=False, device="cpu")
-        model = dim.load_model(tmp_path / name, device="cpu")
+    for name, model in (("cnn", plain_cnn), ("madry", dim.load_model(tmp_path / "madry", device="cpu"))):
         xt, yt = torch.from_numpy(x), torch.from_numpy(y)
         ok = model(xt).argmax(1) == yt
         cand, _ = pgd(model, xt[ok], yt[ok], norm=Norm.LINF, eps=0.1, steps=20, restarts=1, seed=0)
