@@ -133,3 +133,38 @@ def test_reuse_refuses_a_run_on_other_images_or_settings(tiny, test_data, tmp_pa
     with pytest.raises(FileNotFoundError, match="no results store"):
         evaluate_models([EvalModel("tiny", tiny)], x, y, run_dir=tmp_path / "new", reuse=[tmp_path / "nowhere"], **kw)
     assert not (tmp_path / "new").exists()          # refused before the run was touched
+
+
+@pytest.mark.parametrize("forge", ["store", "store and file"])
+def test_a_donor_whose_rows_claim_none_found_against_its_own_evidence_is_recomputed(tiny, test_data, tmp_path,
+                                                                                     capsys, forge):
+    """A donor edited to say "no adversarial found" where FGSM broke the model (its distances set to infinity,
+    and with them its adversarials to NaN) would turn broken samples into robust ones if copied: every such shard
+    is recomputed, and the run says why."""
+    import sqlite3
+    x, y = test_data[0][:20], test_data[1][:20]
+    kw = dict(suite=(AttackSpec("Linf FGSM", "LinfFastGradientAttack", Norm.LINF),), batch_size=10, seed=3,
+              show=False, checks=False, suite_name="s")
+    model = EvalModel("tiny", tiny, card_sha256="card")
+    evaluate_models([model], x, y, run_dir=tmp_path / "donor", **kw)
+    honest = evalkit.rows(tmp_path / "donor")
+    assert sum(np.isfinite(d) and d > 0 for *_, d, _ in honest) >= 5        # FGSM breaks the model
+    with sqlite3.connect(tmp_path / "donor" / "results.sqlite") as db:
+        db.execute("UPDATE results SET distance = 9e999 WHERE distance > 0")
+    if forge == "store and file":
+        path = tmp_path / "donor" / "adversarials" / "tiny" / "Linf_FGSM.npz"
+        adv = dict(np.load(path))
+        broken = adv["distance"] > 0
+        adv["distance"][broken] = np.inf
+        adv["x_adv"][broken] = np.nan
+        np.savez_compressed(path, **adv)
+    assert evalkit.robust_fraction([d for *_, d, _ in evalkit.rows(tmp_path / "donor")], 0.3) > 0.9   # the lie
+    capsys.readouterr()
+    evaluate_models([model], x, y, run_dir=tmp_path / "copy", reuse=[tmp_path / "donor"], **kw)
+    assert run_status(tmp_path / "copy")[0].reused == {}
+    assert evalkit.rows(tmp_path / "copy") == honest
+    err = " ".join(capsys.readouterr().err.split())   # the console wraps long lines
+    assert err.count(f"not copied from {tmp_path / 'donor'}") == 2 and "recomputing" in err
+    why = ("its store and its adversarials file give different distances" if forge == "store"
+           else "its stored labels are not the model's on these images")
+    assert why in err

@@ -64,8 +64,8 @@ def commit_reused(store: Store, run_dir: Path, donors: Sequence[Donor], unit: At
                                       unit.x.shape[1:]):
                 continue
         got = copy_shard(donor, unit.model, unit.spec, model, unit.x, unit.y, unit.clean, unit.samples)
-        if got is None:
-            log(f"{unit.label}: the copy from {donor.run_dir} does not verify; recomputing")
+        if isinstance(got, str):
+            log(f"{unit.label}: not copied from {donor.run_dir}: {got}; recomputing")
             continue
         arrays, rows, seconds = got
         store.mark_reused(unit.model, unit.spec.name, unit.shard, str(donor.run_dir))

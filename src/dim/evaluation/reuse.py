@@ -130,17 +130,32 @@ def donor_starts(donor: Donor, key: str, specs, spec: AttackSpec, shard: int, sa
 
 
 def copy_shard(donor: Donor, key: str, spec: AttackSpec, model, xs: np.ndarray, ys: np.ndarray,
-               clean: np.ndarray, samples: np.ndarray) -> tuple[dict[str, np.ndarray], list[ResultRow], float] | None:
-    """The donor's shard, re-verified on ``model``: (adversarial arrays, rows, seconds), or None if it does not hold."""
-    adv, rows = donor.attack_data(key, spec.name)
-    if adv is None or any(int(s) not in rows for s in samples):
-        return None
+               clean: np.ndarray, samples: np.ndarray) -> tuple[dict[str, np.ndarray], list[ResultRow], float] | str:
+    """The donor's shard, re-verified on ``model``: (adversarial arrays, rows, seconds), or why it cannot be copied.
+
+    The donor's rows, its adversarials file and this run's re-verification must tell one story, sample by sample:
+    a finite distance exactly where a stored adversarial verifies again at that distance with the stored label,
+    and "none found" (infinite distance, the clean prediction, no adversarial in the file) everywhere else. A row
+    that claims "none found" while its file, its label or the file's own distances say otherwise is refused, so
+    that a damaged or edited donor never turns broken samples into robust ones.
+    """
+    try:
+        adv, rows = donor.attack_data(key, spec.name)
+    except Exception as exc:   # a damaged file is a reason to recompute, never a crash of the run
+        return f"its adversarials file cannot be read ({type(exc).__name__}: {exc})"
+    if adv is None:
+        return "it has no adversarials file for this attack"
+    if any(int(s) not in rows for s in samples):
+        return "its store lacks rows of this shard"
     where = {int(s): i for i, s in enumerate(adv["sample"])}
     if any(int(s) not in where for s in samples):
-        return None
+        return "its adversarials file lacks samples of this shard"
     idx = np.array([where[int(s)] for s in samples])
     stored = np.array([rows[int(s)].distance for s in samples])
+    stored_pred = np.array([rows[int(s)].pred for s in samples])
     cand = adv["x_adv"][idx]
+    in_file = np.isfinite(cand.reshape(len(cand), -1)).all(axis=1)
+    file_dist = np.asarray(adv["distance"])[idx] if "distance" in adv else stored
     # Verified as execution verifies: the clean-correct samples in one batch (a model's logits can differ in
     # the last bit with the batch size, enough to move a point that a boundary attack left on the boundary);
     # a clean misclassification is stored as the clean image at distance 0.
@@ -148,14 +163,25 @@ def copy_shard(donor: Donor, key: str, spec: AttackSpec, model, xs: np.ndarray, 
     got = verify(model, xs[correct], ys[correct], cand[correct], spec.norm)
     distance = np.where(correct, np.inf, 0.0)
     distance[correct] = got.distance
-    if not np.array_equal(np.isfinite(distance), np.isfinite(stored)):
-        return None
-    fin = np.isfinite(stored)
-    if not np.allclose(distance[fin], stored[fin], rtol=1e-5, atol=1e-6):
-        return None
-    pred, x_adv = clean.copy(), np.full(xs.shape, np.nan, np.float32)
-    x_adv[~correct] = xs[~correct]
+    pred = clean.copy()
     pred[correct] = np.where(np.isfinite(got.distance), got.pred, clean[correct])
+    checks = (
+        (np.array_equal(np.isfinite(stored), np.isfinite(file_dist))
+         and np.allclose(stored[np.isfinite(stored)], file_dist[np.isfinite(stored)], rtol=0, atol=0),
+         "its store and its adversarials file give different distances"),
+        (np.array_equal(np.isfinite(stored[correct]), in_file[correct]),
+         "its rows say 'none found' where its file holds an adversarial, or the reverse"),
+        (np.array_equal(np.isfinite(distance), np.isfinite(stored)),
+         "its stored adversarials do not verify again where its rows say they do"),
+        (np.allclose(distance[np.isfinite(stored)], stored[np.isfinite(stored)], rtol=1e-5, atol=1e-6),
+         "its stored distances do not reproduce"),
+        (np.array_equal(pred, stored_pred), "its stored labels are not the model's on these images"),
+    )
+    for ok, why in checks:
+        if not ok:
+            return why
+    x_adv = np.full(xs.shape, np.nan, np.float32)
+    x_adv[~correct] = xs[~correct]
     x_adv[correct] = got.x_adv
     seconds = float(sum(rows[int(s)].seconds for s in samples))
     arrays = dict(sample=samples, distance=stored, pred=pred, x_adv=x_adv)
