@@ -9,7 +9,7 @@ import evalkit  # noqa: F401  (registers the test adapters)
 from dim.attacks.spec import AttackSpec
 from dim.core.norms import Norm
 from dim.evaluation.status import run_status, status_text
-from dim.evaluation.artifacts import load_adversarials
+from dim.evaluation.artifacts import adversarial_path, load_adversarials
 from dim.evaluation.runner import EvalModel, evaluate_models
 from dim.core.verify import predict_numpy
 from dim.report import build_report
@@ -50,7 +50,7 @@ def test_reuse_copies_identical_shards_of_another_run_and_changes_no_result(tiny
     # another model (card), or a donor whose adversarial no longer fools the model: recomputed, not copied
     evaluate_models([model("card-b")], x, y, run_dir=tmp_path / "other", reuse=[tmp_path / "small"], **kw)
     assert run_status(tmp_path / "other")[0].reused == {}
-    path = tmp_path / "small" / "adversarials" / "tiny" / "Linf_FGSM.npz"
+    path = adversarial_path(tmp_path / "small", "tiny", "Linf FGSM")
     adv = dict(np.load(path))
     broken = int(np.flatnonzero(np.isfinite(adv["distance"]) & (adv["distance"] > 0))[0])
     adv["x_adv"][broken] = x[broken]
@@ -152,7 +152,7 @@ def test_a_donor_whose_rows_claim_none_found_against_its_own_evidence_is_recompu
     with sqlite3.connect(tmp_path / "donor" / "results.sqlite") as db:
         db.execute("UPDATE results SET distance = 9e999 WHERE distance > 0")
     if forge == "store and file":
-        path = tmp_path / "donor" / "adversarials" / "tiny" / "Linf_FGSM.npz"
+        path = adversarial_path(tmp_path / "donor", "tiny", "Linf FGSM")
         adv = dict(np.load(path))
         broken = adv["distance"] > 0
         adv["distance"][broken] = np.inf

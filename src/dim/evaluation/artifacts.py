@@ -5,9 +5,15 @@ A shard's adversarials are written (by the driver, when it commits the shard) to
 shard of (model, attack) is done. Each file holds ``sample``, ``distance``,
 ``pred`` and ``x_adv`` (NaN rows: no adversarial). Readers take the merged file,
 else whatever shards exist. Only the driver writes here; workers never see these files.
+
+File names: a readable prefix of the name and a hash of the whole name (:func:`artifact_name`), so that two models
+or attacks never share a file however alike their names (``a/b`` and ``a_b``, ``L2 DDN`` and ``L2/DDN``) and no
+name is too long for a file system. Runs stored before wrote the bare prefix (:func:`legacy_slug`); they are still
+read, and a resumed one writes its new shards under the new names and merges both.
 """
 from __future__ import annotations
 
+import hashlib
 import re
 import shutil
 from pathlib import Path
@@ -32,10 +38,15 @@ def load_inputs(run_dir: Path) -> tuple[np.ndarray, np.ndarray] | None:
         return z["x"], z["y"]
 
 
-def slug(text: str) -> str:
-    """A model or attack name as the file name of its adversarials: no separator survives (``L2 DDN`` ->
-    ``L2_DDN``, as in runs stored so far); a name that would be empty, ``.`` or ``..`` gets
-    :func:`dim.names.file_name`."""
+def artifact_name(text: str) -> str:
+    """A model or attack name as the file name of its adversarials: ``L2 DDN`` -> ``L2_DDN-<12 hex digits>``
+    (at most 60 characters of readable prefix; the hash is of the whole name, so distinct names never collide)."""
+    prefix = re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("._-")[:60] or "name"
+    return f"{prefix}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+
+
+def legacy_slug(text: str) -> str:
+    """The file name runs stored before :func:`artifact_name` used (``L2 DDN`` -> ``L2_DDN``): read, never written."""
     s = re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")
     return s if s not in ("", ".", "..") else file_name(text)
 
@@ -44,25 +55,43 @@ def atomic_npz(path: Path, **arrays: np.ndarray) -> None:
     atomic_write(path, lambda fh: np.savez_compressed(fh, **arrays))
 
 
-def adversarial_path(run_dir: Path, model: str, attack: str) -> Path:
-    return Path(run_dir) / ADV_DIR / slug(model) / f"{slug(attack)}.npz"
+def adversarial_path(run_dir: Path, model: str, attack: str, name=artifact_name) -> Path:
+    return Path(run_dir) / ADV_DIR / name(model) / f"{name(attack)}.npz"
 
 
-def shard_path(run_dir: Path, model: str, attack: str, shard: int) -> Path:
-    return Path(run_dir) / ADV_DIR / slug(model) / slug(attack) / f"shard_{shard:05d}.npz"
+def shard_path(run_dir: Path, model: str, attack: str, shard: int, name=artifact_name) -> Path:
+    return Path(run_dir) / ADV_DIR / name(model) / name(attack) / f"shard_{shard:05d}.npz"
 
 
 def load_adversarials(run_dir: Path, model: str, attack: str) -> dict[str, np.ndarray] | None:
-    """The stored adversarials of (model, attack): merged file, else whatever shards exist."""
-    merged = adversarial_path(run_dir, model, attack)
-    if merged.is_file():
-        with np.load(merged) as z:
-            return {k: z[k] for k in z.files}
-    parts = sorted(shard_path(run_dir, model, attack, 0).parent.glob("shard_*.npz"))
+    """The stored adversarials of (model, attack): the merged file, else whatever shards exist (under the
+    current names, and under the names of runs stored before them)."""
+    for name in (artifact_name, legacy_slug):
+        merged = adversarial_path(run_dir, model, attack, name)
+        if _exists(merged):
+            with np.load(merged) as z:
+                return {k: z[k] for k in z.files}
+    parts = [p for name in (artifact_name, legacy_slug) if _exists(shard_path(run_dir, model, attack, 0, name).parent)
+             for p in sorted(shard_path(run_dir, model, attack, 0, name).parent.glob("shard_*.npz"))]
     if not parts:
         return None
     loaded = [dict(np.load(p)) for p in parts]
-    return {k: np.concatenate([p[k] for p in loaded]) for k in loaded[0]}
+    data = {k: np.concatenate([p[k] for p in loaded]) for k in loaded[0]}
+    _, first = np.unique(data["sample"], return_index=True)     # a shard stored under both names counts once
+    return {k: v[first] for k, v in data.items()}
+
+
+def _exists(path: Path) -> bool:
+    """``path`` exists; a name too long for the file system (as a legacy name may be) does not."""
+    try:
+        return path.exists()
+    except OSError:
+        return False
+
+
+def has_shards(run_dir: Path, model: str, attack: str) -> bool:
+    """Whether (model, attack) has shard files not yet merged (under either naming)."""
+    return any(_exists(shard_path(run_dir, model, attack, 0, name).parent) for name in (artifact_name, legacy_slug))
 
 
 def merge_shards(run_dir: Path, model: str, attack: str) -> None:
@@ -72,7 +101,8 @@ def merge_shards(run_dir: Path, model: str, attack: str) -> None:
         return
     order = np.argsort(data["sample"])
     atomic_npz(adversarial_path(run_dir, model, attack), **{k: v[order] for k, v in data.items()})
-    shutil.rmtree(shard_path(run_dir, model, attack, 0).parent, ignore_errors=True)
+    for name in (artifact_name, legacy_slug):
+        shutil.rmtree(shard_path(run_dir, model, attack, 0, name).parent, ignore_errors=True)
 
 
 def best_so_far(run_dir: Path, model: str, suite: Sequence[AttackSpec], spec: AttackSpec,

@@ -37,7 +37,7 @@ from ..core.verify import predict_numpy
 from ..models.binarize import has_binarization
 from ..progress import progress_bar
 from ..store import Store
-from .artifacts import INPUTS, atomic_npz, best_so_far, merge_shards, shard_path
+from .artifacts import INPUTS, atomic_npz, best_so_far, has_shards, merge_shards
 from .commit import commit, commit_reused
 from .executors import Executor, get_executor
 from .locks import run_lock
@@ -154,7 +154,7 @@ def _drive(store: Store, run_dir: Path, models: Sequence[EvalModel], specs, todo
     n_shards = (n + spec.batch_size - 1) // spec.batch_size
 
     def complete(model: str, attack: str) -> None:   # one adversarials file once every shard is done
-        if shard_path(run_dir, model, attack, 0).parent.is_dir() and all(
+        if has_shards(run_dir, model, attack) and all(
                 store.shard_status(model, attack, s) == "done" for s in range(n_shards)):
             merge_shards(run_dir, model, attack)
 
