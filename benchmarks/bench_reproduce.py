@@ -44,7 +44,6 @@ def main() -> None:
     report = base / "run" / "report" / "report.md"
     shutil.copy(report, RESULTS / f"{name}_report.md")
     metrics = {m["model"]: m for m in json.loads((base / "run" / "report" / "metrics.json").read_text())}
-    run_cards = {p.stem: json.loads(p.read_text()) for p in sorted((base / "run" / "report" / "cards").glob("*.json"))}
     store = Store.of_run(base / "run", read_only=True)
     try:
         seconds = store.attack_seconds()
@@ -55,10 +54,11 @@ def main() -> None:
         "target_seconds": 900 if args.preset == "quick" else None,
         "models": {k: {"train_seconds": c["train_seconds"], "clean_accuracy": c["clean_accuracy"],
                        "device": c.get("device", {}).get("device")} for k, c in cards.items()},
-        "evaluation": {k: {"clean_accuracy": m["clean_accuracy"], "minimal_accuracy": m["minimal_accuracy"],
-                           "per_norm": {n: v["accuracy"] for n, v in m["norms"].items()},
-                           "per_norm_incl_adaptive": {n: v["accuracy"] for n, v in
-                                                      run_cards[k]["incl_adaptive"]["per_norm"].items()}}
+        "evaluation": {k: {"clean_accuracy": m["clean_accuracy"],
+                           "minimal_accuracy": m["paper_protocol"]["minimal_accuracy"],
+                           "per_norm": {n: v["accuracy"] for n, v in m["paper_protocol"]["per_norm"].items()},
+                           "per_norm_incl_adaptive": {n: v["accuracy"] for n, v in m["robust"]["per_norm"].items()},
+                           "union_incl_adaptive": m["robust"]["union"]}
                        for k, m in metrics.items()},
         "attack_seconds": {k: {a: round(sec, 1) for (mm, a), sec in sorted(seconds.items()) if mm == k}
                            for k in metrics},

@@ -153,3 +153,29 @@ def test_report_warns_about_binarized_models(test_data, tmp_path):
     evaluate_models(models, x[:10], y[:10], suite=suite, run_dir=tmp_path, batch_size=10, show=False)
     text = (build_report(tmp_path, plots=False) / "report.md").read_text()
     assert "Warning: bicnn binarizes its input" in text and "cnn, " not in text.split("Warning:")[1][:40]
+
+
+def test_metrics_json_leads_with_the_numbers_to_quote_and_is_strict_json(tiny, test_data, tmp_path):
+    """metrics.json: ``robust`` (adaptive attacks included) before ``paper_protocol``; an attack that did not
+    apply and an infinite median are null, never the strings "nan" / "inf" (or NaN, which strict JSON lacks)."""
+    x, y = test_data
+    quick = {s.name: s for s in get_suite("quick")}
+    suite = [quick[n] for n in ("Linf FGSM", "L0 PGD-L0 20x1", "Linf BPDA-APGD 50 (9 targets)")]
+    evaluate_models([EvalModel("tiny", tiny)], x, y, suite=suite, run_dir=tmp_path, batch_size=20, show=False,
+                    checks=False)
+    text = (build_report(tmp_path, plots=False) / "metrics.json").read_text()
+
+    def refuse(constant):
+        raise ValueError(f"not strict JSON: {constant}")
+    (m,) = json.loads(text, parse_constant=refuse)
+    assert '"nan"' not in text and '"inf"' not in text
+    keys = list(m)
+    assert keys.index("robust") < keys.index("paper_protocol") < keys.index("attacks")
+    l0 = np.array([r[3] for r in evalkit.rows(tmp_path) if r[1] == "L0 PGD-L0 20x1"])
+    assert m["robust"]["per_norm"]["L0"]["accuracy"] == pytest.approx(evalkit.robust_fraction(l0, 12))
+    assert "L0" not in m["paper_protocol"]["per_norm"]            # no attack of the paper's ran at L0
+    assert m["robust"]["minimal_accuracy"] <= m["paper_protocol"]["minimal_accuracy"]
+    bpda = m["attacks"]["Linf BPDA-APGD 50 (9 targets)"]
+    assert bpda["not_applicable"] and bpda["accuracy"] is None and bpda["median_distance"] is None
+    if not np.isfinite(np.median(l0)):
+        assert m["robust"]["per_norm"]["L0"]["median_distance"] is None

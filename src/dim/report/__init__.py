@@ -106,6 +106,7 @@ def _write_report(view: ReportView, out: Path, plots: bool, cards_dir, warn) -> 
         parts += ["## Accuracy versus perturbation size", ""] + [f"![{p.stem}]({p.name})" for p in imgs]
     atomic_write_text(out / "report.md", "\n".join(parts) + "\n")
     atomic_write_text(out / "index.html", render_html(view, build_gallery(view)))
-    atomic_write_text(out / "metrics.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    # in the order metrics_json gives (the numbers to quote first); strict JSON: no NaN or Infinity gets through
+    atomic_write_text(out / "metrics.json", json.dumps(summary, indent=2, allow_nan=False) + "\n")
     for target in [out / "cards"] + ([Path(cards_dir)] if cards_dir else []):
         write_cards(view, target)

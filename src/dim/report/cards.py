@@ -17,15 +17,37 @@ def _clean(v: float) -> float | str:
     return v if math.isfinite(v) else str(v)
 
 
+def _number(v: float) -> float | None:
+    """A float as strict JSON: None (null) where it is NaN (no value) or infinite (a median distance of
+    infinity: no adversarial found for at least half the samples)."""
+    return v if math.isfinite(v) else None
+
+
+def _protocol_json(r: metrics.ModelResult, incl_adaptive: bool) -> dict:
+    norms = r.norms_all if incl_adaptive else r.norms
+    minimal = r.minimal_accuracy_all if incl_adaptive else r.minimal_accuracy
+    return {"per_norm": {n.value: {"accuracy": nr.accuracy, "interval_95": _interval_json(nr.interval),
+                                   "median_distance": _number(nr.median), "threshold": r.threat.threshold(n),
+                                   "attacks": nr.attacks} for n, nr in norms.items()},
+            "union": union_json(r.union_all if incl_adaptive else r.union, strict=True),
+            "minimal_accuracy": _number(minimal),
+            "minimal_interval_95": _interval_json(r.minimal_interval(incl_adaptive)),
+            "minimal_attack": r.minimal_attack_all if incl_adaptive else r.minimal_attack}
+
+
 def metrics_json(results: list[metrics.ModelResult]) -> list[dict]:
+    """One entry per model, for scripts: ``robust`` first (every attack of the run, adaptive ones included: the
+    numbers to quote), then ``paper_protocol`` (the paper's attacks only), then each attack. Strict JSON: a value
+    that does not exist (an attack that did not apply) or is infinite (a median distance where no adversarial was
+    found for half the samples) is null."""
     return [{"model": r.model, "name": r.name, "paper_name": r.paper_name, "n": r.n,
-             "clean_accuracy": r.clean_accuracy, "minimal_accuracy": _clean(r.minimal_accuracy),
-             "minimal_attack": r.minimal_attack, "union": union_json(r.union),
-             "union_incl_adaptive": union_json(r.union_all),
-             "norms": {n.value: {"accuracy": nr.accuracy, "interval_95": _interval_json(nr.interval),
-                                 "median": _clean(nr.median), "attacks": nr.attacks}
-                       for n, nr in r.norms.items()},
-             "attacks": {a.attack: {"norm": a.norm.value, "accuracy": _clean(a.accuracy), "median": _clean(a.median),
+             "clean_accuracy": r.clean_accuracy, "clean_interval_95": _interval_json(r.clean_interval),
+             "robust": {"protocol": "every attack of the run, adaptive ones included (the numbers to quote)",
+                        **_protocol_json(r, True)},
+             "paper_protocol": {"protocol": "the paper's attacks only", **_protocol_json(r, False)},
+             "attacks": {a.attack: {"norm": a.norm.value, "accuracy": _number(a.accuracy),
+                                    "interval_95": _interval_json(a.interval), "median_distance": _number(a.median),
+                                    "adaptive": a.adaptive, "not_applicable": a.not_applicable,
                                     "complete": a.complete, "failed_shards": a.failed_shards,
                                     "seconds": a.seconds} for a in r.attacks.values()}}
             for r in results]
@@ -35,12 +57,12 @@ def _interval_json(interval: tuple[float, float]) -> list | None:
     return None if any(math.isnan(v) for v in interval) else [round(v, 4) for v in interval]
 
 
-def union_json(u: metrics.UnionResult | None) -> dict | None:
-    """The union accuracy (robust in every norm at once) as a card stores it."""
+def union_json(u: metrics.UnionResult | None, strict: bool = False) -> dict | None:
+    """The union accuracy (robust in every norm at once) as a card stores it (``strict``: as metrics.json does)."""
     if u is None:
         return None
-    return {"accuracy": _clean(u.accuracy), "interval_95": _interval_json(u.interval), "n": u.n,
-            "norms": [n.value for n in u.norms]}
+    return {"accuracy": _number(u.accuracy) if strict else _clean(u.accuracy), "interval_95": _interval_json(u.interval),
+            "n": u.n, "norms": [n.value for n in u.norms]}
 
 
 def _norm_json(norms: dict[Norm, metrics.NormResult], threat) -> dict:
