@@ -31,7 +31,14 @@ def test_cli_evaluate_with_model_factory_and_report(tmp_path, data_dir):
     assert (run / "report" / "report.md").is_file()
     assert f"page: {run / 'report' / 'index.html'}" in r.stdout and (run / "report" / "index.html").is_file()
     r = subprocess.run([sys.executable, "-m", "dim", "report", str(run)], capture_output=True, text=True, env=env)
-    assert r.returncode == 0 and "tiny_model" in r.stdout and "index.html" in r.stdout
+    assert r.returncode == 0 and "index.html" in r.stdout
+    # paths and one line per model, not the whole Markdown (that takes --print)
+    (line,) = [ln for ln in r.stdout.splitlines() if ln.startswith("tiny_model: clean ")]
+    assert "all norms at once" in line and "adaptive attacks included" in line
+    assert "## " not in r.stdout and len(r.stdout.splitlines()) <= 6
+    r = subprocess.run([sys.executable, "-m", "dim", "report", str(run), "--print"], capture_output=True, text=True,
+                       env=env)
+    assert r.returncode == 0 and r.stdout.startswith((run / "report" / "report.md").read_text()[:200])
     r = subprocess.run([sys.executable, "-m", "dim", "status", str(run)], capture_output=True, text=True, env=env)
     assert r.returncode == 0 and "tiny_model:" in r.stdout and "shards finished (" in r.stdout
     r = subprocess.run([sys.executable, "-m", "dim", "status", str(tmp_path / "none")], capture_output=True,

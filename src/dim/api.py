@@ -11,25 +11,18 @@ import importlib
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import numpy as np
-import torch
 import torch.nn as nn
 
 from .attacks.spec import AttackSpec
 from .checkpoint import CARD, load_model
 from .core.device import DeviceLike
 from .evaluation import metrics
+from .evaluation.inputs import check_inputs
 from .evaluation.runner import EvalModel, evaluate_models
 from .evaluation.spec import RunSpec
 from .models.registry import get_entry
 from .provenance import file_sha256
 from .store import Store
-
-
-def _as_numpy(a: Any, dtype) -> np.ndarray:
-    if isinstance(a, torch.Tensor):
-        a = a.detach().cpu().numpy()
-    return np.asarray(a, dtype=dtype)
 
 
 def evaluate(model: nn.Module, x: Any, y: Any, *, suite: str | Sequence[AttackSpec] = "quick",
@@ -48,14 +41,12 @@ def evaluate(model: nn.Module, x: Any, y: Any, *, suite: str | Sequence[AttackSp
     """
     from .core.norms import ThreatModel
     m = EvalModel(key=name, model=model.eval(), name=name, paper_name=name)
-    xs = _as_numpy(x, np.float32)
-    if xs.ndim != 4:
-        raise ValueError(f"expected x of shape (N, C, H, W), got {xs.shape}")
+    xs, ys = check_inputs(x, y)
     threat = ThreatModel.for_shape(xs.shape[1:], thresholds)
     spec = RunSpec(run_dir=Path(run_dir), suite=suite if isinstance(suite, str) else tuple(suite),
                    batch_size=batch_size, seed=seed, show=show, checks=checks, device=device,
                    executor=executor, ray_address=ray_address, n=max(len(xs), 1))
-    evaluate_models([m], xs, _as_numpy(y, np.int64), spec, threat=threat)
+    evaluate_models([m], xs, ys, spec, threat=threat)
     if report:
         from .report import build_report
         build_report(run_dir)

@@ -277,14 +277,38 @@ def report_cmd(run: Path = typer.Argument(..., help="A run directory of 'dim eva
                                                            "on read-only media is only read)."),
                suite: Optional[str] = typer.Option(None, "--suite",
                                                    help="Report only this suite's attacks, as the run's protocol "
-                                                        "(e.g. 'adaptive' of a run whose paper attacks still run).")
+                                                        "(e.g. 'adaptive' of a run whose paper attacks still run)."),
+               print_md: bool = typer.Option(False, "--print", help="Print the whole report.md to the terminal.")
                ) -> None:
     """Render RUN/report/: index.html (one self-contained page: summary, sortable tables, curves, gallery of
-    adversarials, Inside DIM), report.md, Table 1/2 as Markdown/CSV/LaTeX, curves, JSON cards."""
+    adversarials, Inside DIM), report.md, Table 1/2 as Markdown/CSV/LaTeX, curves, JSON cards. Prints where they
+    are and one line per model (the worst case per norm, adaptive attacks included)."""
     from .report import build_report
     path = build_report(run, cards_dir=cards, out_dir=out_dir, warn=_warn, suite=suite)
-    out.print((path / "report.md").read_text(), highlight=False, markup=False)
-    out.print(f"page: {path / 'index.html'}", highlight=False, markup=False, soft_wrap=True)
+    if print_md:
+        out.print((path / "report.md").read_text(), highlight=False, markup=False, soft_wrap=True)
+    for line in _summary_lines(json.loads((path / "metrics.json").read_text())):
+        out.print(line, highlight=False, markup=False, soft_wrap=True)
+    for what, name in (("report", "report.md"), ("page", "index.html"), ("metrics", "metrics.json"),
+                       ("cards", "cards")):
+        out.print(f"{what}: {path / name}", highlight=False, markup=False, soft_wrap=True)
+
+
+def _percent(v: float | None) -> str:
+    return "n/a" if v is None else f"{100 * v:.1f}%"
+
+
+def _summary_lines(entries: list[dict]) -> list[str]:
+    """One line per model from metrics.json: clean accuracy, the worst case per norm and robust in all norms at
+    once, every attack of the run included."""
+    lines = []
+    for m in entries:
+        robust = m["robust"]
+        norms = " | ".join(f"{n} {_percent(v['accuracy'])}" for n, v in robust["per_norm"].items())
+        union = robust.get("union") or {}
+        lines.append(f"{m['model']}: clean {_percent(m['clean_accuracy'])} | {norms} | all norms at once "
+                     f"{_percent(union.get('accuracy'))} ({m['n']} images, adaptive attacks included)")
+    return lines
 
 
 @app.command("compare")

@@ -33,9 +33,11 @@ class Verified:
 
 @torch.no_grad()
 def predict_numpy(model: nn.Module, x: np.ndarray, batch_size: int = 500) -> np.ndarray:
+    """The model's labels on ``x``, in batches; the model sees copies (one that changes its input in place changes
+    nothing of ``x``)."""
     model.eval()
     dev = device_of(model)
-    out = [model(torch.from_numpy(np.ascontiguousarray(x[i:i + batch_size], dtype=np.float32)).to(dev)).argmax(1)
+    out = [model(torch.tensor(x[i:i + batch_size], dtype=torch.float32, device=dev)).argmax(1)
            for i in range(0, len(x), batch_size)]
     return torch.cat(out).cpu().numpy().astype(np.int64) if out else np.zeros(0, np.int64)
 

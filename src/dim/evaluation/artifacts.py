@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import re
 import shutil
+import zipfile
 from pathlib import Path
 from typing import Sequence
 
@@ -34,8 +35,11 @@ def load_inputs(run_dir: Path) -> tuple[np.ndarray, np.ndarray] | None:
     path = Path(run_dir) / INPUTS
     if not path.is_file():
         return None
-    with np.load(path) as z:
-        return z["x"], z["y"]
+    try:
+        with np.load(path) as z:
+            return z["x"], z["y"]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):   # damaged: as if it were not there
+        return None
 
 
 def artifact_name(text: str) -> str:

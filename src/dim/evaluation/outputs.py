@@ -29,7 +29,7 @@ def check_outputs(key: str, model: nn.Module, x: np.ndarray, num_classes: int | 
     shape = tuple(x.shape[1:])
     with torch.no_grad():
         try:
-            out = model.eval()(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device_of(model)))
+            out = model.eval()(torch.tensor(x, dtype=torch.float32, device=device_of(model)))   # a copy
         except (RuntimeError, ValueError, IndexError, TypeError) as exc:
             raise ModelOutputError(f"model {key!r} cannot run on images of shape {shape}: "
                                    f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None

@@ -22,6 +22,7 @@ A run lock (:mod:`dim.evaluation.locks`) keeps a second driver out of the run.
 """
 from __future__ import annotations
 
+import shutil
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -37,9 +38,10 @@ from ..core.verify import predict_numpy
 from ..models.binarize import has_binarization
 from ..progress import progress_bar
 from ..store import Store
-from .artifacts import INPUTS, atomic_npz, best_so_far, has_shards, merge_shards
+from .artifacts import INPUTS, atomic_npz, best_so_far, has_shards, load_inputs, merge_shards
 from .commit import commit, commit_reused
 from .executors import Executor, get_executor
+from .inputs import check_inputs
 from .locks import run_lock
 from .outputs import check_outputs
 from .record import (EvalModel, RunConfigError, check_identities, merge_config, model_identity, run_config,
@@ -85,12 +87,7 @@ def evaluate_models(models: Sequence[EvalModel], x: np.ndarray, y: np.ndarray, s
     dev = resolve_device(spec.device)
     specs = spec.attacks()
     todo = select_attacks(specs, spec.only)
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    y = np.asarray(y, dtype=np.int64)
-    if x.ndim != 4 or len(x) != len(y):
-        raise ValueError(f"expected x of shape (N, C, H, W) and y of shape (N,), got {x.shape} and {y.shape}")
-    if x.min() < 0 or x.max() > 1:
-        raise ValueError("inputs must lie in [0, 1]")
+    x, y = check_inputs(x, y, num_classes)   # copies: a model changing its input in place changes neither
     keys = [m.key for m in models]
     if len(set(keys)) != len(keys):
         raise ValueError(f"model keys must be unique, got {keys}")
@@ -104,13 +101,22 @@ def evaluate_models(models: Sequence[EvalModel], x: np.ndarray, y: np.ndarray, s
             if Path(other).resolve() == Path(run_dir).resolve():
                 raise ValueError(f"--reuse {other}: that is this run itself")
             donors.append(open_donor(other, config, x, y))
-        with run_lock(run_dir):
-            store = Store(run_dir / "results.sqlite")
-            try:
-                units = _prepare(store, run_dir, models, specs, todo, x, y, spec, config, dev, threat, num_classes)
-                _drive(store, run_dir, models, specs, todo, units, donors, spec, executor, len(y))
-            finally:
-                store.close()
+        created = not Path(run_dir).exists()
+        started = False
+        try:
+            with run_lock(run_dir):
+                store = Store(run_dir / "results.sqlite")
+                try:
+                    units = _prepare(store, run_dir, models, specs, todo, x, y, spec, config, dev, threat,
+                                     num_classes)
+                    started = True
+                    _drive(store, run_dir, models, specs, todo, units, donors, spec, executor, len(y))
+                finally:
+                    store.close()
+        except BaseException:
+            if created and not started:   # a start that failed (a model's outputs, say) leaves no run behind
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise
     finally:
         for d in donors:
             d.close()
@@ -128,7 +134,8 @@ def _prepare(store: Store, run_dir: Path, models: Sequence[EvalModel], specs, to
         notes[m.key] = check_outputs(m.key, m.model, x[:64], num_classes, y)
     store.set_meta("config", merge_config(store.get_meta("config"), config, run_dir))
     store.add_attacks([(s.name, s.norm.value, spec_dict(s)) for s in specs])
-    if not (run_dir / INPUTS).is_file():    # the clean images, for the report's gallery
+    stored = load_inputs(run_dir)            # the clean images, for the report's gallery: this run's, checked
+    if stored is None or data_sha256(*stored) != config["data_sha256"]:
         atomic_npz(run_dir / INPUTS, x=x, y=y)
     clean = {}
     for m in models:

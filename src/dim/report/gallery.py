@@ -103,14 +103,15 @@ def _adv(model: str, norm: Norm, sample: int, y: np.ndarray, best: tuple) -> Adv
 
 
 def _clean_inputs(view: Any) -> tuple[np.ndarray, np.ndarray] | None:
-    """The run's clean images: its ``inputs.npz``, else (runs stored before it) the dataset named in its config,
-    if it hashes to the run's ``data_sha256``."""
-    got = load_inputs(view.run_dir)
-    if got is not None:
-        return got
+    """The run's clean images: its ``inputs.npz``, else (runs stored before it) the dataset named in its config;
+    either only if it hashes to the run's ``data_sha256`` (a replaced or damaged file shows no gallery, not
+    other images beside the store's results)."""
     from .. import data as data_mod
     from ..evaluation.reuse import data_sha256
     cfg = view.config
+    got = load_inputs(view.run_dir)
+    if got is not None and data_sha256(*got) == cfg.get("data_sha256"):
+        return got
     try:
         x, y = data_mod.load_split(cfg.get("dataset", "mnist"), "test", limit=int(cfg.get("n", 0)))
     except Exception:     # no such dataset here: the page is shown without a gallery
