@@ -215,7 +215,10 @@ def train_cmd(model: str = typer.Argument(..., help="Model name (see 'dim models
 
 @app.command("evaluate")
 @friendly_errors
-def evaluate_cmd(model_dirs: Optional[list[Path]] = typer.Argument(None, help="Model directories made by 'dim train'."),
+def evaluate_cmd(model_dirs: Optional[list[Path]] = typer.Argument(
+                     None, help="Models: directories made by 'dim train', TorchScript files (torch.jit.save), "
+                                "torch.export programs (torch.export.save), or state dicts (torch.save of a "
+                                "state_dict, or safetensors) whose architecture --model-factory builds."),
                  suite: str = typer.Option("quick", "--suite",
                                            help=f"Attack suite: {', '.join(SUITES)}, or several joined "
                                                 "by '+' (paper+adaptive); 'NAME:PATTERN,PATTERN' keeps the attacks "
@@ -225,8 +228,15 @@ def evaluate_cmd(model_dirs: Optional[list[Path]] = typer.Argument(None, help="M
                  run: Path = typer.Option(..., "--run", help="Run directory (results.sqlite, adversarials)."),
                  batch_size: int = typer.Option(100, "--batch-size", min=1, help="Samples per shard (unit of work)."),
                  seed: int = typer.Option(0, "--seed"),
-                 factories: Optional[list[str]] = typer.Option(None, "--model-factory",
-                                                                help="package.module:function returning a model."),
+                 factories: Optional[list[str]] = typer.Option(
+                     None, "--model-factory",
+                     help="A function returning a model: package.module:function or path/to/file.py:function "
+                          "(importable from the current directory). With state-dict files it builds their "
+                          "architecture (one for all, or one each in order); alone, it is a model of its own."),
+                 names: Optional[list[str]] = typer.Option(None, "--name",
+                                                           help="Label of a model in tables and cards; one per "
+                                                                "model, in order (directories and files, then "
+                                                                "factories)."),
                  data_dir: Optional[Path] = DataDirOpt,
                  dataset: str = DatasetOpt,
                  eps: Optional[list[str]] = typer.Option(None, "--eps",
@@ -257,7 +267,7 @@ def evaluate_cmd(model_dirs: Optional[list[Path]] = typer.Argument(None, help="M
     from .pipeline import run_evaluation
     from .evaluation.spec import RunSpec
     spec = RunSpec(run_dir=run, suite=suite, model_dirs=tuple(model_dirs or ()), factories=tuple(factories or ()),
-                   n=n, batch_size=batch_size, seed=seed, data_dir=data_dir, dataset=dataset, report=report,
+                   names=tuple(names or ()), n=n, batch_size=batch_size, seed=seed, data_dir=data_dir, dataset=dataset, report=report,
                    checks=checks, only=tuple(only or ()), reuse=tuple(reuse or ()), device=_device(device),
                    thresholds=_parse_eps(eps), executor=executor, ray_address=ray_address, gpu_share=gpu_share)
     out_dir = run_evaluation(spec)

@@ -11,7 +11,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from . import data as data_mod
-from .api import eval_model_from_dir, eval_model_from_factory, unique_keys
+from .api import eval_models, unique_keys
 from .checkpoint import read_card
 from .core.device import DeviceLike, resolve_device
 from .evaluation.executors import ray_executor
@@ -71,10 +71,9 @@ def run_evaluation(spec: RunSpec) -> Path | None:
     (``{"L2": 2.0}``) overriding them; returns the report folder (None without report)."""
     spec.attacks()  # fail on a bad suite name before loading anything
     if not spec.model_dirs and not spec.factories:
-        raise ValueError("nothing to evaluate: give model directories and/or --model-factory")
+        raise ValueError("nothing to evaluate: give model directories or files, and/or --model-factory")
     dev = resolve_device(spec.device)
-    models = unique_keys([eval_model_from_dir(d, device=dev) for d in spec.model_dirs] +
-                         [eval_model_from_factory(f) for f in spec.factories])
+    models = unique_keys(eval_models(spec.model_dirs, spec.factories, spec.names, device=dev))
     data_spec = data_mod.get_spec(spec.dataset or "mnist")
     threat = data_spec.threat_model().with_overrides(spec.thresholds)
     x, y = data_mod.load_split(data_spec, "test", spec.data_dir, limit=spec.n)

@@ -20,7 +20,7 @@ from ..core.device import DeviceLike
 class RunSpec:
     """What to evaluate, where, how, and on what executor.
 
-    ``model_dirs`` and ``factories`` name the models (the API passes live models
+    ``model_dirs`` (model directories or model files) and ``factories`` name the models (the API passes live models
     beside the spec instead). ``suite`` is a suite name (``paper+adaptive``) or
     attack specs. ``only`` restricts this call to the attacks matching its
     shell-style patterns; ``reuse`` names donor runs. ``executor`` is a key of
@@ -32,6 +32,7 @@ class RunSpec:
     suite: str | tuple[AttackSpec, ...] = "quick"
     model_dirs: tuple[Path, ...] = ()
     factories: tuple[str, ...] = ()
+    names: tuple[str, ...] = ()          # labels of the models, in order (directories and files, then factories)
     n: int = 200
     batch_size: int = 100
     seed: int = 0
@@ -52,7 +53,7 @@ class RunSpec:
     def __post_init__(self) -> None:
         from .executors import EXECUTORS
         # lists from the CLI, tuples in the spec; paths as Path
-        for name, kind in (("model_dirs", Path), ("reuse", Path), ("factories", str), ("only", str)):
+        for name, kind in (("model_dirs", Path), ("reuse", Path), ("factories", str), ("names", str), ("only", str)):
             object.__setattr__(self, name, tuple(kind(v) for v in getattr(self, name) or ()))
         object.__setattr__(self, "run_dir", Path(self.run_dir))
         if not isinstance(self.suite, str):
