@@ -156,10 +156,15 @@ def models_cmd() -> None:
 
 @app.command("suites")
 @friendly_errors
-def suites_cmd(suite: Optional[str] = typer.Argument(None, help="A suite to list attack by attack: a name, several "
-                                                                "joined by '+', or NAME:PATTERN,PATTERN.")) -> None:
+def suites_cmd(suite: Optional[str] = typer.Argument(None, help="A suite to list attack by attack: a name, a suite "
+                                                                "file (NAME.toml), several joined by '+', or "
+                                                                "NAME:PATTERN,PATTERN."),
+               export: Optional[Path] = typer.Option(None, "--export",
+                                                     help="Write the suite as a TOML file to edit and run with "
+                                                          "'dim evaluate --suite FILE'.")) -> None:
     """List the attack suites, or the attacks of one: the names --only and filtered suites match, and each
     attack's class or adapter, parameters and traits (adaptive, black box, starts from earlier adversarials)."""
+    from .attacks.suite_files import write_suite
     from .attacks.suites import counts_per_norm, get_suite
     from .attacks.spec import spec_dict
     from .report.suite_text import describe_attack
@@ -170,7 +175,15 @@ def suites_cmd(suite: Optional[str] = typer.Argument(None, help="A suite to list
             counts = counts_per_norm(specs)
             table.add_row(name, str(len(specs)), *(str(counts[n]) for n in Norm))
         out.print(table)
-        out.print("'dim suites NAME' lists a suite's attacks.")
+        out.print("'dim suites NAME' lists a suite's attacks; 'dim suites NAME --export FILE.toml' writes them to a "
+                  "file you can edit and run (--suite FILE.toml).")
+        return
+    if export is not None:
+        if export.exists():
+            raise ValueError(f"{export}: exists; give --export a new file name")
+        path = write_suite(get_suite(suite), export, description=f"exported from the suite {suite!r}")
+        out.print(f"{len(get_suite(suite))} attacks written to {path}; run them with "
+                  f"'dim evaluate ... --suite {path}'", highlight=False, markup=False, soft_wrap=True)
         return
     table = Table(*(Column(h, overflow="fold") for h in ("#", "attack", "norm", "class / adapter",
                                                            "parameters and traits")))
@@ -225,6 +238,11 @@ def evaluate_cmd(model_dirs: Optional[list[Path]] = typer.Argument(
                                                 "of NAME that match ('adaptive:* AutoAttack'). A run can grow by "
                                                 "more attacks later."),
                  n: int = typer.Option(200, "--n", min=1, help="Evaluate the first N test images."),
+                 start: int = typer.Option(0, "--start", min=0, help="Evaluate test images START .. START+N-1 "
+                                                                       "instead (recorded in the run)."),
+                 subset_seed: Optional[int] = typer.Option(None, "--random-subset",
+                                                           help="Evaluate N test images drawn at random with this "
+                                                                "seed instead (recorded in the run)."),
                  run: Path = typer.Option(..., "--run", help="Run directory (results.sqlite, adversarials)."),
                  batch_size: int = typer.Option(100, "--batch-size", min=1, help="Samples per shard (unit of work)."),
                  seed: int = typer.Option(0, "--seed"),
@@ -267,7 +285,7 @@ def evaluate_cmd(model_dirs: Optional[list[Path]] = typer.Argument(
     from .pipeline import run_evaluation
     from .evaluation.spec import RunSpec
     spec = RunSpec(run_dir=run, suite=suite, model_dirs=tuple(model_dirs or ()), factories=tuple(factories or ()),
-                   names=tuple(names or ()), n=n, batch_size=batch_size, seed=seed, data_dir=data_dir, dataset=dataset, report=report,
+                   names=tuple(names or ()), n=n, start=start, subset_seed=subset_seed, batch_size=batch_size, seed=seed, data_dir=data_dir, dataset=dataset, report=report,
                    checks=checks, only=tuple(only or ()), reuse=tuple(reuse or ()), device=_device(device),
                    thresholds=_parse_eps(eps), executor=executor, ray_address=ray_address, gpu_share=gpu_share)
     out_dir = run_evaluation(spec)

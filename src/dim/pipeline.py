@@ -76,9 +76,14 @@ def run_evaluation(spec: RunSpec) -> Path | None:
     models = unique_keys(eval_models(spec.model_dirs, spec.factories, spec.names, device=dev))
     data_spec = data_mod.get_spec(spec.dataset or "mnist")
     threat = data_spec.threat_model().with_overrides(spec.thresholds)
-    x, y = data_mod.load_split(data_spec, "test", spec.data_dir, limit=spec.n)
-    if len(y) < spec.n:
-        raise ValueError(f"--n {spec.n}: the {data_spec.name} test set has only {len(y)} images")
+    if spec.image_selection() is None:
+        x, y = data_mod.load_split(data_spec, "test", spec.data_dir, limit=spec.n)
+        if len(y) < spec.n:
+            raise ValueError(f"--n {spec.n}: the {data_spec.name} test set has only {len(y)} images")
+    else:
+        x, y = data_mod.load_split(data_spec, "test", spec.data_dir)
+        idx = spec.image_indices(len(y))
+        x, y = x[idx], y[idx]
     evaluate_models(models, x, y, replace(spec, dataset=data_spec.name, device=dev), threat=threat,
                     num_classes=data_spec.num_classes)
     if not spec.report:

@@ -83,3 +83,32 @@ def is_ensemble(attack: str) -> bool:
 def is_black_box(attack: str) -> bool:
     """``attack`` is an :attr:`AttackSpec.attack` (foolbox class or adapter key)."""
     return attack in BLACK_BOX
+
+
+# What a suite file may set for an attack, with the type each must have (``norm`` is a norm's name).
+FILE_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "name": str, "attack": str, "norm": str, "params": dict, "repeats": int, "targeted": bool,
+    "starting_points": bool, "distance_param": bool, "adaptive": bool, "refines": str}
+
+
+def spec_from_dict(d: Mapping[str, Any], where: str) -> AttackSpec:
+    """An :class:`AttackSpec` from a suite file's table; a missing, unknown or mistyped field is refused, naming
+    ``where`` it was found."""
+    unknown = sorted(set(d) - set(FILE_FIELDS))
+    if unknown:
+        raise ValueError(f"{where}: unknown field(s) {unknown}; an attack has {sorted(FILE_FIELDS)}")
+    for key in ("name", "attack", "norm"):
+        if key not in d:
+            raise ValueError(f"{where}: missing {key!r} (every attack needs name, attack and norm)")
+    for key, value in d.items():
+        kind = FILE_FIELDS[key]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise ValueError(f"{where}: {key} = {value!r} is {type(value).__name__}, expected {kind.__name__}")
+    try:
+        norm = Norm(d["norm"])
+    except ValueError:
+        raise ValueError(f"{where}: norm {d['norm']!r}, expected one of {[n.value for n in Norm]}") from None
+    if d.get("repeats", 1) < 1:
+        raise ValueError(f"{where}: repeats must be at least 1, got {d['repeats']}")
+    rest = {k: v for k, v in d.items() if k not in ("name", "attack", "norm", "params")}
+    return AttackSpec(d["name"], d["attack"], norm, dict(d.get("params", {})), **rest)

@@ -22,6 +22,7 @@ from typing import Any
 
 from ..core.norms import Norm
 from .spec import AttackSpec
+from .suite_files import is_suite_file, read_suite
 
 
 L0, L1, L2, LINF = Norm.L0, Norm.L1, Norm.L2, Norm.LINF
@@ -239,7 +240,8 @@ SUITES: dict[str, tuple[AttackSpec, ...]] = {"paper": PAPER, "extended": EXTENDE
 
 
 def get_suite(name: str) -> tuple[AttackSpec, ...]:
-    """A suite by name; ``a+b`` joins suites (``paper+adaptive``), keeping each attack once.
+    """A suite by name, or a suite file (``mine.toml``, see :mod:`.suite_files`); ``a+b`` joins suites
+    (``paper+adaptive``), keeping each attack once.
 
     ``a:PATTERN,PATTERN`` keeps the attacks of suite ``a`` whose name matches one of the
     shell-style patterns (``paper+adaptive:L2 AutoAttack,Linf AutoAttack``): a protocol of
@@ -249,11 +251,14 @@ def get_suite(name: str) -> tuple[AttackSpec, ...]:
     out: dict[str, AttackSpec] = {}
     for part in name.split("+"):
         base, sep, patterns = part.partition(":")
-        try:
-            specs = SUITES[base.strip()]
-        except KeyError:
-            raise ValueError(f"unknown suite {base.strip()!r}; expected one of {sorted(SUITES)} "
-                             "or several joined by '+'") from None
+        if is_suite_file(base):
+            specs = read_suite(base.strip())
+        else:
+            try:
+                specs = SUITES[base.strip()]
+            except KeyError:
+                raise ValueError(f"unknown suite {base.strip()!r}; expected one of {sorted(SUITES)}, a suite file "
+                                 "(NAME.toml), or several joined by '+'") from None
         if sep:
             specs = select(specs, [p.strip() for p in patterns.split(",")], f"suite {base.strip()}:")
         out.update((s.name, s) for s in specs)

@@ -53,6 +53,8 @@ def run_config(spec: RunSpec, specs: Sequence[AttackSpec], x: np.ndarray, y: np.
               "batch_size": spec.batch_size, "seed": spec.seed, "data_sha256": data_sha256(x, y)}
     if spec.dataset is not None:
         config["dataset"] = spec.dataset
+    if spec.image_selection() is not None:    # recorded only when it is not the first n, as in every run before
+        config["images"] = spec.image_selection()
     if not threat.is_paper:
         config["threat_model"] = threat.as_dict()
     return config

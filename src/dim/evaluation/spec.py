@@ -11,7 +11,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
+
 from ..attacks.suites import get_suite
+
 from ..attacks.spec import AttackSpec
 from ..core.device import DeviceLike
 
@@ -34,6 +37,8 @@ class RunSpec:
     factories: tuple[str, ...] = ()
     names: tuple[str, ...] = ()          # labels of the models, in order (directories and files, then factories)
     n: int = 200
+    start: int = 0                       # evaluate test images start .. start + n - 1
+    subset_seed: int | None = None       # or n test images drawn at random (without replacement) with this seed
     batch_size: int = 100
     seed: int = 0
     dataset: str | None = None          # recorded in the run's config when given (CLI runs)
@@ -59,6 +64,10 @@ class RunSpec:
         if not isinstance(self.suite, str):
             object.__setattr__(self, "suite", tuple(self.suite))
         object.__setattr__(self, "thresholds", dict(self.thresholds or {}))
+        if self.start < 0:
+            raise ValueError(f"start must be 0 or more, got {self.start}")
+        if self.start and self.subset_seed is not None:
+            raise ValueError("choose images by --start or by --random-subset, not both")
         if self.n < 1 or self.batch_size < 1:
             raise ValueError(f"n and batch_size must be positive, got n={self.n}, batch_size={self.batch_size}")
         if self.executor not in EXECUTORS:
@@ -77,6 +86,22 @@ class RunSpec:
 
     def attacks(self) -> tuple[AttackSpec, ...]:
         return tuple(get_suite(self.suite) if isinstance(self.suite, str) else self.suite)
+
+    def image_indices(self, available: int) -> np.ndarray:
+        """Which test images (indices into the split of ``available``) this spec evaluates, in order."""
+        if self.subset_seed is not None:
+            if self.n > available:
+                raise ValueError(f"--n {self.n}: the test set has only {available} images")
+            return np.sort(np.random.default_rng(self.subset_seed).choice(available, self.n, replace=False))
+        if self.start + self.n > available:
+            raise ValueError(f"images {self.start}..{self.start + self.n - 1}: the test set has only {available}")
+        return np.arange(self.start, self.start + self.n)
+
+    def image_selection(self) -> dict[str, int] | None:
+        """What the run's config records about the choice of images (None: the first n, as always)."""
+        if self.subset_seed is not None:
+            return {"random_subset_seed": self.subset_seed}
+        return {"start": self.start} if self.start else None
 
     @property
     def recorded_suite_name(self) -> str:

@@ -93,7 +93,10 @@ def row_of(card: dict, suite: str | None = None, strongest: int = 0) -> dict[str
     evaluation = card.get("evaluation", {})
     suite = suite or evaluation.get("suite")
     if suite:   # attacks of the run's suite never started have no entry in the card
-        pending |= {s.norm.value for s in get_suite(suite) if s.name not in attacks}
+        try:
+            pending |= {s.norm.value for s in get_suite(suite) if s.name not in attacks}
+        except ValueError:   # a suite file that is not here: the card's own attacks are all there is to go by
+            pass
     paper_name = card.get("paper_name") or card["model"]
     row = {"model": card["model"], "paper_name": paper_name, "card": card.get("_file"),
            "clean": _num(card.get("clean_accuracy")), "clean_interval_95": card.get("clean_interval_95"),

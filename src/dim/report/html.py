@@ -26,7 +26,7 @@ from ..provenance import devices_of
 from . import tables
 from .gallery import Adversarial, Gallery
 from .markdown import _eps_text
-from .view import ReportView, layouts, quoted
+from .view import ReportView, layouts, quoted, samples_text, selection_text
 
 
 def png(image: np.ndarray) -> str:
@@ -153,7 +153,7 @@ def _provenance(view: ReportView) -> list[tuple[str, str]]:
     prov, cfg = view.provenance, view.config
     devices = devices_of(prov)
     items = [("git commit", tables.commits_text(prov)), ("created", str(prov.get("created", "?"))),
-             ("suite", str(cfg.get("suite"))), ("samples", f"{cfg.get('n')} of {cfg.get('dataset', 'mnist')}"),
+             ("suite", str(cfg.get("suite"))), ("samples", f"{cfg.get('n')} of {cfg.get('dataset', 'mnist')}{selection_text(cfg)}"),
              ("seed", str(cfg.get("seed"))), ("thresholds", _eps_text(view.threat)),
              ("devices", "; ".join(describe(d) for d in devices) or "not recorded"),
              ("shards per device", "; ".join(f"{d or 'not recorded'}: {n}" for d, n in view.shard_devices.items())),
@@ -215,7 +215,7 @@ def render_html(view: ReportView, gallery: Gallery | None) -> str:
     g = _gallery(view, gallery)
     data = {"compare": g["compare"] if g else {}, "clean": g["clean"] if g else {}, "curves": _curves(view)}
     return env.get_template("index.html.j2").render(
-        cfg=view.config, eps=_eps_text(view.threat), summary=_summary(view), tables=_tables(view),
+        cfg=view.config, samples=samples_text(view.config), eps=_eps_text(view.threat), summary=_summary(view), tables=_tables(view),
         curves=data["curves"], suite=_suite(view), models=[r.model for r in view.results],
         provenance=_provenance(view), gallery=g, norms=[n.value for n in tables.NORM_ORDER],
         norm_labels={n.value: n.label for n in Norm},

@@ -13,7 +13,7 @@ from ..core.norms import Norm
 from ..names import md
 from ..provenance import devices_of
 from . import tables
-from .view import ReportView, indistinguishable
+from .view import ReportView, indistinguishable, samples_text
 
 
 def suite_markdown(view: ReportView) -> str:
@@ -57,7 +57,7 @@ def summary_markdown(view: ReportView) -> str:
     results, outcomes, cfg = view.results, view.outcomes, view.config
     adaptive = any(r.has_adaptive for r in results)
     lines = ["# Robustness report", "",
-             f"Suite `{cfg.get('suite')}`, {cfg.get('n')} test samples of {cfg.get('dataset', 'mnist')}, seed "
+             f"Suite `{cfg.get('suite')}`, {samples_text(cfg)}, seed "
              f"{cfg.get('seed')}. Accuracy at {_eps_text(view.threat)}; worst case per sample over "
              "all attacks of each norm (median smallest adversarial distance in brackets); every adversarial was "
              "clipped, checked and re-classified by us."]

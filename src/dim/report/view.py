@@ -118,3 +118,19 @@ def layouts(results: list[metrics.ModelResult]) -> list[str]:
     table2 = any(label in ablations for label in labels) or sum(label in TABLE2_MODELS for label in labels) >= 2
     table1 = not table2 or any(label not in ablations for label in labels)
     return [layout for layout, wanted in (("table1", table1), ("table2", table2)) if wanted]
+
+
+def selection_text(cfg: dict) -> str:
+    """How a run's images were chosen, where they are not the first n: `` (images 100 to 299)``, else ``""``."""
+    images = cfg.get("images") or {}
+    if "random_subset_seed" in images:
+        return f" (drawn at random, seed {images['random_subset_seed']})"
+    if images.get("start"):
+        start = int(images["start"])
+        return f" (images {start} to {start + int(cfg.get('n', 0)) - 1})"
+    return ""
+
+
+def samples_text(cfg: dict) -> str:
+    """``200 test samples of mnist``, and how they were chosen where they are not the first ones."""
+    return f"{cfg.get('n')} test samples of {cfg.get('dataset', 'mnist')}{selection_text(cfg)}"
