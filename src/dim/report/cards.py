@@ -1,6 +1,7 @@
 """The JSON renderers: ``metrics.json`` and one card per model, pure functions of the report's view."""
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -71,6 +72,13 @@ def _norm_json(norms: dict[Norm, metrics.NormResult], threat) -> dict:
                       "attacks": nr.attacks} for n, nr in norms.items()}
 
 
+def content_sha256(card: dict) -> str:
+    """The SHA-256 of a card's content (everything but this hash and the fields a reader adds, which start with
+    ``_``), in canonical JSON: ``dim compare`` flags a card whose numbers were changed after it was written."""
+    body = {k: v for k, v in card.items() if k != "content_sha256" and not k.startswith("_")}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 def write_cards(view: ReportView, target: Path) -> list[Path]:
     """One JSON card per model: what was run on it, the numbers to quote, and the checks."""
     results, outcomes, cfg, prov, models = view.results, view.outcomes, view.config, view.provenance, view.models
@@ -105,6 +113,7 @@ def write_cards(view: ReportView, target: Path) -> list[Path]:
                         for a in r.attacks.values()},
             "checks": {k: o.as_dict() for k, o in outcomes[r.model].items()},
         }
+        card["content_sha256"] = content_sha256(card)
         path = target / f"{file_name(r.model)}.json"
         atomic_write_text(path, json.dumps(card, indent=2, sort_keys=True) + "\n")
         paths.append(path)

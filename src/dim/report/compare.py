@@ -20,6 +20,7 @@ from ..attacks.suites import get_suite
 from ..core.norms import Norm
 from ..names import md
 from .paper import PAPER_COUNTERPART, TABLE1_MODELS, TABLE2_MODELS, TABLES
+from .cards import content_sha256
 from .tables import fmt_acc, fmt_acc_ci
 
 NORMS = (Norm.L2, Norm.LINF, Norm.L0, Norm.L1)
@@ -31,13 +32,18 @@ class CardError(ValueError):
 
 
 def load_cards(paths: Sequence[Path | str]) -> list[dict[str, Any]]:
-    """The cards in ``paths`` (files, or folders of ``*.json``), in order; a model named twice keeps its last card."""
+    """The cards in ``paths`` (files, or folders of ``*.json``), in order, every one of them: two cards of the same
+    model name (from two runs) are two rows, never merged. Each card is checked against its content hash
+    (``_edited``: True where it was changed after it was written, None where it carries no hash)."""
     paths = [Path(p) for p in paths]
     files = [f for p in paths for f in (sorted(p.glob("*.json")) if p.is_dir() else [p])]
     if not files:
         raise CardError(f"no card (*.json) in {', '.join(map(str, paths))}")
-    out: dict[str, dict] = {}
+    out, seen = [], set()
     for f in files:
+        if f.resolve() in seen:      # the same file named twice (a folder and a file in it) is one card
+            continue
+        seen.add(f.resolve())
         try:
             card = json.loads(f.read_text())
         except (OSError, json.JSONDecodeError) as exc:
@@ -45,8 +51,9 @@ def load_cards(paths: Sequence[Path | str]) -> list[dict[str, Any]]:
         if not isinstance(card, dict) or "incl_adaptive" not in card or "model" not in card:
             raise CardError(f"{f}: not a results card (no 'model' / 'incl_adaptive'; cards are written by "
                             "`dim report RUN --cards DIR`)")
-        out[card["model"]] = {**card, "_file": str(f)}
-    return list(out.values())
+        edited = None if "content_sha256" not in card else card["content_sha256"] != content_sha256(card)
+        out.append({**card, "_file": str(f), "_edited": edited})
+    return out
 
 
 def paper_number(paper_name: str, row: str) -> float | None:
@@ -84,6 +91,19 @@ def strongest_attacks(card: dict, norm: str, k: int) -> list[dict[str, Any]]:
     return sorted(found, key=lambda a: (a["accuracy"], a["attack"]))[:max(int(k), 0)]
 
 
+def group_of(card: dict) -> dict[str, Any]:
+    """What a card must share with another to sit in the same table: dataset, suite and thresholds; and whether
+    the paper's numbers apply (MNIST at the paper's thresholds)."""
+    evaluation = card.get("evaluation", {})
+    thresholds = {n: block.get("threshold") for n, block in card.get("incl_adaptive", {}).get("per_norm", {}).items()
+                  if isinstance(block, dict)}
+    dataset = evaluation.get("dataset", "mnist")
+    paper = dataset == "mnist" and all(t is None or math.isclose(t, Norm(n).threshold)
+                                       for n, t in thresholds.items())
+    return {"dataset": dataset, "suite": evaluation.get("suite"), "thresholds": dict(sorted(thresholds.items())),
+            "paper_columns": paper}
+
+
 def row_of(card: dict, suite: str | None = None, strongest: int = 0) -> dict[str, Any]:
     """One model's row: clean accuracy and, per norm, the paper's number, ours under the paper's protocol and
     ours including the adaptive attacks (and its ``strongest`` attacks). A norm is incomplete where an attack
@@ -98,16 +118,19 @@ def row_of(card: dict, suite: str | None = None, strongest: int = 0) -> dict[str
         except ValueError:   # a suite file that is not here: the card's own attacks are all there is to go by
             pass
     paper_name = card.get("paper_name") or card["model"]
+    group = group_of(card)
+    paper = paper_number if group["paper_columns"] else (lambda *_: None)   # the paper's MNIST setting only
     row = {"model": card["model"], "paper_name": paper_name, "card": card.get("_file"),
+           "edited": card.get("_edited"), "group": group,
            "clean": _num(card.get("clean_accuracy")), "clean_interval_95": card.get("clean_interval_95"),
-           "clean_paper": paper_number(paper_name, "Clean accuracy"), "suite": evaluation.get("suite"),
+           "clean_paper": paper(paper_name, "Clean accuracy"), "suite": evaluation.get("suite"),
            "n": evaluation.get("n"), "per_norm": {}}
     row["union"] = {"paper_protocol": _cell(card.get("paper_protocol", {}).get("union")),
                     "incl_adaptive": _cell(card.get("incl_adaptive", {}).get("union")),
                     "complete": not pending}
     for norm in NORMS:
         row["per_norm"][norm.value] = {
-            "paper": paper_number(paper_name, f"All {norm.value}"),
+            "paper": paper(paper_name, f"All {norm.value}"),
             "paper_protocol": _cell(card.get("paper_protocol", {}).get("per_norm", {}).get(norm.value)),
             "incl_adaptive": _cell(card.get("incl_adaptive", {}).get("per_norm", {}).get(norm.value)),
             "complete": norm.value not in pending,
@@ -187,7 +210,12 @@ def _header(rows: list[dict], first: list[str], last: Sequence[str] = ()) -> lis
 
 
 def _model_cell(row: dict) -> str:
-    return f"{md(row['paper_name'])} (`{md(row['model'])}`)"
+    text = f"{md(row['paper_name'])} (`{md(row['model'])}`)"
+    if row.get("_twin"):         # another card of the same model name: say which file this one is
+        text += f" from `{md(row['card'])}`"
+    if row.get("edited"):
+        text += " **EDITED: its content no longer matches its hash; not a measured result**"
+    return text
 
 
 def _short(attack: str, norm: Norm) -> str:
@@ -213,7 +241,37 @@ def strongest_markdown(rows: list[dict]) -> str:
                                f"({ADAPTIVE_MARK}: adaptive, beyond the paper's suite).\n")
 
 
-def to_markdown(rows: list[dict]) -> str:
+def groups(rows: list[dict]) -> list[list[dict]]:
+    """The rows in tables of their own: one per dataset, suite and thresholds (the cards of one table were measured
+    the same way), in the order of their first row."""
+    out: dict[str, list[dict]] = {}
+    for r in rows:
+        g = r["group"]
+        out.setdefault(json.dumps([g["dataset"], g["suite"], g["thresholds"]]), []).append(r)
+    return list(out.values())
+
+
+# An L0 threshold below this many pixels lets an attack change one pixel: the column then says little.
+L0_MEANINGFUL = 2
+
+
+def _group_text(rows: list[dict]) -> str:
+    """What a table's cards share, and what that means for reading it."""
+    g = rows[0]["group"]
+    sizes = sorted({r["n"] for r in rows if r.get("n") is not None})
+    eps = ", ".join(f"{n} {t:g}" for n, t in g["thresholds"].items() if t is not None)
+    text = (f"**{md(g['dataset'])}**, suite `{md(g['suite'])}`, " + (f"{', '.join(map(str, sizes))} images, " if sizes
+                                                                     else "") + f"thresholds {eps or 'unknown'}.")
+    if not g["paper_columns"]:
+        text += " No paper numbers: this is not the paper's setting (MNIST at its thresholds)."
+    l0 = g["thresholds"].get("L0")
+    if l0 is not None and l0 < L0_MEANINGFUL:
+        text += (f" **L0 at {l0:g} pixel(s)**: on images this small the scaled L0 threshold lets an attack change "
+                 "about one pixel, so the L0 column says little about robustness.")
+    return text
+
+
+def _table_markdown(rows: list[dict]) -> str:
     lines = _header(rows, ["model", "clean"], ["all norms (union)"])
     for r in rows:
         clean = _acc_ci(r["clean"], r["clean_interval_95"])
@@ -221,12 +279,29 @@ def to_markdown(rows: list[dict]) -> str:
             clean += f" (paper {fmt_acc(r['clean_paper'])})"
         cells = [_model_cell(r), clean] + [_md_cell(r["per_norm"][n.value]) for n in NORMS] + [_union_cell(r)]
         lines.append("| " + " | ".join(cells) + " |")
-    extra = strongest_markdown(rows)
-    return "\n".join(lines) + (
+    return "\n".join(lines)
+
+
+def to_markdown(rows: list[dict]) -> str:
+    """One table per group of comparable cards (:func:`groups`), each headed by what its cards share when there
+    are several, then what the cells mean, then the strongest attacks."""
+    names = [r["model"] for r in rows]
+    for r in rows:
+        r["_twin"] = names.count(r["model"]) > 1
+    tables = groups(rows)
+    several = len(tables) > 1
+    body = "\n\n".join((_group_text(t) + "\n\n" if several or not t[0]["group"]["paper_columns"]
+                         or t[0]["group"]["thresholds"].get("L0", L0_MEANINGFUL) < L0_MEANINGFUL else "")
+                        + _table_markdown(t) for t in tables)
+    extra = "\n".join(x for x in (strongest_markdown(t) for t in tables) if x)
+    edited = [r for r in rows if r.get("edited")]
+    warning = (f"\n**{len(edited)} card(s) were changed after they were written** (their content does not match "
+               "the hash they carry): " + ", ".join(f"`{md(r['card'])}`" for r in edited) + ".\n") if edited else ""
+    return body + (
         "\n\nEach cell: ours under the paper's protocol (its attacks only) -> **ours including the adaptive attacks** "
         "[95% Wilson interval], then the paper's published accuracy over all its attacks of that norm. "
         "A cell without an arrow: no adaptive attack of that norm was part of the run's protocol. "
         "*(incomplete)*: attacks of that norm still to run; the number can only fall. *All norms (union)*: the share "
         "of samples no attack of any norm fooled within its threshold (the paper's *minimal accuracy*, the lowest "
-        "accuracy of a single attack, is a weaker number); `<= x (not measured)`: the card predates the union metric, whose value is at most the weakest norm's.\n") + (
+        "accuracy of a single attack, is a weaker number); `<= x (not measured)`: the card predates the union metric, whose value is at most the weakest norm's.\n") + warning + (
         f"\n{extra}" if extra else "")
