@@ -168,3 +168,26 @@ def test_in_chromium_gallery_pixels_decode_to_the_stored_adversarials(page, run)
     assert pg.locator("#compare").is_visible()
     assert sorted(pg.eval_on_selector_all("#compare-body .compare-item", "e => e.map(x => x.dataset.model)")) \
         == sorted(["tiny", HOSTILE, "dim"])
+
+
+def test_in_chromium_a_run_on_your_own_data_shows_no_paper_column(page, tmp_path, tiny, test_data):
+    """Your own data (a run of dim.evaluate names no dataset, so it is not the paper's): no table on the page, and
+    none of the Markdown, CSV or LaTeX tables, puts the paper's published numbers beside yours."""
+    import dim
+    x, y = test_data
+    dim.evaluate(tiny, x[:20], y[:20], name="cnn", suite="quick:Linf FGSM,L2 DDN", run_dir=tmp_path, show=False,
+                 checks=False)
+    report = tmp_path / "report"
+    for f in ("table1.md", "table1.csv", "table1.tex", "report.md"):
+        assert "(paper)" not in (report / f).read_text(), f
+    other = page[0].context.browser.new_page()          # the module's browser, another tab
+    try:
+        other.goto((report / "index.html").as_uri())
+        headers = other.eval_on_selector_all("table thead th", "ths => ths.map(t => t.textContent.trim())")
+    finally:
+        other.close()
+    assert "cnn" in headers and not any("(paper)" in h for h in headers), headers
+    # the same model on MNIST, said so, does get the paper's column
+    dim.evaluate(tiny, x[:20], y[:20], name="cnn", suite="quick:Linf FGSM,L2 DDN", run_dir=tmp_path / "mnist",
+                 show=False, checks=False, dataset="mnist")
+    assert "| cnn | cnn (paper) |" in (tmp_path / "mnist" / "report" / "table1.md").read_text()

@@ -29,7 +29,7 @@ def evaluate(model: nn.Module | Path | str | Callable[[], nn.Module], x: Any, y:
              suite: str | Sequence[AttackSpec] = "quick", run_dir: Path | str, name: str | None = None,
              factory: str | Callable[[], nn.Module] | None = None, batch_size: int = 100, seed: int = 0,
              show: bool | None = None, report: bool = True, checks: bool = True,
-             device: DeviceLike = None, thresholds: dict[str, float] | None = None,
+             device: DeviceLike = None, thresholds: dict[str, float] | None = None, dataset: str = "custom",
              executor: str = "serial", ray_address: str | None = None) -> list[metrics.ModelResult]:
     """Evaluate one classifier; resumable in ``run_dir``. Returns the metrics (and writes the report).
 
@@ -59,7 +59,7 @@ def evaluate(model: nn.Module | Path | str | Callable[[], nn.Module], x: Any, y:
                          "torch.export, or a state dict with factory=), or a function that returns a model")
     xs, ys = check_inputs(x, y)
     threat = ThreatModel.for_shape(xs.shape[1:], thresholds)
-    spec = RunSpec(run_dir=Path(run_dir), suite=suite if isinstance(suite, str) else tuple(suite),
+    spec = RunSpec(run_dir=Path(run_dir), suite=suite if isinstance(suite, str) else tuple(suite), dataset=dataset,
                    batch_size=batch_size, seed=seed, show=show, checks=checks, device=device,
                    executor=executor, ray_address=ray_address, n=max(len(xs), 1))
     evaluate_models([m], xs, ys, spec, threat=threat)

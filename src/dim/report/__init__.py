@@ -95,11 +95,12 @@ def _write_report(view: ReportView, out: Path, plots: bool, cards_dir, warn) -> 
         for ext in ("md", "csv", "tex"):
             (out / f"{stale}.{ext}").unlink(missing_ok=True)
     for layout in shown:
-        t = tables.build(results, layout)
+        t = tables.build(results, layout, paper=view.paper_setting)
         atomic_write_text(out / f"{layout}.md", tables.to_markdown(t))
         atomic_write_text(out / f"{layout}.csv", tables.to_csv(t))
         atomic_write_text(out / f"{layout}.tex", tables.to_latex(t))
-        parts += [f"## {t.title} (ours, and the paper's published numbers)", "", tables.to_markdown(t)]
+        parts += [f"## {t.title}" + (" (ours, and the paper's published numbers)" if view.paper_setting else ""),
+                  "", tables.to_markdown(t)]
     parts += [checks_markdown(view), timing_markdown(view), suite_markdown(view), provenance_markdown(view)]
     if plots:
         imgs = plot_curves(results, out)

@@ -95,7 +95,7 @@ def _summary(view: ReportView) -> list[dict[str, Any]]:
 def _tables(view: ReportView) -> list[dict[str, Any]]:
     out = []
     for layout in layouts(view.results):
-        t = tables.build(view.results, layout)
+        t = tables.build(view.results, layout, paper=view.paper_setting)
         rows = [{"cells": [{"text": c, "key": sort_key(c) if j else None} for j, c in enumerate(row)], **meta}
                 for i, (row, meta) in enumerate(zip(t.rows, t.row_meta)) if i not in t.section_rows]
         out.append({"id": layout, "title": t.title, "header": t.header, "rows": rows})
