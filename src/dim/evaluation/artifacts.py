@@ -23,7 +23,7 @@ from typing import Sequence
 import numpy as np
 
 from ..attacks.spec import AttackSpec
-from ..fileio import atomic_write
+from ..fileio import atomic_write, check_no_links
 from ..names import file_name
 
 ADV_DIR = "adversarials"
@@ -55,8 +55,9 @@ def legacy_slug(text: str) -> str:
     return s if s not in ("", ".", "..") else file_name(text)
 
 
-def atomic_npz(path: Path, **arrays: np.ndarray) -> None:
-    atomic_write(path, lambda fh: np.savez_compressed(fh, **arrays))
+def atomic_npz(path: Path, *, within: Path | None = None, **arrays: np.ndarray) -> None:
+    """Write ``arrays`` to ``path`` atomically; ``within`` (the run): through no symbolic link below it."""
+    atomic_write(path, lambda fh: np.savez_compressed(fh, **arrays), within)
 
 
 def adversarial_path(run_dir: Path, model: str, attack: str, name=artifact_name) -> Path:
@@ -104,9 +105,12 @@ def merge_shards(run_dir: Path, model: str, attack: str) -> None:
     if data is None:
         return
     order = np.argsort(data["sample"])
-    atomic_npz(adversarial_path(run_dir, model, attack), **{k: v[order] for k, v in data.items()})
+    atomic_npz(adversarial_path(run_dir, model, attack), within=run_dir, **{k: v[order] for k, v in data.items()})
     for name in (artifact_name, legacy_slug):
-        shutil.rmtree(shard_path(run_dir, model, attack, 0, name).parent, ignore_errors=True)
+        shards = shard_path(run_dir, model, attack, 0, name).parent
+        if _exists(shards):
+            check_no_links(shards, run_dir)      # never delete through a link
+            shutil.rmtree(shards, ignore_errors=True)
 
 
 def best_so_far(run_dir: Path, model: str, suite: Sequence[AttackSpec], spec: AttackSpec,

@@ -33,7 +33,7 @@ def commit(store: Store, run_dir: Path, unit: Unit, result: UnitResult) -> None:
         store.fail_shard(model, attack, shard, result.error or "", result.seconds,
                          status="skipped" if result.status == "skipped" else "failed", device=result.device)
         return
-    atomic_npz(shard_path(run_dir, model, attack, shard), sample=unit.samples, distance=result.distance,
+    atomic_npz(shard_path(run_dir, model, attack, shard), within=run_dir, sample=unit.samples, distance=result.distance,
                pred=result.pred, x_adv=result.x_adv)
     if unit.starting_points is not None:   # what it started from, so that a later run can tell it reuses it
         store.set_meta(starts_key(model, attack, shard), starts_sha256(unit.starting_points))
@@ -71,7 +71,7 @@ def commit_reused(store: Store, run_dir: Path, donors: Sequence[Donor], unit: At
         store.mark_reused(unit.model, unit.spec.name, unit.shard, str(donor.run_dir))
         if starts is not None:
             store.set_meta(starts_key(unit.model, unit.spec.name, unit.shard), starts)
-        atomic_npz(shard_path(run_dir, unit.model, unit.spec.name, unit.shard), **arrays)
+        atomic_npz(shard_path(run_dir, unit.model, unit.spec.name, unit.shard), within=run_dir, **arrays)
         store.finish_shard(unit.model, unit.spec.name, unit.shard, rows, seconds,
                            device=donor.store.shard_device(unit.model, unit.spec.name, unit.shard))
         return True

@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+from ..fileio import check_no_links
+
 LOCK_FILE = ".lock"
 
 
@@ -45,7 +47,7 @@ def run_lock(run_dir: Path) -> Iterator[None]:
     if run_dir.exists() and not run_dir.is_dir():
         raise ValueError(f"{run_dir}: is a file, not a run directory; give --run a directory")
     run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / LOCK_FILE
+    path = check_no_links(run_dir / LOCK_FILE, run_dir)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:

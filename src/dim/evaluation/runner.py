@@ -37,6 +37,7 @@ from ..core.norms import ThreatModel
 from ..core.verify import predict_numpy
 from ..models.binarize import has_binarization
 from ..progress import progress_bar
+from ..fileio import check_no_links
 from ..store import Store
 from .artifacts import INPUTS, atomic_npz, best_so_far, has_shards, load_inputs, merge_shards
 from .commit import commit, commit_reused
@@ -105,7 +106,7 @@ def evaluate_models(models: Sequence[EvalModel], x: np.ndarray, y: np.ndarray, s
         started = False
         try:
             with run_lock(run_dir):
-                store = Store(run_dir / "results.sqlite")
+                store = Store(check_no_links(run_dir / "results.sqlite", run_dir))
                 try:
                     units = _prepare(store, run_dir, models, specs, todo, x, y, spec, config, dev, threat,
                                      num_classes)
@@ -136,7 +137,7 @@ def _prepare(store: Store, run_dir: Path, models: Sequence[EvalModel], specs, to
     store.add_attacks([(s.name, s.norm.value, spec_dict(s)) for s in specs])
     stored = load_inputs(run_dir)            # the clean images, for the report's gallery: this run's, checked
     if stored is None or data_sha256(*stored) != config["data_sha256"]:
-        atomic_npz(run_dir / INPUTS, x=x, y=y)
+        atomic_npz(run_dir / INPUTS, within=run_dir, x=x, y=y)
     clean = {}
     for m in models:
         clean[m.key] = predict_numpy(m.model, x)

@@ -11,7 +11,7 @@ import warnings
 from pathlib import Path
 from typing import Callable
 
-from ..fileio import atomic_write_bytes, atomic_write_text
+from ..fileio import atomic_write_bytes, atomic_write_text, check_no_links
 from ..store import Store
 from . import tables
 from .cards import metrics_json, write_cards
@@ -41,6 +41,8 @@ def build_report(run_dir: Path | str, plots: bool = True, cards_dir: Path | str 
     suite's attacks, as the run's protocol (see :func:`.view.build_view`)."""
     run_dir = Path(run_dir)
     out = Path(out_dir) if out_dir is not None else run_dir / "report"
+    if out_dir is None:
+        check_no_links(out, run_dir)     # RUN/report itself a link would send the report (and its deletions) away
     store = Store.of_run(run_dir, read_only=True)
     try:
         view = build_view(store, run_dir, suite)
@@ -79,7 +81,7 @@ def _keep_a_fuller_report(out: Path, new: list[dict], warn: Callable[[str], None
     for name in ("report.md", "metrics.json"):
         if (out / name).is_file():
             stem, _, ext = name.rpartition(".")
-            atomic_write_bytes(out / f"{stem}.previous.{ext}", (out / name).read_bytes())
+            atomic_write_bytes(out / f"{stem}.previous.{ext}", (out / name).read_bytes(), within=out)
     warn(f"{out}: the new report holds less than the one it replaces (models, attack results, images: "
          f"{before} before, {after} now); the old one is kept as report.previous.md and metrics.previous.json")
 
@@ -93,21 +95,23 @@ def _write_report(view: ReportView, out: Path, plots: bool, cards_dir, warn) -> 
     shown = layouts(results)
     for stale in sorted(set(TABLES) - set(shown)):    # written by an earlier report of this run, now wrong
         for ext in ("md", "csv", "tex"):
-            (out / f"{stale}.{ext}").unlink(missing_ok=True)
+            stale_file = check_no_links(out / f"{stale}.{ext}", out)
+            stale_file.unlink(missing_ok=True)
     for layout in shown:
         t = tables.build(results, layout, paper=view.paper_setting)
-        atomic_write_text(out / f"{layout}.md", tables.to_markdown(t))
-        atomic_write_text(out / f"{layout}.csv", tables.to_csv(t))
-        atomic_write_text(out / f"{layout}.tex", tables.to_latex(t))
+        atomic_write_text(out / f"{layout}.md", tables.to_markdown(t), within=out)
+        atomic_write_text(out / f"{layout}.csv", tables.to_csv(t), within=out)
+        atomic_write_text(out / f"{layout}.tex", tables.to_latex(t), within=out)
         parts += [f"## {t.title}" + (" (ours, and the paper's published numbers)" if view.paper_setting else ""),
                   "", tables.to_markdown(t)]
     parts += [checks_markdown(view), timing_markdown(view), suite_markdown(view), provenance_markdown(view)]
     if plots:
-        imgs = plot_curves(results, out)
+        imgs = plot_curves(results, out, within=out)
         parts += ["## Accuracy versus perturbation size", ""] + [f"![{p.stem}]({p.name})" for p in imgs]
-    atomic_write_text(out / "report.md", "\n".join(parts) + "\n")
-    atomic_write_text(out / "index.html", render_html(view, build_gallery(view)))
+    atomic_write_text(out / "report.md", "\n".join(parts) + "\n", within=out)
+    atomic_write_text(out / "index.html", render_html(view, build_gallery(view)), within=out)
     # in the order metrics_json gives (the numbers to quote first); strict JSON: no NaN or Infinity gets through
-    atomic_write_text(out / "metrics.json", json.dumps(summary, indent=2, allow_nan=False) + "\n")
-    for target in [out / "cards"] + ([Path(cards_dir)] if cards_dir else []):
-        write_cards(view, target)
+    atomic_write_text(out / "metrics.json", json.dumps(summary, indent=2, allow_nan=False) + "\n", within=out)
+    write_cards(view, out / "cards", within=out)
+    if cards_dir:
+        write_cards(view, Path(cards_dir))

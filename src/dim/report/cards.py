@@ -79,7 +79,7 @@ def content_sha256(card: dict) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def write_cards(view: ReportView, target: Path) -> list[Path]:
+def write_cards(view: ReportView, target: Path, within: Path | None = None) -> list[Path]:
     """One JSON card per model: what was run on it, the numbers to quote, and the checks."""
     results, outcomes, cfg, prov, models = view.results, view.outcomes, view.config, view.provenance, view.models
     target.mkdir(parents=True, exist_ok=True)
@@ -115,6 +115,6 @@ def write_cards(view: ReportView, target: Path) -> list[Path]:
         }
         card["content_sha256"] = content_sha256(card)
         path = target / f"{file_name(r.model)}.json"
-        atomic_write_text(path, json.dumps(card, indent=2, sort_keys=True) + "\n")
+        atomic_write_text(path, json.dumps(card, indent=2, sort_keys=True) + "\n", within=within)
         paths.append(path)
     return paths

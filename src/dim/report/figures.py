@@ -11,6 +11,7 @@ from .. import data as data_mod
 from ..checkpoint import load_model
 from ..core.device import DeviceLike, device_of
 from ..evaluation import metrics
+from ..fileio import atomic_write
 from . import tables
 
 
@@ -51,8 +52,9 @@ def figure3(model_dir: Path, out_png: Path, n: int = 1000, data_dir: Path | None
     return out_png
 
 
-def plot_curves(results: list[metrics.ModelResult], out: Path) -> list[Path]:
-    """Accuracy versus epsilon per norm, worst case over attacks, one line per model."""
+def plot_curves(results: list[metrics.ModelResult], out: Path, within: Path | None = None) -> list[Path]:
+    """Accuracy versus epsilon per norm, worst case over attacks, one line per model; each PNG written atomically
+    (``within``: through no symbolic link below that folder)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -74,7 +76,7 @@ def plot_curves(results: list[metrics.ModelResult], out: Path) -> list[Path]:
         ax.legend(fontsize=8)
         fig.tight_layout()
         path = out / f"accuracy_vs_eps_{norm.value}.png"
-        fig.savefig(path, dpi=120)
+        atomic_write(path, lambda fh, fig=fig: fig.savefig(fh, format="png", dpi=120), within)
         plt.close(fig)
         paths.append(path)
     return paths
