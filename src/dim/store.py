@@ -277,6 +277,21 @@ class Store:
             self.db.execute(f"INSERT OR REPLACE INTO shards {_SHARD_COLUMNS} VALUES (?, ?, ?, ?, ?, ?, ?)",
                             (model, attack, shard, status, error[:2000], seconds, device))
 
+    def reopen_shard(self, model: str, attack: str, shard: int, samples: Iterable[int], why: str) -> None:
+        """Take a finished shard back to be computed again (its adversarials file is missing, damaged or not its
+        own): its rows go, it is marked failed with ``why`` (kept among its attempts), and the next plan runs it."""
+        samples = [int(s) for s in samples]
+        with self._write():
+            self.db.executemany("DELETE FROM results WHERE model = ? AND attack = ? AND sample = ?",
+                                [(model, attack, s) for s in samples])
+            self.db.execute("DELETE FROM meta WHERE key = ?", (f"{REUSED}{model}/{attack}/{shard}",))
+            n = self.db.execute("SELECT COUNT(*) FROM attempts WHERE model = ? AND attack = ? AND shard = ?",
+                                (model, attack, shard)).fetchone()[0]
+            self.db.execute("INSERT INTO attempts VALUES (?, ?, ?, ?, ?, ?, ?)",
+                            (model, attack, shard, n + 1, f"reopened: {why}"[:2000], 0.0, None))
+            self.db.execute(f"INSERT OR REPLACE INTO shards {_SHARD_COLUMNS} VALUES (?, ?, ?, 'failed', ?, 0, NULL)",
+                            (model, attack, shard, f"reopened: {why}"[:2000]))
+
     def mark_reused(self, model: str, attack: str, shard: int, donor: str) -> None:
         """Record that a shard is (about to be) copied from the run ``donor``; counts once the shard is done."""
         self.set_meta(f"{REUSED}{model}/{attack}/{shard}", donor)

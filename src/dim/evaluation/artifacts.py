@@ -17,6 +17,7 @@ import hashlib
 import re
 import shutil
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Sequence
 
@@ -68,19 +69,56 @@ def shard_path(run_dir: Path, model: str, attack: str, shard: int, name=artifact
     return Path(run_dir) / ADV_DIR / name(model) / name(attack) / f"shard_{shard:05d}.npz"
 
 
-def load_adversarials(run_dir: Path, model: str, attack: str) -> dict[str, np.ndarray] | None:
-    """The stored adversarials of (model, attack): the merged file, else whatever shards exist (under the
-    current names, and under the names of runs stored before them)."""
+class ArtifactError(ValueError):
+    """An adversarials file is damaged; the message names it and how to recompute it."""
+
+
+FIELDS = ("sample", "distance", "pred", "x_adv")
+
+
+def read_npz(path: Path, keys: Sequence[str] = FIELDS) -> dict[str, np.ndarray]:
+    """The arrays ``keys`` of one adversarials file, or :class:`ArtifactError` naming what is wrong with it."""
+    try:
+        with np.load(path) as z:
+            out = {k: z[k] for k in keys}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise ArtifactError(f"{path}: damaged adversarials file ({type(exc).__name__}: {exc}); run the same "
+                            "'dim evaluate' again: it recomputes what the file held") from None
+    n = {len(v) for v in out.values()}
+    if len(n) != 1:
+        raise ArtifactError(f"{path}: damaged adversarials file (arrays of different lengths {sorted(n)}); run the "
+                            "same 'dim evaluate' again: it recomputes what the file held")
+    return out
+
+
+def merged_path(run_dir: Path, model: str, attack: str) -> Path | None:
+    """The merged adversarials file of (model, attack) that exists (current or earlier name), if any."""
     for name in (artifact_name, legacy_slug):
         merged = adversarial_path(run_dir, model, attack, name)
         if _exists(merged):
-            with np.load(merged) as z:
-                return {k: z[k] for k in z.files}
-    parts = [p for name in (artifact_name, legacy_slug) if _exists(shard_path(run_dir, model, attack, 0, name).parent)
-             for p in sorted(shard_path(run_dir, model, attack, 0, name).parent.glob("shard_*.npz"))]
+            return merged
+    return None
+
+
+def shard_files(run_dir: Path, model: str, attack: str) -> list[Path]:
+    """The unmerged shard files of (model, attack), under the current names and the earlier ones."""
+    return [p for name in (artifact_name, legacy_slug) if _exists(shard_path(run_dir, model, attack, 0, name).parent)
+            for p in sorted(shard_path(run_dir, model, attack, 0, name).parent.glob("shard_*.npz"))]
+
+
+def load_adversarials(run_dir: Path, model: str, attack: str,
+                      keys: Sequence[str] = FIELDS) -> dict[str, np.ndarray] | None:
+    """The stored adversarials of (model, attack): the merged file, else whatever shards exist (under the
+    current names, and under the names of runs stored before them); :class:`ArtifactError` for a damaged file.
+    ``keys``: the arrays to read (``sample`` and ``distance`` alone skip the images)."""
+    keys = tuple(dict.fromkeys(("sample", *keys)))
+    merged = merged_path(run_dir, model, attack)
+    if merged is not None:
+        return read_npz(merged, keys)
+    parts = shard_files(run_dir, model, attack)
     if not parts:
         return None
-    loaded = [dict(np.load(p)) for p in parts]
+    loaded = [read_npz(p, keys) for p in parts]
     data = {k: np.concatenate([p[k] for p in loaded]) for k in loaded[0]}
     _, first = np.unique(data["sample"], return_index=True)     # a shard stored under both names counts once
     return {k: v[first] for k, v in data.items()}

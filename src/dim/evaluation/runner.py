@@ -47,6 +47,7 @@ from .locks import run_lock
 from .outputs import check_outputs
 from .record import (EvalModel, RunConfigError, check_identities, merge_config, model_identity, run_config,
                      updated_provenance)
+from .repair import reopen_mismatched
 from .reuse import Donor, data_sha256, open_donor, starts_sha256
 from .spec import RunSpec
 from .units import AttackUnit, Unit, plan
@@ -146,6 +147,8 @@ def _prepare(store: Store, run_dir: Path, models: Sequence[EvalModel], specs, to
         store.set_meta(f"outputs/{m.key}", notes[m.key])
         # recorded here, where the model is at hand, so that the report never rebuilds a model to know it
         store.set_meta(f"binarized/{m.key}", has_binarization(m.model))
+    # finished shards whose adversarials file is missing, damaged or another's are computed again by this call
+    reopen_mismatched(store, run_dir, [m.key for m in models], todo, len(y), spec.batch_size)
     units = plan(store, models, specs, todo, x, y, clean, batch_size=spec.batch_size, seed=spec.seed,
                  threat=threat, checks=spec.checks)
     prov = store.get_meta("provenance")

@@ -14,7 +14,6 @@ reconstructions with their scores P(x|i), for the clean image and for its advers
 from __future__ import annotations
 
 import hashlib
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..evaluation.artifacts import load_adversarials, load_inputs
-from ..core.norms import Norm
+from ..core.norms import Norm, distances
 from .tables import NORM_ORDER
 
 
@@ -55,21 +54,36 @@ class Gallery:
     note: str = ""
 
 
-def worst_per_sample(run_dir: Path, model: str, attacks: list[dict[str, Any]], norm: Norm
-                     ) -> dict[int, tuple[float, int, str, np.ndarray]]:
-    """sample -> (distance, pred, attack, x_adv) of the smallest stored adversarial of ``norm`` (finite ones)."""
+def worst_per_sample(run_dir: Path, model: str, attacks: list[dict[str, Any]], norm: Norm,
+                     stored: dict[str, np.ndarray], x: np.ndarray
+                     ) -> tuple[dict[int, tuple[float, int, str, np.ndarray]], int]:
+    """sample -> (distance, pred, attack, x_adv) of the smallest stored adversarial of ``norm`` (finite ones), and
+    how many stored adversarials were left out because they do not re-verify: the store's row (``stored``: attack
+    -> distance per sample) must hold the file's distance, and the distance of the image to the clean one must be
+    that distance (a file of another model or attack in its place shows nothing)."""
     best: dict[int, tuple[float, int, str, np.ndarray]] = {}
+    rejected = 0
     for a in attacks:
         if a["norm"] != norm.value:
             continue
         data = load_adversarials(run_dir, model, a["attack"])
-        if data is None:
+        rows = stored.get(a["attack"])
+        if data is None or rows is None:
             continue
-        for s, d, p, xa in zip(data["sample"], data["distance"], data["pred"], data["x_adv"]):
-            s = int(s)
-            if math.isfinite(d) and (s not in best or d < best[s][0]):
-                best[s] = (float(d), int(p), a["attack"], xa)
-    return best
+        finite = np.isfinite(data["distance"])
+        idx = data["sample"].astype(np.int64)
+        ok = finite & (idx < len(rows)) & (idx < len(x))
+        ok[ok] &= rows[idx[ok]] == data["distance"][ok]
+        if ok.any():
+            measured = distances(x[idx[ok]], data["x_adv"][ok], norm)
+            good = np.isclose(measured, data["distance"][ok], rtol=1e-5, atol=1e-6)
+            ok[np.flatnonzero(ok)[~good]] = False
+        rejected += int((finite & ~ok).sum())
+        for i in np.flatnonzero(ok):
+            s, d = int(idx[i]), float(data["distance"][i])
+            if s not in best or d < best[s][0]:
+                best[s] = (d, int(data["pred"][i]), a["attack"], data["x_adv"][i])
+    return best, rejected
 
 
 def build_gallery(view: Any, per_norm: int = 4) -> Gallery | None:
@@ -78,8 +92,10 @@ def build_gallery(view: Any, per_norm: int = 4) -> Gallery | None:
     if inputs is None:
         return None
     x, y = inputs
-    worst = {(r.model, n): worst_per_sample(view.run_dir, r.model, view.attacks, n)
+    found = {(r.model, n): worst_per_sample(view.run_dir, r.model, view.attacks, n, r.distances, x)
              for r in view.results for n in NORM_ORDER}
+    worst = {key: best for key, (best, _) in found.items()}
+    rejected = {m: sum(k for (mm, _), (_, k) in found.items() if mm == m) for m in {m for m, _ in found}}
     shown: dict[tuple[str, Norm], list[Adversarial]] = {}
     for (model, norm), best in worst.items():
         eps = view.threat.threshold(norm)
@@ -94,6 +110,11 @@ def build_gallery(view: Any, per_norm: int = 4) -> Gallery | None:
     samples = sorted({s for (_, s) in others})
     gallery = Gallery(clean={s: x[s] for s in samples}, shown=shown, others=others)
     gallery.inside, gallery.note = inside_dim(view, gallery, x)
+    left_out = [f"{k} of {m}" for m, k in sorted(rejected.items()) if k]
+    if left_out:
+        gallery.note = (gallery.note + " " if gallery.note else "") + (
+            f"Stored adversarials that do not re-verify against the results store are not shown ({', '.join(left_out)}"
+            "): their files hold other distances or images than the store's rows.")
     return gallery
 
 
