@@ -342,3 +342,24 @@ def test_a_resumed_run_records_every_commit_it_was_computed_with(tiny, test_data
     card = json.loads((tmp_path / "cards" / "m.json").read_text())
     assert card["evaluation"]["git_commits"] == ["aaa111", "bbb222"]
     assert "aaa111, bbb222 (resumed across 2 commits" in (report / "index.html").read_text()
+
+
+def test_the_api_prints_the_warnings_and_returns_them_with_the_report(tiny, test_data, tmp_path, capsys):
+    """Probabilities instead of logits, and attacks that failed, are said on the console and in the result, which
+    names the report; a clean model gets no warning."""
+    import dim
+    x, y = test_data
+    probs = evalkit.Output(tiny, lambda z: z.softmax(1))
+    got = dim.evaluate(probs, x[:20], y[:20], name="p", suite="quick:Linf FGSM", run_dir=tmp_path / "p", show=False,
+                       checks=False)
+    assert got.report == tmp_path / "p" / "report" / "index.html" and got.report.is_file()
+    assert [w for w in got.warnings if "p returns probabilities, not logits" in w]
+    err = " ".join(capsys.readouterr().err.split())
+    assert "warning: p returns probabilities, not logits" in err and f"report: {got.report}" in err
+    hostile = dim.evaluate(evalkit.gradient_hostile_model(), x[:20], y[:20], name="h", suite="quick:Linf FGSM",
+                           run_dir=tmp_path / "h", show=False, checks=False)
+    assert any("h: 1 shard(s) of Linf FGSM failed" in w for w in hostile.warnings), hostile.warnings   # 20 images, batch 100
+    assert np.isnan(hostile[0].attacks["Linf FGSM"].accuracy)
+    clean = dim.evaluate(tiny, x[:20], y[:20], suite="quick:Linf FGSM", run_dir=tmp_path / "c", show=False,
+                         checks=False, batch_size=20)
+    assert clean.warnings == [] and len(clean) == 1

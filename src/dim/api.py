@@ -21,6 +21,7 @@ from .evaluation.runner import EvalModel, evaluate_models
 from .evaluation.spec import RunSpec
 from .models.files import build, file_format, load_model_file, resolve_factory
 from .models.registry import get_entry
+from .progress import log
 from .provenance import file_sha256
 from .store import Store
 
@@ -30,8 +31,10 @@ def evaluate(model: nn.Module | Path | str | Callable[[], nn.Module], x: Any, y:
              factory: str | Callable[[], nn.Module] | None = None, batch_size: int = 100, seed: int = 0,
              show: bool | None = None, report: bool = True, checks: bool = True,
              device: DeviceLike = None, thresholds: dict[str, float] | None = None, dataset: str = "custom",
-             executor: str = "serial", ray_address: str | None = None) -> list[metrics.ModelResult]:
-    """Evaluate one classifier; resumable in ``run_dir``. Returns the metrics (and writes the report).
+             executor: str = "serial", ray_address: str | None = None) -> "Results":
+    """Evaluate one classifier; resumable in ``run_dir``. Returns the metrics (a :class:`Results`, which also names
+    the report and the warnings) and writes the report; warnings (failed attacks, probabilities instead of logits,
+    failed sanity checks) are printed too.
 
     ``model``: a ``torch.nn.Module``; a model directory of ``dim train``; a model file (TorchScript, a
     ``torch.export`` program, or a state dict whose architecture ``factory`` builds); or a function returning a
@@ -63,14 +66,28 @@ def evaluate(model: nn.Module | Path | str | Callable[[], nn.Module], x: Any, y:
                    batch_size=batch_size, seed=seed, show=show, checks=checks, device=device,
                    executor=executor, ray_address=ray_address, n=max(len(xs), 1))
     evaluate_models([m], xs, ys, spec, threat=threat)
-    if report:
-        from .report import build_report
-        build_report(run_dir)
+    from .report import build_report, run_warnings
+    page = build_report(run_dir) / "index.html" if report else None
+    notes = run_warnings(run_dir)
+    for line in notes:
+        log(f"warning: {line}")
+    if page is not None:
+        log(f"report: {page}")
     store = Store.of_run(run_dir, read_only=True)
     try:
-        return metrics.compute(store)
+        return Results(metrics.compute(store), run_dir=Path(run_dir), report=page, warnings=notes)
     finally:
         store.close()
+
+
+class Results(list):
+    """What :func:`evaluate` returns: the :class:`~dim.evaluation.metrics.ModelResult` of each model (a list, as
+    always), with the run's folder, its report page (None without a report) and the warnings also printed."""
+
+    def __init__(self, results: Sequence[metrics.ModelResult], run_dir: Path, report: Path | None,
+                 warnings: list[str]):
+        super().__init__(results)
+        self.run_dir, self.report, self.warnings = run_dir, report, warnings
 
 
 def eval_model_from_dir(model_dir: Path, key: str | None = None, device: DeviceLike = None) -> EvalModel:

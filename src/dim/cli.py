@@ -289,6 +289,9 @@ def evaluate_cmd(model_dirs: Optional[list[Path]] = typer.Argument(
                    checks=checks, only=tuple(only or ()), reuse=tuple(reuse or ()), device=_device(device),
                    thresholds=_parse_eps(eps), executor=executor, ray_address=ray_address, gpu_share=gpu_share)
     out_dir = run_evaluation(spec)
+    from .report import run_warnings
+    for line in run_warnings(run):
+        err.print(f"warning: {line}", highlight=False, markup=False, soft_wrap=True)
     out.print(f"results: {run / 'results.sqlite'}" + (f"; report: {out_dir}; page: {out_dir / 'index.html'}"
                                                      if out_dir else ""), highlight=False, soft_wrap=True)
     _exit_if_failed(run)
@@ -317,6 +320,9 @@ def report_cmd(run: Path = typer.Argument(..., help="A run directory of 'dim eva
         out.print((path / "report.md").read_text(), highlight=False, markup=False, soft_wrap=True)
     for line in _summary_lines(json.loads((path / "metrics.json").read_text())):
         out.print(line, highlight=False, markup=False, soft_wrap=True)
+    from .report import run_warnings
+    for line in run_warnings(run):
+        err.print(f"warning: {line}", highlight=False, markup=False, soft_wrap=True)
     for what, name in (("report", "report.md"), ("page", "index.html"), ("metrics", "metrics.json"),
                        ("cards", "cards")):
         out.print(f"{what}: {path / name}", highlight=False, markup=False, soft_wrap=True)

@@ -32,4 +32,4 @@ def progress_bar(enabled: bool | None = None) -> Iterator[Progress]:
 
 
 def log(message: str) -> None:
-    _console.print(message)
+    _console.print(message, soft_wrap=True, highlight=False, markup=False)   # paths stay whole

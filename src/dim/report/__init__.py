@@ -22,7 +22,7 @@ from .markdown import checks_markdown, provenance_markdown, suite_markdown, summ
 from .paper import TABLES
 from .view import ReportView, build_view, indistinguishable, layouts, quoted
 
-__all__ = ["ReportError", "build_report", "indistinguishable", "quoted", "write_cards"]
+__all__ = ["ReportError", "build_report", "indistinguishable", "quoted", "run_warnings", "write_cards"]
 
 
 class ReportError(ValueError):
@@ -55,6 +55,34 @@ def build_report(run_dir: Path | str, plots: bool = True, cards_dir: Path | str 
     finally:
         store.close()
     return out
+
+
+def view_warnings(view: ReportView) -> list[str]:
+    """What a user must know before quoting a run's numbers, one plain line each: failed attacks, a model that
+    returns probabilities, failed sanity checks (the report says more about each)."""
+    from ..evaluation import checks
+    out = []
+    for r in view.results:
+        failed = {a.attack: a.failed_shards for a in r.attacks.values() if a.failed_shards}
+        if failed:
+            out.append(f"{r.model}: {sum(failed.values())} shard(s) of {', '.join(sorted(failed))} failed: their "
+                       "attacks count for nothing in its numbers; rerun the same evaluation to retry them")
+        if (view.outputs.get(r.model) or {}).get("probabilities"):
+            out.append(f"{r.model} returns probabilities, not logits: gradient attacks lose their gradient on "
+                       "saturated probabilities and may overstate its robustness; evaluate its logits")
+        for name, o in view.outcomes.get(r.model, {}).items():
+            if o.status == checks.WARN:
+                out.append(f"{r.model}: sanity check failed: {checks.CHECKS[name].title}: {o.value}")
+    return out
+
+
+def run_warnings(run_dir: Path | str) -> list[str]:
+    """:func:`view_warnings` of a run, read from its store."""
+    store = Store.of_run(Path(run_dir), read_only=True)
+    try:
+        return view_warnings(build_view(store, Path(run_dir)))
+    finally:
+        store.close()
 
 
 def _python_warning(message: str) -> None:
