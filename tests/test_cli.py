@@ -135,3 +135,41 @@ def test_cli_help_everywhere():
         assert r.exit_code == 0 and "Usage" in r.output, (path, r.output)
     r = run_cli("--help")   # and the real entry point once
     assert r.returncode == 0 and "evaluate" in r.stdout
+
+
+def test_a_ray_address_where_nothing_answers_is_one_error_within_seconds_and_touches_nothing(tmp_path):
+    import time
+    t0 = time.perf_counter()
+    r = run_cli("evaluate", "--model-factory", "evalkit:tiny_model", "--executor", "ray", "--ray-address",
+                "127.0.0.1:1", "--n", "10", "--run", str(tmp_path / "run"),
+                env={**os.environ, "DIM_NO_PROGRESS": "1",
+                     "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))})
+    assert r.returncode == 2 and time.perf_counter() - t0 < 15, r.stderr
+    assert r.stderr.count("error:") == 1 and "127.0.0.1:1: nothing answers there" in " ".join(r.stderr.split())
+    assert len(r.stderr.strip().splitlines()) <= 3 and not (tmp_path / "run").exists()
+
+
+def test_threads_fix_the_cpu_threads_of_every_unit_and_are_given_back(tiny, test_data):
+    """--threads: each unit runs on exactly that many torch threads (serial and Ray run units through the same
+    execute), and the process's own setting is restored after it."""
+    import numpy as np
+    import torch
+
+    from dim.attacks import register_adapter
+    from dim.core.verify import Unverified
+    from dim.evaluation.execute import execute
+    from dim.evaluation.units import AttackUnit
+    seen = []
+
+    @register_adapter("count_threads")
+    def count_threads(spec, model, x, y, seed, **_):
+        seen.append(torch.get_num_threads())
+        return Unverified(np.full(x.shape, np.nan, np.float32))
+
+    x, y = test_data
+    spec = AttackSpec("Linf threads", "count_threads", Norm.LINF)
+    unit = AttackUnit("tiny", spec, count_threads, 0, np.arange(4), x[:4], y[:4], y[:4], 0)
+    before = torch.get_num_threads()
+    for threads in (1, 2):
+        assert execute(unit, tiny, "cpu", threads).status == "done"
+    assert seen == [1, 2] and torch.get_num_threads() == before

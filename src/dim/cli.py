@@ -280,14 +280,19 @@ def evaluate_cmd(model_dirs: Optional[list[Path]] = typer.Argument(
                  device: Optional[str] = DeviceOpt,
                  executor: str = ExecutorOpt,
                  ray_address: Optional[str] = RayAddressOpt,
-                 gpu_share: float = GpuShareOpt) -> None:
+                 gpu_share: float = GpuShareOpt,
+                 threads: Optional[int] = typer.Option(None, "--threads", min=1,
+                                                       help="CPU threads per unit of work, serial and Ray alike "
+                                                            "(the same number gives the same floats on both; "
+                                                            "default: all cores serially, one per Ray task).")) -> None:
     """Attack every model with every attack of the suite; resumable (rerun the same command)."""
     from .pipeline import run_evaluation
     from .evaluation.spec import RunSpec
     spec = RunSpec(run_dir=run, suite=suite, model_dirs=tuple(model_dirs or ()), factories=tuple(factories or ()),
                    names=tuple(names or ()), n=n, start=start, subset_seed=subset_seed, batch_size=batch_size, seed=seed, data_dir=data_dir, dataset=dataset, report=report,
                    checks=checks, only=tuple(only or ()), reuse=tuple(reuse or ()), device=_device(device),
-                   thresholds=_parse_eps(eps), executor=executor, ray_address=ray_address, gpu_share=gpu_share)
+                   thresholds=_parse_eps(eps), executor=executor, ray_address=ray_address, gpu_share=gpu_share,
+                   threads=threads)
     out_dir = run_evaluation(spec)
     from .report import run_warnings
     for line in run_warnings(run):

@@ -11,6 +11,7 @@ import time
 import traceback
 
 import numpy as np
+import torch
 import torch.nn as nn
 
 from ..attacks import NotApplicable
@@ -70,6 +71,15 @@ def execute_checks(unit: ChecksUnit, model: nn.Module, device: str | None = None
 EXECUTE = {AttackUnit: execute_attack, ChecksUnit: execute_checks}
 
 
-def execute(unit: Unit, model: nn.Module, device: str | None = None) -> UnitResult:
-    """Run ``unit`` on ``model`` (already on its device); ``device`` is the label its result records."""
-    return EXECUTE[type(unit)](unit, model, device)
+def execute(unit: Unit, model: nn.Module, device: str | None = None, threads: int | None = None) -> UnitResult:
+    """Run ``unit`` on ``model`` (already on its device); ``device`` is the label its result records. ``threads``:
+    the CPU threads torch uses for this unit (the same number everywhere gives the same floats everywhere: a
+    reduction split over another number of threads rounds differently)."""
+    if threads is None:
+        return EXECUTE[type(unit)](unit, model, device)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return EXECUTE[type(unit)](unit, model, device)
+    finally:
+        torch.set_num_threads(before)

@@ -52,6 +52,7 @@ class RunSpec:
     executor: str = "serial"
     ray_address: str | None = None
     gpu_share: float = 1.0
+    threads: int | None = None          # CPU threads per unit (serial and Ray alike: the same floats everywhere)
     show: bool | None = None            # progress bars (default: unless $DIM_NO_PROGRESS)
     suite_name: str | None = None       # the name recorded for a suite given as attack specs
 
@@ -64,6 +65,8 @@ class RunSpec:
         if not isinstance(self.suite, str):
             object.__setattr__(self, "suite", tuple(self.suite))
         object.__setattr__(self, "thresholds", dict(self.thresholds or {}))
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be at least 1, got {self.threads}")
         if self.start < 0:
             raise ValueError(f"start must be 0 or more, got {self.start}")
         if self.start and self.subset_seed is not None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import socket
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -81,8 +82,8 @@ _LOADED: dict[tuple[str, str], tuple[nn.Module, str]] = {}   # per worker proces
 _KEEP = 8          # models a worker keeps loaded (a long-lived cluster serves many runs)
 
 
-def run_unit(unit: Unit, payload: ModelPayload, device: str) -> UnitResult:
-    """The task: load (once per worker) and execute."""
+def run_unit(unit: Unit, payload: ModelPayload, device: str, threads: int | None = None) -> UnitResult:
+    """The task: load (once per worker) and execute (with ``threads`` CPU threads; Ray's default is one)."""
     from ...core.device import describe, device_info
     got = _LOADED.get((payload.identity, device))
     if got is None:
@@ -91,7 +92,7 @@ def run_unit(unit: Unit, payload: ModelPayload, device: str) -> UnitResult:
             _LOADED.pop(next(iter(_LOADED)))
         got = _LOADED[(payload.identity, device)] = (payload.load(dev), describe(device_info(dev)))
     model, label = got
-    return execute(unit, model, label)
+    return execute(unit, model, label, threads)
 
 
 def _python_path() -> str:
@@ -113,6 +114,23 @@ def connect(ray: Any, address: str | None) -> bool:
     return True
 
 
+def check_reachable(address: str | None, timeout: float = 3.0) -> None:
+    """Refuse, within seconds, a cluster address where nothing answers (Ray itself retries for about 20 s and
+    prints pages of warnings); ``auto``, ``local`` and no address are Ray's own lookups and pass."""
+    if not address or address in ("auto", "local"):
+        return
+    target = address.split("://", 1)[-1]
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"--ray-address {address}: expected HOST:PORT (e.g. 10.0.0.5:6379 or ray://head:10001), "
+                         "'auto', or none for a local cluster")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise ValueError(f"--ray-address {address}: nothing answers there ({exc.strerror or exc}); start the cluster "
+                         "('ray start --head' on its head node) or leave --ray-address out for a local one") from None
+
+
 def remote_task(ray: Any, fn: Any, gpu: bool, share: float) -> Any:
     """``fn`` as a Ray task: one CPU (torch then runs one thread), ``share`` of a GPU when the run is on CUDA,
     retried when its worker dies, never for an exception of its own."""
@@ -124,6 +142,8 @@ class RayExecutor:
     def __init__(self, spec: Any, device: torch.device):
         self._ray = import_ray()
         self._address = spec.ray_address
+        self._threads = getattr(spec, "threads", None)
+        check_reachable(self._address or os.environ.get("RAY_ADDRESS"))   # before the run directory is touched
         self._gpu = torch.device(device).type == "cuda"
         self._share = float(spec.gpu_share)
         self._device = "cuda" if self._gpu else "cpu"
@@ -150,7 +170,7 @@ class RayExecutor:
         return self._capacity
 
     def submit(self, unit: Unit) -> None:
-        self._inflight[self.remote_task.remote(unit, self._refs[unit.model], self._device)] = unit
+        self._inflight[self.remote_task.remote(unit, self._refs[unit.model], self._device, self._threads)] = unit
 
     def next_result(self) -> tuple[Unit, UnitResult]:
         ray = self._ray

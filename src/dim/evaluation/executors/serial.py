@@ -16,6 +16,7 @@ class SerialExecutor:
         self._label = describe(device_info(device))
         self._models: dict[str, Any] = {}
         self._queue: deque[Unit] = deque()
+        self._threads = getattr(spec, "threads", None)
 
     def start(self, models: Sequence[Any]) -> None:
         self._models = {m.key: m.model for m in models}
@@ -25,7 +26,7 @@ class SerialExecutor:
 
     def next_result(self) -> tuple[Unit, UnitResult]:
         unit = self._queue.popleft()
-        return unit, execute(unit, self._models[unit.model], self._label)
+        return unit, execute(unit, self._models[unit.model], self._label, self._threads)
 
     def close(self) -> None:
         self._queue.clear()
