@@ -107,3 +107,17 @@ def test_a_function_is_a_model_too(test_data, tmp_path):
     (result,) = dim.evaluate(evalkit.tiny_model, x[:10], y[:10], suite="quick:Linf FGSM", run_dir=tmp_path,
                              show=False, checks=False, report=False)
     assert result.model == "tiny_model" and np.isfinite(result.clean_accuracy)
+
+
+@pytest.mark.slow   # a local Ray cluster
+def test_model_files_travel_to_ray_workers(tiny, test_data, reference, tmp_path):
+    """TorchScript and exported programs do not pickle: the file itself travels (and a factory's file with a
+    state dict), and the workers store what a serial run stores."""
+    x, y = test_data
+    torch.jit.save(torch.jit.script(tiny), str(tmp_path / "ts.pt"))
+    (tmp_path / "arch.py").write_text(ARCH)
+    torch.save(tiny.state_dict(), tmp_path / "w.pt")
+    for name, kw in (("ts.pt", {}), ("w.pt", {"factory": f"{tmp_path / 'arch.py'}:build"})):
+        dim.evaluate(tmp_path / name, x[:20], y[:20], suite=SUITE, run_dir=tmp_path / f"run-{name}", show=False,
+                     checks=False, report=False, executor="ray", **kw)
+        assert _rows(tmp_path / f"run-{name}") == reference, name

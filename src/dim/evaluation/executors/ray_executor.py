@@ -44,12 +44,16 @@ def import_ray():
 
 @dataclass(frozen=True)
 class ModelPayload:
-    """A model as it travels to a worker: a model directory's files, or the module itself."""
+    """A model as it travels to a worker: a model directory's files, a model file (TorchScript, torch.export,
+    or a state dict with its factory, whose file travels too when it was given as one), or the module itself."""
     key: str
     identity: str
     files: dict[str, bytes] | None = None
     card_sha256: str | None = None
     module: nn.Module | None = None
+    model_file: tuple[str, bytes] | None = None          # (file name, contents)
+    factory: str | None = None                          # package.module:function, or file.py:function
+    factory_file: tuple[str, bytes] | None = None        # (file name, contents) when the factory is a file
 
     @classmethod
     def of(cls, m: Any) -> "ModelPayload":
@@ -61,6 +65,16 @@ class ModelPayload:
             if hashlib.sha256(files[CARD]).hexdigest() != m.card_sha256:
                 raise ValueError(f"{model_dir}: card.json changed since the model was loaded; rerun")
             return cls(m.key, m.card_sha256, files=files, card_sha256=m.card_sha256)
+        if m.card.get("file") and m.card.get("format"):      # TorchScript and exported programs do not pickle
+            path = Path(m.card["file"])
+            factory, factory_file = m.card.get("factory"), None
+            if factory and ":" in factory:
+                where, _, fn = factory.rpartition(":")
+                if where.endswith(".py") or "/" in where:
+                    factory_file = (Path(where).name, Path(where).expanduser().read_bytes())
+                    factory = f"{Path(where).name}:{fn}"
+            return cls(m.key, f"file sha256 {m.card.get('file_sha256')}", model_file=(path.name, path.read_bytes()),
+                       factory=factory, factory_file=factory_file)
         import copy
         import uuid
         return cls(m.key, f"module {uuid.uuid4()}", module=copy.deepcopy(m.model).to("cpu"))
@@ -68,6 +82,16 @@ class ModelPayload:
     def load(self, device: torch.device) -> nn.Module:
         if self.module is not None:
             return self.module.to(device).eval()
+        if self.model_file is not None:
+            from ...models.files import load_model_file
+            with tempfile.TemporaryDirectory(prefix="dim-model-") as tmp:
+                (Path(tmp) / self.model_file[0]).write_bytes(self.model_file[1])
+                factory = self.factory
+                if self.factory_file is not None:
+                    (Path(tmp) / self.factory_file[0]).write_bytes(self.factory_file[1])
+                    factory = str(Path(tmp) / self.factory)
+                model, _ = load_model_file(Path(tmp) / self.model_file[0], factory)
+            return model.to(device).eval()
         from ...checkpoint import CARD, load_model
         assert self.files is not None
         if hashlib.sha256(self.files[CARD]).hexdigest() != self.card_sha256:
