@@ -88,3 +88,20 @@ def test_the_images_are_chosen_by_range_or_seeded_subset_and_recorded(choice, wo
     assert config["images"] == ({"start": 10} if "start" in choice else {"random_subset_seed": 3})
     assert words in (out / "report.md").read_text()
     assert evalkit is not None
+
+
+def test_a_suite_file_sets_the_epsilon_grid_of_a_fixed_epsilon_attack(tiny, test_data, tmp_path):
+    """``epsilons`` in an attack's params is the grid it searches (the threshold is always on it): the smallest
+    breaking epsilon stored per sample is one of them."""
+    (tmp_path / "grid.toml").write_text('[[attack]]\nname = "Linf FGSM coarse"\nattack = "LinfFastGradientAttack"\n'
+                                        'norm = "Linf"\n[attack.params]\nepsilons = [0.05, 0.5]\n')
+    (spec,) = read_suite(tmp_path / "grid.toml")
+    assert spec.grid == (0.05, 0.3, 0.5)
+    x, y = test_data
+    dim.evaluate(tiny, x[:20], y[:20], suite=str(tmp_path / "grid.toml"), run_dir=tmp_path / "run", show=False,
+                 checks=False, report=False)
+    dist = np.array([d for *_, d, _ in evalkit.rows(tmp_path / "run")])
+    broken = dist[np.isfinite(dist) & (dist > 0)]
+    assert len(broken) and np.all(broken <= 0.5 + 1e-6)
+    # FGSM at eps moves pixels by eps: the L-inf distance found is an epsilon of the grid
+    assert set(np.round(broken, 4)) <= {0.05, 0.3, 0.5}

@@ -35,7 +35,7 @@ def build_attack(spec: AttackSpec):
         cls = getattr(fb.attacks, spec.attack)
     except AttributeError:
         raise ValueError(f"attack {spec.name!r}: foolbox {fb.__version__} has no attack class {spec.attack!r}") from None
-    params = {k: _build_nested(v) for k, v in spec.params.items()}
+    params = {k: _build_nested(v) for k, v in spec.params.items() if k != "epsilons"}   # epsilons: the grid
     if spec.distance_param:
         params["distance"] = foolbox_distance(spec.norm)
     return cls(**params)

@@ -30,7 +30,10 @@ class AttackSpec:
 
     @property
     def grid(self) -> tuple[float, ...]:
-        """The epsilons of a fixed-epsilon attack, for the dataset's threat model."""
+        """The epsilons of a fixed-epsilon attack: ``params["epsilons"]`` when a suite gives them, else the
+        dataset's threat model's grid; the threshold is always on it."""
+        if "epsilons" in self.params:
+            return tuple(sorted({float(e) for e in self.params["epsilons"]} | {self.threshold}))
         return self.threat.grid(self.norm) if self.threat is not None else self.norm.grid
 
     def bind(self, threat: ThreatModel | None) -> "AttackSpec":
