@@ -168,3 +168,19 @@ def test_a_donor_whose_rows_claim_none_found_against_its_own_evidence_is_recompu
     why = ("its store and its adversarials file give different distances" if forge == "store"
            else "its stored labels are not the model's on these images")
     assert why in err
+
+
+def test_a_donor_with_a_truncated_adversarials_file_is_recomputed_not_a_crash(tiny, test_data, tmp_path, capsys):
+    x, y = test_data[0][:20], test_data[1][:20]
+    kw = dict(suite=(AttackSpec("Linf FGSM", "LinfFastGradientAttack", Norm.LINF),), batch_size=10, seed=3,
+              show=False, checks=False, suite_name="s")
+    model = EvalModel("tiny", tiny, card_sha256="card")
+    evaluate_models([model], x, y, run_dir=tmp_path / "donor", **kw)
+    honest = evalkit.rows(tmp_path / "donor")
+    path = adversarial_path(tmp_path / "donor", "tiny", "Linf FGSM")
+    path.write_bytes(path.read_bytes()[:200])
+    capsys.readouterr()
+    evaluate_models([model], x, y, run_dir=tmp_path / "copy", reuse=[tmp_path / "donor"], **kw)
+    assert run_status(tmp_path / "copy")[0].reused == {} and evalkit.rows(tmp_path / "copy") == honest
+    err = " ".join(capsys.readouterr().err.split())
+    assert "its adversarials file cannot be read" in err and "damaged adversarials file" in err
