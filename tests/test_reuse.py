@@ -135,6 +135,16 @@ def test_reuse_refuses_a_run_on_other_images_or_settings(tiny, test_data, tmp_pa
     assert not (tmp_path / "new").exists()          # refused before the run was touched
 
 
+def _fgsm_donor(tiny, test_data, run):
+    """An FGSM run on 20 images (2 shards) to copy from: its images, evaluation options and model."""
+    x, y = test_data[0][:20], test_data[1][:20]
+    kw = dict(suite=(AttackSpec("Linf FGSM", "LinfFastGradientAttack", Norm.LINF),), batch_size=10, seed=3,
+              show=False, checks=False, suite_name="s")
+    model = EvalModel("tiny", tiny, card_sha256="card")
+    evaluate_models([model], x, y, run_dir=run, **kw)
+    return x, y, kw, model
+
+
 @pytest.mark.parametrize("forge", ["store", "store and file"])
 def test_a_donor_whose_rows_claim_none_found_against_its_own_evidence_is_recomputed(tiny, test_data, tmp_path,
                                                                                      capsys, forge):
@@ -142,11 +152,7 @@ def test_a_donor_whose_rows_claim_none_found_against_its_own_evidence_is_recompu
     and with them its adversarials to NaN) would turn broken samples into robust ones if copied: every such shard
     is recomputed, and the run says why."""
     import sqlite3
-    x, y = test_data[0][:20], test_data[1][:20]
-    kw = dict(suite=(AttackSpec("Linf FGSM", "LinfFastGradientAttack", Norm.LINF),), batch_size=10, seed=3,
-              show=False, checks=False, suite_name="s")
-    model = EvalModel("tiny", tiny, card_sha256="card")
-    evaluate_models([model], x, y, run_dir=tmp_path / "donor", **kw)
+    x, y, kw, model = _fgsm_donor(tiny, test_data, tmp_path / "donor")
     honest = evalkit.rows(tmp_path / "donor")
     assert sum(np.isfinite(d) and d > 0 for *_, d, _ in honest) >= 5        # FGSM breaks the model
     with sqlite3.connect(tmp_path / "donor" / "results.sqlite") as db:
@@ -171,11 +177,7 @@ def test_a_donor_whose_rows_claim_none_found_against_its_own_evidence_is_recompu
 
 
 def test_a_donor_with_a_truncated_adversarials_file_is_recomputed_not_a_crash(tiny, test_data, tmp_path, capsys):
-    x, y = test_data[0][:20], test_data[1][:20]
-    kw = dict(suite=(AttackSpec("Linf FGSM", "LinfFastGradientAttack", Norm.LINF),), batch_size=10, seed=3,
-              show=False, checks=False, suite_name="s")
-    model = EvalModel("tiny", tiny, card_sha256="card")
-    evaluate_models([model], x, y, run_dir=tmp_path / "donor", **kw)
+    x, y, kw, model = _fgsm_donor(tiny, test_data, tmp_path / "donor")
     honest = evalkit.rows(tmp_path / "donor")
     path = adversarial_path(tmp_path / "donor", "tiny", "Linf FGSM")
     path.write_bytes(path.read_bytes()[:200])
