@@ -38,8 +38,8 @@ def test_the_preset_plans_what_the_committed_cards_record(name, data_dir):
         if entry.weights_from or overrides:
             assert mc["weights_from"]["model"] == (entry.weights_from or model), model
             assert mc["weights_from"]["overrides"] == overrides, model
-        else:   # trained with its recipe's defaults
-            want_train = dataclasses.asdict(RECIPES[entry.recipe].config_cls())
+        else:   # trained with its recipe's defaults and the settings the preset pins
+            want_train = dataclasses.asdict(RECIPES[entry.recipe].config_cls(**preset.recipes.get(model, {})))
             assert mc["config"]["train"] == json.loads(json.dumps(want_train)), model
 
 
@@ -57,3 +57,25 @@ def test_an_unknown_preset_is_refused_naming_the_presets(tmp_path):
     with pytest.raises(ValueError, match="table1"):
         reproduce("table9", tmp_path / "run", tmp_path / "models")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_pinned_recipe_trains_into_its_own_directory_and_derived_models_follow():
+    from dim.pipeline import model_dir_name
+    pinned = PRESETS["table1"].recipes
+    assert pinned["dim"] == {"lr": 3e-3}
+    assert model_dir_name("dim", pinned) == "dim-lr0.003" and model_dir_name("bidim", pinned) == "bidim-lr0.003"
+    assert model_dir_name("cnn", pinned) == "cnn" and model_dir_name("dim") == "dim"
+
+
+def test_a_model_trained_with_another_recipe_is_refused_not_evaluated_as_the_preset_s(tmp_path, data_dir):
+    from dim.pipeline import ensure_model
+    from dim.train.score import ScoreTrainConfig
+    old = {**dataclasses.asdict(ScoreTrainConfig()), "lr": 3e-3}
+    (tmp_path / "dim").mkdir()
+    (tmp_path / "dim" / "card.json").write_text(json.dumps({"model": "dim", "dataset": "mnist",
+                                                            "config": {"train": old}}))
+    with pytest.raises(ValueError, match=r"dim.*another recipe \(lr: has 0.003, wants 0.002\)"):
+        ensure_model("dim", tmp_path, data_dir)
+    (tmp_path / "dim-lr0.003").mkdir()
+    (tmp_path / "dim-lr0.003" / "card.json").write_text((tmp_path / "dim" / "card.json").read_text())
+    assert ensure_model("dim", tmp_path, data_dir, recipes={"dim": {"lr": 3e-3}}) == tmp_path / "dim-lr0.003"

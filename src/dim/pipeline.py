@@ -2,9 +2,10 @@
 locally or as Ray tasks, run, report). The one module that imports train, evaluation and report together."""
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -22,24 +23,30 @@ from .progress import log
 from .report import build_report
 from .report.figures import figure3
 from .train import train
+from .train.loop import RECIPES
 
 
 @dataclass(frozen=True)
 class Preset:
     """A published result set: which models (trained with their recipe's defaults, seed 0), which suite, on how
     many of the first test images. ``inference`` gives models evaluated in another inference setting of the
-    same weights (ABS's fast setting), derived into a directory of their own."""
+    same weights (ABS's fast setting), derived into a directory of their own. ``recipes`` pins training
+    settings of models trained from scratch where the committed cards were trained before a default changed
+    (keyed by the model trained, so a derived model such as ``bidim`` follows its base); such a model is
+    trained into a directory of its own, ``dim-lr0.003``, and keeps its name in the results."""
     models: tuple[str, ...]
     suite: str
     n: int
     batch_size: int = 100
     inference: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    recipes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     description: str = ""
 
 
 TABLE2_SUITE = "paper+adaptive:L2 AutoAttack,Linf AutoAttack,L2 Score-MT,Linf Score-MT"
 _FULL = "paper+adaptive+bpda-autoattack"
 _ABS_FAST = {"n_random": 1000, "n_steps": 10}
+_LR_BEFORE = {"lr": 3e-3}   # the score recipe's learning rate before it became 2e-3 (docs/notes.md)
 
 PRESETS: dict[str, Preset] = {
     "quick": Preset(("cnn", "bicnn", "dim", "bidim"), "quick", 200,
@@ -48,9 +55,10 @@ PRESETS: dict[str, Preset] = {
                     "paper", 200, description="every model of Tables 1 and 2 with the paper's 42 attacks"),
     "adaptive": Preset(("cnn", "bicnn", "madry", "biabs", "abs", "bidim", "dim"), "paper+adaptive", 200,
                        description="Table 1's models, the paper's and the adaptive attacks"),
-    "table1": Preset(("cnn", "bicnn", "madry", "bidim", "dim"), _FULL, 200,
+    "table1": Preset(("cnn", "bicnn", "madry", "bidim", "dim"), _FULL, 200, recipes={"dim": _LR_BEFORE},
                      description="results/{cnn,bicnn,madry,bidim,dim}.json: every attack, 200 images"),
     "table2": Preset(("single_im", "im", "dn_single_im"), TABLE2_SUITE, 200,
+                     recipes={m: _LR_BEFORE for m in ("single_im", "im", "dn_single_im")},
                      description="results/{im,single_im,dn_single_im}.json: the paper's attacks plus AutoAttack "
                                  "and Score-MT at L2 and L-inf"),
     "paper-objective": Preset(("dim_paper", "bidim_paper"), _FULL, 200,
@@ -96,42 +104,76 @@ def inference_dir(name: str, overrides: Mapping[str, Any]) -> str:
     return "-".join([name] + [f"{k}{v}" for k, v in sorted(overrides.items())])
 
 
+def base_of(name: str) -> str:
+    """The model trained from scratch whose weights ``name`` uses (``dim`` for ``bidim``; itself if trained)."""
+    while get_entry(name).weights_from:
+        name = get_entry(name).weights_from
+    return name
+
+
+def model_dir_name(name: str, recipes: Mapping[str, Mapping[str, Any]] | None = None) -> str:
+    """The directory of ``name`` under a models folder: its name, suffixed by its base model's pinned recipe
+    settings (``bidim-lr0.003``) when ``recipes`` pins any."""
+    return inference_dir(name, (recipes or {}).get(base_of(name), {}))
+
+
+def _check_recipe(target: Path, name: str, recipe: Mapping[str, Any]) -> None:
+    """Refuse a trained model whose card records another training config than its recipe's defaults with
+    ``recipe`` applied: a preset must evaluate what its cards say was trained."""
+    entry = get_entry(name)
+    want = json.loads(json.dumps(asdict(RECIPES[entry.recipe].config_cls(**recipe))))
+    have = read_card(target).get("config", {}).get("train")
+    if have is not None and have != want:
+        diff = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
+        shown = ", ".join(f"{k}: has {have.get(k)!r}, wants {want.get(k)!r}" for k in diff)
+        raise ValueError(f"{target}: holds {name!r} trained with another recipe ({shown}); remove it to retrain "
+                         f"or use another --models-dir")
+
+
 def ensure_model(name: str, models_dir: Path, data_dir: Path | None, device: DeviceLike = None,
-                 dataset: str = "mnist", overrides: Mapping[str, Any] | None = None) -> Path:
-    """The model directory for ``name``, trained (or derived) on ``dataset`` with defaults if missing; with
-    ``overrides``, the same weights in that inference setting, in a directory of its own."""
+                 dataset: str = "mnist", overrides: Mapping[str, Any] | None = None,
+                 recipes: Mapping[str, Mapping[str, Any]] | None = None) -> Path:
+    """The model directory for ``name``, trained (or derived) on ``dataset`` if missing, with its recipe's
+    defaults and the settings ``recipes`` pins for its base model; with ``overrides``, the same weights in
+    that inference setting, in a directory of its own."""
+    recipes = recipes or {}
     if overrides:
-        target = models_dir / inference_dir(name, overrides)
+        target = models_dir / inference_dir(model_dir_name(name, recipes), overrides)
         if not (target / "card.json").is_file():
-            src = ensure_model(get_entry(name).weights_from or name, models_dir, data_dir, device, dataset)
+            src = ensure_model(get_entry(name).weights_from or name, models_dir, data_dir, device, dataset,
+                               recipes=recipes)
             log(f"deriving {name} with {dict(overrides)} from {src}")
             train(name, target, from_dir=src, model_overrides=dict(overrides), data_dir=data_dir, device=device,
                   dataset=dataset)
         return target
-    target = models_dir / name
+    target = models_dir / model_dir_name(name, recipes)
+    base = get_entry(name).weights_from
     if (target / "card.json").is_file():
         have, want = read_card(target).get("dataset", "mnist"), data_mod.get_spec(dataset).name
         if have != want:
             raise ValueError(f"{target}: holds {name!r} trained on {have}, not {want}; use another --models-dir")
+        if not base:
+            _check_recipe(target, name, recipes.get(name, {}))
         return target
-    base = get_entry(name).weights_from
     if base:
-        src = ensure_model(base, models_dir, data_dir, device, dataset)
+        src = ensure_model(base, models_dir, data_dir, device, dataset, recipes=recipes)
         log(f"deriving {name} from {src}")
         train(name, target, from_dir=src, data_dir=data_dir, device=device, dataset=dataset)
     else:
-        log(f"training {name} (defaults, {dataset}) -> {target}")
-        train(name, target, data_dir=data_dir, device=device, dataset=dataset)
+        pinned = dict(recipes.get(name, {}))
+        log(f"training {name} ({dataset}, recipe defaults{''.join(f', {k}={v}' for k, v in pinned.items())}) "
+            f"-> {target}")
+        train(name, target, data_dir=data_dir, device=device, dataset=dataset, train_overrides=pinned or None)
     return target
 
 
-def base_models(names: list[str], models_dir: Path) -> list[str]:
+def base_models(names: list[str], models_dir: Path,
+                recipes: Mapping[str, Mapping[str, Any]] | None = None) -> list[str]:
     """The models that ``names`` need trained from scratch (not derived) and ``models_dir`` lacks."""
     need: list[str] = []
     for name in names:
-        while get_entry(name).weights_from:
-            name = get_entry(name).weights_from
-        if not (models_dir / name / "card.json").is_file() and name not in need:
+        name = base_of(name)
+        if not (models_dir / model_dir_name(name, recipes) / "card.json").is_file() and name not in need:
             need.append(name)
     return need
 
@@ -162,10 +204,11 @@ def reproduce(preset: str, run: Path, models_dir: Path, data_dir: Path | None = 
                    device=dev, dataset=dataset, executor=executor, ray_address=ray_address, gpu_share=gpu_share)
     wanted = [m for m in p.models if m not in missing]
     if executor == "ray":
-        train_on_ray(base_models(wanted, Path(models_dir)), Path(models_dir), spec)
-    dirs = [ensure_model(m, Path(models_dir), data_dir, dev, dataset, p.inference.get(m)) for m in wanted]
+        train_on_ray(base_models(wanted, Path(models_dir), p.recipes), Path(models_dir), spec, recipes=p.recipes)
+    dirs = [ensure_model(m, Path(models_dir), data_dir, dev, dataset, p.inference.get(m), p.recipes)
+            for m in wanted]
     out = run_evaluation(replace(spec, model_dirs=tuple(dirs)))
-    dim_dir = Path(models_dir) / "dim"
+    dim_dir = Path(models_dir) / model_dir_name("dim", p.recipes)
     if (dim_dir / "card.json").is_file() and out is not None:
         figure3(dim_dir, out / "figure3_tsne.png", data_dir=data_dir, device=dev)
     assert out is not None
@@ -183,10 +226,12 @@ def train_task(name: str, dataset: str, data_dir: str | None, device: str, optio
         return {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
 
 
-def train_on_ray(names: Sequence[str], models_dir: Path, spec: Any, **options: Any) -> None:
+def train_on_ray(names: Sequence[str], models_dir: Path, spec: Any,
+                 recipes: Mapping[str, Mapping[str, Any]] | None = None, **options: Any) -> None:
     """Train the models ``names`` in parallel as Ray tasks (one CPU each, ``gpu_share`` of a GPU on CUDA) and
     write each model directory under ``models_dir`` when its task returns (whole, or not at all).
-    ``options`` (``epochs``, ``limit``, ...) go to :func:`dim.train.train`."""
+    ``recipes`` pins training settings per model (as :class:`Preset`); ``options`` (``epochs``, ``limit``,
+    ...) go to :func:`dim.train.train`."""
     if not names:
         return
     ray = ray_executor.import_ray()
@@ -195,14 +240,16 @@ def train_on_ray(names: Sequence[str], models_dir: Path, spec: Any, **options: A
     task = ray_executor.remote_task(ray, train_task, gpu, spec.gpu_share)
     try:
         refs = {task.remote(n, spec.dataset or "mnist", str(spec.data_dir) if spec.data_dir else None,
-                            "cuda" if gpu else "cpu", options): n for n in names}
+                            "cuda" if gpu else "cpu",
+                            {**options, "train_overrides": dict((recipes or {}).get(n, {})) or None}): n
+                for n in names}
         log(f"training {', '.join(names)} as {len(refs)} Ray tasks")
         while refs:
             (ref,), _ = ray.wait(list(refs), num_returns=1)
             name = refs.pop(ref)
             files = ray.get(ref)
-            target = Path(models_dir) / name
-            tmp = Path(models_dir) / f".{name}.incoming"
+            target = Path(models_dir) / model_dir_name(name, recipes)
+            tmp = Path(models_dir) / f".{target.name}.incoming"
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
             for fname, data in files.items():

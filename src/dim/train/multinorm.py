@@ -136,7 +136,7 @@ class ScoreMSDTrainConfig(MultiNormAttackConfig):
     epochs: int = 5
     batch_size: int = 128
     lr: float = 1e-3
-    pretrain_lr: float = ScoreTrainConfig.lr
+    pretrain_lr: float = 3e-3   # what the measured variants were pretrained with
     adv_ce: float = 1.0
     purify: float = 1.0
     adv_pos: float = 1.0
