@@ -117,7 +117,13 @@ def test_model_files_travel_to_ray_workers(tiny, test_data, reference, tmp_path)
     torch.jit.save(torch.jit.script(tiny), str(tmp_path / "ts.pt"))
     (tmp_path / "arch.py").write_text(ARCH)
     torch.save(tiny.state_dict(), tmp_path / "w.pt")
-    for name, kw in (("ts.pt", {}), ("w.pt", {"factory": f"{tmp_path / 'arch.py'}:build"})):
-        dim.evaluate(tmp_path / name, x[:20], y[:20], suite=SUITE, run_dir=tmp_path / f"run-{name}", show=False,
-                     checks=False, report=False, executor="ray", **kw)
-        assert _rows(tmp_path / f"run-{name}") == reference, name
+    import ray
+    from dim.evaluation.executors import ray_executor
+    ray_executor.connect(ray, None)   # one local cluster for both runs (each would start and stop its own)
+    try:
+        for name, kw in (("ts.pt", {}), ("w.pt", {"factory": f"{tmp_path / 'arch.py'}:build"})):
+            dim.evaluate(tmp_path / name, x[:20], y[:20], suite=SUITE, run_dir=tmp_path / f"run-{name}",
+                         show=False, checks=False, report=False, executor="ray", **kw)
+            assert _rows(tmp_path / f"run-{name}") == reference, name
+    finally:
+        ray.shutdown()
