@@ -39,7 +39,7 @@ def test_short_training_beats_chance(trained_dim):
 LEARNS_ELSEWHERE = {"cnn", "madry", "msd_cnn"}
 
 
-def test_every_trainable_model_is_checked_to_learn_somewhere():
+def test_the_models_said_to_learn_elsewhere_are_trainable_models():
     assert LEARNS_ELSEWHERE <= set(TRAINABLE)
 
 
@@ -57,7 +57,7 @@ def test_every_trainable_model_learns(name, data_dir, tmp_path):
         extra = SMALL_DENOISER if recipe.startswith("score") else {}
     extra.update(CHEAP_ATTACKS.get(recipe, {}))
     # the paper's objective alone (no cross-entropy) learns more slowly: on 400 images it reaches 38%
-    limit = 1200 if get_entry(name).recipe == "score_paper" else 400
+    limit = 1200 if recipe == "score_paper" else 400
     card = train(name, tmp_path / name, epochs=epochs, seed=0, data_dir=data_dir, limit=limit, eval_limit=500,
                  train_overrides={**SMALL, **extra}, show=False)
     assert card["clean_accuracy"] > 0.4, (name, card["clean_accuracy"])
