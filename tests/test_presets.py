@@ -79,3 +79,14 @@ def test_a_model_trained_with_another_recipe_is_refused_not_evaluated_as_the_pre
     (tmp_path / "dim-lr0.003").mkdir()
     (tmp_path / "dim-lr0.003" / "card.json").write_text((tmp_path / "dim" / "card.json").read_text())
     assert ensure_model("dim", tmp_path, data_dir, recipes={"dim": {"lr": 3e-3}}) == tmp_path / "dim-lr0.003"
+
+
+def test_reproduce_refuses_a_model_of_another_recipe_before_training_anything(tmp_path, data_dir):
+    from dim.train.score import ScoreTrainConfig
+    models = tmp_path / "models"
+    (models / "dim").mkdir(parents=True)
+    (models / "dim" / "card.json").write_text(json.dumps({"model": "dim", "dataset": "mnist", "config": {
+        "train": {**dataclasses.asdict(ScoreTrainConfig()), "lr": 3e-3}}}))
+    with pytest.raises(ValueError, match=r"another recipe \(lr: has 0.003, wants 0.002\)"):
+        reproduce("quick", tmp_path / "run", models, data_dir)
+    assert sorted(p.name for p in models.iterdir()) == ["dim"] and not (tmp_path / "run").exists()

@@ -117,12 +117,20 @@ def model_dir_name(name: str, recipes: Mapping[str, Mapping[str, Any]] | None = 
     return inference_dir(name, (recipes or {}).get(base_of(name), {}))
 
 
-def _check_recipe(target: Path, name: str, recipe: Mapping[str, Any]) -> None:
-    """Refuse a trained model whose card records another training config than its recipe's defaults with
-    ``recipe`` applied: a preset must evaluate what its cards say was trained."""
+def _check_trained(target: Path, name: str, dataset: str, recipe: Mapping[str, Any]) -> None:
+    """Refuse a model directory that holds ``name`` trained on another dataset, or (for a model trained from
+    scratch) with another training config than its recipe's defaults with ``recipe`` applied: a preset must
+    evaluate what its cards say was trained."""
+    card = read_card(target)
+    have_data, want_data = card.get("dataset", "mnist"), data_mod.get_spec(dataset).name
+    if have_data != want_data:
+        raise ValueError(f"{target}: holds {name!r} trained on {have_data}, not {want_data}; use another "
+                         "--models-dir")
     entry = get_entry(name)
+    if entry.weights_from:
+        return
     want = json.loads(json.dumps(asdict(RECIPES[entry.recipe].config_cls(**recipe))))
-    have = read_card(target).get("config", {}).get("train")
+    have = card.get("config", {}).get("train")
     if have is not None and have != want:
         diff = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
         shown = ", ".join(f"{k}: has {have.get(k)!r}, wants {want.get(k)!r}" for k in diff)
@@ -149,11 +157,7 @@ def ensure_model(name: str, models_dir: Path, data_dir: Path | None, device: Dev
     target = models_dir / model_dir_name(name, recipes)
     base = get_entry(name).weights_from
     if (target / "card.json").is_file():
-        have, want = read_card(target).get("dataset", "mnist"), data_mod.get_spec(dataset).name
-        if have != want:
-            raise ValueError(f"{target}: holds {name!r} trained on {have}, not {want}; use another --models-dir")
-        if not base:
-            _check_recipe(target, name, recipes.get(name, {}))
+        _check_trained(target, name, dataset, recipes.get(name, {}))
         return target
     if base:
         src = ensure_model(base, models_dir, data_dir, device, dataset, recipes=recipes)
@@ -203,6 +207,10 @@ def reproduce(preset: str, run: Path, models_dir: Path, data_dir: Path | None = 
     spec = RunSpec(run_dir=Path(run), suite=p.suite, n=p.n, batch_size=p.batch_size, data_dir=data_dir,
                    device=dev, dataset=dataset, executor=executor, ray_address=ray_address, gpu_share=gpu_share)
     wanted = [m for m in p.models if m not in missing]
+    for name in {base_of(m) for m in wanted}:   # refuse a wrong model before anything is trained
+        target = Path(models_dir) / model_dir_name(name, p.recipes)
+        if (target / "card.json").is_file():
+            _check_trained(target, name, dataset, p.recipes.get(name, {}))
     if executor == "ray":
         train_on_ray(base_models(wanted, Path(models_dir), p.recipes), Path(models_dir), spec, recipes=p.recipes)
     dirs = [ensure_model(m, Path(models_dir), data_dir, dev, dataset, p.inference.get(m), p.recipes)
