@@ -6,12 +6,13 @@ from pathlib import Path
 import pytest
 
 from dim import data
-from dim.pipeline import ALL, PRESETS, inference_dir, reproduce
+from dim.pipeline import ALL, PRESETS, ensure_model, inference_dir, model_dir_name, reproduce
 from dim.evaluation.runner import data_sha256
 from dim.models.registry import get_entry, resolve_config, shape_config
 from dim.train.loop import RECIPES
 
-RESULTS = Path(__file__).resolve().parent.parent / "results"
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "results"
 CARDS = {p.stem: json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))}
 
 
@@ -90,3 +91,18 @@ def test_reproduce_refuses_a_model_of_another_recipe_before_training_anything(tm
     with pytest.raises(ValueError, match=r"another recipe \(lr: has 0.003, wants 0.002\)"):
         reproduce("quick", tmp_path / "run", models, data_dir)
     assert sorted(p.name for p in models.iterdir()) == ["dim"] and not (tmp_path / "run").exists()
+
+
+def test_a_card_written_before_a_setting_existed_counts_as_that_setting_s_default(tmp_path, data_dir):
+    """The committed msd_cnn card predates the inner attack's ``mode``: the preset takes it as trained with the
+    default, and still refuses it when a non-default value is pinned."""
+    card = json.loads((ROOT / "weights" / "msd_cnn" / "card.json").read_text())
+    assert "mode" not in card["config"]["train"]
+    (tmp_path / "msd_cnn").mkdir()
+    (tmp_path / "msd_cnn" / "card.json").write_text(json.dumps(card))
+    assert ensure_model("msd_cnn", tmp_path, data_dir) == tmp_path / "msd_cnn"
+    pinned = {"msd_cnn": {"mode": "max"}}
+    (tmp_path / model_dir_name("msd_cnn", pinned)).mkdir()
+    (tmp_path / model_dir_name("msd_cnn", pinned) / "card.json").write_text(json.dumps(card))
+    with pytest.raises(ValueError, match=r"another recipe \(mode: has 'msd', wants 'max'\)"):
+        ensure_model("msd_cnn", tmp_path, data_dir, recipes=pinned)

@@ -120,7 +120,8 @@ def model_dir_name(name: str, recipes: Mapping[str, Mapping[str, Any]] | None = 
 def _check_trained(target: Path, name: str, dataset: str, recipe: Mapping[str, Any]) -> None:
     """Refuse a model directory that holds ``name`` trained on another dataset, or (for a model trained from
     scratch) with another training config than its recipe's defaults with ``recipe`` applied: a preset must
-    evaluate what its cards say was trained."""
+    evaluate what its cards say was trained. A setting the card does not record (added to the recipe later)
+    counts as its default."""
     card = read_card(target)
     have_data, want_data = card.get("dataset", "mnist"), data_mod.get_spec(dataset).name
     if have_data != want_data:
@@ -129,8 +130,12 @@ def _check_trained(target: Path, name: str, dataset: str, recipe: Mapping[str, A
     entry = get_entry(name)
     if entry.weights_from:
         return
-    want = json.loads(json.dumps(asdict(RECIPES[entry.recipe].config_cls(**recipe))))
+    config_cls = RECIPES[entry.recipe].config_cls
+    want = json.loads(json.dumps(asdict(config_cls(**recipe))))
     have = card.get("config", {}).get("train")
+    if have is not None:
+        # a setting added after the card was written took its default, which keeps the earlier behaviour
+        have = {**json.loads(json.dumps(asdict(config_cls()))), **have}
     if have is not None and have != want:
         diff = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
         shown = ", ".join(f"{k}: has {have.get(k)!r}, wants {want.get(k)!r}" for k in diff)
