@@ -44,3 +44,24 @@ def test_the_runner_verifies_what_an_adapter_claims(tiny, test_data, tmp_path):
         else:
             assert dist == pytest.approx(1.0 - x[s, 0, 0, 0]) and pred == predict_numpy(tiny, clipped[s:s + 1])[0]
         assert dist != 0.01
+
+
+def test_attacks_run_on_frozen_weights_and_the_model_is_given_back_as_it_was(tiny, test_data):
+    """foolbox's attacks call ``loss.backward()``: with trainable weights, every step would also compute (and
+    accumulate) a gradient for each weight. Execution freezes them for the unit and restores each flag after."""
+    import copy
+    from dim.attacks.suites import get_suite
+    from dim.core.norms import ThreatModel
+    from dim.evaluation.execute import execute
+    from dim.evaluation.units import AttackUnit, attack_runner
+    x, y = test_data
+    model = copy.deepcopy(tiny)
+    params = list(model.parameters())
+    params[-1].requires_grad_(False)             # a flag of the user's own, kept as it was
+    spec = next(s for s in get_suite("paper") if s.name == "Linf PGD")
+    unit = AttackUnit("lin", spec.bind(ThreatModel.paper()), attack_runner(spec), 0, np.arange(8), x[:8], y[:8],
+                      predict_numpy(model, x[:8]), 0)
+    assert (unit.clean == y[:8]).sum() >= 6
+    assert execute(unit, model, "cpu").status == "done"
+    assert [p.requires_grad for p in params] == [True] * (len(params) - 1) + [False]
+    assert all(p.grad is None for p in params)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import time
 import traceback
+from contextlib import contextmanager
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -71,15 +73,31 @@ def execute_checks(unit: ChecksUnit, model: nn.Module, device: str | None = None
 EXECUTE = {AttackUnit: execute_attack, ChecksUnit: execute_checks}
 
 
-def execute(unit: Unit, model: nn.Module, device: str | None = None, threads: int | None = None) -> UnitResult:
-    """Run ``unit`` on ``model`` (already on its device); ``device`` is the label its result records. ``threads``:
-    the CPU threads torch uses for this unit (the same number everywhere gives the same floats everywhere: a
-    reduction split over another number of threads rounds differently)."""
-    if threads is None:
-        return EXECUTE[type(unit)](unit, model, device)
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
+@contextmanager
+def frozen(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` with no parameter requiring a gradient, restored afterwards. Attacks need gradients with respect
+    to the input only: with the weights frozen, autograd skips every weight gradient (a third of a backward pass
+    through a linear layer), and the input gradients are computed by the same kernels, to the same floats."""
+    params = list(model.parameters())
+    flags = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(False)
     try:
-        return EXECUTE[type(unit)](unit, model, device)
+        yield model
+    finally:
+        for p, flag in zip(params, flags):
+            p.requires_grad_(flag)
+
+
+def execute(unit: Unit, model: nn.Module, device: str | None = None, threads: int | None = None) -> UnitResult:
+    """Run ``unit`` on ``model`` (already on its device, its weights frozen meanwhile); ``device`` is the label
+    its result records. ``threads``: the CPU threads torch uses for this unit (the same number everywhere gives
+    the same floats everywhere: a reduction split over another number of threads rounds differently)."""
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        with frozen(model):
+            return EXECUTE[type(unit)](unit, model, device)
     finally:
         torch.set_num_threads(before)
