@@ -8,9 +8,9 @@ cut short still leaves what it measured):
 
 1. ``dim train dim`` with the default recipe on the full training set: wall time
    and clean accuracy on the full test set.
-2. DIM inference, images/s at batch 256 and 8192, against the device's own rate on
-   a plain matmul ``(B, n) @ (n, n)`` of the same multiply-adds (float32, TF32 off:
-   the precision the evaluation runs in).
+2. DIM's inference, an attack's gradient step and a training step at batch 256 and
+   8192, each against the device's own rate on a plain matmul of the same arithmetic
+   (``bench_throughput.py``; float32, TF32 off: the precision the evaluation runs in).
 3. AutoAttack (the reference ``standard`` version) at L-inf 0.3 and L2 1.5 on the
    first ``--aa-n`` test images of ``dim``, through the evaluation runner
    (verification and store included); seconds and robust accuracy.
@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -36,37 +34,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from bench_throughput import passes
 from common import RESULTS, write_result
 
 import dim
 from dim import data
 from dim.core.device import device_info, resolve_device
-
-
-def sync(dev: torch.device) -> None:
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-
-
-def median_seconds(fn: Callable[[], Any], dev: torch.device, repeats: int = 20, warmup: int = 3) -> float:
-    """Median wall time of ``fn`` with the device synchronized around each call."""
-    for _ in range(warmup):
-        fn()
-    sync(dev)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        sync(dev)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
-def macs_per_image(model: torch.nn.Module) -> int:
-    """Multiply-adds of the DIM family's linear maps for one image (the whole forward pass but
-    elementwise work; nn.Linear covers the SharedInputLinear maps, BatchedLinear the rest)."""
-    from dim.models.dim import BatchedLinear
-    return sum(m.weight.numel() for m in model.modules() if isinstance(m, (torch.nn.Linear, BatchedLinear)))
 
 
 def step_train(dev: torch.device, work: Path, data_dir: Path | None, epochs: int | None) -> dict[str, Any]:
@@ -80,20 +53,11 @@ def step_train(dev: torch.device, work: Path, data_dir: Path | None, epochs: int
 
 
 def step_inference(dev: torch.device, work: Path) -> dict[str, Any]:
+    """Inference, an attack's gradient step and a training step of DIM against the device's matmul rate."""
     model = dim.load_model(work / "models" / "dim", device=dev)
-    macs = macs_per_image(model)
-    n = round(math.sqrt(macs))
-    out: dict[str, Any] = {"macs_per_image": macs, "tf32": torch.backends.cuda.matmul.allow_tf32}
+    out: dict[str, Any] = {"tf32": torch.backends.cuda.matmul.allow_tf32}
     for batch in (256, 8192):
-        x = torch.rand(batch, 1, 28, 28, device=dev)
-        a, b = torch.rand(batch, n, device=dev), torch.rand(n, n, device=dev)
-        with torch.inference_mode():
-            t_model = median_seconds(lambda: model(x), dev)
-            t_mm = median_seconds(lambda: a @ b, dev)
-        rate_model, rate_mm = 2 * macs * batch / t_model, 2 * batch * n * n / t_mm
-        out[f"batch_{batch}"] = {"images_per_second": round(batch / t_model), "seconds_per_batch": t_model,
-                                 "model_gflops": rate_model / 1e9, "matmul_shape": [batch, n, n],
-                                 "matmul_gflops": rate_mm / 1e9, "fraction_of_matmul_rate": rate_model / rate_mm}
+        out[f"batch_{batch}"] = passes(model, batch, dev)
     return out
 
 

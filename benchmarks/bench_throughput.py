@@ -1,60 +1,127 @@
-"""Inference throughput of a model at batch 256 against a plain matmul of the same FLOP count.
+"""How close a model of the DIM family runs to the machine's matmul rate: inference, an attack's gradient step and
+a training step, each against a plain matmul doing the same arithmetic the same way.
 
-    python benchmarks/bench_throughput.py models/bench/dim
+    python benchmarks/bench_throughput.py weights/dim_at                    # CPU, batch 256
+    python benchmarks/bench_throughput.py weights/dim_at --device cuda --batch 8192
 
-The matmul is ``(256, n) @ (n, n)`` with ``n`` chosen so that it does the same
-multiply-adds as one forward pass of the model on 256 images: the ratio of the two
-rates says how close the batched internal models run to what this machine's BLAS
-does on one large, well-shaped matmul. Writes ``results/throughput_<model>.json``.
+Three passes, each timed on ``--batch`` random images:
+
+- ``forward``: inference (``torch.inference_mode``); 2 FLOPs per multiply-add of the model's linear maps.
+- ``attack_step``: forward + the gradient with respect to the input, weights frozen (what every gradient attack
+  spends per step); twice the forward's FLOPs.
+- ``train_step``: forward + the gradients of every weight and of the input; three times the forward's FLOPs.
+
+The reference of each pass is a matmul ``(B, n) @ (n, n)`` with ``n`` chosen so that its forward does the
+model's multiply-adds, timed the same way (inference; gradient of ``a`` only; gradients of ``a`` and ``b``).
+The machine is shared and noisy, so the model and its matmul alternate ``--rounds`` times and the figure
+reported is the median of the per-round ratios. Writes ``results/throughput_<model>[_<label>].json``.
 """
 from __future__ import annotations
 
 import argparse
 import math
+import statistics
 from pathlib import Path
+from typing import Any, Callable
 
 import torch
 import torch.nn as nn
 from common import median_seconds, write_result
 
 import dim
+from dim.core.device import device_info, resolve_device
 from dim.models.dim import BatchedLinear
 
-BATCH = 256
+# pass name -> FLOPs of the pass per FLOP of the forward
+PASSES = {"forward": 1, "attack_step": 2, "train_step": 3}
 
 
 def linear_macs_per_image(model: nn.Module) -> int:
-    """Multiply-adds of every linear map in the model, for one image (a SharedInputLinear
-    holds one nn.Linear, so counting nn.Linear and BatchedLinear covers everything)."""
+    """Multiply-adds of every linear map in the model, for one image (a SharedInputLinear holds one nn.Linear,
+    so counting nn.Linear and BatchedLinear covers everything; the elementwise work is not counted)."""
     if any(isinstance(m, nn.Conv2d) for m in model.modules()):
         raise NotImplementedError("conv layers need a shape-aware count")
     return sum(m.weight.numel() for m in model.modules() if isinstance(m, (nn.Linear, BatchedLinear)))
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("model_dir", type=Path)
-    ap.add_argument("--threads", type=int, default=2)
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    model = dim.load_model(args.model_dir)
-    x = torch.rand(BATCH, 1, 28, 28)
-    with torch.inference_mode():
-        t_model = median_seconds(lambda: model(x), repeats=15)
+def _step(fn: Callable[[torch.Tensor], torch.Tensor], inputs: list[torch.Tensor], params: list[torch.Tensor],
+          x: torch.Tensor, grad_out: torch.Tensor | None) -> Callable[[], None]:
+    """One pass of ``fn`` on ``x``: inference without ``grad_out``, else forward + backward of ``grad_out``
+    into ``inputs`` (gradients set to None first, as an optimizer's ``zero_grad`` does)."""
+    if grad_out is None:
+        def infer() -> None:
+            with torch.inference_mode():
+                fn(x)
+        return infer
+
+    def step() -> None:
+        for p in params:
+            p.grad = None
+        xx = x.detach().requires_grad_(True) if any(t is x for t in inputs) else x
+        fn(xx).backward(grad_out)
+    return step
+
+
+def passes(model: nn.Module, batch: int, dev: torch.device, rounds: int = 5, repeats: int = 9) -> dict[str, Any]:
+    """Rates of the three passes of ``model`` and of their matmul references on ``dev``, per round and median."""
     macs = linear_macs_per_image(model)
     n = round(math.sqrt(macs))
-    a, b = torch.rand(BATCH, n), torch.rand(n, n)
-    with torch.inference_mode():
-        t_mm = median_seconds(lambda: a @ b, repeats=15)
-    flops = 2 * macs * BATCH
+    g = torch.Generator(device="cpu").manual_seed(0)
+    x = torch.rand(batch, model.cfg.in_features, generator=g).to(dev)   # the family flattens its input first
+    a, b = torch.rand(batch, n, generator=g).to(dev), torch.rand(n, n, generator=g).to(dev)
+    k = model(x[:1]).shape[1]
+    g_logits, g_mm = torch.randn(batch, k, generator=g).to(dev), torch.randn(batch, n, generator=g).to(dev)
+    weights = list(model.parameters())
+    flags = [p.requires_grad for p in weights]
+    out: dict[str, Any] = {"macs_per_image": macs, "matmul_shape": [batch, n, n]}
+    try:
+        for name, mult in PASSES.items():
+            train_weights = name == "train_step"
+            for p in weights:
+                p.requires_grad_(train_weights)
+            b.requires_grad_(train_weights)
+            grad_model = None if name == "forward" else g_logits
+            grad_mm = None if name == "forward" else g_mm
+            run_model = _step(model, [x], weights if train_weights else [], x, grad_model)
+            run_mm = _step(lambda t: t @ b, [a], [b] if train_weights else [], a, grad_mm)
+            ratios, model_rates, mm_rates = [], [], []
+            for _ in range(rounds):
+                t_model = median_seconds(run_model, repeats, 3, dev)
+                t_mm = median_seconds(run_mm, repeats, 3, dev)
+                model_rates.append(mult * 2 * macs * batch / t_model)
+                mm_rates.append(mult * 2 * batch * n * n / t_mm)
+                ratios.append(model_rates[-1] / mm_rates[-1])
+            out[name] = {"fraction_of_matmul_rate": statistics.median(ratios),
+                         "fraction_per_round": [round(r, 4) for r in ratios],
+                         "model_gflops": statistics.median(model_rates) / 1e9,
+                         "matmul_gflops": statistics.median(mm_rates) / 1e9,
+                         "images_per_second": statistics.median(model_rates) / (mult * 2 * macs)}
+    finally:
+        for p, flag in zip(weights, flags):
+            p.requires_grad_(flag)
+        b.requires_grad_(False)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("model_dir", type=Path)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's, all cores)")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--label", default=None, help="suffix of the results file (e.g. the machine)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dev = resolve_device(args.device)
+    torch.backends.cuda.matmul.allow_tf32 = False     # the precision the evaluation runs in
+    model = dim.load_model(args.model_dir, device=dev)
     name = model.card["model"]
-    write_result(f"throughput_{name}", {
-        "model": name, "batch": BATCH, "threads": args.threads,
-        "images_per_second": BATCH / t_model, "model_seconds_per_batch": t_model,
-        "macs_per_image": macs, "model_gflops": flops / t_model / 1e9,
-        "matmul_shape": [BATCH, n, n], "matmul_gflops": 2 * BATCH * n * n / t_mm / 1e9,
-        "fraction_of_matmul_rate": (flops / t_model) / (2 * BATCH * n * n / t_mm),
-    })
+    result = passes(model, args.batch, dev, rounds=args.rounds)
+    write_result(f"throughput_{name}" + (f"_{args.label}" if args.label else ""), {
+        "model": name, "model_dir": str(args.model_dir), "batch": args.batch, "threads": torch.get_num_threads(),
+        "device": device_info(dev), **result})
 
 
 if __name__ == "__main__":

@@ -7,18 +7,27 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
+
 from dim.provenance import git_commit, package_versions
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def median_seconds(fn: Callable[[], Any], repeats: int = 7, warmup: int = 2) -> float:
+def median_seconds(fn: Callable[[], Any], repeats: int = 7, warmup: int = 2, device: Any = None) -> float:
+    """Median wall time of ``fn``; on a CUDA ``device`` the device is synchronized around each call (its
+    kernels run asynchronously)."""
+    def sync() -> None:
+        if device is not None and torch.device(device).type == "cuda":
+            torch.cuda.synchronize(device)
     for _ in range(warmup):
         fn()
+    sync()
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         fn()
+        sync()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
 

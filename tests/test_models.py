@@ -98,19 +98,30 @@ def test_dim_score_is_paper_eq3():
 
 
 def test_batched_internal_models_equal_separate_autoencoders():
-    """The batched computation is exactly ten independent autoencoders."""
+    """The batched computation (activations in place) is exactly ten independent autoencoders, and so are its
+    gradients with respect to the input and to every weight."""
     from dim.models.dim import InternalModels
     im = InternalModels(10, 784, 32, 10)
-    x = batch(5).flatten(1)
+    x = batch(5).flatten(1).requires_grad_(True)
+    g = torch.randn(10, 5, 784)
     out = im(x)
+    (out * g).sum().backward()
+    got = [x.grad.clone()] + [p.grad.clone() for p in im.parameters()]
+    x.grad = None
+    im.zero_grad(set_to_none=True)
+    refs = []
     for k in range(10):
         w1 = im.enc1.linear.weight[k * 32:(k + 1) * 32]
         b1 = im.enc1.linear.bias[k * 32:(k + 1) * 32]
         h = torch.relu(x @ w1.t() + b1)
         z = h @ im.enc2.weight[k] + im.enc2.bias[k]
         h2 = torch.relu(z @ im.dec1.weight[k] + im.dec1.bias[k])
-        ref = torch.sigmoid(h2 @ im.dec2.weight[k] + im.dec2.bias[k])
-        assert torch.allclose(out[k], ref, atol=1e-5)
+        refs.append(torch.sigmoid(h2 @ im.dec2.weight[k] + im.dec2.bias[k]))
+        assert torch.allclose(out[k], refs[k], atol=1e-5)
+    (torch.stack(refs) * g).sum().backward()
+    want = [x.grad] + [p.grad for p in im.parameters()]
+    for a, b in zip(got, want):
+        assert torch.allclose(a, b, atol=1e-5)
 
 
 @pytest.mark.parametrize("arch", sorted(VAE_ARCHS))

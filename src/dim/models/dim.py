@@ -18,7 +18,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from .binarize import Binarize
 from .registry import register_model
@@ -84,10 +83,12 @@ class InternalModels(nn.Module):
         self.dec2 = BatchedLinear(k, hidden, d)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:  # (B, d) -> (K, B, latent)
-        return self.enc2(F.relu(self.enc1(x)))
+        return self.enc2(torch.relu_(self.enc1(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, d) -> (K, B, d)
-        return torch.sigmoid(self.dec2(F.relu(self.dec1(self.encode(x)))))
+        # in place: each activation overwrites the fresh output of its matmul, whose backward does not need it
+        h = torch.relu_(self.dec1(self.enc2(torch.relu_(self.enc1(x)))))
+        return torch.sigmoid_(self.dec2(h))
 
 
 class SingleHeadInternalModels(nn.Module):
@@ -105,7 +106,7 @@ class SingleHeadInternalModels(nn.Module):
         return z.unsqueeze(0).expand(self.k, *z.shape)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, d) -> (K, B, d)
-        return torch.sigmoid(self.dec2(F.relu(self.dec1(self.encoder(x)))))
+        return torch.sigmoid_(self.dec2(torch.relu_(self.dec1(self.encoder(x)))))
 
 
 @dataclass(frozen=True)
@@ -154,8 +155,10 @@ class ScoreModel(nn.Module):
 
     @staticmethod
     def scores_of(d: torch.Tensor, rec: torch.Tensor) -> torch.Tensor:  # (B, d), (K, B, d) -> (B, K)
-        """Eq. 3 from a view ``D(x)`` and its reconstructions (training computes both once for several losses)."""
-        return rec.abs().sum(-1).t() / d.abs().sum(-1, keepdim=True).clamp_min(1e-6)
+        """Eq. 3 from a view ``D(x)`` and its reconstructions (training computes both once for several losses).
+        The reconstructions are sigmoid outputs, never negative: their L1 norm is their sum, with no ``abs`` pass
+        (and its backward) over the largest tensor of the model."""
+        return rec.sum(-1).t() / d.abs().sum(-1, keepdim=True).clamp_min(1e-6)
 
     def logits_of(self, d: torch.Tensor, rec: torch.Tensor) -> torch.Tensor:  # -> (B, K)
         return self.temperature * self.scores_of(d, rec)
