@@ -14,7 +14,8 @@ Three passes, each timed on ``--batch`` random images:
 The reference of each pass is a matmul ``(B, n) @ (n, n)`` with ``n`` chosen so that its forward does the
 model's multiply-adds, timed the same way (inference; gradient of ``a`` only; gradients of ``a`` and ``b``).
 The machine is shared and noisy, so the model and its matmul alternate ``--rounds`` times and the figure
-reported is the median of the per-round ratios. Writes ``results/throughput_<model>[_<label>].json``.
+reported is the median of the per-round ratios. On a CPU, torch's profiler then splits one call of each pass
+into its aten ops (``profile_op_seconds``; ``profile_matmul_share``: the matmul kernels' part). Writes ``results/throughput_<model>[_<label>].json``.
 """
 from __future__ import annotations
 
@@ -34,6 +35,19 @@ from dim.models.dim import BatchedLinear
 
 # pass name -> FLOPs of the pass per FLOP of the forward
 PASSES = {"forward": 1, "attack_step": 2, "train_step": 3}
+MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
+
+
+def op_seconds(fn: Callable[[], None], calls: int = 10) -> dict[str, float]:
+    """Seconds per call of ``fn`` spent in each aten op (self time, torch's profiler), the largest first: where a
+    pass loses against its matmul reference."""
+    from torch.profiler import profile
+    fn()
+    with profile() as prof:
+        for _ in range(calls):
+            fn()
+    ops = {e.key: e.self_cpu_time_total / 1e6 / calls for e in prof.key_averages() if e.key.startswith("aten::")}
+    return dict(sorted(((k, round(v, 6)) for k, v in ops.items() if v > 0), key=lambda kv: -kv[1]))
 
 
 def linear_macs_per_image(model: nn.Module) -> int:
@@ -91,11 +105,15 @@ def passes(model: nn.Module, batch: int, dev: torch.device, rounds: int = 5, rep
                 model_rates.append(mult * 2 * macs * batch / t_model)
                 mm_rates.append(mult * 2 * batch * n * n / t_mm)
                 ratios.append(model_rates[-1] / mm_rates[-1])
+            ops = op_seconds(run_model) if dev.type == "cpu" else {}
             out[name] = {"fraction_of_matmul_rate": statistics.median(ratios),
                          "fraction_per_round": [round(r, 4) for r in ratios],
                          "model_gflops": statistics.median(model_rates) / 1e9,
                          "matmul_gflops": statistics.median(mm_rates) / 1e9,
-                         "images_per_second": statistics.median(model_rates) / (mult * 2 * macs)}
+                         "images_per_second": statistics.median(model_rates) / (mult * 2 * macs),
+                         **({"profile_op_seconds": ops,
+                             "profile_matmul_share": sum(v for k, v in ops.items() if k in MATMUL_OPS)
+                             / sum(ops.values())} if ops else {})}
     finally:
         for p, flag in zip(weights, flags):
             p.requires_grad_(flag)
