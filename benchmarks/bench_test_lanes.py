@@ -4,11 +4,14 @@ test (what CI runs).
     python benchmarks/bench_test_lanes.py --lane fast
     python benchmarks/bench_test_lanes.py --lane all --note "what else ran meanwhile"
 
-Writes ``results/test_lanes_<lane>.json`` with the wall seconds, pytest's summary line and the exit status.
+Writes ``results/test_lanes_<lane>.json`` with the wall seconds, pytest's summary line, the exit status and the
+slowest tests (setup, call and teardown together: a session fixture's training counts for the first test that
+asks for it).
 """
 from __future__ import annotations
 
 import argparse
+import re
 import subprocess
 import sys
 import time
@@ -18,6 +21,17 @@ from common import write_result
 
 ROOT = Path(__file__).resolve().parent.parent
 LANES = {"fast": ["-m", "not slow"], "all": []}
+DURATION = re.compile(r"^([0-9.]+)s (setup|call|teardown)\s+(\S+)")
+
+
+def slowest(stdout: str, top: int = 40) -> list[list]:
+    """``[[test id, seconds], ...]`` of the ``top`` slowest tests in pytest's ``--durations=0`` report."""
+    per_test: dict[str, float] = {}
+    for line in stdout.splitlines():
+        m = DURATION.match(line.strip())
+        if m:
+            per_test[m.group(3)] = per_test.get(m.group(3), 0.0) + float(m.group(1))
+    return [[k, round(v, 2)] for k, v in sorted(per_test.items(), key=lambda kv: -kv[1])[:top]]
 
 
 def main() -> None:
@@ -26,13 +40,14 @@ def main() -> None:
     ap.add_argument("--note", default=None, help="what else ran on the machine meanwhile (recorded as given)")
     args = ap.parse_args()
     t0 = time.perf_counter()
-    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *LANES[args.lane]],
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--durations=0",
+                        *LANES[args.lane]],
                        cwd=ROOT, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     summary = [line for line in r.stdout.splitlines() if " passed" in line or " failed" in line][-1:]
     write_result(f"test_lanes_{args.lane}", {"lane": args.lane, "wall_seconds": round(wall, 1),
                                              "summary": summary[0] if summary else None, "returncode": r.returncode,
-                                             "note": args.note})
+                                             "note": args.note, "slowest_tests": slowest(r.stdout)})
     sys.exit(r.returncode)
 
 
