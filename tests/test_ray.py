@@ -110,13 +110,14 @@ def test_faults_a_killed_worker_is_retried_and_a_raising_attack_is_stored_once_a
     assert sorted(r.sample for r in rows) == list(range(60))           # its rows stored exactly once
 
 
-def test_a_sigkilled_ray_driver_resumes_with_nothing_lost_or_duplicated(tmp_path, data_dir):
+def test_a_sigkilled_ray_driver_resumes_with_nothing_lost_or_duplicated(tmp_path, data_dir, monkeypatch):
     script = tmp_path / "run.py"
     script.write_text(evalkit.KILLABLE_RUN.format(tests=str(TESTS)))
     env = {**os.environ, "DIM_NO_PROGRESS": "1", "DIM_TEST_SLOW": "1.5",    # seconds per slow unit
            "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
     ref, killed = tmp_path / "ref", tmp_path / "killed"
-    subprocess.run([sys.executable, str(script), str(ref), "serial"], check=True, env={**env, "DIM_TEST_SLOW": "0"})
+    monkeypatch.setenv("DIM_TEST_SLOW", "0")
+    evalkit.killable_run(str(ref), "serial")     # the reference, in this process
     proc = subprocess.Popen([sys.executable, str(script), str(killed), "ray"], env=env, start_new_session=True)
     deadline = time.time() + 180
     while evalkit.done_shards(killed / "results.sqlite") < 3 and time.time() < deadline and proc.poll() is None:
