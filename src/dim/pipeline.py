@@ -2,10 +2,9 @@
 locally or as Ray tasks, run, report). The one module that imports train, evaluation and report together."""
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -130,12 +129,11 @@ def _check_trained(target: Path, name: str, dataset: str, recipe: Mapping[str, A
     entry = get_entry(name)
     if entry.weights_from:
         return
-    config_cls = RECIPES[entry.recipe].config_cls
-    want = json.loads(json.dumps(asdict(config_cls(**recipe))))
+    want = RECIPES[entry.recipe].recorded(recipe)
     have = card.get("config", {}).get("train")
     if have is not None:
         # a setting added after the card was written took its default, which keeps the earlier behaviour
-        have = {**json.loads(json.dumps(asdict(config_cls()))), **have}
+        have = {**RECIPES[entry.recipe].recorded(), **have}
     if have is not None and have != want:
         diff = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
         shown = ", ".join(f"{k}: has {have.get(k)!r}, wants {want.get(k)!r}" for k in diff)

@@ -1,11 +1,12 @@
 """The shared training loop, recipe registry and accuracy helpers."""
 from __future__ import annotations
 
+import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import torch
 import torch.nn as nn
@@ -38,6 +39,11 @@ class TrainData:
 class Recipe:
     config_cls: type
     fit: Callable[..., dict[str, Any]]  # fit(model, data, cfg, gen, show, state_dir) -> extra card fields
+
+    def recorded(self, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The training config with ``overrides`` applied, as a model card records it (JSON types: lists, not
+        tuples), so that what was trained and what a preset asks for compare equal."""
+        return json.loads(json.dumps(asdict(self.config_cls(**(overrides or {})))))
 
 
 RECIPES: dict[str, Recipe] = {}
