@@ -76,8 +76,8 @@ EXECUTE = {AttackUnit: execute_attack, ChecksUnit: execute_checks}
 @contextmanager
 def frozen(model: nn.Module) -> Iterator[nn.Module]:
     """``model`` with no parameter requiring a gradient, restored afterwards. Attacks need gradients with respect
-    to the input only: with the weights frozen, autograd skips every weight gradient (a third of a backward pass
-    through a linear layer), and the input gradients are computed by the same kernels, to the same floats."""
+    to the input only: with the weights frozen, autograd skips every weight gradient (half of a linear layer's
+    backward), and the input gradients are computed by the same kernels, to the same floats."""
     params = list(model.parameters())
     flags = [p.requires_grad for p in params]
     for p in params:
