@@ -58,10 +58,10 @@ def linear_macs_per_image(model: nn.Module) -> int:
     return sum(m.weight.numel() for m in model.modules() if isinstance(m, (nn.Linear, BatchedLinear)))
 
 
-def _step(fn: Callable[[torch.Tensor], torch.Tensor], inputs: list[torch.Tensor], params: list[torch.Tensor],
-          x: torch.Tensor, grad_out: torch.Tensor | None) -> Callable[[], None]:
-    """One pass of ``fn`` on ``x``: inference without ``grad_out``, else forward + backward of ``grad_out``
-    into ``inputs`` (gradients set to None first, as an optimizer's ``zero_grad`` does)."""
+def _step(fn: Callable[[torch.Tensor], torch.Tensor], params: list[torch.Tensor], x: torch.Tensor,
+          grad_out: torch.Tensor | None) -> Callable[[], None]:
+    """One pass of ``fn`` on ``x``: inference without ``grad_out``, else forward + backward of ``grad_out`` into
+    ``x`` and whichever of ``params`` require a gradient (set to None first, as an optimizer's ``zero_grad`` does)."""
     if grad_out is None:
         def infer() -> None:
             with torch.inference_mode():
@@ -71,8 +71,7 @@ def _step(fn: Callable[[torch.Tensor], torch.Tensor], inputs: list[torch.Tensor]
     def step() -> None:
         for p in params:
             p.grad = None
-        xx = x.detach().requires_grad_(True) if any(t is x for t in inputs) else x
-        fn(xx).backward(grad_out)
+        fn(x.detach().requires_grad_(True)).backward(grad_out)
     return step
 
 
@@ -96,8 +95,8 @@ def passes(model: nn.Module, batch: int, dev: torch.device, rounds: int = 5, rep
             b.requires_grad_(train_weights)
             grad_model = None if name == "forward" else g_logits
             grad_mm = None if name == "forward" else g_mm
-            run_model = _step(model, [x], weights if train_weights else [], x, grad_model)
-            run_mm = _step(lambda t: t @ b, [a], [b] if train_weights else [], a, grad_mm)
+            run_model = _step(model, weights, x, grad_model)
+            run_mm = _step(lambda t: t @ b, [b], a, grad_mm)
             ratios, model_rates, mm_rates = [], [], []
             for _ in range(rounds):
                 t_model = median_seconds(run_model, repeats, 3, dev)
