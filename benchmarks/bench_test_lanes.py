@@ -3,6 +3,10 @@ test (what CI runs).
 
     python benchmarks/bench_test_lanes.py --lane fast
     python benchmarks/bench_test_lanes.py --lane all --note "what else ran meanwhile"
+    python benchmarks/bench_test_lanes.py --lane all --workers 0     # in one process, as before pytest-xdist
+
+Both lanes run in pytest-xdist workers, one per core (``-n auto --dist loadgroup``, as scripts/test.sh does);
+``--workers`` sets their number, 0 for none.
 
 Writes ``results/test_lanes_<lane>.json`` with the wall seconds, pytest's summary line, the exit status and the
 slowest tests (setup, call and teardown together: a session fixture's training counts for the first test that
@@ -38,16 +42,19 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--lane", choices=sorted(LANES), default="fast")
     ap.add_argument("--note", default=None, help="what else ran on the machine meanwhile (recorded as given)")
+    ap.add_argument("--workers", default="auto", help="pytest-xdist workers: auto (one per core), a number, 0 for none")
+    ap.add_argument("--out", default=None, help="result name (default test_lanes_<lane>)")
     args = ap.parse_args()
     t0 = time.perf_counter()
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--durations=0",
-                        *LANES[args.lane]],
+                        "-n", args.workers, "--dist", "loadgroup", *LANES[args.lane]],
                        cwd=ROOT, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     summary = [line for line in r.stdout.splitlines() if " passed" in line or " failed" in line][-1:]
-    write_result(f"test_lanes_{args.lane}", {"lane": args.lane, "wall_seconds": round(wall, 1),
-                                             "summary": summary[0] if summary else None, "returncode": r.returncode,
-                                             "note": args.note, "slowest_tests": slowest(r.stdout)})
+    write_result(args.out or f"test_lanes_{args.lane}",
+                 {"lane": args.lane, "workers": args.workers, "wall_seconds": round(wall, 1),
+                  "summary": summary[0] if summary else None, "returncode": r.returncode, "note": args.note,
+                  "slowest_tests": slowest(r.stdout)})
     sys.exit(r.returncode)
 
 

@@ -12,4 +12,5 @@ if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; 
 fi
 cd "$root"
 "$root/.venv/bin/ruff" check --quiet src tests benchmarks   # pyflakes and syntax errors (pyproject's [tool.ruff])
-exec "$root/.venv/bin/python" -m pytest -q "$@"
+# one worker per core; tests that share a Ray cluster or a trained model stay on one (tests/conftest.py)
+exec "$root/.venv/bin/python" -m pytest -q -n auto --dist loadgroup "$@"

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 os.environ.setdefault("DIM_NO_PROGRESS", "1")
-torch.set_num_threads(2)
+# pytest-xdist runs one process per core: each takes its share of the cores, so that two never fight over one.
+torch.set_num_threads(max(1, (os.cpu_count() or 2) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
 
 
 @pytest.fixture(scope="session")
@@ -58,7 +59,24 @@ SLOW_CASES = ("test_models.py::test_binarized_gradient_modes[biabs]", "test_mode
               "test_models.py::test_deterministic_in_eval[biabs]", "test_models.py::test_gradient_reaches_input[abs]")
 
 
+# Under pytest-xdist (scripts/test.sh), tests that share something costly run on one worker, one after another:
+# those that start a local Ray cluster (two clusters side by side on two cores are far slower than one after the
+# other), and those that need a model trained once per test run (so that it is trained once, not once per worker).
+RAY_TESTS = ("test_ray.py::", "test_model_files.py::test_model_files_travel_to_ray_workers",
+             "test_cli.py::test_a_ray_address_where_nothing_answers")
+SHARED_MODELS = ("trained_dim", "plain_cnn")
+
+
+def xdist_group(item: pytest.Item) -> str | None:
+    if any(name in item.nodeid for name in RAY_TESTS):
+        return "ray"
+    return next((name for name in SHARED_MODELS if name in item.fixturenames), None)
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.nodeid.endswith(SLOW_CASES):
             item.add_marker(pytest.mark.slow)
+        group = xdist_group(item)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
