@@ -173,3 +173,28 @@ def test_threads_fix_the_cpu_threads_of_every_unit_and_are_given_back(tiny, test
     for threads in (1, 2):
         assert execute(unit, tiny, "cpu", threads).status == "done"
     assert seen == [1, 2] and torch.get_num_threads() == before
+
+
+# Runs a CLI command in a fresh interpreter and reports whether torch was imported on the way.
+FRESH_CLI = ("import sys\nfrom dim.cli import app\ntry:\n    app(sys.argv[1:], prog_name='dim')\n"
+             "except SystemExit as e:\n    code = e.code\nprint('exit', code, 'torch' in sys.modules)")
+
+
+def test_the_commands_that_only_read_start_without_torch(tiny, test_data, tmp_path):
+    """``--help``, ``dim status`` and ``dim data`` never compute: importing torch (seconds) is left to the commands
+    that do, and a user's failed command still gets its one-line error."""
+    x, y = test_data
+    run = tmp_path / "run"
+    evaluate_models([EvalModel("m", tiny)], x[:10], y[:10], suite=(AttackSpec("Linf FGSM", "LinfFastGradientAttack",
+                                                                              Norm.LINF),),
+                    run_dir=run, batch_size=10, show=False, checks=False)
+    env = {**os.environ, "DIM_NO_PROGRESS": "1"}
+    for args, code in ((["--help"], 0), (["status", str(run)], 0), (["data", "--help"], 0),
+                       (["status", str(tmp_path / "none")], 2)):
+        r = subprocess.run([sys.executable, "-c", FRESH_CLI, *args], capture_output=True, text=True, env=env)
+        assert r.stdout.strip().endswith(f"exit {code} False"), (args, r.stdout[-500:], r.stderr[-2000:])
+    # the checkpoint's errors are still one line (their module, and torch, imported when they happen)
+    (tmp_path / "model").mkdir()
+    r = subprocess.run([sys.executable, "-c", FRESH_CLI, "info", str(tmp_path / "model")], capture_output=True,
+                       text=True, env=env)
+    assert r.stdout.strip().endswith("exit 2 True") and "error:" in r.stderr and "Traceback" not in r.stderr, r.stderr

@@ -22,6 +22,20 @@ def test_every_built_in_suite_survives_a_round_trip_through_a_file(name, tmp_pat
     assert read_suite(write_suite(get_suite(name), tmp_path / "s.toml")) == get_suite(name)
 
 
+def test_our_adapters_are_known_to_a_suite_file_read_before_anything_else(tmp_path):
+    """Our adapters register when ``dim.attacks.adaptive`` is imported, which reading a suite's names does not do:
+    checking a file's attacks asks the registry with ours in it (a fresh interpreter, nothing imported before)."""
+    path = write_suite(get_suite("quick"), tmp_path / "s.toml")
+    code = ("import sys\nfrom dim.attacks.suite_files import read_suite\nfrom dim.attacks import list_adapters\n"
+            "print(len(read_suite(sys.argv[1])), len(list_adapters()))")
+    r = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    from dim.attacks import ADAPTERS
+    ours = {k for k, fn in ADAPTERS.items() if fn.__module__.startswith("dim.")}   # not the tests' own
+    assert {s.attack for s in get_suite("quick")} & ours
+    assert r.stdout.split() == [str(len(get_suite("quick"))), str(len(ours))]
+
+
 def test_an_edited_exported_suite_runs_as_written_and_the_report_prints_it(tiny, test_data, tmp_path):
     path = write_suite(get_suite("quick:Linf PGD,L2 DDN"), tmp_path / "mine.toml")
     text = path.read_text().replace("steps = 100", "steps = 7")      # DDN's steps

@@ -1,9 +1,18 @@
-"""dim: Denoised Internal Models and an honest adversarial-robustness evaluation."""
-from typing import Any
+"""dim: Denoised Internal Models and an honest adversarial-robustness evaluation.
 
-from . import data
-from .checkpoint import CheckpointError, load_model
-from .models import GradientMode, create_model, list_models, set_gradient_mode
+The public names are imported on first use: ``import dim`` and the CLI's commands that only read (``--help``,
+``dim status``, ``dim data``) start without importing torch.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from . import data
+    from .api import evaluate
+    from .checkpoint import CheckpointError, load_model
+    from .models import GradientMode, create_model, list_models, set_gradient_mode
 
 __version__ = "0.1.0"
 __all__ = ["CheckpointError", "GradientMode", "create_model", "data", "evaluate", "list_models", "load_model",
@@ -11,8 +20,14 @@ __all__ = ["CheckpointError", "GradientMode", "create_model", "data", "evaluate"
 
 
 def __getattr__(name: str) -> Any:
-    # ``dim.evaluate`` pulls in foolbox and the runner; import it on first use so that
-    # ``import dim`` (and the CLI's --help) stays fast.
+    if name == "data":   # the subpackage (``from . import data`` here would ask this function again)
+        return importlib.import_module(".data", __name__)
+    if name in ("CheckpointError", "load_model"):
+        from . import checkpoint
+        return getattr(checkpoint, name)
+    if name in ("GradientMode", "create_model", "list_models", "set_gradient_mode"):
+        from . import models
+        return getattr(models, name)
     if name == "evaluate":
         from .api import evaluate
         return evaluate

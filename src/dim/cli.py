@@ -17,10 +17,8 @@ from rich.markup import escape
 from rich.table import Column, Table
 
 from .attacks.suites import SUITES
-from .checkpoint import CheckpointError, read_card
 from .data import DataError
 from .evaluation.locks import RunLockedError
-from .train.loop import DivergedError
 
 app = typer.Typer(help="Denoised Internal Models: train, evaluate and report adversarial robustness.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -29,7 +27,17 @@ app.add_typer(data_app, name="data")
 out = Console()
 err = Console(stderr=True)
 
-EXPECTED_ERRORS = (DataError, CheckpointError, DivergedError, RunLockedError, ValueError, KeyError, OSError)
+EXPECTED_ERRORS = (DataError, RunLockedError, ValueError, KeyError, OSError)
+
+
+def expected_errors() -> tuple[type[Exception], ...]:
+    """The failures a user can cause and fix: one line on stderr, not a traceback. The checkpoint's and training's
+    errors are imported here, when something failed, so that the commands that only read start without torch."""
+    from .checkpoint import CheckpointError
+    from .train.loop import DivergedError
+    return (*EXPECTED_ERRORS, CheckpointError, DivergedError)
+
+
 _OS_HINTS = {errno.ENOSPC: " (the disk is full: free space and rerun the same command; finished work is kept)",
              errno.EROFS: " (read-only file system: write somewhere else)",
              errno.EACCES: " (no permission: write somewhere else)"}
@@ -42,7 +50,9 @@ def friendly_errors(fn: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except EXPECTED_ERRORS as exc:
+        except Exception as exc:
+            if not isinstance(exc, EXPECTED_ERRORS) and not isinstance(exc, expected_errors()):
+                raise
             msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
             if isinstance(exc, OSError) and exc.strerror:   # from the OS: name the path and the cause
                 msg = f"{exc.filename or 'file system'}: {exc.strerror}{_OS_HINTS.get(exc.errno, '')}"
@@ -425,6 +435,7 @@ def figure3_cmd(model_dir: Path = typer.Argument(..., help="A dim-family model d
 @friendly_errors
 def info_cmd(model_dir: Path = typer.Argument(..., help="A model directory.")) -> None:
     """Print a model directory's card."""
+    from .checkpoint import read_card
     out.print_json(json.dumps(read_card(model_dir)))
 
 

@@ -1,11 +1,22 @@
 """Attacks: suites as data (:mod:`.suites`), the adapter registry (:mod:`.registry`) and the functions that run
-them. Importing this package registers every adapter of ours."""
+them. ``ADAPTERS`` holds every adapter of ours: its first use imports them (and torch); the
+suites and their specs are read without it."""
 from __future__ import annotations
 
-from . import adaptive as _adaptive  # noqa: F401  (registers the adaptive suite's adapters)
-from .registry import ADAPTERS, NotApplicable, list_adapters, register_adapter
-from .suites import SUITES, counts_per_norm, get_suite
-from .spec import AttackSpec
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["ADAPTERS", "AttackSpec", "NotApplicable", "SUITES", "counts_per_norm", "get_suite", "list_adapters",
-           "register_adapter"]
+from .registry import NotApplicable, adapters, list_adapters, register_adapter
+from .spec import AttackSpec
+from .suites import SUITES, counts_per_norm, get_suite
+
+if TYPE_CHECKING:
+    from .registry import ADAPTERS
+
+__all__ = ["ADAPTERS", "AttackSpec", "NotApplicable", "SUITES", "adapters", "counts_per_norm", "get_suite",
+           "list_adapters", "register_adapter"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "ADAPTERS":
+        return adapters()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

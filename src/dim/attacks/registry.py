@@ -30,5 +30,12 @@ def register_adapter(key: str) -> Callable[[Callable], Callable]:
     return deco
 
 
+def adapters() -> dict[str, Callable]:
+    """``ADAPTERS`` with ours registered: :mod:`.adaptive` (torch and its attacks) is imported on first use, so that
+    reading a suite's names and specs does not import torch."""
+    from . import adaptive  # noqa: F401  (registers the adaptive suite's adapters)
+    return ADAPTERS
+
+
 def list_adapters() -> list[str]:
-    return sorted(ADAPTERS)
+    return sorted(adapters())

@@ -17,7 +17,7 @@ from typing import Any, Mapping, Sequence
 
 import tomli_w
 
-from .registry import ADAPTERS
+from .registry import adapters
 from .spec import AttackSpec, spec_dict, spec_from_dict
 
 SUFFIX = ".toml"
@@ -29,7 +29,7 @@ def is_suite_file(name: str) -> bool:
 
 
 def _known_attack(attack: str) -> bool:
-    if attack in ADAPTERS:
+    if attack in adapters():
         return True
     import foolbox
     return isinstance(getattr(foolbox.attacks, attack, None), type)
@@ -59,7 +59,7 @@ def read_suite(path: Path | str) -> tuple[AttackSpec, ...]:
     for i, s in enumerate(specs):
         if not _known_attack(s.attack):
             raise ValueError(f"{path}, attack {i + 1} ({s.name!r}): unknown attack {s.attack!r}; expected one of our "
-                             f"adapters {sorted(ADAPTERS)} or a foolbox attack class")
+                             f"adapters {sorted(adapters())} or a foolbox attack class")
     return specs
 
 
