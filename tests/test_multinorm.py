@@ -137,7 +137,7 @@ def test_multinorm_training_is_adversarial(plain_cnn, data_dir, tmp_path):
     for name, model in (("cnn", copy.deepcopy(plain_cnn)), ("msd_cnn", dim.load_model(tmp_path / "msd_cnn", device="cpu"))):
         for p in model.parameters():   # (a copy of the shared baseline: its flags stay as they are)
             p.requires_grad_(False)
-        x_adv, _ = msd(model, xt, yt, MSDConfig(eps=eps, steps=20, loss="margin", mode="max"))
+        x_adv, _ = msd(model, xt, yt, MSDConfig(eps=eps, steps=10, loss="margin", mode="max"))
         robust[name] = float((model(x_adv).argmax(1) == yt).float().mean())
     assert robust["msd_cnn"] >= robust["cnn"] + 0.1, robust
 
