@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Column, Table
 
-from .attacks.suites import SUITES
+from .attacks.suites import SUITES, get_suite
 from .data import DataError
 from .evaluation.locks import RunLockedError
 
@@ -175,7 +175,7 @@ def suites_cmd(suite: Optional[str] = typer.Argument(None, help="A suite to list
     """List the attack suites, or the attacks of one: the names --only and filtered suites match, and each
     attack's class or adapter, parameters and traits (adaptive, black box, starts from earlier adversarials)."""
     from .attacks.suite_files import write_suite
-    from .attacks.suites import counts_per_norm, get_suite
+    from .attacks.suites import counts_per_norm
     from .attacks.spec import spec_dict
     from .report.suite_text import describe_attack
     from .core.norms import Norm
@@ -296,12 +296,14 @@ def evaluate_cmd(model_dirs: Optional[list[Path]] = typer.Argument(
                                                             "(the same number gives the same floats on both; "
                                                             "default: all cores serially, one per Ray task).")) -> None:
     """Attack every model with every attack of the suite; resumable (rerun the same command)."""
+    thresholds = _parse_eps(eps)
+    get_suite(suite)     # a wrong option is one error at once, before torch and the attacks are imported
     from .pipeline import run_evaluation
     from .evaluation.spec import RunSpec
     spec = RunSpec(run_dir=run, suite=suite, model_dirs=tuple(model_dirs or ()), factories=tuple(factories or ()),
                    names=tuple(names or ()), n=n, start=start, subset_seed=subset_seed, batch_size=batch_size, seed=seed, data_dir=data_dir, dataset=dataset, report=report,
                    checks=checks, only=tuple(only or ()), reuse=tuple(reuse or ()), device=_device(device),
-                   thresholds=_parse_eps(eps), executor=executor, ray_address=ray_address, gpu_share=gpu_share,
+                   thresholds=thresholds, executor=executor, ray_address=ray_address, gpu_share=gpu_share,
                    threads=threads)
     out_dir = run_evaluation(spec)
     from .report import run_warnings
