@@ -5,7 +5,8 @@ test (what CI runs).
     python benchmarks/bench_test_lanes.py --lane all --note "what else ran meanwhile"
     python benchmarks/bench_test_lanes.py --lane all --workers 0     # in one process, as before pytest-xdist
 
-Both lanes run in pytest-xdist workers, one per core (``-n auto --dist loadgroup``, as scripts/test.sh does);
+Both lanes run in pytest-xdist workers, one per core (``-n auto``, as scripts/test.sh does; pyproject's addopts
+keep the tests that share a Ray cluster or a trained model on one worker);
 ``--workers`` sets their number, 0 for none.
 
 Writes ``results/test_lanes_<lane>.json`` with the wall seconds, pytest's summary line, the exit status and the
@@ -47,7 +48,7 @@ def main() -> None:
     args = ap.parse_args()
     t0 = time.perf_counter()
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--durations=0",
-                        "-n", args.workers, "--dist", "loadgroup", *LANES[args.lane]],
+                        "-n", args.workers, *LANES[args.lane]],
                        cwd=ROOT, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     summary = [line for line in r.stdout.splitlines() if " passed" in line or " failed" in line][-1:]

@@ -13,4 +13,4 @@ fi
 cd "$root"
 "$root/.venv/bin/ruff" check --quiet src tests benchmarks   # pyflakes and syntax errors (pyproject's [tool.ruff])
 # one worker per core; tests that share a Ray cluster or a trained model stay on one (tests/conftest.py)
-exec "$root/.venv/bin/python" -m pytest -q -n auto --dist loadgroup "$@"
+exec "$root/.venv/bin/python" -m pytest -q -n auto "$@"
