@@ -68,3 +68,19 @@ def test_cards_measured_differently_sit_in_tables_of_their_own_and_paper_numbers
 def test_the_committed_cards_carry_their_hash_and_none_is_edited():
     rows = compare(load_cards([RESULTS]), None, 0)
     assert rows and all(r["edited"] is False for r in rows)
+
+
+def test_published_results_are_printed_apart_each_with_its_own_thresholds():
+    from dim.report.compare import render
+    from dim.report.published import PUBLISHED
+    rows, plain = render([RESULTS / "madry.json"])
+    rows_p, text = render([RESULTS / "madry.json"], published=True)
+    assert rows_p == rows and text.startswith(plain)              # measured rows untouched, nothing mixed in
+    assert "published (not measured here)" not in plain
+    tail = text[len(plain):]
+    for entry in PUBLISHED:
+        (line,) = [ln for ln in tail.splitlines() if ln.startswith(f"| {entry.label} ")]
+        assert f"**{entry.union:.1f}%**" in line and f"first {entry.images:,} test images" in line
+        for norm, (eps, acc) in entry.norms.items():
+            assert f"(eps {eps:g})" in line and (acc is None or f"{acc:.1f}% (eps {eps:g})" in line), (norm, line)
+        assert line.count("not measured") == 4 - len(entry.norms)     # L0: no published model lists it

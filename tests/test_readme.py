@@ -2,19 +2,36 @@
 import re
 from pathlib import Path
 
-from dim.report.compare import compare, load_cards, to_markdown
+from dim.report.compare import render
 
 ROOT = Path(__file__).resolve().parent.parent
-BLOCK = re.compile(r"<!-- results-table: dim compare results/ --strongest 0 -->\n(.*?)<!-- end results-table -->",
-                   re.S)
+# A block of README.md that `dim compare ARGS` renders: "<!-- NAME: dim compare ARGS -->" ... "<!-- end NAME -->".
+BLOCK = re.compile(r"<!-- ([\w-]+): dim compare (.*?) -->\n(.*?)<!-- end \1 -->", re.S)
 
 
-def test_the_readmes_results_table_is_what_dim_compare_renders_from_the_cards():
-    found = BLOCK.search((ROOT / "README.md").read_text())
-    assert found, "README.md lost its results-table block"
-    want = to_markdown(compare(load_cards([ROOT / "results"]), None, 0))
-    assert found.group(1) == want, ("README.md's results table differs from the cards: paste the output of "
-                                    "`dim compare results/ --strongest 0` between its markers")
+def compare_args(args: str) -> tuple[list[Path], int, bool]:
+    """The cards, --strongest and --published of a block's `dim compare` command."""
+    words, paths, strongest, published = args.split(), [], 3, False
+    while words:
+        w = words.pop(0)
+        if w == "--strongest":
+            strongest = int(words.pop(0))
+        elif w == "--published":
+            published = True
+        else:
+            paths.append(ROOT / w)
+    return paths, strongest, published
+
+
+def test_the_readmes_tables_are_what_dim_compare_renders_from_the_cards():
+    blocks = BLOCK.findall((ROOT / "README.md").read_text())
+    assert [name for name, _, _ in blocks] == ["results-table", "every-norm-table"], "README.md lost a table block"
+    assert blocks[0][1] == "results/ --strongest 0"
+    for name, args, text in blocks:
+        paths, strongest, published = compare_args(args)
+        _, want = render(paths, None, strongest, published)
+        assert text == want, (f"README.md's {name} differs from the cards: paste the output of "
+                              f"`dim compare {args}` between its markers")
 
 
 def test_every_file_the_readme_and_docs_name_exists():

@@ -373,16 +373,19 @@ def compare_cmd(cards: list[Path] = typer.Argument(..., help="Cards (JSON) or fo
                 strongest: int = typer.Option(3, "--strongest", min=0,
                                               help="Also name, per model and norm, this many attacks that leave "
                                                    "the least accuracy (0: none)."),
+                published: bool = typer.Option(False, "--published",
+                                               help="Also print published results of models trained for every "
+                                                    "norm at once (MSD), each at its own thresholds."),
                 json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the rows as JSON here.")) -> None:
     """Models of several runs side by side, from their cards: per norm the paper's number, ours under the
     paper's protocol and ours including the adaptive attacks, with 95% intervals, and the attacks that set it."""
     import json
     from .fileio import atomic_write_text
-    from .report.compare import compare, load_cards, to_markdown
-    rows = compare(load_cards(cards), suite, strongest)
+    from .report.compare import render
+    rows, text = render(cards, suite, strongest, published)
     if json_out is not None:
         atomic_write_text(json_out, json.dumps(rows, indent=2, sort_keys=True, default=str) + "\n")
-    out.print(to_markdown(rows), highlight=False, markup=False, soft_wrap=True)
+    out.print(text, highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command("status")

@@ -20,6 +20,7 @@ from ..attacks.suites import get_suite
 from ..core.norms import Norm
 from ..names import md
 from .paper import PAPER_COUNTERPART, TABLE1_MODELS, TABLE2_MODELS, TABLES
+from .published import PUBLISHED, Published
 from .cards import content_sha256
 from .tables import fmt_acc, fmt_acc_ci
 
@@ -305,3 +306,33 @@ def to_markdown(rows: list[dict]) -> str:
         "of samples no attack of any norm fooled within its threshold (the paper's *minimal accuracy*, the lowest "
         "accuracy of a single attack, is a weaker number); `<= x (not measured)`: the card predates the union metric, whose value is at most the weakest norm's.\n") + warning + (
         f"\n{extra}" if extra else "")
+
+
+def _published_cell(entry: Published, norm: Norm) -> str:
+    if norm.value not in entry.norms:
+        return "not measured"
+    eps, acc = entry.norms[norm.value]
+    return f"{'not listed' if acc is None else f'{acc:.1f}%'} (eps {eps:g})"
+
+
+def published_markdown(entries: Sequence[Published] = PUBLISHED) -> str:
+    """The published multi-norm results, each cell with its own threshold, and what they were measured with."""
+    lines = ["| published (not measured here) | clean | " + " | ".join(n.value for n in NORMS)
+             + " | all its norms (union) | images, attacks |", "|" + "---|" * (len(NORMS) + 4)]
+    for e in entries:
+        cells = [f"{md(e.label)} ({md(e.source)})", f"{e.clean:.1f}%", *(_published_cell(e, n) for n in NORMS),
+                 f"**{e.union:.1f}%**", f"first {e.images:,} test images; {md(e.attacks)}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + (
+        "\n\nPublished numbers at their own thresholds (each cell: the accuracy, then the threshold), on their own "
+        "images and attacks: context for the rows above, not comparable cell by cell; the union is over the norms "
+        "each one lists.\n")
+
+
+def render(paths: Sequence[Path | str], suite: str | None = None, strongest: int = 0,
+           published: bool = False) -> tuple[list[dict[str, Any]], str]:
+    """``dim compare``: the rows of the cards in ``paths`` and their Markdown (with the published multi-norm results
+    under them when ``published``)."""
+    rows = compare(load_cards(paths), suite, strongest)
+    text = to_markdown(rows)
+    return rows, text + (f"\n{published_markdown()}" if published else "")
