@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -20,6 +22,16 @@ from dim.pipeline import run_evaluation
 @pytest.mark.parametrize("name", sorted(SUITES))
 def test_every_built_in_suite_survives_a_round_trip_through_a_file(name, tmp_path):
     assert read_suite(write_suite(get_suite(name), tmp_path / "s.toml")) == get_suite(name)
+
+
+def test_the_committed_suite_files_read_and_name_attacks_the_built_in_suites_do_not():
+    """The suite files that published checks ran (benchmarks/suites/) stay readable, and their attacks' names never
+    collide with a built-in attack's (a run joins them with a built-in suite, and names key the results)."""
+    files = sorted((Path(__file__).resolve().parent.parent / "benchmarks" / "suites").glob("*.toml"))
+    assert files
+    built_in = {s.name for name in SUITES for s in get_suite(name)}
+    for f in files:
+        assert not {s.name for s in read_suite(f)} & built_in, f
 
 
 def test_our_adapters_are_known_to_a_suite_file_read_before_anything_else(tmp_path):
