@@ -81,3 +81,22 @@ def test_the_checker_sees_a_deferred_upward_import(tmp_path, monkeypatch):
     (fake / "attacks" / "x.py").write_text("def f():\n    from ..evaluation import runner\n")
     monkeypatch.setattr(__import__(__name__), "SRC", fake)
     assert violations() == ["dim/attacks/x.py:2: attacks imports dim.evaluation (evaluation)"]
+
+
+def test_every_name_a_package_exports_resolves_to_the_object_of_its_module():
+    """``dim``, ``dim.core`` and ``dim.attacks`` hand out some names on first use: each exported name must still be
+    the object its home module defines (not a submodule of the same name, not missing)."""
+    import importlib
+    import types
+
+    import dim
+    for pkg in ("dim", "dim.core", "dim.attacks", "dim.data", "dim.models"):
+        module = importlib.import_module(pkg)
+        for name in module.__all__:
+            value = getattr(module, name)
+            assert value is not None, (pkg, name)
+            assert not isinstance(value, types.ModuleType) or name == "data", (pkg, name, value)
+    assert dim.load_model is importlib.import_module("dim.checkpoint").load_model
+    assert dim.evaluate is importlib.import_module("dim.api").evaluate
+    assert importlib.import_module("dim.core").resolve_device is importlib.import_module("dim.core.device").resolve_device
+    assert "autoattack" in importlib.import_module("dim.attacks").ADAPTERS
