@@ -14,13 +14,12 @@ from .norms import Norm, ThreatModel, distances
 if TYPE_CHECKING:
     from .device import HOST, DeviceError, device_info, device_of, fits, generator, is_gpu, resolve_device
 
-_DEVICE = ("HOST", "DeviceError", "device_info", "device_of", "fits", "generator", "is_gpu", "resolve_device")
 __all__ = ["HOST", "DeviceError", "Norm", "ThreatModel", "device_info", "device_of", "distances", "fits", "generator",
            "is_gpu", "resolve_device"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in _DEVICE:
+    if name in __all__:      # not imported above: a device name
         from . import device
         return getattr(device, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
