@@ -31,10 +31,12 @@ def main() -> None:
     ap.add_argument("--run", type=Path, required=True)
     ap.add_argument("--suite", default="quick")
     ap.add_argument("--n", type=int, default=200)
+    ap.add_argument("--reuse", type=Path, action="append", default=[],
+                    help="an earlier run whose identical finished shards are copied, not recomputed (repeatable)")
     ap.add_argument("--note", default=None, help="what else ran on the machine meanwhile (recorded as given)")
     args = ap.parse_args()
     cmd = [sys.executable, "-m", "dim", "evaluate", *map(str, args.model_dirs), "--suite", args.suite,
-           "--n", str(args.n), "--run", str(args.run)]
+           "--n", str(args.n), "--run", str(args.run), *(a for r in args.reuse for a in ("--reuse", str(r)))]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     report = args.run / "report"
     target = RESULTS / f"multinorm_{args.label}_report"

@@ -41,8 +41,25 @@ def test_quick_suite_attacks_binarized_models_through_the_binarization_in_every_
         return s.attack == "binflip" or (s.attack in ADAPTERS and s.params.get("gradient") in ("bpda", "auto"))
 
     assert {s.norm for s in quick if sees_through(s)} == set(Norm)
-    assert any(s.norm is Norm.LINF and s.attack in ADAPTERS and s.params.get("gradient") == "bpda" for s in quick)
+    assert any(s.norm is Norm.LINF and s.attack in ADAPTERS and s.params.get("gradient") == "auto" for s in quick)
     assert any(s.norm is Norm.LINF and s.attack == "square" for s in quick)     # black box beside the gradient
+
+
+def test_every_quick_attack_but_binflip_applies_to_a_model_that_does_not_binarize(tiny, test_data, tmp_path):
+    """Users' models rarely binarize: quick must attack them in every norm with every gradient attack it has.
+    (Its targeted L-inf APGD once asked for BPDA only, so on such models quick's L-inf was FGSM, PGD and Square.)"""
+    import json
+
+    from dim.evaluation.runner import EvalModel, evaluate_models
+    from dim.report import build_report
+    x, y = test_data
+    suite = [s for s in get_suite("quick") if s.attack in ADAPTERS]      # foolbox's attacks apply to any model
+    evaluate_models([EvalModel("tiny", tiny)], x[:4], y[:4], suite=suite, run_dir=tmp_path, batch_size=4,
+                    show=False, checks=False)
+    (m,) = json.loads((build_report(tmp_path, plots=False) / "metrics.json").read_text())
+    skipped = {name for name, a in m["attacks"].items() if a["not_applicable"]}
+    assert skipped == {s.name for s in suite if s.attack == "binflip"}
+    assert "Linf APGD 50 (9 targets)" in m["attacks"]
 
 
 def test_a_suite_filtered_by_patterns_keeps_the_matching_attacks_in_suite_order():

@@ -159,8 +159,8 @@ def test_metrics_json_leads_with_the_numbers_to_quote_and_is_strict_json(tiny, t
     """metrics.json: ``robust`` (adaptive attacks included) before ``paper_protocol``; an attack that did not
     apply and an infinite median are null, never the strings "nan" / "inf" (or NaN, which strict JSON lacks)."""
     x, y = test_data
-    quick = {s.name: s for s in get_suite("quick")}
-    suite = [quick[n] for n in ("Linf FGSM", "L0 PGD-L0 20x1", "Linf BPDA-APGD 50 (9 targets)")]
+    specs = {s.name: s for s in (*get_suite("quick"), *get_suite("adaptive"))}
+    suite = [specs[n] for n in ("Linf FGSM", "L0 PGD-L0 20x1", "Linf BPDA-APGD")]
     evaluate_models([EvalModel("tiny", tiny)], x, y, suite=suite, run_dir=tmp_path, batch_size=20, show=False,
                     checks=False)
     text = (build_report(tmp_path, plots=False) / "metrics.json").read_text()
@@ -175,7 +175,7 @@ def test_metrics_json_leads_with_the_numbers_to_quote_and_is_strict_json(tiny, t
     assert m["robust"]["per_norm"]["L0"]["accuracy"] == pytest.approx(evalkit.robust_fraction(l0, 12))
     assert "L0" not in m["paper_protocol"]["per_norm"]            # no attack of the paper's ran at L0
     assert m["robust"]["minimal_accuracy"] <= m["paper_protocol"]["minimal_accuracy"]
-    bpda = m["attacks"]["Linf BPDA-APGD 50 (9 targets)"]
+    bpda = m["attacks"]["Linf BPDA-APGD"]
     assert bpda["not_applicable"] and bpda["accuracy"] is None and bpda["median_distance"] is None
     if not np.isfinite(np.median(l0)):
         assert m["robust"]["per_norm"]["L0"]["median_distance"] is None

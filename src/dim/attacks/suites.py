@@ -207,13 +207,14 @@ ADAPTIVE: tuple[AttackSpec, ...] = _adaptive(LINF) + _adaptive(L2) + _adaptive_l
 
 
 # quick: the strongest cheap attacks per norm, within the main job's 15 minutes on two CPU cores. The paper's
-# attacks see zero gradients on binarized models, so quick also attacks those through the straight-through
-# gradient (BPDA-APGD at L-inf, APGD-CE at L1, PGD-L0 and L0 Greedy at L0), with BinFlip at L2, L1 and L0 and
-# Square as a black box; these cost nothing on models that do not binarize. How each choice was measured, and
+# attacks see zero gradients on binarized models, so quick's white-box additions (targeted APGD at L-inf,
+# APGD-CE at L1, PGD-L0 and L0 Greedy at L0) take the straight-through gradient where a model binarizes and the
+# exact one elsewhere, so that they apply to every model; BinFlip at L2, L1 and L0 (nothing to flip on a model
+# that does not binarize) and Square as a black box. How each choice was measured, and
 # how far quick lies from the full suite: docs/notes.md and benchmarks/results/quick_vs_full*.json.
 _QUICK_NAMES = ("L2 DDN", "Linf PGD", "Linf FGSM", "L1 SparseL1Descent")
 QUICK: tuple[AttackSpec, ...] = tuple(s for s in PAPER if s.name in _QUICK_NAMES) + (
-    _spec("Linf BPDA-APGD 50 (9 targets)", "apgd", LINF, params={"steps": 50, "targets": 9, "gradient": "bpda"},
+    _spec("Linf APGD 50 (9 targets)", "apgd", LINF, params={"steps": 50, "targets": 9, "gradient": "auto"},
           adaptive=True),
     _spec("Linf Square 500", "square", LINF, params={"queries": 500}, adaptive=True),
     _binflip(L2),
