@@ -93,7 +93,7 @@ def test_the_cli_exports_a_suite_and_lists_the_file(tmp_path):
                        env=env)
     assert r.returncode == 0 and f"{len(get_suite('quick'))} attacks written" in r.stdout, r.stderr
     r = subprocess.run([*dim_cli, str(tmp_path / "q.toml")], capture_output=True, text=True, env=env)
-    assert r.returncode == 0 and "Linf BPDA-APGD" in r.stdout
+    assert r.returncode == 0 and "Linf APGD 50" in r.stdout
     r = subprocess.run([*dim_cli, "quick", "--export", str(tmp_path / "q.toml")], capture_output=True, text=True,
                        env=env)
     assert r.returncode == 2 and "exists" in r.stderr
