@@ -117,9 +117,10 @@ DatasetOpt = typer.Option("mnist", "--dataset",
                           help="mnist, fashion-mnist, or a folder holding the four IDX files of your own data "
                                "(train-images-idx3-ubyte etc., raw or .gz; images (N, H, W) or (N, C, H, W) "
                                "uint8, labels 0..K-1).")
+# (help texts are rich markup: "\\[" keeps a literal bracket)
 ExecutorOpt = typer.Option("serial", "--executor",
                           help="serial (this process, the default) or ray (units as Ray tasks: a local cluster on "
-                               "this machine's cores, or the one at --ray-address; needs pip install 'dim[ray]').")
+                               "this machine's cores, or the one at --ray-address; needs pip install 'dim\\[ray]').")
 RayAddressOpt = typer.Option(None, "--ray-address",
                              help="Join this Ray cluster (e.g. 10.0.0.1:6379; default: $RAY_ADDRESS, else start a "
                                   "local one).")
