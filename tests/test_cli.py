@@ -135,7 +135,10 @@ def test_cli_help_everywhere():
         assert r.exit_code == 0 and "Usage" in r.output, (path, r.output)
         # every word of an option's help reaches the page: rich markup eats "[name]" unless escaped
         shown = set(r.output.replace("│", " ").split())
-        for param in typer.main.get_command(app).commands[path[0]].params if len(path) == 1 else ():
+        cmd = typer.main.get_command(app)
+        for name in path:
+            cmd = cmd.commands[name]
+        for param in cmd.params:
             wanted = {w for w in (getattr(param, "help", None) or "").replace("\\[", "[").split() if "[" in w}
             assert wanted <= shown, (path, param.name, wanted - shown)
     r = run_cli("--help")   # and the real entry point once
