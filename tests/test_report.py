@@ -179,3 +179,12 @@ def test_metrics_json_leads_with_the_numbers_to_quote_and_is_strict_json(tiny, t
     assert bpda["not_applicable"] and bpda["accuracy"] is None and bpda["median_distance"] is None
     if not np.isfinite(np.median(l0)):
         assert m["robust"]["per_norm"]["L0"]["median_distance"] is None
+
+
+def test_an_accuracy_is_shown_as_measured_never_rounded_up_to_a_whole_point():
+    """31 of 200 images is 15.5%: a table saying 16% would claim more robustness than was measured."""
+    from dim.report.tables import fmt_acc, fmt_acc_ci
+    assert [fmt_acc(a) for a in (31 / 200, 32 / 200, 1 / 200, 0.0, 1.0, 1 / 3)] == \
+        ["15.5%", "16%", "0.5%", "0%", "100%", "33.3%"]
+    assert fmt_acc(float("nan")) == fmt_acc(None) == "-"
+    assert fmt_acc_ci(0.155, (0.1114, 0.2116)) == "15.5% [11-21]"

@@ -41,7 +41,11 @@ def commits_text(prov: dict, quote: str = "") -> str:
 
 
 def fmt_acc(acc: float) -> str:
-    return "-" if acc is None or (isinstance(acc, float) and math.isnan(acc)) else f"{100 * acc:.0f}%"
+    """An accuracy in percent with one decimal where it has one (``15.5%``, ``16%``): rounding to whole points
+    would show 15.5% of 200 images as 16%, more robustness than was measured."""
+    if acc is None or (isinstance(acc, float) and math.isnan(acc)):
+        return "-"
+    return f"{100 * acc:.1f}".removesuffix(".0") + "%"
 
 
 def fmt_interval(interval: tuple[float, float]) -> str:
