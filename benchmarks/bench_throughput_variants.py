@@ -9,6 +9,10 @@ Variants (the model's weights and results are the same in each; only how the pas
   the (10, c, 784) reconstructions stay in the core's cache between the matmul, the sigmoid and the sum.
 - ``torch_compile``: ``torch.compile`` (inductor: generated C++ kernels that fuse the elementwise work; needs a
   C++ compiler at run time, first call compiles).
+- ``relu_before_transpose``: the internal models' first ReLU applied in place to the ``(B, K*h)`` output of their
+  shared matmul before it is viewed as ``(K, B, h)``, so that autograd needs no strided copy of that view.
+- ``plain_sum_denominator``: ``||D(x)||_1`` as a plain sum (the denoiser's sigmoid output is never negative), no
+  ``abs`` and no ``sgn`` in the backward pass.
 
 Writes ``results/throughput_variants_<model>.json``.
 """
@@ -38,6 +42,25 @@ def _chunked(model: nn.Module, chunk: int) -> nn.Module:
     return model
 
 
+def _relu_before_transpose(model: nn.Module) -> nn.Module:
+    heads = model.heads
+    enc1 = heads.enc1
+
+    def forward(d: torch.Tensor) -> torch.Tensor:
+        h = torch.relu_(enc1.linear(d)).view(d.shape[0], enc1.k, enc1.d_out).transpose(0, 1)
+        return torch.sigmoid_(heads.dec2(torch.relu_(heads.dec1(heads.enc2(h)))))
+    heads.forward = forward
+    return model
+
+
+def _plain_sum_denominator(model: nn.Module) -> nn.Module:
+    def scores(x: torch.Tensor) -> torch.Tensor:
+        d, rec = model.reconstructions(x)
+        return rec.sum(-1).t() / d.sum(-1, keepdim=True).clamp_min(1e-6)
+    model.scores = scores
+    return model
+
+
 def _compiled(model: nn.Module) -> nn.Module:
     compiled = torch.compile(model)
     compiled.cfg = model.cfg
@@ -49,6 +72,8 @@ VARIANTS: dict[str, Callable[[nn.Module], nn.Module]] = {
     "heads_in_batch_chunks_128": lambda m: _chunked(m, 128),
     "heads_in_batch_chunks_64": lambda m: _chunked(m, 64),
     "torch_compile": _compiled,
+    "relu_before_transpose": _relu_before_transpose,
+    "plain_sum_denominator": _plain_sum_denominator,
 }
 
 
