@@ -131,7 +131,7 @@ def test_multinorm_training_is_adversarial(plain_cnn, data_dir, tmp_path):
     eps = {Norm.LINF: 0.1, Norm.L2: 1.0}
     card = train("msd_cnn", tmp_path / "msd_cnn", epochs=2, seed=0, data_dir=data_dir, limit=2000, eval_limit=200,
                  train_overrides={"batch_size": 32, "norms": ["Linf", "L2"], "eps_linf": 0.1, "eps_l2": 1.0,
-                                  "steps": 2, "eps_warmup_epochs": 0.5}, show=False, device="cpu")
+                                  "steps": 1, "eps_warmup_epochs": 0.5}, show=False, device="cpu")
     assert card["clean_accuracy"] > 0.6, card["clean_accuracy"]   # it learns (chance is 0.1)
     robust = {}
     for name, model in (("cnn", copy.deepcopy(plain_cnn)), ("msd_cnn", dim.load_model(tmp_path / "msd_cnn", device="cpu"))):
