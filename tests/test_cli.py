@@ -116,8 +116,8 @@ def test_cli_errors_are_clear(args, message, tmp_path):
 
 
 def _cli_commands(group, prefix=()):
-    """Every command path of the CLI, from its click group (a new command is tested the day it is added)."""
-    yield list(prefix)
+    """Every command of the CLI with its path, from its click group (a new command is tested the day it is added)."""
+    yield list(prefix), group
     for name, cmd in getattr(group, "commands", {}).items():
         yield from _cli_commands(cmd, (*prefix, name))
 
@@ -127,17 +127,15 @@ def test_cli_help_everywhere():
     from typer.testing import CliRunner
 
     from dim.cli import app
-    paths = list(_cli_commands(typer.main.get_command(app)))
+    commands = list(_cli_commands(typer.main.get_command(app)))
+    paths = [path for path, _ in commands]
     assert ["evaluate"] in paths and ["data", "fetch"] in paths and len(paths) >= 12
     runner = CliRunner()
-    for path in paths:   # in process: one interpreter start per command would cost a second each
+    for path, cmd in commands:   # in process: one interpreter start per command would cost a second each
         r = runner.invoke(app, [*path, "--help"])
         assert r.exit_code == 0 and "Usage" in r.output, (path, r.output)
         # every word of an option's help reaches the page: rich markup eats "[name]" unless escaped
         shown = set(r.output.replace("│", " ").split())
-        cmd = typer.main.get_command(app)
-        for name in path:
-            cmd = cmd.commands[name]
         for param in cmd.params:
             wanted = {w for w in (getattr(param, "help", None) or "").replace("\\[", "[").split() if "[" in w}
             assert wanted <= shown, (path, param.name, wanted - shown)
