@@ -62,9 +62,10 @@ PRESETS: dict[str, Preset] = {
                                  "and Score-MT at L2 and L-inf"),
     "paper-objective": Preset(("dim_paper", "bidim_paper"), _FULL, 200,
                               description="results/{dim_paper,bidim_paper}.json: DIM trained with eq. 2 alone"),
-    "abs": Preset(("abs", "biabs"), "adaptive", 50, batch_size=25,
+    "abs": Preset(("abs", "biabs"), "paper+adaptive", 50, batch_size=25,
                   inference={"abs": _ABS_FAST, "biabs": _ABS_FAST},
-                  description="results/{abs,biabs}.json: the adaptive suite on 50 images, ABS's fast inference"),
+                  description="results/{abs,biabs}.json: the paper's and the adaptive attacks on 50 images, "
+                              "ABS's fast inference"),
     "multinorm": Preset(("msd_cnn", "dim_at", "bidim_at"), _FULL, 200,
                         description="the models trained for every norm at once, every attack, 200 images"),
 }
