@@ -1,20 +1,26 @@
 """Ways tried to bring DIM's passes closer to the matmul rate, measured by ``bench_throughput.passes`` in one run.
 
     python benchmarks/bench_throughput_variants.py weights/dim_at
+    python benchmarks/bench_throughput_variants.py weights/dim_at --threads 1 --label 1thread
 
 Variants (the model's weights and results are the same in each; only how the passes are computed differs):
 
-- ``eager``: the model as it is.
-- ``heads_in_batch_chunks_<c>``: the internal models and their sums computed on ``c`` images at a time, so that
-  the (10, c, 784) reconstructions stay in the core's cache between the matmul, the sigmoid and the sum.
-- ``torch_compile``: ``torch.compile`` (inductor: generated C++ kernels that fuse the elementwise work; needs a
-  C++ compiler at run time, first call compiles).
-- ``relu_before_transpose``: the internal models' first ReLU applied in place to the ``(B, K*h)`` output of their
-  shared matmul before it is viewed as ``(K, B, h)``, so that autograd needs no strided copy of that view.
-- ``plain_sum_denominator``: ``||D(x)||_1`` as a plain sum (the denoiser's sigmoid output is never negative), no
-  ``abs`` and no ``sgn`` in the backward pass.
+- ``eager``: the model as it is: the internal models' first ReLU runs on their shared matmul's ``(B, K*h)``
+  output before it is viewed as ``(K, B, h)`` (no strided copy in the backward pass), and their last layer, the
+  sigmoid and the sum of eq. 3 are fused class by class (``dim.models.sigmoid_sum``).
+- ``layer_by_layer``: the computation before those two changes: the ReLU on the transposed view, the
+  ``(10, B, 784)`` reconstructions in one batched matmul, then the sigmoid, then their sums.
+- ``relu_before_transpose_only`` / ``sum_per_class_only``: one of the two changes alone.
+- ``heads_in_batch_chunks_<c>``: layer by layer, the internal models and their sums computed on ``c`` images at
+  a time, so that the ``(10, c, 784)`` reconstructions stay in the core's cache between the matmul, the sigmoid
+  and the sum.
+- ``plain_sum_denominator``: layer by layer, ``||D(x)||_1`` as a plain sum (the denoiser's sigmoid output is
+  never negative), no ``abs`` and no ``sgn`` in the backward pass.
+- ``torch_compile``: ``torch.compile`` of the layer-by-layer model (inductor: generated C++ kernels that fuse the
+  elementwise work; needs a C++ compiler at run time, first call compiles).
 
-Writes ``results/throughput_variants_<model>.json``.
+Every variant is checked against the model's own logits and input gradient before it is timed.
+Writes ``results/throughput_variants_<model>[_<label>].json``.
 """
 from __future__ import annotations
 
@@ -32,49 +38,69 @@ import dim
 from dim.core.device import device_info
 
 
-def _chunked(model: nn.Module, chunk: int) -> nn.Module:
-    """``model`` whose scores are computed ``chunk`` images at a time (the same arithmetic, per image)."""
+def _hidden(heads: nn.Module, relu_first: bool) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The internal models up to their last layer's input ``(K, B, hidden)``; ``relu_first`` as the model does,
+    else the first ReLU on the ``(K, B, h)`` view of the shared matmul's output."""
+    def hidden(d: torch.Tensor) -> torch.Tensor:
+        h = heads.enc1.relu_forward(d) if relu_first else torch.relu_(heads.enc1(d))
+        return torch.relu_(heads.dec1(heads.enc2(h)))
+    return hidden
+
+
+def _layer_by_layer(model: nn.Module, relu_first: bool = False, chunk: int | None = None,
+                    plain_sum: bool = False) -> nn.Module:
+    """``model`` whose scores come from the stored reconstructions, optionally ``chunk`` images at a time."""
+    heads, hidden = model.heads, _hidden(model.heads, relu_first)
+
+    def sums(d: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid_(heads.dec2(hidden(d))).sum(-1)
+
     def scores(x: torch.Tensor) -> torch.Tensor:
         d = model.denoise(x)
-        parts = [model.heads(d[i:i + chunk]).sum(-1) for i in range(0, len(d), chunk)]
-        return torch.cat(parts, 1).t() / d.abs().sum(-1, keepdim=True).clamp_min(1e-6)
+        step = chunk or len(d)
+        total = torch.cat([sums(d[i:i + step]) for i in range(0, len(d), step)], 1)
+        return total.t() / (d.sum(-1, keepdim=True) if plain_sum else d.abs().sum(-1, keepdim=True)).clamp_min(1e-6)
     model.scores = scores
     return model
 
 
-def _relu_before_transpose(model: nn.Module) -> nn.Module:
+def _sum_per_class_only(model: nn.Module) -> nn.Module:
     heads = model.heads
-    enc1 = heads.enc1
-
-    def forward(d: torch.Tensor) -> torch.Tensor:
-        h = torch.relu_(enc1.linear(d)).view(d.shape[0], enc1.k, enc1.d_out).transpose(0, 1)
-        return torch.sigmoid_(heads.dec2(torch.relu_(heads.dec1(heads.enc2(h)))))
-    heads.forward = forward
-    return model
-
-
-def _plain_sum_denominator(model: nn.Module) -> nn.Module:
-    def scores(x: torch.Tensor) -> torch.Tensor:
-        d, rec = model.reconstructions(x)
-        return rec.sum(-1).t() / d.sum(-1, keepdim=True).clamp_min(1e-6)
-    model.scores = scores
+    heads.hidden = _hidden(heads, relu_first=False)
     return model
 
 
 def _compiled(model: nn.Module) -> nn.Module:
-    compiled = torch.compile(model)
+    compiled = torch.compile(_layer_by_layer(model))
     compiled.cfg = model.cfg
     return compiled
 
 
 VARIANTS: dict[str, Callable[[nn.Module], nn.Module]] = {
     "eager": lambda m: m,
-    "heads_in_batch_chunks_128": lambda m: _chunked(m, 128),
-    "heads_in_batch_chunks_64": lambda m: _chunked(m, 64),
+    "layer_by_layer": _layer_by_layer,
+    "relu_before_transpose_only": lambda m: _layer_by_layer(m, relu_first=True),
+    "sum_per_class_only": _sum_per_class_only,
+    "heads_in_batch_chunks_128": lambda m: _layer_by_layer(m, chunk=128),
+    "heads_in_batch_chunks_64": lambda m: _layer_by_layer(m, chunk=64),
+    "plain_sum_denominator": lambda m: _layer_by_layer(m, plain_sum=True),
     "torch_compile": _compiled,
-    "relu_before_transpose": _relu_before_transpose,
-    "plain_sum_denominator": _plain_sum_denominator,
 }
+
+
+def max_difference(model: nn.Module, reference: nn.Module, batch: int = 64) -> dict[str, float]:
+    """Largest difference of the logits and of their input gradient between a variant and the model as it is,
+    on random images: a variant that changes the results is not a way to go faster."""
+    x = torch.rand(batch, reference.cfg.in_features, generator=torch.Generator().manual_seed(1))
+    g = torch.randn(batch, reference.num_classes, generator=torch.Generator().manual_seed(2))
+    out = {}
+    for name, m in (("variant", model), ("reference", reference)):
+        xx = x.clone().requires_grad_(True)
+        logits = m(xx)
+        logits.backward(g)
+        out[name] = (logits.detach(), xx.grad)
+    return {"logits": (out["variant"][0] - out["reference"][0]).abs().max().item(),
+            "input_gradient": (out["variant"][1] - out["reference"][1]).abs().max().item()}
 
 
 def main() -> None:
@@ -82,19 +108,29 @@ def main() -> None:
     ap.add_argument("model_dir", type=Path)
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's, all cores)")
+    ap.add_argument("--only", nargs="+", choices=sorted(VARIANTS), default=None, help="measure these variants only")
+    ap.add_argument("--label", default=None, help="suffix of the results file (e.g. the thread count)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     dev = torch.device("cpu")
     out: dict[str, Any] = {}
     for name, make in VARIANTS.items():
+        if args.only and name not in args.only:
+            continue
         model = make(dim.load_model(args.model_dir, device=dev))
+        diff = max_difference(model, dim.load_model(args.model_dir, device=dev))
+        if max(diff.values()) > 1e-4:
+            raise SystemExit(f"variant {name} changes the results: {diff}")
         t0 = time.perf_counter()
         got = passes(model, args.batch, dev, rounds=args.rounds)
-        out[name] = {"seconds": round(time.perf_counter() - t0, 1),
+        out[name] = {"seconds": round(time.perf_counter() - t0, 1), "max_difference": diff,
                      **{k: {f: got[k][f] for f in ("fraction_of_matmul_rate", "fraction_per_round",
                                                      "images_per_second")} for k in ("forward", "attack_step",
                                                                                      "train_step")}}
     card = dim.load_model(args.model_dir).card
-    write_result(f"throughput_variants_{card['model']}", {
+    write_result(f"throughput_variants_{card['model']}" + (f"_{args.label}" if args.label else ""), {
         "model": card["model"], "batch": args.batch, "threads": torch.get_num_threads(), "device": device_info(dev),
         "variants": out})
 

@@ -124,6 +124,61 @@ def test_batched_internal_models_equal_separate_autoencoders():
         assert torch.allclose(a, b, atol=1e-5)
 
 
+def test_fused_reconstruction_sums_equal_the_batched_layer_and_its_gradients():
+    """The per-class fusion of the last layer, the sigmoid and the sum (CPU) gives the batched form's sums and the
+    same gradients for its input, weights and bias; float64 gradcheck; no stored reconstructions without grad."""
+    from dim.models.sigmoid_sum import batched, sigmoid_sums
+    g = torch.Generator().manual_seed(0)
+    h, w, b = torch.rand(3, 5, 4, generator=g), torch.randn(3, 4, 6, generator=g), torch.randn(3, 1, 6, generator=g)
+    gout = torch.randn(3, 5, generator=g)
+    grads = []
+    for fn in (sigmoid_sums, batched):
+        leaves = [t.clone().requires_grad_(True) for t in (h, w, b)]
+        out = fn(*leaves)
+        (out * gout).sum().backward()
+        grads.append([out.detach()] + [t.grad for t in leaves])
+    for got, want in zip(*grads):
+        assert torch.allclose(got, want, atol=1e-6)
+    with torch.no_grad():
+        assert torch.allclose(sigmoid_sums(h, w, b), grads[1][0], atol=1e-6)
+    d64 = [t.double().requires_grad_(True) for t in (h, w, b)]
+    assert torch.autograd.gradcheck(sigmoid_sums, d64)
+
+
+@pytest.mark.parametrize("name", [m for m in MODELS if get_entry(m).recipe.startswith("score")])
+def test_scores_equal_eq3_on_the_stored_reconstructions(name):
+    """``scores`` (fused sums) and ``scores_of(*reconstructions)`` (what training uses) agree, gradients too."""
+    model = dim.create_model(name).eval()
+    x = batch(4)
+    outs = []
+    for fn in (model.scores, lambda t: model.scores_of(*model.reconstructions(t))):
+        xx = x.clone().requires_grad_(True)
+        model.zero_grad(set_to_none=True)
+        s = fn(xx)
+        (s * torch.arange(1.0, 11.0)).sum().backward()
+        outs.append([s.detach(), xx.grad] + [p.grad.clone() for p in model.parameters() if p.grad is not None])
+    assert len(outs[0]) == len(outs[1])
+    for got, want in zip(*outs):
+        assert torch.allclose(got, want, atol=1e-6)
+
+
+@pytest.mark.parametrize("how", ["trace", "script", "export"])
+def test_dim_saved_as_a_model_file_gives_the_same_logits(how, tmp_path):
+    """A DIM model traced, scripted or exported (what `dim evaluate` loads from users' files) records the batched
+    form of its fused CPU path and, saved and loaded, gives the eager logits."""
+    model, x = dim.create_model("dim").eval(), batch(4)
+    path = tmp_path / "m.pt"
+    if how == "export":
+        torch.export.save(torch.export.export(model, (x,)), str(path))
+        loaded = torch.export.load(str(path)).module()
+    else:
+        torch.jit.save(torch.jit.trace(model, x) if how == "trace" else torch.jit.script(model), str(path))
+        loaded = torch.jit.load(str(path))
+    with torch.no_grad():
+        other = batch(4, seed=1)          # an export fixes the batch size it saw
+        assert torch.allclose(loaded(other), model(other), atol=1e-5)
+
+
 @pytest.mark.parametrize("arch", sorted(VAE_ARCHS))
 def test_abs_vaes_encode_and_decode_each_class_with_its_own_vae(arch):
     """Shapes of the VAE interface, and VAE k's output depends on input/latent k only."""

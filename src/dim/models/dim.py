@@ -3,8 +3,9 @@
 Pipeline: ``x -> D(x) -> F_0..F_9 -> P(x|i) = ||F_i(D(x))||_1 / ||D(x)||_1``,
 ``logits = T * P(x|i)``. The ten internal models are one batched computation:
 the first layer is a single ``(784, K*h)`` matmul on the shared input, the rest
-are ``torch.baddbmm`` over stacked per-class weights ``(K, in, out)``; there is
-no Python loop over classes.
+are ``torch.baddbmm`` over stacked per-class weights ``(K, in, out)``. The scores
+need only each reconstruction's sum: on a CPU the last layer, the sigmoid and the
+sum go class by class through :mod:`.sigmoid_sum` so that each block stays in cache.
 
 The temperature ``T`` (default 10) only rescales the scores, which lie in about
 [0, 1.2]: a score gap of 0.3 becomes a logit margin of 3, so softmax
@@ -21,6 +22,7 @@ import torch.nn as nn
 
 from .binarize import Binarize
 from .registry import register_model
+from .sigmoid_sum import batched, sigmoid_sums
 
 
 class BatchedLinear(nn.Module):
@@ -47,10 +49,22 @@ class SharedInputLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, in) -> (K, B, out)
         return self.linear(x).view(x.shape[0], self.k, self.d_out).transpose(0, 1)
 
+    def relu_forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, in) -> (K, B, out)
+        """``relu(forward(x))`` with the ReLU applied in place to the ``(B, K*out)`` matmul output before it is
+        viewed as ``(K, B, out)``: its backward then runs on a contiguous tensor, with no strided copy."""
+        return torch.relu_(self.linear(x)).view(x.shape[0], self.k, self.d_out).transpose(0, 1)
+
     def forward_grouped(self, x: torch.Tensor) -> torch.Tensor:  # (K, B, in) -> (K, B, out)
         """Map k applied to its own inputs ``x[k]`` (training each map on its own data)."""
         w = self.linear.weight.view(self.k, self.d_out, -1)
         return torch.baddbmm(self.linear.bias.view(self.k, 1, self.d_out), x, w.transpose(1, 2))
+
+
+def _sums(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:  # (K, B, hidden) -> (K, B)
+    if torch.jit.is_scripting():     # TorchScript compiles this branch only
+        return batched(h, w, b)
+    else:
+        return sigmoid_sums(h, w, b)
 
 
 def mlp(sizes: tuple[int, ...], out_act: nn.Module) -> nn.Sequential:
@@ -83,12 +97,17 @@ class InternalModels(nn.Module):
         self.dec2 = BatchedLinear(k, hidden, d)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:  # (B, d) -> (K, B, latent)
-        return self.enc2(torch.relu_(self.enc1(x)))
+        return self.enc2(self.enc1.relu_forward(x))
+
+    def hidden(self, x: torch.Tensor) -> torch.Tensor:  # (B, d) -> (K, B, hidden): the last layer's input
+        # in place: each activation overwrites the fresh output of its matmul, whose backward does not need it
+        return torch.relu_(self.dec1(self.encode(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, d) -> (K, B, d)
-        # in place: each activation overwrites the fresh output of its matmul, whose backward does not need it
-        h = torch.relu_(self.dec1(self.enc2(torch.relu_(self.enc1(x)))))
-        return torch.sigmoid_(self.dec2(h))
+        return torch.sigmoid_(self.dec2(self.hidden(x)))
+
+    def sums(self, x: torch.Tensor) -> torch.Tensor:  # (B, d) -> (K, B): each reconstruction's L1 norm
+        return _sums(self.hidden(x), self.dec2.weight, self.dec2.bias)
 
 
 class SingleHeadInternalModels(nn.Module):
@@ -105,8 +124,18 @@ class SingleHeadInternalModels(nn.Module):
         z = self.encoder(x)
         return z.unsqueeze(0).expand(self.k, *z.shape)
 
+    def hidden(self, x: torch.Tensor) -> torch.Tensor:  # (B, d) -> (K, B, hidden)
+        return self.dec1.relu_forward(self.encoder(x))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, d) -> (K, B, d)
-        return torch.sigmoid_(self.dec2(torch.relu_(self.dec1(self.encoder(x)))))
+        return torch.sigmoid_(self.dec2(self.hidden(x)))
+
+    def sums(self, x: torch.Tensor) -> torch.Tensor:  # (B, d) -> (K, B): each reconstruction's L1 norm
+        return _sums(self.hidden(x), self.dec2.weight, self.dec2.bias)
+
+
+def _normalised(sums: torch.Tensor, d: torch.Tensor) -> torch.Tensor:  # (K, B), (B, d) -> (B, K): eq. 3
+    return sums.t() / d.abs().sum(-1, keepdim=True).clamp_min(1e-6)
 
 
 @dataclass(frozen=True)
@@ -151,14 +180,17 @@ class ScoreModel(nn.Module):
         return d, self.heads(d)
 
     def scores(self, x: torch.Tensor) -> torch.Tensor:  # (B, K): P(x|i)
-        return self.scores_of(*self.reconstructions(x))
+        """Eq. 3 without storing the reconstructions: the heads give each one's L1 norm directly
+        (:mod:`dim.models.sigmoid_sum`; the same numbers as :meth:`scores_of` on :meth:`reconstructions`)."""
+        d = self.denoise(x)
+        return _normalised(self.heads.sums(d), d)
 
     @staticmethod
     def scores_of(d: torch.Tensor, rec: torch.Tensor) -> torch.Tensor:  # (B, d), (K, B, d) -> (B, K)
         """Eq. 3 from a view ``D(x)`` and its reconstructions (training computes both once for several losses).
         The reconstructions are sigmoid outputs, never negative: their L1 norm is their sum, with no ``abs`` pass
         (and its backward) over the largest tensor of the model."""
-        return rec.sum(-1).t() / d.abs().sum(-1, keepdim=True).clamp_min(1e-6)
+        return _normalised(rec.sum(-1), d)
 
     def logits_of(self, d: torch.Tensor, rec: torch.Tensor) -> torch.Tensor:  # -> (B, K)
         return self.temperature * self.scores_of(d, rec)

@@ -1,0 +1,82 @@
+"""The last layer of the internal models and the sum of eq. 3, fused: ``sum_j sigmoid(h[k] @ w[k] + b[k])_j``.
+
+Why: the classifier needs only the L1 norm of each reconstruction, yet computed layer by layer its last step makes
+the largest tensor of the model, ``(K, B, 784)``, which is written by the matmul and the bias, rewritten by the
+sigmoid, read by the sum and, for a gradient, read again by the sigmoid's backward and by two matmuls. On a CPU
+each of those passes goes through memory. Here each class is computed on its own ``(B, 784)`` block, which stays in
+the core's cache from the matmul to the sum (and, backward, from the sigmoid's derivative to the matmuls that
+consume it). Without a gradient the block is scratch space and the reconstructions are never stored; with one,
+the sigmoid's outputs are kept for the backward. ``benchmarks/bench_throughput_variants.py`` measures it against
+the layer-by-layer computation.
+
+On a GPU, where memory is fast and a loop over classes would launch ten small kernels each, and wherever the
+model is traced, scripted, compiled or exported, the batched form is used. Both give the same numbers (a test compares them and checks the gradient in float64).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.autograd.function import once_differentiable
+
+
+def batched(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The same sums in one batched matmul (GPU, tracing, TorchScript)."""
+    return torch.sigmoid_(torch.baddbmm(b, h, w)).sum(-1)
+
+
+def _block(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``out = sigmoid(h @ w + b)`` for one class, in place."""
+    torch.addmm(b, h, w, out=out)
+    return torch.sigmoid_(out)
+
+
+class _SigmoidSum(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        k, n, d = h.shape[0], h.shape[1], w.shape[2]
+        s = h.new_empty(k, n, d)
+        sums = h.new_empty(k, n)
+        for i in range(k):
+            torch.sum(_block(h[i], w[i], b[i], s[i]), -1, out=sums[i])
+        ctx.save_for_backward(h, w, s)
+        return sums
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        h, w, s = ctx.saved_tensors
+        need_h, need_w, need_b = ctx.needs_input_grad
+        gh = torch.empty_like(h) if need_h else None
+        gw = torch.empty_like(w) if need_w else None
+        gb = w.new_empty(w.shape[0], 1, w.shape[2]) if need_b else None
+        dz = torch.empty_like(s[0])
+        for i in range(h.shape[0]):
+            # d sigmoid(z) / dz = s (1 - s), times the sum's gradient g[i] broadcast over the 784 outputs
+            torch.ops.aten.sigmoid_backward.grad_input(g[i].unsqueeze(-1).expand_as(dz), s[i], grad_input=dz)
+            if need_h:
+                torch.mm(dz, w[i].t(), out=gh[i])
+            if need_w:
+                torch.mm(h[i].t(), dz, out=gw[i])
+            if need_b:
+                torch.sum(dz, 0, keepdim=True, out=gb[i])
+        return gh, gw, gb
+
+
+def _recorded() -> bool:
+    """Whether the model is being traced, compiled or exported: the graph those record must hold torch ops only
+    (no Python autograd function, no ``out=`` writes), and their own fusion does the rest."""
+    return torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.compiler.is_exporting()
+
+
+def sigmoid_sums(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``(K, B, H), (K, H, D), (K, 1, D) -> (K, B)``: ``sum_j sigmoid(h[k] @ w[k] + b[k])_j``."""
+    if h.device.type != "cpu" or _recorded():
+        return batched(h, w, b)
+    if torch.is_grad_enabled() and (h.requires_grad or w.requires_grad or b.requires_grad):
+        return _SigmoidSum.apply(h.contiguous(), w, b)
+    scratch = h.new_empty(h.shape[1], w.shape[2])
+    sums = h.new_empty(h.shape[0], h.shape[1])
+    for i in range(h.shape[0]):
+        torch.sum(_block(h[i], w[i], b[i], scratch), -1, out=sums[i])
+    return sums
