@@ -51,6 +51,29 @@ def test_every_point_stays_in_its_norms_ball_and_the_box(batch, mode, model):
                 assert (which >= 0).any()
 
 
+def test_cycled_targets_are_every_other_class_in_turn():
+    y = torch.full((9,), 4)
+    t = multinorm.cycled_targets(y, 10)
+    assert sorted(t.tolist()) == [0, 1, 2, 3, 5, 6, 7, 8, 9]
+    y = torch.arange(10).repeat(3)
+    assert not (multinorm.cycled_targets(y, 10) == y).any()
+
+
+@pytest.mark.parametrize("mode", sorted(multinorm.MODES))
+def test_the_targeted_attack_raises_its_targets_margin_inside_the_balls(batch, mode):
+    """``loss="targeted_margin"``: the point returned pushes each sample's own target up against its true class."""
+    torch.manual_seed(0)
+    net = create_model("cnn").eval()
+    x, y = batch
+    x_adv, which = msd(net, x, y, MSDConfig(eps=EPS, steps=4, loss="targeted_margin", mode=mode))
+    _inside(x, x_adv, which, EPS)
+    t = multinorm.cycled_targets(y, 10)
+    with torch.no_grad():
+        gap = [(z.gather(1, t[:, None]) - z.gather(1, y[:, None]))[:, 0] for z in (net(x), net(x_adv))]
+    moved = which >= 0
+    assert moved.float().mean() > 0.5 and (gap[1][moved] > gap[0][moved]).all()
+
+
 def test_each_norms_step_alone_leaves_its_ball_without_the_projection(batch):
     """The steps really need the projection the test above checks: without it they leave the ball."""
     x, y = batch

@@ -19,6 +19,11 @@ Steps (``delta`` is the current perturbation, ``g`` the gradient):
   (as in :func:`dim.attacks.sparse.pgd_l0`), then the projection onto "at most ``k``
   changed pixels, inside the box" (:func:`dim.attacks.sparse.project_l0_box`).
 
+``loss="targeted_margin"`` makes every sample's attack targeted: it maximises ``z_t - z_y`` for the target
+``t = (y + 1 + i mod (K - 1)) mod K`` of the sample at index ``i`` of the batch. Deterministic (no random state, so
+a resumed training sees the same targets), and since training reshuffles its batches every epoch, each image meets
+the other classes in turn; the evaluation's targeted attacks try all of them.
+
 ``mode="max"`` runs instead one track per norm (each its own projected steepest ascent,
 all tracks in one batched forward and backward pass) and keeps, per sample, the point of
 highest loss over all tracks: the "MAX" strategy of Tramer & Boneh 2019. MSD lets the
@@ -127,10 +132,31 @@ def msd(fn: Fn, x: torch.Tensor, y: torch.Tensor, cfg: MSDConfig, *, scale: floa
     if cfg.mode not in MODES:
         raise ValueError(f"unknown mode {cfg.mode!r}; expected one of {sorted(MODES)}")
     loss_fn = LOSSES[cfg.loss]
+    if cfg.loss == "targeted_margin":
+        target = cycled_targets(y, _num_classes(fn, x))
+        loss_fn = _with_target(LOSSES[cfg.loss], target)
     norms = list(cfg.eps)
     radii = {nm: (max(1.0, math.floor(cfg.eps[nm] * scale)) if nm is Norm.L0 else cfg.eps[nm] * scale)
              for nm in norms}
     return MODES[cfg.mode](fn, x, y, cfg, norms, radii, loss_fn, scale)
+
+
+def cycled_targets(y: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """``(y + 1 + i mod (K - 1)) mod K`` for the sample at index ``i``: never the true class."""
+    offset = 1 + torch.arange(len(y), device=y.device) % (num_classes - 1)
+    return (y + offset) % num_classes
+
+
+def _num_classes(fn: Fn, x: torch.Tensor) -> int:
+    with torch.no_grad():
+        return int(fn(x[:1]).shape[1])
+
+
+def _with_target(loss_fn, target: torch.Tensor):
+    """``loss_fn`` with each sample's target; the batched candidates repeat the batch, and so the targets."""
+    def loss(z: torch.Tensor, y: torch.Tensor, _: torch.Tensor | None) -> torch.Tensor:
+        return loss_fn(z, y, target.repeat(len(z) // len(target)))
+    return loss
 
 
 def _msd(fn, x, y, cfg, norms, radii, loss_fn, scale):
