@@ -10,11 +10,12 @@ the sigmoid's outputs are kept for the backward. ``benchmarks/bench_throughput_v
 the layer-by-layer computation.
 
 On a GPU, where memory is fast and a loop over classes would launch ten small kernels each, and wherever the
-model is traced, scripted, compiled or exported, the batched form is used. Both give the same numbers (a test compares them and checks the gradient in float64).
+model is traced, scripted, compiled or exported, the batched form is used. Both give the same numbers (a test
+compares them and checks the gradient in float64).
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch.autograd.function import once_differentiable
@@ -25,20 +26,21 @@ def batched(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.sigmoid_(torch.baddbmm(b, h, w)).sum(-1)
 
 
-def _block(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """``out = sigmoid(h @ w + b)`` for one class, in place."""
-    torch.addmm(b, h, w, out=out)
-    return torch.sigmoid_(out)
+def _per_class(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor, block: Callable[[int], torch.Tensor]
+               ) -> torch.Tensor:
+    """The sums, class ``i``'s sigmoid outputs written into ``block(i)``, a ``(B, D)`` tensor, in place."""
+    sums = h.new_empty(h.shape[0], h.shape[1])
+    for i in range(h.shape[0]):
+        out = block(i)
+        torch.sum(torch.sigmoid_(torch.addmm(b[i], h[i], w[i], out=out)), -1, out=sums[i])
+    return sums
 
 
 class _SigmoidSum(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        k, n, d = h.shape[0], h.shape[1], w.shape[2]
-        s = h.new_empty(k, n, d)
-        sums = h.new_empty(k, n)
-        for i in range(k):
-            torch.sum(_block(h[i], w[i], b[i], s[i]), -1, out=sums[i])
+        s = h.new_empty(h.shape[0], h.shape[1], w.shape[2])       # kept for the backward
+        sums = _per_class(h, w, b, lambda i: s[i])
         ctx.save_for_backward(h, w, s)
         return sums
 
@@ -75,8 +77,5 @@ def sigmoid_sums(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Ten
         return batched(h, w, b)
     if torch.is_grad_enabled() and (h.requires_grad or w.requires_grad or b.requires_grad):
         return _SigmoidSum.apply(h.contiguous(), w, b)
-    scratch = h.new_empty(h.shape[1], w.shape[2])
-    sums = h.new_empty(h.shape[0], h.shape[1])
-    for i in range(h.shape[0]):
-        torch.sum(_block(h[i], w[i], b[i], scratch), -1, out=sums[i])
-    return sums
+    scratch = h.new_empty(h.shape[1], w.shape[2])                 # no gradient: one block for every class
+    return _per_class(h, w, b, lambda i: scratch)
