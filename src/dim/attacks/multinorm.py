@@ -133,8 +133,7 @@ def msd(fn: Fn, x: torch.Tensor, y: torch.Tensor, cfg: MSDConfig, *, scale: floa
         raise ValueError(f"unknown mode {cfg.mode!r}; expected one of {sorted(MODES)}")
     loss_fn = LOSSES[cfg.loss]
     if cfg.loss == "targeted_margin":
-        target = cycled_targets(y, _num_classes(fn, x))
-        loss_fn = _with_target(LOSSES[cfg.loss], target)
+        loss_fn = _with_cycled_targets(loss_fn, y)
     norms = list(cfg.eps)
     radii = {nm: (max(1.0, math.floor(cfg.eps[nm] * scale)) if nm is Norm.L0 else cfg.eps[nm] * scale)
              for nm in norms}
@@ -147,15 +146,12 @@ def cycled_targets(y: torch.Tensor, num_classes: int) -> torch.Tensor:
     return (y + offset) % num_classes
 
 
-def _num_classes(fn: Fn, x: torch.Tensor) -> int:
-    with torch.no_grad():
-        return int(fn(x[:1]).shape[1])
-
-
-def _with_target(loss_fn, target: torch.Tensor):
-    """``loss_fn`` with each sample's target; the batched candidates repeat the batch, and so the targets."""
-    def loss(z: torch.Tensor, y: torch.Tensor, _: torch.Tensor | None) -> torch.Tensor:
-        return loss_fn(z, y, target.repeat(len(z) // len(target)))
+def _with_cycled_targets(loss_fn, y: torch.Tensor):
+    """``loss_fn`` with each sample's :func:`cycled_targets` (the number of classes read from the logits it is
+    given); the batched candidates repeat the batch, and so the targets."""
+    def loss(z: torch.Tensor, ys: torch.Tensor, _: torch.Tensor | None) -> torch.Tensor:
+        target = cycled_targets(y, z.shape[1])
+        return loss_fn(z, ys, target.repeat(len(z) // len(target)))
     return loss
 
 
