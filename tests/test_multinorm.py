@@ -172,3 +172,27 @@ def test_a_bad_norm_list_is_refused_before_any_state_is_written(data_dir, tmp_pa
             train("msd_cnn", tmp_path / "m", epochs=1, data_dir=data_dir, limit=64, eval_limit=50,
                   train_overrides=bad, show=False)
         assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.slow
+def test_a_binarized_model_is_attacked_and_trained_through_its_binarization(data_dir, tmp_path, monkeypatch):
+    """bidim_at_bin: the inner attack sees straight-through gradients (its points move; with the exact backward
+    they could not, since the step function's derivative is zero)."""
+    from dim.models import GradientMode
+    from dim.models.binarize import Binarize
+    from dim.train import multinorm as mn
+    seen = []
+    real = mn.adversarial_points
+
+    def spy(model, x, y, attack, scale):
+        seen.append(({m.mode for m in model.modules() if isinstance(m, Binarize)}, x))
+        x_adv = real(model, x, y, attack, scale)
+        seen[-1] += (x_adv,)
+        return x_adv
+
+    monkeypatch.setattr(mn, "adversarial_points", spy)
+    monkeypatch.setattr("dim.train._check_not_chance", lambda *a, **k: None)
+    train("bidim_at_bin", tmp_path / "m", epochs=1, seed=0, data_dir=data_dir, limit=64, eval_limit=50,
+          train_overrides=FAST_DIM_AT, show=False, device="cpu")
+    assert seen and all(modes == {GradientMode.STRAIGHT_THROUGH} for modes, _, _ in seen)
+    assert all(float((x_adv - x).abs().max()) > 0 for _, x, x_adv in seen)     # the points moved

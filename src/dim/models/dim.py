@@ -225,6 +225,9 @@ _VARIANTS = [
      "score_msd"),
     ("bidim_at", "biDIM-AT", True, False, True,
      "dim_at's weights with input and denoiser output binarized at 0.5 (inference only)", "dim_at", "score_msd"),
+    ("bidim_at_bin", "biDIM-AT (binarized in training)", True, False, True,
+     "biDIM trained against every norm with its binarization in the loop (straight-through gradients while it "
+     "trains; inference binarizes exactly)", None, "score_msd"),
     ("im", "Internal Models", False, False, False, "Ablation: the ten internal models without denoiser", None,
      "score"),
     ("single_im", "singleIM", False, True, False, "Ablation: one shared encoder, ten decoders", None, "score"),

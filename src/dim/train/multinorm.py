@@ -17,9 +17,16 @@ logits ``T * P(x|i)``, with terms that ask each part to do the job the architect
   internal model reconstructs the clean view ``D(x)``, every other one black (rejects it);
 * ``clean_weight``: the clean recipe's loss (eq. 2 with noise, plus cross-entropy) keeps
   the clean accuracy.
+
+A model with binarization (``bidim_at_bin``) is trained with it in the loop: the forward pass binarizes exactly
+as at inference, and while it trains, the inner attack and the weights' gradients pass the binarization
+straight through (BPDA, the usual estimator for training binarized networks). After binarization at 0.5 the
+L-inf ball of 0.3 cannot move a pixel that is below 0.2 or above 0.8; what every norm can still do is flip the
+pixels near the threshold (stroke edges), which this training shows the model.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +38,7 @@ import torch.nn.functional as F
 from ..attacks.gradient import LOSSES
 from ..attacks.multinorm import MODES, MSDConfig, msd
 from ..core.norms import Norm, scaled_thresholds
+from ..models.binarize import GradientMode, gradient_mode, has_binarization
 from .loop import TrainData, register_recipe, run_epochs
 from .score import ScoreTrainConfig, fit_score_model
 
@@ -191,11 +199,20 @@ def fit_score_msd(model: nn.Module, data: TrainData, cfg: ScoreMSDTrainConfig, g
             loss = loss + cfg.clean_weight * clean
         return loss
 
-    out["final_adversarial_loss"] = run_epochs(model, loss_fn, n, cfg.epochs, cfg.batch_size, cfg.lr, gen,
-                                               "multi-norm adversarial training", show,
-                                               state_dir and state_dir / "score_msd.safetensors")
+    with _straight_through(model):
+        out["final_adversarial_loss"] = run_epochs(model, loss_fn, n, cfg.epochs, cfg.batch_size, cfg.lr, gen,
+                                                   "multi-norm adversarial training", show,
+                                                   state_dir and state_dir / "score_msd.safetensors")
     out["attack_eps"] = {nm.value: e for nm, e in attack.eps.items()}
     return out
+
+
+def _straight_through(model: nn.Module) -> contextlib.AbstractContextManager:
+    """BPDA for the whole adversarial phase of a binarized model (its inner attack and its weights' gradients);
+    nothing for a model without binarization. The model leaves in the mode it came in."""
+    if has_binarization(model):
+        return gradient_mode(model, GradientMode.STRAIGHT_THROUGH)
+    return contextlib.nullcontext()
 
 
 def _noise(d: torch.Tensor, sigma_max: float, gen: torch.Generator) -> torch.Tensor:
