@@ -225,10 +225,15 @@ def test_the_l0_projection_keeps_the_best_pixels_inside_the_box():
     assert ((x + got) >= 0).all() and ((x + got) <= 1).all()
 
 
+FLIP_SPECS = ADAPTIVE + get_suite("knapsack-flips")
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize("attack", ["BinFlip", "KnapsackFlips"])
 @pytest.mark.parametrize("norm", list(Norm))
-def test_binflip_breaks_a_binarized_model_within_the_threshold_and_beats_the_exact_gradient(binarized, samples, norm):
-    spec = next(s for s in ADAPTIVE if s.name == f"{norm.value} BinFlip")
+def test_flips_break_a_binarized_model_within_the_threshold_and_beat_the_exact_gradient(binarized, samples, norm,
+                                                                                        attack):
+    spec = next(s for s in FLIP_SPECS if s.name == f"{norm.value} {attack}")
     acc, got = _robust(spec, binarized, samples)
     exact = next(s for s in ADAPTIVE if s.name == "Linf PGD-CE 100x5")
     exact_acc, _ = _robust(exact, binarized, samples)
@@ -257,9 +262,10 @@ def test_binflip_flips_the_cheapest_values_first():
     assert torch.allclose(adv, torch.tensor([[[[0.2, 0.5 + NUDGE, 0.0, 0.0]]]]))   # 0.05 away, not 0.3
 
 
-def test_binflip_is_not_applicable_without_binarization(tiny, samples):
+@pytest.mark.parametrize("name", ["L2 BinFlip", "L2 KnapsackFlips"])
+def test_flips_are_not_applicable_without_binarization(tiny, samples, name):
     from dim.attacks import NotApplicable
-    spec = next(s for s in ADAPTIVE if s.name == "L2 BinFlip")
+    spec = next(s for s in FLIP_SPECS if s.name == name)
     with pytest.raises(NotApplicable):
         attack_runner(spec)(spec, tiny, *samples, 0)
 

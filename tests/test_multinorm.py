@@ -51,6 +51,38 @@ def test_every_point_stays_in_its_norms_ball_and_the_box(batch, mode, model):
                 assert (which >= 0).any()
 
 
+@pytest.mark.parametrize("mode", sorted(multinorm.MODES))
+def test_flip_steps_stay_in_the_balls_and_only_cross_the_threshold(batch, mode):
+    """Knapsack flips on a binarized model: every point inside its ball and the box, every changed value moved
+    just past the threshold (so each change is a flip of the binarized image), and the attack finds some."""
+    from dim.models.binarize import GradientMode, gradient_mode
+    torch.manual_seed(0)
+    net = create_model("bidim")
+    x, y = batch
+    for only in ([Norm.LINF], [Norm.L2], [Norm.L1], [Norm.L0], list(EPS)):
+        eps = {k: EPS[k] for k in only}
+        with gradient_mode(net, GradientMode.STRAIGHT_THROUGH):
+            x_adv, which = msd(net, x, y, MSDConfig(eps=eps, steps=3, loss="margin", mode=mode, flip_threshold=0.5))
+        _inside(x, x_adv, which, eps)
+        changed = x_adv != x
+        assert changed.any()
+        assert torch.equal((x_adv > 0.5) != (x > 0.5), changed)
+        assert float((x_adv[changed] - 0.5).abs().max()) <= multinorm.FLIP_NUDGE + 1e-6
+
+
+def test_a_flip_step_takes_the_best_gain_per_cost_that_fits_the_budget():
+    """Four values at 0.4, 0.1, 0.45, 0.9 (flip costs 0.101, 0.401, 0.051, 0.399 in L1), gains 1, 8, 0.1, -5: by
+    gain per cost the second (20) and the first (9.9) fit a budget of 0.52 (0.502 spent), the third (2) no longer does,
+    and the fourth would lower the loss."""
+    x = torch.tensor([[0.4, 0.1, 0.45, 0.9]])
+    g = torch.tensor([[1.0, 8.0, 0.1, 5.0]])          # the fourth lies above the threshold: flipping it lowers it
+    d = multinorm.flip_step(Norm.L1, 0.5)(torch.zeros_like(x), g, x, 0.52, None, None)
+    assert torch.equal(d != 0, torch.tensor([[True, True, False, False]]))
+    assert torch.allclose(x + d, torch.tensor([[0.501, 0.501, 0.45, 0.9]]))
+    d_inf = multinorm.flip_step(Norm.LINF, 0.5)(torch.zeros_like(x), g, x, 0.3, None, None)
+    assert torch.equal(d_inf != 0, torch.tensor([[True, False, True, False]]))   # within 0.3 and gaining
+
+
 def test_cycled_targets_are_every_other_class_in_turn():
     y = torch.full((9,), 4)
     t = multinorm.cycled_targets(y, 10)

@@ -34,8 +34,9 @@ from ..core.norms import Norm
 from ..core.verify import Unverified, verify
 from ..models.binarize import GradientMode, gradient_mode, has_binarization
 from .registry import NotApplicable, register_adapter
-from .binflip import binflip
+from .binflip import binflip, input_threshold
 from .gradient import pgd
+from .multinorm import MSDConfig, msd
 from .sparse import greedy_l0, l0_budget, pgd_l0, sparse_rs
 from .spec import AttackSpec
 
@@ -229,6 +230,24 @@ def run_sparse_rs(spec: AttackSpec, model: nn.Module, x: np.ndarray, y: np.ndarr
     cand, _ = sparse_rs(model, xt, yt, k=l0_budget(spec.threshold), queries=int(spec.params.get("queries", 3000)),
                         fraction=float(spec.params.get("fraction", 0.3)), seed=seed)
     return Unverified(cand.cpu().numpy())
+
+
+@register_adapter("knapsack_flips")
+def run_knapsack_flips(spec: AttackSpec, model: nn.Module, x: np.ndarray, y: np.ndarray, seed: int,
+                       **_: object) -> Unverified:
+    """Knapsack flips (:func:`dim.attacks.multinorm.flip_step`): at each step, with the straight-through gradient
+    at the current point, every flip across the binarization's threshold of positive gain, in order of gain per
+    unit of cost, while the budget lasts; the point of highest loss over the steps. One gradient per step and no
+    trial passes: many flips at once where BinFlip makes one checked flip per step."""
+    if not has_binarization(model):
+        raise NotApplicable(f"{spec.name}: knapsack flips attack models that binarize their input; this one does not")
+    p = spec.params
+    xt, yt, _ = _tensors(model, x, y)
+    cfg = MSDConfig(eps={spec.norm: spec.threshold}, steps=int(p.get("steps", 100)), loss=str(p.get("loss", "ce")),
+                    flip_threshold=input_threshold(model))
+    with gradient_mode(model, GradientMode.STRAIGHT_THROUGH):
+        cand, _ = msd(model, xt, yt, cfg)
+    return Unverified(cand.detach().cpu().numpy())
 
 
 @register_adapter("binflip")

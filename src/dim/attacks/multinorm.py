@@ -30,6 +30,10 @@ highest loss over all tracks: the "MAX" strategy of Tramer & Boneh 2019. MSD let
 greedy choice of one step decide the norm (a first L0 or L1 step often raises the loss
 most, and the iterate then stays in that ball), MAX gives every norm all its steps.
 
+For a model that binarizes its input, ``flip_threshold`` replaces every norm's step by a set of flips across the
+threshold chosen by gain per unit of cost (:func:`flip_step`): gradient steps through the straight-through
+gradient spend their budget on values that never cross it.
+
 The training recipes use it as their inner maximisation; the returned points are
 candidates like every attack's, which only count after verification.
 """
@@ -93,6 +97,53 @@ def _l0(delta, g, x, eps, alpha, cfg):
 STEPS: dict[Norm, Callable[..., torch.Tensor]] = {Norm.LINF: _dense(Norm.LINF), Norm.L2: _dense(Norm.L2),
                                                    Norm.L1: _l1, Norm.L0: _l0}
 
+FLIP_NUDGE = 1e-3   # how far past the threshold a flipped value goes
+
+
+def _flip_cost(move: torch.Tensor, norm: Norm) -> tuple[torch.Tensor, Callable[[float], float]]:
+    """Each value's cost of a flip in ``norm``'s budget, and the budget of a radius (L-inf: handled apart)."""
+    if norm is Norm.L2:
+        return move.square(), lambda eps: eps * eps
+    if norm is Norm.L1:
+        return move.abs(), lambda eps: eps
+    return torch.ones_like(move), lambda eps: float(l0_budget(eps))
+
+
+def flip_step(norm: Norm, threshold: float):
+    """The step of ``norm`` for a model that binarizes its input at ``threshold``: a set of flips, chosen afresh
+    from the clean image at each iteration.
+
+    Such a model sees only which side of the threshold each value lies on, and the cheapest way to flip a value
+    is to move it just past the threshold (cost ``|x_i - t|`` in L1, its square in L2, one in L0; free in L-inf
+    for the values within eps of it). With the straight-through gradient ``g`` at the current point, flipping
+    value ``i`` gains ``g_i`` times +1 or -1 to first order; the step takes the flips of positive gain in order
+    of gain per unit of cost while they fit the budget (a greedy knapsack, as :mod:`dim.attacks.binflip` does one
+    flip at a time with forward passes to check; this is its one-gradient form, cheap enough for training)."""
+    def step(delta, g, x, eps, alpha, cfg):
+        up = x <= threshold
+        move = torch.where(up, threshold + FLIP_NUDGE - x, threshold - FLIP_NUDGE - x)
+        gain = g * torch.where(up, 1.0, -1.0).to(g.dtype)
+        if norm is Norm.LINF:
+            chosen = (gain > 0) & (move.abs() <= eps)
+        else:
+            cost, budget = _flip_cost(move.flatten(1), norm)
+            gain_f = gain.flatten(1)
+            ratio = torch.where((gain_f > 0) & (cost <= budget(eps)), gain_f / cost.clamp_min(1e-12),
+                                torch.full_like(gain_f, -1.0))
+            order = ratio.argsort(dim=1, descending=True)
+            spent = cost.gather(1, order).cumsum(1)
+            take = (spent <= budget(eps)) & (ratio.gather(1, order) > 0)
+            chosen = torch.zeros_like(take).scatter_(1, order, take).view_as(x)
+        return torch.where(chosen, move, torch.zeros_like(move))
+    return step
+
+
+def steps_for(cfg: "MSDConfig") -> dict[Norm, Callable[..., torch.Tensor]]:
+    """The step of every norm: gradient steps, or flips for a model that binarizes (``cfg.flip_threshold``)."""
+    if cfg.flip_threshold is None:
+        return STEPS
+    return {nm: flip_step(nm, cfg.flip_threshold) for nm in STEPS}
+
 
 @dataclass(frozen=True)
 class MSDConfig:
@@ -101,7 +152,8 @@ class MSDConfig:
     ``rel_step`` sets the step of the L-inf, L2 and L1 balls to ``rel_step * eps / steps``
     (Madry et al.'s 2.5: with few steps the iterate can still cross the whole ball); L0
     moves a promising pixel across the range in one step (``l0_step``, see
-    :func:`dim.attacks.sparse.pgd_l0`)."""
+    :func:`dim.attacks.sparse.pgd_l0`). With ``flip_threshold`` (a model that binarizes its input there, attacked
+    through the straight-through gradient) every norm's step is :func:`flip_step` instead."""
     eps: Mapping[Norm, float]
     steps: int = 10
     rel_step: float = 2.5
@@ -109,6 +161,7 @@ class MSDConfig:
     l0_step: float = 1.0
     loss: str = "ce"
     mode: str = "msd"
+    flip_threshold: float | None = None
 
     def alpha(self, norm: Norm, scale: float = 1.0) -> float:
         if norm is Norm.L0:
@@ -160,6 +213,7 @@ def _msd(fn, x, y, cfg, norms, radii, loss_fn, scale):
     delta = torch.zeros_like(x)
     best_delta, best_norm = delta.clone(), torch.full((b,), -1, dtype=torch.long, device=x.device)
     best_loss = None
+    steps = steps_for(cfg)
     for _ in range(cfg.steps):
         d = delta.detach().requires_grad_(True)
         now = loss_fn(fn(x + d), y, None)
@@ -167,7 +221,7 @@ def _msd(fn, x, y, cfg, norms, radii, loss_fn, scale):
             best_loss = now.detach()                  # the clean point's loss: the first iterate is x itself
         (g,) = torch.autograd.grad(now.sum(), d)
         with torch.no_grad():
-            cands = torch.stack([STEPS[nm](delta, g, x, radii[nm], cfg.alpha(nm, scale), cfg) for nm in norms])
+            cands = torch.stack([steps[nm](delta, g, x, radii[nm], cfg.alpha(nm, scale), cfg) for nm in norms])
             z = fn((x.unsqueeze(0) + cands).flatten(0, 1))                  # (M*B, K): one batched forward
             losses = loss_fn(z, y.repeat(len(norms)), None).view(len(norms), b)   # (M, B)
             val, pick = losses.max(0)
@@ -184,6 +238,7 @@ def _max(fn, x, y, cfg, norms, radii, loss_fn, scale):
     deltas = torch.zeros((m, *x.shape), dtype=x.dtype, device=x.device)        # (M, B, C, H, W): one track per norm
     best_delta, best_norm = torch.zeros_like(x), torch.full((b,), -1, dtype=torch.long, device=x.device)
     best_loss = None
+    steps = steps_for(cfg)
     for it in range(cfg.steps + 1):
         d = deltas.detach().requires_grad_(it < cfg.steps)
         with torch.set_grad_enabled(it < cfg.steps):
@@ -200,7 +255,7 @@ def _max(fn, x, y, cfg, norms, radii, loss_fn, scale):
                 chosen = deltas[pick, torch.arange(b, device=x.device)]
                 best_delta[better], best_norm[better] = chosen[better], pick[better]
             if it < cfg.steps:
-                deltas = torch.stack([STEPS[nm](deltas[i], g[i], x, radii[nm], cfg.alpha(nm, scale), cfg)
+                deltas = torch.stack([steps[nm](deltas[i], g[i], x, radii[nm], cfg.alpha(nm, scale), cfg)
                                       for i, nm in enumerate(norms)])
     return (x + best_delta).detach(), best_norm
 

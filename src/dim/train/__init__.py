@@ -111,6 +111,8 @@ def train(name: str, out_dir: Path, *, epochs: int | None = None, seed: int = 0,
         model_cfg = dataclasses.asdict(resolve_config(name, {**shape, **(model_overrides or {})}))
         model = create_model(name, **model_cfg).to(dev)
         cfg = recipe.config_cls(**train_cfg_over)
+        if hasattr(cfg, "validate"):      # a recipe that depends on the model refuses it before any state
+            cfg.validate(model)
         train_cfg = recipe.recorded(train_cfg_over)
         tr = _load_tensors(spec, "train", data_dir, limit, dev)
         # the device type is part of the identity: a generator's state resumes only where it was saved

@@ -22,7 +22,8 @@ A model with binarization (``bidim_at_bin``) is trained with it in the loop: the
 as at inference, and while it trains, the inner attack and the weights' gradients pass the binarization
 straight through (BPDA, the usual estimator for training binarized networks). After binarization at 0.5 the
 L-inf ball of 0.3 cannot move a pixel that is below 0.2 or above 0.8; what every norm can still do is flip the
-pixels near the threshold (stroke edges), which this training shows the model.
+pixels near the threshold (stroke edges), which this training shows the model. With ``flips=True`` the inner
+attack's steps are such flips, chosen by gain per unit of cost (:func:`dim.attacks.multinorm.flip_step`).
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..attacks.binflip import input_threshold
 from ..attacks.gradient import LOSSES
 from ..attacks.multinorm import MODES, MSDConfig, msd
 from ..core.norms import Norm, scaled_thresholds
@@ -59,6 +61,7 @@ class MultiNormAttackConfig:
     loss: str = "ce"
     mode: str = "msd"
     eps_warmup_epochs: float = 1.0
+    flips: bool = False
 
     def __post_init__(self) -> None:
         """Refuse a bad attack before any training state is written."""
@@ -76,8 +79,21 @@ class MultiNormAttackConfig:
             if value is not None and not value > 0:
                 raise ValueError(f"{key} must be positive, got {value}")
 
-    def attack(self, input_shape: tuple[int, int, int]) -> MSDConfig:
-        """The :class:`MSDConfig` for images of ``input_shape`` = (C, H, W)."""
+    def validate(self, model: nn.Module) -> None:
+        """Refuse a configuration that does not fit ``model`` (called before any training state is written)."""
+        if self.flips and not has_binarization(model):
+            raise ValueError(f"flips=True needs a model that binarizes its input (e.g. bidim_at_bin); "
+                             f"{type(model).__name__} has no binarization")
+
+    def attack(self, input_shape: tuple[int, int, int], model: nn.Module | None = None) -> MSDConfig:
+        """The :class:`MSDConfig` for images of ``input_shape`` = (C, H, W); with ``flips``, for ``model``'s
+        binarization threshold (a model without binarization is refused)."""
+        threshold = None
+        if self.flips:
+            if model is None:
+                raise ValueError("flips=True: the attack needs the model whose binarization threshold it flips")
+            self.validate(model)
+            threshold = input_threshold(model)
         default = scaled_thresholds(tuple(input_shape))
         given = {Norm.LINF: self.eps_linf, Norm.L2: self.eps_l2, Norm.L1: self.eps_l1, Norm.L0: self.eps_l0}
         eps = {}
@@ -85,7 +101,7 @@ class MultiNormAttackConfig:
             nm = NORM_KEYS[key]
             eps[nm] = float(default[nm] if given[nm] is None else given[nm])
         return MSDConfig(eps=eps, steps=self.steps, rel_step=self.rel_step, l1_coords=self.l1_coords,
-                         loss=self.loss, mode=self.mode)
+                         loss=self.loss, mode=self.mode, flip_threshold=threshold)
 
 
 def _warmup(cfg: MultiNormAttackConfig, n: int, batch_size: int):
@@ -123,7 +139,7 @@ class MSDTrainConfig(MultiNormAttackConfig):
 @register_recipe("msd", MSDTrainConfig)
 def fit_msd(model: nn.Module, data: TrainData, cfg: MSDTrainConfig, gen: torch.Generator, show: bool,
             state_dir: Path | None = None) -> dict[str, Any]:
-    attack = cfg.attack(tuple(data.x.shape[1:]))
+    attack = cfg.attack(tuple(data.x.shape[1:]), model)
     n = len(data.y)
     scale = _warmup(cfg, n, cfg.batch_size)
 
@@ -172,9 +188,9 @@ def _balanced_recon(rec: torch.Tensor, target: torch.Tensor, y: torch.Tensor, w_
 @register_recipe("score_msd", ScoreMSDTrainConfig)
 def fit_score_msd(model: nn.Module, data: TrainData, cfg: ScoreMSDTrainConfig, gen: torch.Generator, show: bool,
                   state_dir: Path | None = None) -> dict[str, Any]:
+    attack = cfg.attack(tuple(data.x.shape[1:]), model)     # a bad attack fails before the pretraining
     out = fit_score_model(model, data, cfg.pretrain(), gen, show, state_dir)
     out = {f"pretrain_{k}": v for k, v in out.items()}
-    attack = cfg.attack(tuple(data.x.shape[1:]))
     n = len(data.y)
     scale = _warmup(cfg, n, cfg.batch_size)
     model.train()
