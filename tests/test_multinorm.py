@@ -199,7 +199,7 @@ def test_multinorm_training_is_adversarial(plain_cnn, data_dir, tmp_path):
 
 def test_a_bad_norm_list_is_refused_before_any_state_is_written(data_dir, tmp_path):
     for bad, message in (({"norms": ["L3"]}, "norms"), ({"eps_l2": 0}, "eps_l2 must be positive"),
-                         ({"mode": "avg"}, "mode")):
+                         ({"mode": "avg"}, "mode"), ({"flips": True}, "needs a model that binarizes")):
         with pytest.raises(ValueError, match=message):
             train("msd_cnn", tmp_path / "m", epochs=1, data_dir=data_dir, limit=64, eval_limit=50,
                   train_overrides=bad, show=False)
