@@ -66,7 +66,7 @@ PRESETS: dict[str, Preset] = {
                   inference={"abs": _ABS_FAST, "biabs": _ABS_FAST},
                   description="results/{abs,biabs}.json: the paper's and the adaptive attacks on 50 images, "
                               "ABS's fast inference"),
-    "multinorm": Preset(("msd_cnn", "dim_at", "bidim_at"), _FULL, 200,
+    "multinorm": Preset(("msd_cnn", "dim_at", "bidim_at"), _FULL + "+knapsack-flips", 200,
                         description="the models trained for every norm at once, every attack, 200 images"),
 }
 # ``all``: every preset behind a committed card, each in its own run below RUN
