@@ -68,9 +68,13 @@ PRESETS: dict[str, Preset] = {
                               "ABS's fast inference"),
     "multinorm": Preset(("msd_cnn", "dim_at", "bidim_at"), _FULL + "+knapsack-flips", 200,
                         description="the models trained for every norm at once, every attack, 200 images"),
+    "multinorm-binarized": Preset(("bidim_at_bin",), _FULL + "+knapsack-flips", 200,
+                                  recipes={"bidim_at_bin": {"flips": True}},
+                                  description="results/bidim_at_bin.json: biDIM trained through its binarization "
+                                              "against knapsack flips, every attack, 200 images"),
 }
 # ``all``: every preset behind a committed card, each in its own run below RUN
-ALL = ("table1", "table2", "paper-objective", "abs", "multinorm")
+ALL = ("table1", "table2", "paper-objective", "abs", "multinorm", "multinorm-binarized")
 
 
 def run_evaluation(spec: RunSpec) -> Path | None:
