@@ -55,6 +55,7 @@ def test_every_point_stays_in_its_norms_ball_and_the_box(batch, mode, model):
 def test_flip_steps_stay_in_the_balls_and_only_cross_the_threshold(batch, mode):
     """Knapsack flips on a binarized model: every point inside its ball and the box, every changed value moved
     just past the threshold (so each change is a flip of the binarized image), and the attack finds some."""
+    from dim.attacks.binflip import NUDGE
     from dim.models.binarize import GradientMode, gradient_mode
     torch.manual_seed(0)
     net = create_model("bidim")
@@ -67,7 +68,7 @@ def test_flip_steps_stay_in_the_balls_and_only_cross_the_threshold(batch, mode):
         changed = x_adv != x
         assert changed.any()
         assert torch.equal((x_adv > 0.5) != (x > 0.5), changed)
-        assert float((x_adv[changed] - 0.5).abs().max()) <= multinorm.FLIP_NUDGE + 1e-6
+        assert float((x_adv[changed] - 0.5).abs().max()) <= NUDGE + 1e-6
 
 
 def test_a_flip_step_takes_the_best_gain_per_cost_that_fits_the_budget():

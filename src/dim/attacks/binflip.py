@@ -38,13 +38,25 @@ def input_threshold(model: nn.Module) -> float:
     return ts.pop()
 
 
-def _cost(move: torch.Tensor, norm: Norm) -> torch.Tensor:
-    """Cost of each value's move in the budget of ``norm`` (L2: squared; L-inf and L0 handled apart)."""
+def flip_targets(x: torch.Tensor, t: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which values binarize to 0 now (flipping raises them), and where each value goes when flipped: just
+    past the threshold ``t``, the cheapest move that changes its side."""
+    up = x <= t
+    return up, torch.where(up, torch.full_like(x, t + NUDGE), torch.full_like(x, t - NUDGE))
+
+
+def flip_cost(move: torch.Tensor, norm: Norm) -> torch.Tensor:
+    """Cost of each value's move in the budget of ``norm`` (L2: squared; L0: one each; L-inf handled apart)."""
     if norm is Norm.L2:
         return move.square()
     if norm is Norm.L1:
         return move.abs()
     return torch.ones_like(move)
+
+
+def flip_budget(eps: float, norm: Norm) -> float:
+    """The budget of :func:`flip_cost` at radius ``eps`` (L2 costs are squared, so is its budget)."""
+    return eps * eps if norm is Norm.L2 else eps
 
 
 def binflip(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: Norm, eps: float, steps: int = 300,
@@ -63,15 +75,14 @@ def binflip(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: Norm, e
     shape = x.shape[1:]
     flat = x.flatten(1)
     b, d = flat.shape
-    up = flat <= t                                           # binarizes to 0 now; flipping raises it
-    target = torch.where(up, torch.full_like(flat, t + NUDGE), torch.full_like(flat, t - NUDGE))
+    up, target = flip_targets(flat, t)
     move = target - flat
     if norm is Norm.LINF:            # free inside the ball, impossible outside
         cost, budget = torch.zeros_like(flat), torch.zeros(b, device=x.device)
         feasible = move.abs() <= eps
     else:
-        cost = _cost(move, norm)
-        budget = torch.full((b,), eps * eps if norm is Norm.L2 else eps, device=x.device)
+        cost = flip_cost(move, norm)
+        budget = torch.full((b,), flip_budget(eps, norm), device=x.device)
         feasible = cost <= budget[:, None]
     sign = torch.where(up, 1.0, -1.0).to(flat.dtype)
     flipped = torch.zeros_like(flat, dtype=torch.bool)

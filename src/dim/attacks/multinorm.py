@@ -46,6 +46,7 @@ from typing import Callable, Mapping
 import torch
 
 from ..core.norms import Norm
+from .binflip import flip_budget, flip_cost, flip_targets
 from .gradient import LOSSES, project, ascent_step
 from .sparse import l0_budget, l0_step, project_l0_box
 
@@ -97,18 +98,6 @@ def _l0(delta, g, x, eps, alpha, cfg):
 STEPS: dict[Norm, Callable[..., torch.Tensor]] = {Norm.LINF: _dense(Norm.LINF), Norm.L2: _dense(Norm.L2),
                                                    Norm.L1: _l1, Norm.L0: _l0}
 
-FLIP_NUDGE = 1e-3   # how far past the threshold a flipped value goes
-
-
-def _flip_cost(move: torch.Tensor, norm: Norm) -> tuple[torch.Tensor, Callable[[float], float]]:
-    """Each value's cost of a flip in ``norm``'s budget, and the budget of a radius (L-inf: handled apart)."""
-    if norm is Norm.L2:
-        return move.square(), lambda eps: eps * eps
-    if norm is Norm.L1:
-        return move.abs(), lambda eps: eps
-    return torch.ones_like(move), lambda eps: float(l0_budget(eps))
-
-
 def flip_step(norm: Norm, threshold: float):
     """The step of ``norm`` for a model that binarizes its input at ``threshold``: a set of flips, chosen afresh
     from the clean image at each iteration.
@@ -118,21 +107,22 @@ def flip_step(norm: Norm, threshold: float):
     for the values within eps of it). With the straight-through gradient ``g`` at the current point, flipping
     value ``i`` gains ``g_i`` times +1 or -1 to first order; the step takes the flips of positive gain in order
     of gain per unit of cost while they fit the budget (a greedy knapsack, as :mod:`dim.attacks.binflip` does one
-    flip at a time with forward passes to check; this is its one-gradient form, cheap enough for training)."""
+    flip at a time with forward passes to check, with the same targets and costs; this is its one-gradient form,
+    cheap enough for training). In L0 the costs are whole numbers, so a budget of ``eps`` allows ``floor(eps)``."""
     def step(delta, g, x, eps, alpha, cfg):
-        up = x <= threshold
-        move = torch.where(up, threshold + FLIP_NUDGE - x, threshold - FLIP_NUDGE - x)
+        up, target = flip_targets(x, threshold)
+        move = target - x
         gain = g * torch.where(up, 1.0, -1.0).to(g.dtype)
         if norm is Norm.LINF:
             chosen = (gain > 0) & (move.abs() <= eps)
         else:
-            cost, budget = _flip_cost(move.flatten(1), norm)
+            cost, budget = flip_cost(move.flatten(1), norm), flip_budget(eps, norm)
             gain_f = gain.flatten(1)
-            ratio = torch.where((gain_f > 0) & (cost <= budget(eps)), gain_f / cost.clamp_min(1e-12),
+            ratio = torch.where((gain_f > 0) & (cost <= budget), gain_f / cost.clamp_min(1e-12),
                                 torch.full_like(gain_f, -1.0))
             order = ratio.argsort(dim=1, descending=True)
             spent = cost.gather(1, order).cumsum(1)
-            take = (spent <= budget(eps)) & (ratio.gather(1, order) > 0)
+            take = (spent <= budget) & (ratio.gather(1, order) > 0)
             chosen = torch.zeros_like(take).scatter_(1, order, take).view_as(x)
         return torch.where(chosen, move, torch.zeros_like(move))
     return step

@@ -27,7 +27,6 @@ attack's steps are such flips, chosen by gain per unit of cost (:func:`dim.attac
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,11 +35,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..attacks.adaptive import with_gradient
 from ..attacks.binflip import input_threshold
 from ..attacks.gradient import LOSSES
 from ..attacks.multinorm import MODES, MSDConfig, msd
 from ..core.norms import Norm, scaled_thresholds
-from ..models.binarize import GradientMode, gradient_mode, has_binarization
+from ..models.binarize import has_binarization
 from .loop import TrainData, register_recipe, run_epochs
 from .score import ScoreTrainConfig, fit_score_model
 
@@ -215,20 +215,12 @@ def fit_score_msd(model: nn.Module, data: TrainData, cfg: ScoreMSDTrainConfig, g
             loss = loss + cfg.clean_weight * clean
         return loss
 
-    with _straight_through(model):
+    with with_gradient(model, "auto", "the adversarial phase"):   # BPDA through a binarization, if any
         out["final_adversarial_loss"] = run_epochs(model, loss_fn, n, cfg.epochs, cfg.batch_size, cfg.lr, gen,
                                                    "multi-norm adversarial training", show,
                                                    state_dir and state_dir / "score_msd.safetensors")
     out["attack_eps"] = {nm.value: e for nm, e in attack.eps.items()}
     return out
-
-
-def _straight_through(model: nn.Module) -> contextlib.AbstractContextManager:
-    """BPDA for the whole adversarial phase of a binarized model (its inner attack and its weights' gradients);
-    nothing for a model without binarization. The model leaves in the mode it came in."""
-    if has_binarization(model):
-        return gradient_mode(model, GradientMode.STRAIGHT_THROUGH)
-    return contextlib.nullcontext()
 
 
 def _noise(d: torch.Tensor, sigma_max: float, gen: torch.Generator) -> torch.Tensor:
