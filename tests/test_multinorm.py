@@ -208,9 +208,11 @@ def test_a_bad_norm_list_is_refused_before_any_state_is_written(data_dir, tmp_pa
 
 
 @pytest.mark.slow
-def test_a_binarized_model_is_attacked_and_trained_through_its_binarization(data_dir, tmp_path, monkeypatch):
-    """bidim_at_bin: the inner attack sees straight-through gradients (its points move; with the exact backward
-    they could not, since the step function's derivative is zero)."""
+@pytest.mark.parametrize("name, overrides", [("bidim_at_bin", FAST_DIM_AT), ("bicnn_at_bin", {"steps": 2})])
+def test_a_binarized_model_is_attacked_and_trained_through_its_binarization(name, overrides, data_dir, tmp_path,
+                                                                             monkeypatch):
+    """Both recipes (score_msd, msd): the inner attack sees straight-through gradients (its points move; with the
+    exact backward they could not, since the step function's derivative is zero)."""
     from dim.models import GradientMode
     from dim.models.binarize import Binarize
     from dim.train import multinorm as mn
@@ -225,7 +227,7 @@ def test_a_binarized_model_is_attacked_and_trained_through_its_binarization(data
 
     monkeypatch.setattr(mn, "adversarial_points", spy)
     monkeypatch.setattr("dim.train._check_not_chance", lambda *a, **k: None)
-    train("bidim_at_bin", tmp_path / "m", epochs=1, seed=0, data_dir=data_dir, limit=64, eval_limit=50,
-          train_overrides=FAST_DIM_AT, show=False, device="cpu")
+    train(name, tmp_path / "m", epochs=1, seed=0, data_dir=data_dir, limit=64, eval_limit=50,
+          train_overrides=overrides, show=False, device="cpu")
     assert seen and all(modes == {GradientMode.STRAIGHT_THROUGH} for modes, _, _ in seen)
     assert all(float((x_adv - x).abs().max()) > 0 for _, x, x_adv in seen)     # the points moved

@@ -18,9 +18,9 @@ pytestmark = pytest.mark.slow   # trains models
 TRAINABLE = [m for m in list_models() if get_entry(m).weights_from is None]
 SMALL = {"batch_size": 16}  # small data: more, smaller steps
 SMALL_DENOISER = {"denoiser_epochs": 6}  # on 400-600 images the denoiser needs more epochs than the default 4
-# "learns" needs the recipe's loop, not its full inner attack: two attack steps instead of the recipes' 3-5
+# "learns" needs the recipe's loop, not its full inner attack: one or two attack steps instead of the recipes' 3-5
 # (the attacks themselves are tested in test_multinorm.py and by test_madry_training_is_adversarial)
-CHEAP_ATTACKS = {"msd": {"steps": 2}, "score_msd": {"steps": 2}, "adversarial": {"pgd_steps": 2, "pgd_step": 0.2}}
+CHEAP_ATTACKS = {"msd": {"steps": 1}, "score_msd": {"steps": 2}, "adversarial": {"pgd_steps": 2, "pgd_step": 0.2}}
 
 
 def test_short_training_beats_chance(trained_dim):
@@ -53,6 +53,8 @@ def test_every_trainable_model_learns(name, data_dir, tmp_path):
     epochs = 12
     if recipe == "score_msd":   # the clean pretraining learns; one adversarial epoch runs the recipe's loop
         extra, epochs = {"pretrain_denoiser_epochs": 6, "pretrain_epochs": 12}, 1
+    elif recipe == "msd":       # adversarial from the first step, one attack step: four epochs
+        extra, epochs = {}, 4
     else:
         extra = SMALL_DENOISER if recipe.startswith("score") else {}
     extra.update(CHEAP_ATTACKS.get(recipe, {}))

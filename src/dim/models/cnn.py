@@ -1,5 +1,6 @@
-"""The Madry et al. MNIST CNN (``cnn``), its binarized-input variant (``bicnn``) and
-the same network adversarially trained (``madry``)."""
+"""The Madry et al. MNIST CNN (``cnn``), its binarized-input variant (``bicnn``), the same network
+adversarially trained (``madry``) and trained against every norm at once (``msd_cnn``; ``bicnn_at_bin`` with its
+input binarized, the control for ``bidim_at_bin``: the binarization without DIM's structure)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -52,6 +53,9 @@ _VARIANTS = [
     ("madry", "Madry", False, "adversarial", None, "Madry CNN adversarially trained against L-inf eps 0.3"),
     ("msd_cnn", "MSD-CNN", False, "msd", None,
      "Madry CNN adversarially trained against L-inf, L2, L1 and L0 at once (multi steepest descent)"),
+    ("bicnn_at_bin", "biCNN-MSD (binarized in training)", True, "msd", None,
+     "Madry CNN with its input binarized at 0.5, trained like msd_cnn with the binarization in the loop "
+     "(straight-through gradients while it trains; inference binarizes exactly)"),
 ]
 
 for _name, _label, _bin, _recipe, _from, _desc in _VARIANTS:

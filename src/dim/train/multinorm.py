@@ -18,7 +18,7 @@ logits ``T * P(x|i)``, with terms that ask each part to do the job the architect
 * ``clean_weight``: the clean recipe's loss (eq. 2 with noise, plus cross-entropy) keeps
   the clean accuracy.
 
-A model with binarization (``bidim_at_bin``) is trained with it in the loop: the forward pass binarizes exactly
+A model with binarization (``bidim_at_bin``, ``bicnn_at_bin``) is trained with it in the loop: the forward pass binarizes exactly
 as at inference, and while it trains, the inner attack and the weights' gradients pass the binarization
 straight through (BPDA, the usual estimator for training binarized networks). After binarization at 0.5 the
 L-inf ball of 0.3 cannot move a pixel that is below 0.2 or above 0.8; what every norm can still do is flip the
@@ -147,8 +147,9 @@ def fit_msd(model: nn.Module, data: TrainData, cfg: MSDTrainConfig, gen: torch.G
         x, y = data.take(idx)
         return F.cross_entropy(model(adversarial_points(model, x, y, attack, scale(step))), y)
 
-    loss = run_epochs(model, loss_fn, n, cfg.epochs, cfg.batch_size, cfg.lr, gen, "multi-norm adversarial training",
-                      show, state_dir and state_dir / "msd.safetensors")
+    with with_gradient(model, "auto", "multi-norm adversarial training"):   # BPDA through a binarization, if any
+        loss = run_epochs(model, loss_fn, n, cfg.epochs, cfg.batch_size, cfg.lr, gen,
+                          "multi-norm adversarial training", show, state_dir and state_dir / "msd.safetensors")
     return {"final_adversarial_loss": loss, "attack_eps": {nm.value: e for nm, e in attack.eps.items()}}
 
 
