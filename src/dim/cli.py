@@ -401,9 +401,10 @@ def status_cmd(run: Path = typer.Argument(..., help="A run directory of 'dim eva
 @friendly_errors
 def reproduce_cmd(preset: str = typer.Option("quick", "--preset",
                                              help="quick (the main job); one per published result set: "
-                                                  "table1, table2, paper-objective, abs, multinorm, multinorm-binarized; all (each of "
-                                                  "those in RUN/<preset>); paper (Tables 1 and 2, the paper's 42 "
-                                                  "attacks) or adaptive (Table 1's models, paper + adaptive)."),
+                                                  "table1, table2, paper-objective, abs, multinorm, "
+                                                  "multinorm-binarized; all (each of those in RUN/<preset>); paper "
+                                                  "(Tables 1 and 2, the paper's 42 attacks) or adaptive (Table 1's "
+                                                  "models, paper + adaptive)."),
                   run: Path = typer.Option(..., "--run", help="Run directory."),
                   models_dir: Path = typer.Option(Path("models"), "--models-dir",
                                                   help="Where model directories live (trained if missing)."),
