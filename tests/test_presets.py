@@ -109,3 +109,16 @@ def test_a_card_written_before_a_setting_existed_counts_as_that_setting_s_defaul
     (tmp_path / model_dir_name("msd_cnn", pinned) / "card.json").write_text(json.dumps(card))
     with pytest.raises(ValueError, match=r"another recipe \(mode: has 'msd', wants 'max'\)"):
         ensure_model("msd_cnn", tmp_path, data_dir, recipes=pinned)
+
+
+def test_reproduce_help_names_every_preset():
+    """The ``--preset`` help is written by hand (the CLI does not import the pipeline before a command runs, which
+    would import torch): a preset added to ``PRESETS`` without it is found here."""
+    from typer.testing import CliRunner
+
+    from dim.cli import app
+    r = CliRunner().invoke(app, ["reproduce", "--help"])
+    assert r.exit_code == 0, r.output
+    words = {w.strip(",;:()") for w in r.output.replace("│", " ").split()}
+    missing = sorted(set(PRESETS) - words)
+    assert not missing, f"presets missing from `dim reproduce --help`: {missing}"
