@@ -151,6 +151,54 @@ def test_msd_raises_the_loss_and_max_finds_at_least_what_one_norm_finds(batch):
         msd(net, x, y, MSDConfig(eps=EPS, mode="avg"))
 
 
+def test_every_norm_gives_each_norms_own_point_and_max_picks_the_highest(batch):
+    """``every_norm`` (what "avg" training trains on): one point per norm, each inside its own ball and the box,
+    and MAX's point is, per image, the one of highest loss among them."""
+    torch.manual_seed(0)
+    net = create_model("cnn")
+    x, y = batch
+    cfg = MSDConfig(eps=EPS, steps=4, mode="max")
+    pts = multinorm.every_norm(net, x, y, cfg)
+    assert pts.shape == (len(EPS), *x.shape)
+    for i, nm in enumerate(EPS):
+        _inside(x, pts[i], torch.full((len(x),), i), {nm: EPS[nm]})
+    ce = torch.nn.functional.cross_entropy
+    with torch.no_grad():
+        per_norm = ce(net(pts.flatten(0, 1)), y.repeat(len(EPS)), reduction="none").view(len(EPS), -1)
+        x_max, which = msd(net, x, y, cfg)
+        got = ce(net(x_max), y, reduction="none")
+    assert torch.allclose(got, per_norm.max(0).values, atol=1e-5)
+    assert (per_norm.argmax(0)[which >= 0] == which[which >= 0]).float().mean() > 0.9
+    assert (per_norm > ce(net(x), y, reduction="none")).float().mean() > 0.5   # most tracks raised the loss
+
+
+@pytest.mark.parametrize("name, overrides", [("msd_cnn", {"steps": 2}),
+                                             ("dim_at", {"batch_size": 32, "pretrain_denoiser_epochs": 1,
+                                                         "pretrain_epochs": 1, "steps": 2})])
+def test_avg_training_trains_on_every_norms_point(name, overrides, data_dir, tmp_path, monkeypatch):
+    """``mode="avg"``: each batch's loss is taken over one point per norm and image, each in its own ball."""
+    from dim.train import multinorm as mn
+    seen = []
+    real = mn.adversarial_points
+
+    def spy(model, x, y, attack, scale, every=False):
+        x_adv = real(model, x, y, attack, scale, every)
+        seen.append((every, x, x_adv))
+        return x_adv
+
+    monkeypatch.setattr(mn, "adversarial_points", spy)
+    monkeypatch.setattr("dim.train._check_not_chance", lambda *a, **k: None)
+    train(name, tmp_path / "m", epochs=1, seed=0, data_dir=data_dir, limit=64, eval_limit=50,
+          train_overrides={**overrides, "mode": "avg"}, show=False, device="cpu")
+    assert seen and all(every for every, _, _ in seen)
+    for _, x, x_adv in seen:
+        assert x_adv.shape == (len(EPS) * len(x), *x.shape[1:])
+        pts = x_adv.view(len(EPS), *x.shape)
+        assert all(float((pts[i] - x).abs().max()) > 0 for i in range(len(EPS)))     # every norm's point moved
+        for i, nm in enumerate(EPS):     # the warm-up shrinks the radii, so the full ones bound them
+            _inside(x, pts[i], torch.full((len(x),), i), {nm: EPS[nm]})
+
+
 FAST_DIM_AT = {"batch_size": 32, "pretrain_denoiser_epochs": 1, "pretrain_epochs": 1, "steps": 2}
 
 
@@ -200,7 +248,7 @@ def test_multinorm_training_is_adversarial(plain_cnn, data_dir, tmp_path):
 
 def test_a_bad_norm_list_is_refused_before_any_state_is_written(data_dir, tmp_path):
     for bad, message in (({"norms": ["L3"]}, "norms"), ({"eps_l2": 0}, "eps_l2 must be positive"),
-                         ({"mode": "avg"}, "mode"), ({"flips": True}, "needs a model that binarizes")):
+                         ({"mode": "mean"}, "mode"), ({"flips": True}, "needs a model that binarizes")):
         with pytest.raises(ValueError, match=message):
             train("msd_cnn", tmp_path / "m", epochs=1, data_dir=data_dir, limit=64, eval_limit=50,
                   train_overrides=bad, show=False)

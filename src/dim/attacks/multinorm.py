@@ -168,19 +168,25 @@ def msd(fn: Fn, x: torch.Tensor, y: torch.Tensor, cfg: MSDConfig, *, scale: floa
     highest loss seen over the iterations, per sample, and the index into ``list(cfg.eps)``
     of the norm whose ball it lies in (-1 where no step raised the loss above the clean
     point's)."""
+    if cfg.mode not in MODES:
+        raise ValueError(f"unknown mode {cfg.mode!r}; expected one of {sorted(MODES)}")
+    norms, radii, loss_fn = _setup(cfg, y, scale)
+    return MODES[cfg.mode](fn, x, y, cfg, norms, radii, loss_fn, scale)
+
+
+def _setup(cfg: MSDConfig, y: torch.Tensor, scale: float):
+    """The norms, their radii at ``scale`` and the loss of an attack (a bad loss or scale refused)."""
     if cfg.loss not in LOSSES:
         raise ValueError(f"unknown loss {cfg.loss!r}; expected one of {sorted(LOSSES)}")
     if not 0 < scale <= 1:
         raise ValueError(f"scale must lie in (0, 1], got {scale}")
-    if cfg.mode not in MODES:
-        raise ValueError(f"unknown mode {cfg.mode!r}; expected one of {sorted(MODES)}")
     loss_fn = LOSSES[cfg.loss]
     if cfg.loss == "targeted_margin":
         loss_fn = _with_cycled_targets(loss_fn, y)
     norms = list(cfg.eps)
     radii = {nm: (max(1.0, math.floor(cfg.eps[nm] * scale)) if nm is Norm.L0 else cfg.eps[nm] * scale)
              for nm in norms}
-    return MODES[cfg.mode](fn, x, y, cfg, norms, radii, loss_fn, scale)
+    return norms, radii, loss_fn
 
 
 def cycled_targets(y: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -222,12 +228,14 @@ def _msd(fn, x, y, cfg, norms, radii, loss_fn, scale):
     return (x + best_delta).detach(), best_norm
 
 
-def _max(fn, x, y, cfg, norms, radii, loss_fn, scale):
+def _tracks(fn, x, y, cfg, norms, radii, loss_fn, scale):
+    """One projected steepest ascent per norm, all tracks in one batched forward and backward pass per step.
+    Returns ``(deltas, losses, clean)``: each track's perturbation of highest loss over its steps (M, B, C, H, W),
+    that loss (M, B), and the clean point's loss (B,); a track none of whose steps beat the clean point keeps 0."""
     m, b = len(norms), len(x)
     ys = y.repeat(m)
     deltas = torch.zeros((m, *x.shape), dtype=x.dtype, device=x.device)        # (M, B, C, H, W): one track per norm
-    best_delta, best_norm = torch.zeros_like(x), torch.full((b,), -1, dtype=torch.long, device=x.device)
-    best_loss = None
+    best_delta, best_loss, clean = torch.zeros_like(deltas), None, None
     steps = steps_for(cfg)
     for it in range(cfg.steps + 1):
         d = deltas.detach().requires_grad_(it < cfg.steps)
@@ -236,18 +244,37 @@ def _max(fn, x, y, cfg, norms, radii, loss_fn, scale):
             if it < cfg.steps:
                 (g,) = torch.autograd.grad(losses.sum(), d)
         with torch.no_grad():
-            val, pick = losses.detach().view(m, b).max(0)
+            val = losses.detach().view(m, b)
             if best_loss is None:
-                best_loss = val                       # the clean point (every track starts there)
+                clean, best_loss = val[0], val[0].expand(m, b).clone()   # every track starts at the clean point
             else:
                 better = val > best_loss
                 best_loss = torch.where(better, val, best_loss)
-                chosen = deltas[pick, torch.arange(b, device=x.device)]
-                best_delta[better], best_norm[better] = chosen[better], pick[better]
+                best_delta[better] = deltas[better]
             if it < cfg.steps:
                 deltas = torch.stack([steps[nm](deltas[i], g[i], x, radii[nm], cfg.alpha(nm, scale), cfg)
                                       for i, nm in enumerate(norms)])
+    return best_delta, best_loss, clean
+
+
+def _max(fn, x, y, cfg, norms, radii, loss_fn, scale):
+    deltas, losses, clean = _tracks(fn, x, y, cfg, norms, radii, loss_fn, scale)
+    val, pick = losses.max(0)
+    better = val > clean
+    best_norm = torch.where(better, pick, torch.full_like(pick, -1))
+    best_delta = torch.where(better.view(-1, *([1] * (x.dim() - 1))),
+                             deltas[pick, torch.arange(len(x), device=x.device)], torch.zeros_like(x))
     return (x + best_delta).detach(), best_norm
+
+
+def every_norm(fn: Fn, x: torch.Tensor, y: torch.Tensor, cfg: MSDConfig, *, scale: float = 1.0) -> torch.Tensor:
+    """The point of highest loss that each norm's own track finds (the tracks of ``mode="max"``), shape
+    (M, B, C, H, W) in the order of ``cfg.eps``: what Tramer & Boneh's "AVG" training averages its loss over,
+    so that every norm's point is trained on at every step (MSD and MAX train on one point per image, the norm
+    that raised the loss most). A track none of whose steps raised the loss returns the clean image."""
+    norms, radii, loss_fn = _setup(cfg, y, scale)
+    deltas, _, _ = _tracks(fn, x, y, cfg, norms, radii, loss_fn, scale)
+    return (x.unsqueeze(0) + deltas).detach()
 
 
 MODES = {"msd": _msd, "max": _max}

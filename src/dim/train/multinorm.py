@@ -6,6 +6,11 @@ paper's 0.3 / 1.5 / 8 / 12 on MNIST, carried to other image sizes as the evaluat
 The radii grow linearly from zero over the first ``eps_warmup_epochs`` epochs, which keeps
 adversarial training from scratch from collapsing to a constant prediction.
 
+``mode`` picks which points each batch trains on: ``"msd"`` (default) one point per image, the end of MSD's
+greedy walk across the balls; ``"max"`` one point per image, the highest-loss end of one track per norm
+(Tramer & Boneh's MAX); ``"avg"`` every track's end, one point per norm and image, the adversarial terms
+averaged over them (their AVG: a norm whose points seldom win the maximum is still trained on every step).
+
 ``msd`` is the CNN baseline: cross-entropy on the adversarial points only (Maini et al.
 2020). ``score_msd`` is DIM's: the clean recipe ``score`` first (denoiser, then internal
 models), then every weight of the model trained end to end against the attack on its own
@@ -38,13 +43,15 @@ import torch.nn.functional as F
 from ..attacks.adaptive import with_gradient
 from ..attacks.binflip import input_threshold
 from ..attacks.gradient import LOSSES
-from ..attacks.multinorm import MODES, MSDConfig, msd
+from ..attacks.multinorm import MODES, MSDConfig, every_norm, msd
 from ..core.norms import Norm, scaled_thresholds
 from ..models.binarize import has_binarization
 from .loop import TrainData, register_recipe, run_epochs
 from .score import ScoreTrainConfig, fit_score_model
 
 NORM_KEYS = {"Linf": Norm.LINF, "L2": Norm.L2, "L1": Norm.L1, "L0": Norm.L0}
+# the attack's modes, and "avg": MAX's tracks, every norm's point trained on (Tramer & Boneh's AVG strategy)
+TRAIN_MODES = (*MODES, "avg")
 
 
 @dataclass(frozen=True)
@@ -68,8 +75,8 @@ class MultiNormAttackConfig:
         unknown = sorted(set(self.norms) - set(NORM_KEYS))
         if unknown or not self.norms:
             raise ValueError(f"norms {list(self.norms)}: expected a non-empty subset of {sorted(NORM_KEYS)}")
-        if self.mode not in MODES:
-            raise ValueError(f"mode {self.mode!r}: expected one of {sorted(MODES)}")
+        if self.mode not in TRAIN_MODES:
+            raise ValueError(f"mode {self.mode!r}: expected one of {sorted(TRAIN_MODES)}")
         if self.loss not in LOSSES:
             raise ValueError(f"loss {self.loss!r}: expected one of {sorted(LOSSES)}")
         if self.steps < 1:
@@ -101,7 +108,7 @@ class MultiNormAttackConfig:
             nm = NORM_KEYS[key]
             eps[nm] = float(default[nm] if given[nm] is None else given[nm])
         return MSDConfig(eps=eps, steps=self.steps, rel_step=self.rel_step, l1_coords=self.l1_coords,
-                         loss=self.loss, mode=self.mode, flip_threshold=threshold)
+                         loss=self.loss, mode="max" if self.mode == "avg" else self.mode, flip_threshold=threshold)
 
 
 def _warmup(cfg: MultiNormAttackConfig, n: int, batch_size: int):
@@ -111,15 +118,18 @@ def _warmup(cfg: MultiNormAttackConfig, n: int, batch_size: int):
 
 
 def adversarial_points(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: MSDConfig,
-                       scale: float) -> torch.Tensor:
-    """MSD points against ``model`` as it is evaluated (eval mode), no gradient kept to its weights."""
+                       scale: float, every: bool = False) -> torch.Tensor:
+    """MSD points against ``model`` as it is evaluated (eval mode), no gradient kept to its weights: one per
+    image (B, ...), or with ``every`` one per norm and image (M * B, ...; norm-major, so ``y.repeat(M)`` labels
+    them)."""
     was, params = model.training, list(model.parameters())
     flags = [p.requires_grad for p in params]
     model.eval()
     for p in params:
         p.requires_grad_(False)
     try:
-        x_adv, _ = msd(model, x, y, attack, scale=scale)
+        x_adv = every_norm(model, x, y, attack, scale=scale).flatten(0, 1) if every else \
+            msd(model, x, y, attack, scale=scale)[0]
     finally:
         for p, flag in zip(params, flags):
             p.requires_grad_(flag)
@@ -145,7 +155,8 @@ def fit_msd(model: nn.Module, data: TrainData, cfg: MSDTrainConfig, gen: torch.G
 
     def loss_fn(idx, g, step):
         x, y = data.take(idx)
-        return F.cross_entropy(model(adversarial_points(model, x, y, attack, scale(step))), y)
+        x_adv = adversarial_points(model, x, y, attack, scale(step), cfg.mode == "avg")
+        return F.cross_entropy(model(x_adv), y.repeat(len(x_adv) // len(x)))
 
     with with_gradient(model, "auto", "multi-norm adversarial training"):   # BPDA through a binarization, if any
         loss = run_epochs(model, loss_fn, n, cfg.epochs, cfg.batch_size, cfg.lr, gen,
@@ -198,7 +209,9 @@ def fit_score_msd(model: nn.Module, data: TrainData, cfg: ScoreMSDTrainConfig, g
 
     def loss_fn(idx, g, step):
         x, y = data.take(idx)
-        x_adv = adversarial_points(model, x, y, attack, scale(step))
+        x_adv = adversarial_points(model, x, y, attack, scale(step), cfg.mode == "avg")
+        reps = len(x_adv) // len(x)                                   # "avg": every norm's point of each image
+        y_adv = y.repeat(reps)
         both = torch.cat([x, x_adv])                                  # one pass over clean and adversarial
         dn = model.denoise(both)                                      # (2B, d)
         rec = model.heads(torch.cat([dn[:len(x)] + _noise(dn[:len(x)], cfg.im_sigma, g), dn[len(x):]]))
@@ -206,11 +219,11 @@ def fit_score_msd(model: nn.Module, data: TrainData, cfg: ScoreMSDTrainConfig, g
         r_clean, r_adv = rec[:, :len(x)], rec[:, len(x):]
         loss = torch.zeros((), device=x.device)
         if cfg.adv_ce:
-            loss = loss + cfg.adv_ce * F.cross_entropy(model.logits_of(d_adv, r_adv), y)
+            loss = loss + cfg.adv_ce * F.cross_entropy(model.logits_of(d_adv, r_adv), y_adv)
         if cfg.purify and model.denoiser is not None:
-            loss = loss + cfg.purify * F.mse_loss(d_adv, x.flatten(1))
+            loss = loss + cfg.purify * F.mse_loss(d_adv, x.flatten(1).repeat(reps, 1))
         if cfg.adv_pos or cfg.adv_neg:
-            loss = loss + _balanced_recon(r_adv, d_clean.detach(), y, cfg.adv_pos, cfg.adv_neg)
+            loss = loss + _balanced_recon(r_adv, d_clean.detach().repeat(reps, 1), y_adv, cfg.adv_pos, cfg.adv_neg)
         if cfg.clean_weight:
             clean = _balanced_recon(r_clean, d_clean, y, 0.5, 0.5) + F.cross_entropy(model.logits_of(d_clean, r_clean), y)
             loss = loss + cfg.clean_weight * clean
