@@ -156,7 +156,7 @@ def test_every_norm_gives_each_norms_own_point_and_max_picks_the_highest(batch):
     and MAX's point is, per image, the one of highest loss among them."""
     torch.manual_seed(0)
     net = create_model("cnn")
-    x, y = batch
+    x, y = batch[0][:24], batch[1][:24]
     cfg = MSDConfig(eps=EPS, steps=4, mode="max")
     pts = multinorm.every_norm(net, x, y, cfg)
     assert pts.shape == (len(EPS), *x.shape)
@@ -173,8 +173,9 @@ def test_every_norm_gives_each_norms_own_point_and_max_picks_the_highest(batch):
 
 
 @pytest.mark.parametrize("name, overrides", [("msd_cnn", {"steps": 2}),
-                                             ("dim_at", {"batch_size": 32, "pretrain_denoiser_epochs": 1,
-                                                         "pretrain_epochs": 1, "steps": 2})])
+                                             pytest.param("dim_at", {"batch_size": 32, "pretrain_denoiser_epochs": 1,
+                                                                     "pretrain_epochs": 1, "steps": 2},
+                                                          marks=pytest.mark.slow)])
 def test_avg_training_trains_on_every_norms_point(name, overrides, data_dir, tmp_path, monkeypatch):
     """``mode="avg"``: each batch's loss is taken over one point per norm and image, each in its own ball."""
     from dim.train import multinorm as mn
