@@ -213,7 +213,7 @@ def fit_score_msd(model: nn.Module, data: TrainData, cfg: ScoreMSDTrainConfig, g
         reps = len(x_adv) // len(x)                                   # "avg": every norm's point of each image
         y_adv = y.repeat(reps)
         both = torch.cat([x, x_adv])                                  # one pass over clean and adversarial
-        dn = model.denoise(both)                                      # (2B, d)
+        dn = model.denoise(both)                                      # (B + reps * B, d)
         rec = model.heads(torch.cat([dn[:len(x)] + _noise(dn[:len(x)], cfg.im_sigma, g), dn[len(x):]]))
         d_clean, d_adv = dn[:len(x)], dn[len(x):]
         r_clean, r_adv = rec[:, :len(x)], rec[:, len(x):]
