@@ -268,9 +268,9 @@ def test_a_binarized_model_is_attacked_and_trained_through_its_binarization(name
     seen = []
     real = mn.adversarial_points
 
-    def spy(model, x, y, attack, scale):
+    def spy(model, x, y, attack, scale, every=False):
         seen.append(({m.mode for m in model.modules() if isinstance(m, Binarize)}, x))
-        x_adv = real(model, x, y, attack, scale)
+        x_adv = real(model, x, y, attack, scale, every)
         seen[-1] += (x_adv,)
         return x_adv
 
