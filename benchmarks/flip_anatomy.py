@@ -8,7 +8,7 @@ norm's threshold (the store's verified distances and predictions; images the mod
 left out), this counts the flips of the binarized input per
 image and splits them by what the pixel was in the clean image: background (exactly 0), solid ink (at least 0.99)
 or grey (in between); and how many add ink (a pixel below the threshold pushed above it). ``median_cost`` is the
-median ``|x_i - t|`` of a flipped pixel: what one flip costs in L1 (its square in L2). It also describes the clean
+median ``|x_i - t|`` of a flipped pixel (``t``: the threshold of the model's card): what one flip costs in L1 (its square in L2). It also describes the clean
 images: grey pixels per image and those within 0.25 of the threshold (the cheap flips). It answers where a
 binarized model's robustness goes: which pixels a defence has to make expensive or harmless.
 Writes ``results/flip_anatomy_<label>.json``.
@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 from common import write_result
 
-from dim.core.norms import scaled_thresholds
+from dim.core.norms import Norm
 from dim.evaluation.artifacts import load_adversarials, load_inputs
+from dim.evaluation.metrics import run_threat_model
 from dim.store import Store
 
 INK, NEAR = 0.99, 0.25
@@ -40,16 +41,28 @@ def anatomy(x: np.ndarray, x_adv: np.ndarray, t: float) -> dict[str, Any]:
             "median_cost": round(float(np.median(np.abs(x - t)[flip])), 3) if flip.any() else None}
 
 
-def run_anatomy(run_dir: Path, model: str, threshold: float) -> dict[str, Any]:
+def _binarize_threshold(store: Store, model: str) -> float:
+    """The binarization threshold recorded in ``model``'s card in the run (a model without one is refused)."""
+    cards = {m["model"]: m["card"] for m in store.models()}
+    if model not in cards:
+        raise SystemExit(f"model {model!r} is not in this run; it holds {sorted(cards)}")
+    cfg = cards[model].get("config", {}).get("model", {})
+    if not store.get_meta(f"binarized/{model}") or "binarize_threshold" not in cfg:   # as the run's checks found it
+        raise SystemExit(f"model {model!r} does not binarize its input (so the run records); this counts flips of one")
+    return float(cfg["binarize_threshold"])
+
+
+def run_anatomy(run_dir: Path, model: str) -> dict[str, Any]:
     inputs = load_inputs(run_dir)
     if inputs is None:
         raise SystemExit(f"{run_dir}: no inputs.npz (the run's clean images); evaluate with a current 'dim evaluate'")
     x, y = inputs
     flat = x.reshape(len(x), -1).astype(np.float64)
-    radius = {nm.value: r for nm, r in scaled_thresholds(tuple(x.shape[1:])).items()}
     store = Store.of_run(run_dir, read_only=True)
     out: dict[str, Any] = {}
     try:
+        threshold = _binarize_threshold(store, model)
+        threat = run_threat_model(store)      # the thresholds the run counts each norm at
         labels, clean_pred = store.samples(model)
         correct = np.zeros(len(y), bool)
         correct[:len(labels)] = labels == clean_pred       # an image misclassified clean was not attacked
@@ -59,7 +72,7 @@ def run_anatomy(run_dir: Path, model: str, threshold: float) -> dict[str, Any]:
                 continue
             rows = {r.sample: r for r in store.rows(model, att["attack"])}
             fooled = [i for i, s in enumerate(adv["sample"]) if s in rows and correct[s] and rows[s].pred != y[s]
-                      and rows[s].distance <= radius[att["norm"]] * (1 + 1e-6)]
+                      and rows[s].distance <= threat.threshold(Norm(att["norm"])) * (1 + 1e-6)]
             if not fooled:
                 continue
             idx = adv["sample"][fooled]
@@ -67,7 +80,7 @@ def run_anatomy(run_dir: Path, model: str, threshold: float) -> dict[str, Any]:
             out[att["attack"]] = {"norm": att["norm"], **anatomy(flat[idx], got, threshold)}
     finally:
         store.close()
-    return {"attacks": out, "clean_images": {
+    return {"threshold": threshold, "attacks": out, "clean_images": {
         "n": len(x), "median_grey_pixels": float(np.median(((flat > 0) & (flat < INK)).sum(1))),
         f"median_pixels_within_{NEAR}_of_threshold": float(np.median((np.abs(flat - threshold) < NEAR).sum(1)))}}
 
@@ -76,12 +89,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("run_dir", type=Path)
     ap.add_argument("--model", required=True, help="the model's name in the run (e.g. bidim_at_bin)")
-    ap.add_argument("--threshold", type=float, default=0.5, help="the model's binarization threshold")
     ap.add_argument("--label", required=True, help="suffix of the results file")
     args = ap.parse_args()
-    result = run_anatomy(args.run_dir, args.model, args.threshold)
-    write_result(f"flip_anatomy_{args.label}", {"run": str(args.run_dir), "model": args.model,
-                                                 "threshold": args.threshold, **result})
+    result = run_anatomy(args.run_dir, args.model)
+    write_result(f"flip_anatomy_{args.label}", {"run": str(args.run_dir), "model": args.model, **result})
 
 
 if __name__ == "__main__":
