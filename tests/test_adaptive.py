@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 import evalkit
 from dim import data
@@ -260,6 +261,90 @@ def test_binflip_flips_the_cheapest_values_first():
     adv, broken = binflip(Pick(), x, torch.tensor([0]), norm=Norm.L2, eps=1.0, steps=5)
     assert bool(broken[0])
     assert torch.allclose(adv, torch.tensor([[[[0.2, 0.5 + NUDGE, 0.0, 0.0]]]]))   # 0.05 away, not 0.3
+
+
+def test_block_flips_spend_each_norm_least():
+    """A block of 0, 0, 0, 0.8 (mean 0.2) flips when its mean passes 0.501, a total change of 1.204: L0 moves the
+    fewest pixels (one all the way, one by the rest), L2 and L-inf the most evenly the box allows (the 0.8 pixel
+    has 0.2 of room, the others 1.004 / 3 each), L1 pays 1.204 either way."""
+    from dim.attacks.binflip import FlipUnits, flip_cost
+    x = torch.tensor([[[[0.0, 0.0], [0.0, 0.8]]]])
+    units = FlipUnits(0.5, 2)
+    up, l0 = units.moves(x, Norm.L0)
+    assert bool(up.all())
+    assert flip_cost(l0, Norm.L0).item() == 2 and torch.allclose(l0.sum(), torch.tensor(1.204))
+    _, even = units.moves(x, Norm.L2)
+    assert torch.allclose(even.flatten(), torch.tensor([1.004 / 3] * 3 + [0.2]))
+    assert torch.allclose(flip_cost(even, Norm.LINF), torch.tensor(1.004 / 3))
+    assert flip_cost(even, Norm.L2).item() < flip_cost(l0, Norm.L2).item()
+    assert torch.allclose(flip_cost(even, Norm.L1), flip_cost(l0, Norm.L1))
+
+
+@pytest.mark.parametrize("norm", list(Norm))
+def test_every_block_move_flips_its_block_inside_the_box_with_the_fewest_pixels(norm):
+    from dim.attacks.binflip import NUDGE, FlipUnits, flip_cost
+    torch.manual_seed(0)
+    x = (torch.rand(6, 2, 4, 6) * 1.4 - 0.2).clamp(0, 1)          # with values at 0 and 1, where the box binds
+    units = FlipUnits(0.5, 2)
+    assert torch.equal(units.ungroup(units.group(x), x.shape[1:]), x)
+    _, move = units.moves(x, norm)
+    x_adv = x + units.ungroup(move, x.shape[1:])
+    assert bool(((x_adv >= 0) & (x_adv <= 1)).all())
+    assert bool(((F.avg_pool2d(x, 2) > 0.5) != (F.avg_pool2d(x_adv, 2) > 0.5)).all())
+    if norm is Norm.L0:           # no fewer pixels can do it: the k roomiest pixels of the block fall short
+        v = units.group(x)
+        up = v.mean(-1) <= 0.5
+        room = torch.where(up[..., None], 1 - v, v).sort(-1, descending=True).values.cumsum(-1)
+        need = ((v.mean(-1) - 0.5).abs() + NUDGE) * 4
+        k = flip_cost(move, norm).long()
+        short = room.gather(-1, (k - 2).clamp_min(0)[..., None])[..., 0]
+        assert bool(((k == 1) | (short < need)).all())
+
+
+def test_block_binarization_thresholds_block_means_and_passes_their_gradient_straight_through():
+    from dim.models.binarize import GradientMode
+    torch.manual_seed(0)
+    x = torch.rand(2, 1, 4, 4, requires_grad=True)
+    b = Binarize(0.5, mode=GradientMode.STRAIGHT_THROUGH, pool=2)
+    out = b(x)
+    means = F.avg_pool2d(x.detach(), 2)
+    assert torch.equal(out, (means > 0.5).float().repeat_interleave(2, 2).repeat_interleave(2, 3))
+    w = torch.rand_like(x)
+    (out * w).sum().backward()
+    assert torch.allclose(x.grad, F.avg_pool2d(w, 2).repeat_interleave(2, 2).repeat_interleave(2, 3))
+    with pytest.raises(ValueError, match="multiples of 2"):
+        b(torch.rand(1, 1, 5, 4))
+    with pytest.raises(ValueError, match="whole number"):
+        Binarize(0.5, pool=0)
+
+
+@pytest.fixture(scope="module")
+def block_binarized(tiny):
+    """``tiny`` behind a binarization of 2x2 blocks."""
+    return nn.Sequential(Binarize(0.5, pool=2), tiny).eval()
+
+
+@pytest.mark.parametrize("attack", ["BinFlip", "KnapsackFlips"])
+def test_flips_on_a_block_binarized_model_move_whole_blocks_within_the_threshold(block_binarized, samples, attack):
+    """Every changed pixel belongs to a block whose binarization flipped (an attack that flipped single pixels,
+    or spread its budget over blocks that never cross, fails here), and the attack breaks most images."""
+    spec = next(s for s in FLIP_SPECS if s.name == f"L1 {attack}")
+    x, y = samples
+    cand = attack_runner(spec)(spec, block_binarized, x, y, 0)
+    got = verify(block_binarized, x, y, cand, spec.norm)
+    assert np.mean(~np.isfinite(got.distance)) <= 0.5
+    xt, at = torch.from_numpy(x), torch.from_numpy(cand.x_adv)
+    flipped = ((F.avg_pool2d(xt, 2) > 0.5) != (F.avg_pool2d(at, 2) > 0.5)).repeat_interleave(2, 2).repeat_interleave(2, 3)
+    assert bool(((at != xt) <= flipped).all())
+    broken = np.isfinite(got.distance)
+    assert np.all(got.distance[broken] <= spec.threshold * (1 + 1e-5))
+
+
+def test_an_attack_refuses_a_model_whose_input_binarization_it_cannot_tell():
+    from dim.models.binarize import input_binarization
+    two = nn.Sequential(Binarize(0.5), Binarize(0.5, pool=2))
+    with pytest.raises(ValueError, match="named bin_in"):
+        input_binarization(two)
 
 
 @pytest.mark.parametrize("name", ["L2 BinFlip", "L2 KnapsackFlips"])

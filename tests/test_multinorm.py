@@ -7,6 +7,7 @@ from safetensors.torch import load_file
 
 import dim
 from dim.attacks import multinorm
+from dim.attacks.binflip import FlipUnits
 from dim.attacks.multinorm import MSDConfig, msd, project_l1
 from dim.core.norms import Norm, distances
 from dim.models import create_model
@@ -77,11 +78,24 @@ def test_a_flip_step_takes_the_best_gain_per_cost_that_fits_the_budget():
     and the fourth would lower the loss."""
     x = torch.tensor([[0.4, 0.1, 0.45, 0.9]])
     g = torch.tensor([[1.0, 8.0, 0.1, 5.0]])          # the fourth lies above the threshold: flipping it lowers it
-    d = multinorm.flip_step(Norm.L1, 0.5)(torch.zeros_like(x), g, x, 0.52, None, None)
+    d = multinorm.flip_step(Norm.L1, FlipUnits(0.5))(torch.zeros_like(x), g, x, 0.52, None, None)
     assert torch.equal(d != 0, torch.tensor([[True, True, False, False]]))
     assert torch.allclose(x + d, torch.tensor([[0.501, 0.501, 0.45, 0.9]]))
-    d_inf = multinorm.flip_step(Norm.LINF, 0.5)(torch.zeros_like(x), g, x, 0.3, None, None)
+    d_inf = multinorm.flip_step(Norm.LINF, FlipUnits(0.5))(torch.zeros_like(x), g, x, 0.3, None, None)
     assert torch.equal(d_inf != 0, torch.tensor([[True, False, True, False]]))   # within 0.3 and gaining
+
+
+def test_a_block_flip_step_moves_whole_blocks_by_gain_per_cost():
+    """Two 2x2 blocks of means 0.2 and 0.45; the gradient favours the first (gain 4 against 1) but in L1 it costs
+    1.204 against 0.204, so with a budget of 0.5 only the second block moves, as a whole, its mean just past 0.5."""
+    x = torch.tensor([[[[0.0, 0.0, 0.4, 0.5], [0.0, 0.8, 0.4, 0.5]]]])
+    g = torch.tensor([[[[1.0, 1.0, 0.25, 0.25], [1.0, 1.0, 0.25, 0.25]]]])
+    d = multinorm.flip_step(Norm.L1, FlipUnits(0.5, 2))(torch.zeros_like(x), g, x, 0.5, None, None)
+    assert torch.equal(d[..., :2], torch.zeros_like(d[..., :2]))
+    assert torch.allclose((x + d)[..., 2:].mean(), torch.tensor(0.501)) and bool((d[..., 2:] > 0).all())
+    d = multinorm.flip_step(Norm.L1, FlipUnits(0.5, 2))(torch.zeros_like(x), g, x, 1.5, None, None)
+    assert bool((d.sum((-1, -2)).abs() > 0).all())                    # a budget of 1.5 flips both blocks
+    assert torch.allclose(torch.nn.functional.avg_pool2d(x + d, 2).flatten(), torch.tensor([0.501, 0.501]))
 
 
 def test_cycled_targets_are_every_other_class_in_turn():

@@ -34,7 +34,7 @@ from ..core.norms import Norm
 from ..core.verify import Unverified, verify
 from ..models.binarize import GradientMode, gradient_mode, has_binarization
 from .registry import NotApplicable, register_adapter
-from .binflip import binflip, input_threshold
+from .binflip import binflip, input_units
 from .gradient import pgd
 from .multinorm import MSDConfig, msd
 from .sparse import greedy_l0, l0_budget, pgd_l0, sparse_rs
@@ -243,8 +243,9 @@ def run_knapsack_flips(spec: AttackSpec, model: nn.Module, x: np.ndarray, y: np.
         raise NotApplicable(f"{spec.name}: knapsack flips attack models that binarize their input; this one does not")
     p = spec.params
     xt, yt, _ = _tensors(model, x, y)
+    units = input_units(model)
     cfg = MSDConfig(eps={spec.norm: spec.threshold}, steps=int(p.get("steps", 100)), loss=str(p.get("loss", "ce")),
-                    flip_threshold=input_threshold(model))
+                    flip_threshold=units.threshold, flip_pool=units.pool)
     with gradient_mode(model, GradientMode.STRAIGHT_THROUGH):
         cand, _ = msd(model, xt, yt, cfg)
     return Unverified(cand.detach().cpu().numpy())

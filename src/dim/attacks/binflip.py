@@ -17,14 +17,21 @@ refunds its cost) are ranked by gain per unit of cost, the best few are tried wi
 passes, and the one that raises the margin loss most per unit of cost is made. It stops per
 sample once the model is fooled or no move helps. Ours, written for this project; each candidate
 is verified on the true binarized model by the caller.
+
+A model that binarizes blocks by their mean (``pool > 1`` in :class:`dim.models.binarize.Binarize`) is
+attacked the same way over its blocks: a flip moves a block's mean just past ``t``, spread over its pixels
+as the norm pays least (:class:`FlipUnits`), and its gain is the straight-through gradient summed over the
+block.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 
 from ..core.norms import Norm
-from ..models.binarize import Binarize, GradientMode, gradient_mode
+from ..models.binarize import Binarize, GradientMode, gradient_mode, input_binarization
 from .gradient import margin_loss
 
 NUDGE = 1e-3     # how far past the threshold a flipped value goes (float32 keeps it on its side)
@@ -38,20 +45,93 @@ def input_threshold(model: nn.Module) -> float:
     return ts.pop()
 
 
-def flip_targets(x: torch.Tensor, t: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Which values binarize to 0 now (flipping raises them), and where each value goes when flipped: just
-    past the threshold ``t``, the cheapest move that changes its side."""
-    up = x <= t
-    return up, torch.where(up, torch.full_like(x, t + NUDGE), torch.full_like(x, t - NUDGE))
+def input_units(model: nn.Module) -> "FlipUnits":
+    """The flip units of the model's input binarization: its threshold (one for all the model's binarizations)
+    and its block size."""
+    return FlipUnits(input_threshold(model), input_binarization(model).pool)
+
+
+@dataclass(frozen=True)
+class FlipUnits:
+    """What one flip is for a binarization at ``threshold`` of ``pool x pool`` blocks (pixels when ``pool`` is 1).
+
+    A unit is a block of one channel; it binarizes to one when its mean lies above the threshold. Flipping it
+    moves its mean just past the threshold (by :data:`NUDGE`); how to spread that change over the block's
+    pixels depends on the norm that pays for it. L1 pays the total change whatever the spread; L2 and L-inf pay
+    least when it is spread as evenly as the [0, 1] box allows (water-filling, which is optimal for both); L0
+    pays least when it is concentrated on the pixels with the most room to move. For single pixels every norm's
+    move is the same: the value goes just past the threshold. Units are disjoint, so flips add up."""
+    threshold: float
+    pool: int = 1
+
+    @property
+    def size(self) -> int:
+        return self.pool * self.pool
+
+    def group(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, ...)`` -> ``(B, U, n)``: each unit's ``n`` values (any shape when ``pool`` is 1)."""
+        if self.pool == 1:
+            return x.flatten(1)[..., None]
+        b, c, h, w = x.shape
+        p = self.pool
+        return x.reshape(b, c, h // p, p, w // p, p).permute(0, 1, 2, 4, 3, 5).reshape(b, -1, self.size)
+
+    def ungroup(self, v: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+        """The inverse of :meth:`group` for images of ``shape`` = (C, H, W) (or any shape when ``pool`` is 1)."""
+        if self.pool == 1:
+            return v.reshape(-1, *shape)
+        c, h, w = shape
+        p = self.pool
+        return v.reshape(-1, c, h // p, w // p, p, p).permute(0, 1, 2, 4, 3, 5).reshape(-1, c, h, w)
+
+    def moves(self, x: torch.Tensor, norm: Norm) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(up, move)`` for a batch ``x``: which units binarize to 0 now (flipping raises them), ``(B, U)``, and
+        the cheapest change in ``norm`` of each unit's pixels that flips it, ``(B, U, n)``."""
+        v = self.group(x)
+        up = v.mean(-1) <= self.threshold
+        n = self.size
+        need = n * torch.where(up, self.threshold + NUDGE - v.mean(-1), v.mean(-1) - (self.threshold - NUDGE))
+        room = torch.where(up[..., None], 1 - v, v).clamp_min(0)            # how far each pixel can go that way
+        if n == 1:
+            amount = need[..., None]
+        elif norm is Norm.L0:
+            amount = _concentrated(room, need)
+        else:
+            amount = _water_filled(room, need)
+        return up, torch.where(up[..., None], amount, -amount)
+
+
+def _water_filled(room: torch.Tensor, need: torch.Tensor) -> torch.Tensor:
+    """``min(room_i, level)`` with the level at which the amounts add up to ``need``: the least L2 and L-inf
+    change of a unit's pixels by ``need`` in total within each pixel's room."""
+    srt = room.sort(-1).values                                   # ascending
+    n = srt.shape[-1]
+    before = torch.cat([torch.zeros_like(srt[..., :1]), srt.cumsum(-1)[..., :-1]], -1)   # sum of the smaller rooms
+    level = (need[..., None] - before) / torch.arange(n, 0, -1, device=room.device, dtype=room.dtype)
+    fits = level <= srt                                          # the level once the k smallest are full
+    k = torch.where(fits.any(-1), fits.to(torch.int64).argmax(-1), torch.full_like(need, n - 1, dtype=torch.int64))
+    return torch.minimum(room, level.gather(-1, k[..., None]))
+
+
+def _concentrated(room: torch.Tensor, need: torch.Tensor) -> torch.Tensor:
+    """The pixels with the most room moved all the way, the last one only as far as ``need`` asks: the fewest
+    changed pixels (L0) that change a unit by ``need`` in total."""
+    srt = room.sort(-1, descending=True)
+    before = torch.cat([torch.zeros_like(srt.values[..., :1]), srt.values.cumsum(-1)[..., :-1]], -1)
+    take = (need[..., None] - before).clamp_min(0).minimum(srt.values)
+    return torch.zeros_like(room).scatter(-1, srt.indices, take)
 
 
 def flip_cost(move: torch.Tensor, norm: Norm) -> torch.Tensor:
-    """Cost of each value's move in the budget of ``norm`` (L2: squared; L0: one each; L-inf handled apart)."""
+    """Cost of each unit's move ``(..., n)`` in the budget of ``norm`` (L2: squared; L0: changed pixels; L-inf:
+    the largest change)."""
     if norm is Norm.L2:
-        return move.square()
+        return move.square().sum(-1)
     if norm is Norm.L1:
-        return move.abs()
-    return torch.ones_like(move)
+        return move.abs().sum(-1)
+    if norm is Norm.L0:
+        return (move != 0).sum(-1).to(move.dtype)
+    return move.abs().amax(-1)
 
 
 def flip_budget(eps: float, norm: Norm) -> float:
@@ -71,30 +151,33 @@ def binflip(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: Norm, e
     Returns ``(candidates, broken)``: the first fooling adversarial per sample, else the last iterate."""
     if lookahead < 1:
         raise ValueError(f"lookahead must be at least 1, got {lookahead}")
-    t = input_threshold(model)
+    units = input_units(model)
     shape = x.shape[1:]
-    flat = x.flatten(1)
-    b, d = flat.shape
-    up, target = flip_targets(flat, t)
-    move = target - flat
+    flat = units.group(x)                                    # (B, U, n): the units' pixels
+    b, d = flat.shape[:2]
+    up, move = units.moves(x, norm)
+    cost = flip_cost(move, norm)
     if norm is Norm.LINF:            # free inside the ball, impossible outside
-        cost, budget = torch.zeros_like(flat), torch.zeros(b, device=x.device)
-        feasible = move.abs() <= eps
+        feasible, cost = cost <= eps, torch.zeros_like(cost)
+        budget = torch.zeros(b, device=x.device)
     else:
-        cost = flip_cost(move, norm)
         budget = torch.full((b,), flip_budget(eps, norm), device=x.device)
         feasible = cost <= budget[:, None]
     sign = torch.where(up, 1.0, -1.0).to(flat.dtype)
-    flipped = torch.zeros_like(flat, dtype=torch.bool)
+    flipped = torch.zeros_like(up)
     out, broken = x.clone(), torch.zeros(b, dtype=torch.bool, device=x.device)
     live = torch.arange(b, device=x.device)
 
     def image(rows: torch.Tensor, fl: torch.Tensor) -> torch.Tensor:
-        return torch.where(fl, target[rows], flat[rows])
+        """The images of samples ``rows`` with flips ``fl`` (R, U), or (R, k, U) for k trials each."""
+        base, mv = flat[rows], move[rows]
+        if fl.dim() == 3:
+            base, mv = base[:, None], mv[:, None]
+        return units.ungroup(base + fl[..., None] * mv, shape)
 
     with gradient_mode(model, GradientMode.STRAIGHT_THROUGH):
         for it in range(steps + 1):
-            cur = image(live, flipped[live]).view(-1, *shape).detach().requires_grad_(True)
+            cur = image(live, flipped[live]).detach().requires_grad_(True)
             z = model(cur)
             hit = (z.argmax(1) != y[live]).detach()
             if hit.any():
@@ -105,7 +188,7 @@ def binflip(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: Norm, e
             loss = margin_loss(z, y[live], None)
             g, = torch.autograd.grad(loss.sum(), cur)
             keep = ~hit
-            live, g, base = live[keep], g.flatten(1)[keep], loss.detach()[keep]
+            live, g, base = live[keep], units.group(g)[keep].sum(-1), loss.detach()[keep]
             fl, co = flipped[live], cost[live]
             room = budget[live] - (co * fl).sum(1)
             gain = g * torch.where(fl, -sign[live], sign[live])          # undoing a flip reverses its sign
@@ -114,12 +197,10 @@ def binflip(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: Norm, e
             ratio = torch.where(allowed & (gain > 0), gain / per_cost, torch.full_like(gain, -1.0))
             cand = ratio.topk(min(lookahead, d), dim=1)
             n, k = cand.indices.shape
-            trials = image(live, fl)[:, None, :].repeat(1, k, 1)
-            undo = fl.gather(1, cand.indices)
-            value = torch.where(undo, flat[live].gather(1, cand.indices), target[live].gather(1, cand.indices))
-            trials.scatter_(2, cand.indices[:, :, None], value[:, :, None])
+            trials = fl[:, None, :].repeat(1, k, 1)
+            trials.scatter_(2, cand.indices[:, :, None], ~fl.gather(1, cand.indices)[:, :, None])
             with torch.no_grad():
-                lt = margin_loss(model(trials.view(-1, *shape)), y[live].repeat_interleave(k), None).view(n, k)
+                lt = margin_loss(model(image(live, trials)), y[live].repeat_interleave(k), None).view(n, k)
             score = (lt - base[:, None]) / per_cost.gather(1, cand.indices)
             score = torch.where(cand.values > 0, score, torch.full_like(score, -float("inf")))
             best = score.argmax(1)
@@ -131,11 +212,11 @@ def binflip(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: Norm, e
             flipped[live] = fl
             if not bool(move_ok.all()):        # nothing left that fits: keep the last iterate
                 done = live[~move_ok]
-                out[done] = image(done, flipped[done]).view(-1, *shape)
+                out[done] = image(done, flipped[done])
                 live = live[move_ok]
             if len(live) == 0:
                 break
     rest = live[~broken[live]]
     if len(rest):
-        out[rest] = image(rest, flipped[rest]).view(-1, *shape)
+        out[rest] = image(rest, flipped[rest])
     return out, broken

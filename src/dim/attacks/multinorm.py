@@ -46,7 +46,7 @@ from typing import Callable, Mapping
 import torch
 
 from ..core.norms import Norm
-from .binflip import flip_budget, flip_cost, flip_targets
+from .binflip import FlipUnits, flip_budget, flip_cost
 from .gradient import LOSSES, project, ascent_step
 from .sparse import l0_budget, l0_step, project_l0_box
 
@@ -98,33 +98,33 @@ def _l0(delta, g, x, eps, alpha, cfg):
 STEPS: dict[Norm, Callable[..., torch.Tensor]] = {Norm.LINF: _dense(Norm.LINF), Norm.L2: _dense(Norm.L2),
                                                    Norm.L1: _l1, Norm.L0: _l0}
 
-def flip_step(norm: Norm, threshold: float):
-    """The step of ``norm`` for a model that binarizes its input at ``threshold``: a set of flips, chosen afresh
+def flip_step(norm: Norm, units: FlipUnits):
+    """The step of ``norm`` for a model that binarizes its input in ``units``: a set of flips, chosen afresh
     from the clean image at each iteration.
 
-    Such a model sees only which side of the threshold each value lies on, and the cheapest way to flip a value
-    is to move it just past the threshold (cost ``|x_i - t|`` in L1, its square in L2, one in L0; free in L-inf
-    for the values within eps of it). With the straight-through gradient ``g`` at the current point, flipping
-    value ``i`` gains ``g_i`` times +1 or -1 to first order; the step takes the flips of positive gain in order
-    of gain per unit of cost while they fit the budget (a greedy knapsack, as :mod:`dim.attacks.binflip` does one
-    flip at a time with forward passes to check, with the same targets and costs; this is its one-gradient form,
-    cheap enough for training). In L0 the costs are whole numbers, so a budget of ``eps`` allows ``floor(eps)``."""
+    Such a model sees only which side of the threshold each unit (a pixel, or a block's mean) lies on, and
+    the cheapest way to flip a unit is to move it just past the threshold (:meth:`FlipUnits.moves`; for a
+    pixel, cost ``|x_i - t|`` in L1, its square in L2, one in L0; free in L-inf within eps of it). With the
+    straight-through gradient ``g`` at the current point, flipping a unit gains the sum of ``g`` over its
+    pixels times +1 or -1 to first order; the step takes the flips of positive gain in order of gain per unit of
+    cost while they fit the budget (a greedy knapsack, as :mod:`dim.attacks.binflip` does one flip at a time
+    with forward passes to check, with the same moves and costs; this is its one-gradient form, cheap enough
+    for training). In L0 the costs are whole numbers, so a budget of ``eps`` allows ``floor(eps)``."""
     def step(delta, g, x, eps, alpha, cfg):
-        up, target = flip_targets(x, threshold)
-        move = target - x
-        gain = g * torch.where(up, 1.0, -1.0).to(g.dtype)
+        up, move = units.moves(x, norm)                                   # (B, U), (B, U, n)
+        gain = units.group(g).sum(-1) * torch.where(up, 1.0, -1.0).to(g.dtype)
+        cost = flip_cost(move, norm)
         if norm is Norm.LINF:
-            chosen = (gain > 0) & (move.abs() <= eps)
+            chosen = (gain > 0) & (cost <= eps)
         else:
-            cost, budget = flip_cost(move.flatten(1), norm), flip_budget(eps, norm)
-            gain_f = gain.flatten(1)
-            ratio = torch.where((gain_f > 0) & (cost <= budget), gain_f / cost.clamp_min(1e-12),
-                                torch.full_like(gain_f, -1.0))
+            budget = flip_budget(eps, norm)
+            ratio = torch.where((gain > 0) & (cost <= budget), gain / cost.clamp_min(1e-12),
+                                torch.full_like(gain, -1.0))
             order = ratio.argsort(dim=1, descending=True)
             spent = cost.gather(1, order).cumsum(1)
             take = (spent <= budget) & (ratio.gather(1, order) > 0)
-            chosen = torch.zeros_like(take).scatter_(1, order, take).view_as(x)
-        return torch.where(chosen, move, torch.zeros_like(move))
+            chosen = torch.zeros_like(take).scatter_(1, order, take)
+        return units.ungroup(torch.where(chosen[..., None], move, torch.zeros_like(move)), x.shape[1:])
     return step
 
 
@@ -132,7 +132,8 @@ def steps_for(cfg: "MSDConfig") -> dict[Norm, Callable[..., torch.Tensor]]:
     """The step of every norm: gradient steps, or flips for a model that binarizes (``cfg.flip_threshold``)."""
     if cfg.flip_threshold is None:
         return STEPS
-    return {nm: flip_step(nm, cfg.flip_threshold) for nm in STEPS}
+    units = FlipUnits(cfg.flip_threshold, cfg.flip_pool)
+    return {nm: flip_step(nm, units) for nm in STEPS}
 
 
 @dataclass(frozen=True)
@@ -142,8 +143,9 @@ class MSDConfig:
     ``rel_step`` sets the step of the L-inf, L2 and L1 balls to ``rel_step * eps / steps``
     (Madry et al.'s 2.5: with few steps the iterate can still cross the whole ball); L0
     moves a promising pixel across the range in one step (``l0_step``, see
-    :func:`dim.attacks.sparse.pgd_l0`). With ``flip_threshold`` (a model that binarizes its input there, attacked
-    through the straight-through gradient) every norm's step is :func:`flip_step` instead."""
+    :func:`dim.attacks.sparse.pgd_l0`). With ``flip_threshold`` (a model that binarizes its input there, in
+    blocks of ``flip_pool x flip_pool`` pixels, attacked through the straight-through gradient) every norm's
+    step is :func:`flip_step` instead."""
     eps: Mapping[Norm, float]
     steps: int = 10
     rel_step: float = 2.5
@@ -152,6 +154,7 @@ class MSDConfig:
     loss: str = "ce"
     mode: str = "msd"
     flip_threshold: float | None = None
+    flip_pool: int = 1
 
     def alpha(self, norm: Norm, scale: float = 1.0) -> float:
         if norm is Norm.L0:

@@ -11,6 +11,13 @@ The backward rule is a choice, and it decides what a gradient attack sees:
 * ``GradientMode.STRAIGHT_THROUGH`` (BPDA, Athalye et al. 2018): the backward
   pass treats the binarization as the identity. This is the adaptive attack on
   binarized defenses.
+
+``pool > 1`` binarizes blocks instead of pixels: each ``pool x pool`` block of a channel becomes all ones
+when its mean lies above the threshold, else all zeros. A single pixel flips when it crosses the threshold,
+at a cost of its distance to it; a block flips only when its mean does, which costs ``pool**2`` times the
+mean's distance in L1 (spread over the block) and, for a solid block of background or ink, more than
+``pool**2 / 2`` changed pixels in L0. The straight-through rule then passes the gradient through the
+block means (the backward of an average pool followed by a nearest upsampling).
 """
 from __future__ import annotations
 
@@ -20,6 +27,7 @@ from typing import Iterator
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 
 class GradientMode(str, enum.Enum):
@@ -40,18 +48,30 @@ class _Binarize(torch.autograd.Function):
 
 
 class Binarize(nn.Module):
-    """``x -> 1[x > threshold]`` whose backward rule is :class:`GradientMode`."""
+    """``x -> 1[x > threshold]`` whose backward rule is :class:`GradientMode`; with ``pool > 1``, of the mean
+    of each ``pool x pool`` block of an image batch ``(B, C, H, W)``, spread back over the block."""
 
-    def __init__(self, threshold: float = 0.5, mode: GradientMode = GradientMode.EXACT):
+    def __init__(self, threshold: float = 0.5, mode: GradientMode = GradientMode.EXACT, pool: int = 1):
         super().__init__()
+        if int(pool) != pool or pool < 1:
+            raise ValueError(f"pool must be a positive whole number of pixels, got {pool}")
         self.threshold = threshold
         self.mode = GradientMode(mode)
+        self.pool = int(pool)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _Binarize.apply(x, self.threshold, self.mode is GradientMode.STRAIGHT_THROUGH)
+        st = self.mode is GradientMode.STRAIGHT_THROUGH
+        if self.pool == 1:
+            return _Binarize.apply(x, self.threshold, st)
+        p = self.pool
+        if x.dim() != 4 or x.shape[-1] % p or x.shape[-2] % p:
+            raise ValueError(f"binarizing {p} x {p} blocks needs images (B, C, H, W) whose height and width are "
+                             f"multiples of {p}, got shape {tuple(x.shape)}")
+        bits = _Binarize.apply(F.avg_pool2d(x, p), self.threshold, st)
+        return bits.repeat_interleave(p, dim=-2).repeat_interleave(p, dim=-1)
 
     def extra_repr(self) -> str:
-        return f"threshold={self.threshold}, mode={self.mode.value}"
+        return f"threshold={self.threshold}, mode={self.mode.value}" + (f", pool={self.pool}" if self.pool > 1 else "")
 
 
 def set_gradient_mode(model: nn.Module, mode: GradientMode | str) -> nn.Module:
@@ -71,6 +91,22 @@ def set_gradient_mode(model: nn.Module, mode: GradientMode | str) -> nn.Module:
 
 def has_binarization(model: nn.Module) -> bool:
     return any(isinstance(m, Binarize) for m in model.modules())
+
+
+def input_binarization(model: nn.Module) -> Binarize:
+    """The binarization a model applies to its input: what an attack on the input flips.
+
+    Our models name it ``bin_in`` (a DIM's second one, ``bin_dn``, binarizes the denoiser's output, which no
+    attack sets directly); a model with one binarization needs no name. Anything else is refused rather than
+    guessed, since an attack that flips the wrong units measures nothing."""
+    found = [m for m in model.modules() if isinstance(m, Binarize)]
+    named = [m for name, m in model.named_modules() if isinstance(m, Binarize) and name.rsplit(".", 1)[-1] == "bin_in"]
+    if len(named) == 1:
+        return named[0]
+    if len(found) == 1:
+        return found[0]
+    raise ValueError(f"{type(model).__name__}: cannot tell which of its {len(found)} binarizations reads the input "
+                     f"(expected exactly one module named bin_in)")
 
 
 @contextlib.contextmanager

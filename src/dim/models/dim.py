@@ -148,6 +148,7 @@ class ScoreModelConfig:
     denoiser_hidden: tuple[int, ...] = (512, 256, 512)
     temperature: float = 10.0
     binarize_threshold: float = 0.5
+    binarize_pool: int = 1          # binarize the input's pool x pool blocks by their mean (models.binarize)
 
 
 class ScoreModel(nn.Module):
@@ -165,11 +166,11 @@ class ScoreModel(nn.Module):
         self.temperature = cfg.temperature
         self.denoiser = denoiser
         self.heads = heads
-        self.bin_in = Binarize(cfg.binarize_threshold) if binarize else nn.Identity()
+        self.bin_in = Binarize(cfg.binarize_threshold, pool=cfg.binarize_pool) if binarize else nn.Identity()
         self.bin_dn = Binarize(cfg.binarize_threshold) if (binarize and denoiser is not None) else nn.Identity()
 
     def denoise(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1, 28, 28) -> (B, 784)
-        h = self.bin_in(x.flatten(1))
+        h = self.bin_in(x).flatten(1)
         if self.denoiser is not None:
             h = self.bin_dn(self.denoiser(h))
         return h

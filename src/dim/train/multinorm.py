@@ -41,7 +41,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..attacks.adaptive import with_gradient
-from ..attacks.binflip import input_threshold
+from ..attacks.binflip import input_units
 from ..attacks.gradient import LOSSES
 from ..attacks.multinorm import MODES, MSDConfig, every_norm, msd
 from ..core.norms import Norm, scaled_thresholds
@@ -95,12 +95,13 @@ class MultiNormAttackConfig:
     def attack(self, input_shape: tuple[int, int, int], model: nn.Module | None = None) -> MSDConfig:
         """The :class:`MSDConfig` for images of ``input_shape`` = (C, H, W); with ``flips``, for ``model``'s
         binarization threshold (a model without binarization is refused)."""
-        threshold = None
+        threshold, pool = None, 1
         if self.flips:
             if model is None:
                 raise ValueError("flips=True: the attack needs the model whose binarization threshold it flips")
             self.validate(model)
-            threshold = input_threshold(model)
+            units = input_units(model)
+            threshold, pool = units.threshold, units.pool
         default = scaled_thresholds(tuple(input_shape))
         given = {Norm.LINF: self.eps_linf, Norm.L2: self.eps_l2, Norm.L1: self.eps_l1, Norm.L0: self.eps_l0}
         eps = {}
@@ -108,7 +109,8 @@ class MultiNormAttackConfig:
             nm = NORM_KEYS[key]
             eps[nm] = float(default[nm] if given[nm] is None else given[nm])
         return MSDConfig(eps=eps, steps=self.steps, rel_step=self.rel_step, l1_coords=self.l1_coords,
-                         loss=self.loss, mode="max" if self.mode == "avg" else self.mode, flip_threshold=threshold)
+                         loss=self.loss, mode="max" if self.mode == "avg" else self.mode, flip_threshold=threshold,
+                         flip_pool=pool)
 
 
 def _warmup(cfg: MultiNormAttackConfig, n: int, batch_size: int):
