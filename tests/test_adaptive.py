@@ -287,6 +287,8 @@ def test_every_block_move_flips_its_block_inside_the_box_with_the_fewest_pixels(
     x = (torch.rand(6, 2, 4, 6) * 1.4 - 0.2).clamp(0, 1)          # with values at 0 and 1, where the box binds
     units = FlipUnits(0.5, 2)
     assert torch.equal(units.ungroup(units.group(x), x.shape[1:]), x)
+    with pytest.raises(ValueError, match="multiples of 2"):
+        units.group(torch.rand(1, 1, 5, 4))
     _, move = units.moves(x, norm)
     x_adv = x + units.ungroup(move, x.shape[1:])
     assert bool(((x_adv >= 0) & (x_adv <= 1)).all())

@@ -72,8 +72,11 @@ class FlipUnits:
         """``(B, ...)`` -> ``(B, U, n)``: each unit's ``n`` values (any shape when ``pool`` is 1)."""
         if self.pool == 1:
             return x.flatten(1)[..., None]
-        b, c, h, w = x.shape
         p = self.pool
+        if x.dim() != 4 or x.shape[-1] % p or x.shape[-2] % p:
+            raise ValueError(f"flip units of {p} x {p} blocks need images (B, C, H, W) whose height and width are "
+                             f"multiples of {p}, got shape {tuple(x.shape)}")
+        b, c, h, w = x.shape
         return x.reshape(b, c, h // p, p, w // p, p).permute(0, 1, 2, 4, 3, 5).reshape(b, -1, self.size)
 
     def ungroup(self, v: torch.Tensor, shape: torch.Size) -> torch.Tensor:
