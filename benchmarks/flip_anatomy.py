@@ -49,6 +49,8 @@ def _binarize_threshold(store: Store, model: str) -> float:
     cfg = cards[model].get("config", {}).get("model", {})
     if not store.get_meta(f"binarized/{model}") or "binarize_threshold" not in cfg:   # as the run's checks found it
         raise SystemExit(f"model {model!r} does not binarize its input (so the run records); this counts flips of one")
+    if float(cfg.get("binarize_width", 0.0)) > 0:
+        raise SystemExit(f"model {model!r} binarizes on a ramp of width {cfg['binarize_width']}; this counts flips of a step")
     if int(cfg.get("binarize_pool", 1)) != 1:
         raise SystemExit(f"model {model!r} binarizes blocks of {cfg['binarize_pool']} x {cfg['binarize_pool']} pixels; "
                          f"this counts flips of single pixels")

@@ -342,6 +342,50 @@ def test_flips_on_a_block_binarized_model_move_whole_blocks_within_the_threshold
     assert np.all(got.distance[broken] <= spec.threshold * (1 + 1e-5))
 
 
+def test_a_ramp_is_linear_across_its_band_and_its_exact_gradient_is_the_ramps_own():
+    from dim.models.binarize import GradientMode, gradient_mode
+    x = torch.tensor([0.0, 0.2, 0.29, 0.45, 0.5, 0.6, 0.71, 0.9, 1.0], requires_grad=True)
+    b = Binarize(0.5, width=0.4)
+    out = b(x)
+    assert torch.allclose(out, torch.tensor([0.0, 0.0, 0.0, 0.375, 0.5, 0.75, 1.0, 1.0, 1.0]), atol=1e-6)
+    out.sum().backward()
+    assert torch.allclose(x.grad, torch.tensor([0.0, 0.0, 0.0, 2.5, 2.5, 2.5, 0.0, 0.0, 0.0]))
+    x.grad = None
+    with gradient_mode(b, GradientMode.STRAIGHT_THROUGH):
+        b(x).sum().backward()
+    assert torch.equal(x.grad, torch.ones_like(x))
+    with pytest.raises(ValueError, match="width must lie in"):
+        Binarize(0.5, width=1.2)
+
+
+def test_a_flip_on_a_ramp_takes_the_value_to_the_bands_far_edge():
+    """Band 0.3-0.7: 0.45 goes to 0.7 (L1 cost 0.25, the ramp's value 0.375 -> 1), 0.9 to 0.3 (1 -> 0), 0 to 0.7."""
+    from dim.attacks.binflip import FlipUnits, flip_cost
+    x = torch.tensor([[0.45, 0.9, 0.0]])
+    units = FlipUnits(0.5, 1, 0.4)
+    _, move = units.moves(x, Norm.L1)
+    assert torch.allclose(x + move[..., 0], torch.tensor([[0.7, 0.3, 0.7]]))
+    assert torch.allclose(flip_cost(move, Norm.L1), torch.tensor([[0.25, 0.6, 0.7]]))
+    assert torch.allclose(units.change(x), torch.tensor([[0.625, -1.0, 1.0]]))
+    assert torch.equal(FlipUnits(0.5).change(x), torch.tensor([[1.0, -1.0, 1.0]]))
+
+
+def test_knapsack_flips_on_a_ramp_model_stay_within_the_threshold_and_end_on_the_bands_edges(tiny, samples):
+    """Every value the attack changes ends at 0.3 or 0.7 (a step's flip would end at 0.5 -+ 0.001)."""
+    model = nn.Sequential(Binarize(0.5, width=0.4), tiny).eval()
+    spec = next(s for s in FLIP_SPECS if s.name == "L1 KnapsackFlips")
+    x, y = samples
+    cand = attack_runner(spec)(spec, model, x, y, 0)
+    got = verify(model, x, y, cand, spec.norm)
+    assert np.mean(~np.isfinite(got.distance)) <= 0.5
+    changed = cand.x_adv != x
+    assert changed.any()
+    ends = cand.x_adv[changed]
+    assert np.all(np.isclose(ends, 0.3, atol=1e-5) | np.isclose(ends, 0.7, atol=1e-5))
+    broken = np.isfinite(got.distance)
+    assert np.all(got.distance[broken] <= spec.threshold * (1 + 1e-5))
+
+
 def test_an_attack_refuses_a_model_whose_input_binarization_it_cannot_tell():
     from dim.models.binarize import input_binarization
     two = nn.Sequential(Binarize(0.5), Binarize(0.5, pool=2))

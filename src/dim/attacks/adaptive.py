@@ -245,7 +245,7 @@ def run_knapsack_flips(spec: AttackSpec, model: nn.Module, x: np.ndarray, y: np.
     xt, yt, _ = _tensors(model, x, y)
     units = input_units(model)
     cfg = MSDConfig(eps={spec.norm: spec.threshold}, steps=int(p.get("steps", 100)), loss=str(p.get("loss", "ce")),
-                    flip_threshold=units.threshold, flip_pool=units.pool)
+                    flip_threshold=units.threshold, flip_pool=units.pool, flip_width=units.width)
     with gradient_mode(model, GradientMode.STRAIGHT_THROUGH):
         cand, _ = msd(model, xt, yt, cfg)
     return Unverified(cand.detach().cpu().numpy())

@@ -31,7 +31,7 @@ import torch
 import torch.nn as nn
 
 from ..core.norms import Norm
-from ..models.binarize import Binarize, GradientMode, gradient_mode, input_binarization
+from ..models.binarize import Binarize, GradientMode, gradient_mode, input_binarization, ramp
 from .gradient import margin_loss
 
 NUDGE = 1e-3     # how far past the threshold a flipped value goes (float32 keeps it on its side)
@@ -46,9 +46,10 @@ def input_threshold(model: nn.Module) -> float:
 
 
 def input_units(model: nn.Module) -> "FlipUnits":
-    """The flip units of the model's input binarization: its threshold (one for all the model's binarizations)
-    and its block size."""
-    return FlipUnits(input_threshold(model), input_binarization(model).pool)
+    """The flip units of the model's input binarization: its threshold (one for all the model's binarizations),
+    its block size and the width of its ramp."""
+    b = input_binarization(model)
+    return FlipUnits(input_threshold(model), b.pool, b.width)
 
 
 @dataclass(frozen=True)
@@ -60,9 +61,14 @@ class FlipUnits:
     pixels depends on the norm that pays for it. L1 pays the total change whatever the spread; L2 and L-inf pay
     least when it is spread as evenly as the [0, 1] box allows (water-filling, which is optimal for both); L0
     pays least when it is concentrated on the pixels with the most room to move. For single pixels every norm's
-    move is the same: the value goes just past the threshold. Units are disjoint, so flips add up."""
+    move is the same: the value goes just past the threshold. Units are disjoint, so flips add up.
+
+    With a ramp of ``width > 0`` (:class:`dim.models.binarize.Binarize`) the binarized value moves continuously
+    across the band ``threshold -+ width/2``; a flip then takes the unit to the far edge of the band, where it
+    saturates, and changes the binarized value by less than one for a unit already inside the band."""
     threshold: float
     pool: int = 1
+    width: float = 0.0
 
     @property
     def size(self) -> int:
@@ -87,13 +93,29 @@ class FlipUnits:
         p = self.pool
         return v.reshape(-1, c, h // p, w // p, p, p).permute(0, 1, 2, 4, 3, 5).reshape(-1, c, h, w)
 
+    @property
+    def reach(self) -> float:
+        """How far past the threshold a flip takes a unit's mean: just past it, or to the ramp's edge."""
+        return self.width / 2 if self.width > 0 else NUDGE
+
+    def binarized(self, v: torch.Tensor) -> torch.Tensor:
+        """What the model sees of units whose mean is ``v``: 0 or 1, or on the ramp."""
+        return ramp(v, self.threshold, self.width) if self.width > 0 else (v > self.threshold).to(v.dtype)
+
+    def change(self, x: torch.Tensor) -> torch.Tensor:
+        """How much each unit's binarized value changes when it is flipped, signed, ``(B, U)``: +-1 for a step."""
+        m = self.group(x).mean(-1)
+        up = m <= self.threshold
+        after = torch.where(up, self.threshold + self.reach, self.threshold - self.reach)
+        return self.binarized(after) - self.binarized(m)
+
     def moves(self, x: torch.Tensor, norm: Norm) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(up, move)`` for a batch ``x``: which units binarize to 0 now (flipping raises them), ``(B, U)``, and
-        the cheapest change in ``norm`` of each unit's pixels that flips it, ``(B, U, n)``."""
+        """``(up, move)`` for a batch ``x``: which units lie at or below the threshold now (flipping raises
+        them), ``(B, U)``, and the cheapest change in ``norm`` of each unit's pixels that flips it, ``(B, U, n)``."""
         v = self.group(x)
         up = v.mean(-1) <= self.threshold
         n = self.size
-        need = n * torch.where(up, self.threshold + NUDGE - v.mean(-1), v.mean(-1) - (self.threshold - NUDGE))
+        need = n * torch.where(up, self.threshold + self.reach - v.mean(-1), v.mean(-1) - (self.threshold - self.reach))
         room = torch.where(up[..., None], 1 - v, v).clamp_min(0)            # how far each pixel can go that way
         if n == 1:
             amount = need[..., None]
@@ -166,7 +188,7 @@ def binflip(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: Norm, e
     else:
         budget = torch.full((b,), flip_budget(eps, norm), device=x.device)
         feasible = cost <= budget[:, None]
-    sign = torch.where(up, 1.0, -1.0).to(flat.dtype)
+    sign = units.change(x)                                   # +-1 for a step, less on a ramp
     flipped = torch.zeros_like(up)
     out, broken = x.clone(), torch.zeros(b, dtype=torch.bool, device=x.device)
     live = torch.arange(b, device=x.device)
@@ -194,7 +216,7 @@ def binflip(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: Norm, e
             live, g, base = live[keep], units.group(g)[keep].sum(-1), loss.detach()[keep]
             fl, co = flipped[live], cost[live]
             room = budget[live] - (co * fl).sum(1)
-            gain = g * torch.where(fl, -sign[live], sign[live])          # undoing a flip reverses its sign
+            gain = g * torch.where(fl, -sign[live], sign[live])          # undoing a flip reverses its change
             allowed = fl | (feasible[live] & (co <= room[:, None] + 1e-12))
             per_cost = torch.where(fl | (co <= 0), torch.ones_like(co), co)   # an undo refunds: rank by gain
             ratio = torch.where(allowed & (gain > 0), gain / per_cost, torch.full_like(gain, -1.0))

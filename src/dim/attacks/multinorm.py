@@ -112,7 +112,7 @@ def flip_step(norm: Norm, units: FlipUnits):
     for training). In L0 the costs are whole numbers, so a budget of ``eps`` allows ``floor(eps)``."""
     def step(delta, g, x, eps, alpha, cfg):
         up, move = units.moves(x, norm)                                   # (B, U), (B, U, n)
-        gain = units.group(g).sum(-1) * torch.where(up, 1.0, -1.0).to(g.dtype)
+        gain = units.group(g).sum(-1) * units.change(x)                  # the binarized value's change: +-1 for a step
         cost = flip_cost(move, norm)
         if norm is Norm.LINF:
             chosen = (gain > 0) & (cost <= eps)
@@ -132,7 +132,7 @@ def steps_for(cfg: "MSDConfig") -> dict[Norm, Callable[..., torch.Tensor]]:
     """The step of every norm: gradient steps, or flips for a model that binarizes (``cfg.flip_threshold``)."""
     if cfg.flip_threshold is None:
         return STEPS
-    units = FlipUnits(cfg.flip_threshold, cfg.flip_pool)
+    units = FlipUnits(cfg.flip_threshold, cfg.flip_pool, cfg.flip_width)
     return {nm: flip_step(nm, units) for nm in STEPS}
 
 
@@ -144,8 +144,8 @@ class MSDConfig:
     (Madry et al.'s 2.5: with few steps the iterate can still cross the whole ball); L0
     moves a promising pixel across the range in one step (``l0_step``, see
     :func:`dim.attacks.sparse.pgd_l0`). With ``flip_threshold`` (a model that binarizes its input there, in
-    blocks of ``flip_pool x flip_pool`` pixels, attacked through the straight-through gradient) every norm's
-    step is :func:`flip_step` instead."""
+    blocks of ``flip_pool x flip_pool`` pixels, on a ramp of ``flip_width`` if it is one, attacked through the
+    straight-through gradient) every norm's step is :func:`flip_step` instead."""
     eps: Mapping[Norm, float]
     steps: int = 10
     rel_step: float = 2.5
@@ -155,6 +155,7 @@ class MSDConfig:
     mode: str = "msd"
     flip_threshold: float | None = None
     flip_pool: int = 1
+    flip_width: float = 0.0
 
     def alpha(self, norm: Norm, scale: float = 1.0) -> float:
         if norm is Norm.L0:

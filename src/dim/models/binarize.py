@@ -47,31 +47,68 @@ class _Binarize(torch.autograd.Function):
         return g, None, None
 
 
+def ramp(x: torch.Tensor, threshold: float, width: float) -> torch.Tensor:
+    """``clamp((x - threshold) / width + 1/2, 0, 1)``: 0 below the band ``threshold -+ width/2``, 1 above it,
+    linear inside (what the step ``1[x > threshold]`` becomes with ``width > 0``)."""
+    return ((x - (threshold - width / 2)) / width).clamp(0, 1)
+
+
+class _Ramp(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, threshold: float, width: float, straight_through: bool) -> torch.Tensor:
+        ctx.straight_through, ctx.width = straight_through, width
+        out = ramp(x, threshold, width)
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        if ctx.straight_through:
+            return grad, None, None, None
+        out, = ctx.saved_tensors
+        inside = (out > 0) & (out < 1)
+        return torch.where(inside, grad / ctx.width, torch.zeros_like(grad)), None, None, None
+
+
 class Binarize(nn.Module):
     """``x -> 1[x > threshold]`` whose backward rule is :class:`GradientMode`; with ``pool > 1``, of the mean
-    of each ``pool x pool`` block of an image batch ``(B, C, H, W)``, spread back over the block."""
+    of each ``pool x pool`` block of an image batch ``(B, C, H, W)``, spread back over the block; with
+    ``width > 0``, a linear :func:`ramp` across the band ``threshold -+ width/2`` in place of the step (the mean
+    of the binarizations at thresholds drawn uniformly from the band). ``EXACT`` then is the ramp's own
+    derivative (``1/width`` inside the band, zero outside), ``STRAIGHT_THROUGH`` the identity, as for the step."""
 
-    def __init__(self, threshold: float = 0.5, mode: GradientMode = GradientMode.EXACT, pool: int = 1):
+    def __init__(self, threshold: float = 0.5, mode: GradientMode = GradientMode.EXACT, pool: int = 1,
+                 width: float = 0.0):
         super().__init__()
         if int(pool) != pool or pool < 1:
             raise ValueError(f"pool must be a positive whole number of pixels, got {pool}")
+        if not 0 <= width <= 2 * min(threshold, 1 - threshold):
+            raise ValueError(f"width must lie in [0, {2 * min(threshold, 1 - threshold)}] (the band "
+                             f"threshold -+ width/2 inside [0, 1]), got {width}")
         self.threshold = threshold
         self.mode = GradientMode(mode)
         self.pool = int(pool)
+        self.width = float(width)
+
+    def _step(self, x: torch.Tensor) -> torch.Tensor:
+        st = self.mode is GradientMode.STRAIGHT_THROUGH
+        if self.width > 0:
+            return _Ramp.apply(x, self.threshold, self.width, st)
+        return _Binarize.apply(x, self.threshold, st)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        st = self.mode is GradientMode.STRAIGHT_THROUGH
         if self.pool == 1:
-            return _Binarize.apply(x, self.threshold, st)
+            return self._step(x)
         p = self.pool
         if x.dim() != 4 or x.shape[-1] % p or x.shape[-2] % p:
             raise ValueError(f"binarizing {p} x {p} blocks needs images (B, C, H, W) whose height and width are "
                              f"multiples of {p}, got shape {tuple(x.shape)}")
-        bits = _Binarize.apply(F.avg_pool2d(x, p), self.threshold, st)
+        bits = self._step(F.avg_pool2d(x, p))
         return bits.repeat_interleave(p, dim=-2).repeat_interleave(p, dim=-1)
 
     def extra_repr(self) -> str:
-        return f"threshold={self.threshold}, mode={self.mode.value}" + (f", pool={self.pool}" if self.pool > 1 else "")
+        return (f"threshold={self.threshold}, mode={self.mode.value}" + (f", pool={self.pool}" if self.pool > 1 else "")
+                + (f", width={self.width}" if self.width > 0 else ""))
 
 
 def set_gradient_mode(model: nn.Module, mode: GradientMode | str) -> nn.Module:

@@ -23,6 +23,7 @@ class CNNConfig:
     num_classes: int = 10
     binarize_threshold: float = 0.5
     binarize_pool: int = 1          # binarize the input's pool x pool blocks by their mean (models.binarize)
+    binarize_width: float = 0.0     # > 0: a linear ramp across threshold -+ width/2, not a step (the same)
     in_channels: int = 1
     image_size: tuple[int, int] = (28, 28)
 
@@ -35,7 +36,8 @@ class MadryCNN(nn.Module):
         if h < 4 or w < 4:
             raise ValueError(f"the CNN pools twice by 2: images must be at least 4 x 4, got {h} x {w}")
         self.num_classes = cfg.num_classes
-        self.bin_in = Binarize(cfg.binarize_threshold, pool=cfg.binarize_pool) if binarize else nn.Identity()
+        self.bin_in = (Binarize(cfg.binarize_threshold, pool=cfg.binarize_pool, width=cfg.binarize_width)
+                       if binarize else nn.Identity())
         self.features = nn.Sequential(
             nn.Conv2d(cfg.in_channels, c1, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),  # (B, 32, H/2, W/2)
             nn.Conv2d(c1, c2, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),               # (B, 64, H/4, W/4)

@@ -149,6 +149,7 @@ class ScoreModelConfig:
     temperature: float = 10.0
     binarize_threshold: float = 0.5
     binarize_pool: int = 1          # binarize the input's pool x pool blocks by their mean (models.binarize)
+    binarize_width: float = 0.0     # > 0: a linear ramp across threshold -+ width/2, not a step (the same)
 
 
 class ScoreModel(nn.Module):
@@ -166,7 +167,8 @@ class ScoreModel(nn.Module):
         self.temperature = cfg.temperature
         self.denoiser = denoiser
         self.heads = heads
-        self.bin_in = Binarize(cfg.binarize_threshold, pool=cfg.binarize_pool) if binarize else nn.Identity()
+        self.bin_in = (Binarize(cfg.binarize_threshold, pool=cfg.binarize_pool, width=cfg.binarize_width)
+                       if binarize else nn.Identity())
         self.bin_dn = Binarize(cfg.binarize_threshold) if (binarize and denoiser is not None) else nn.Identity()
 
     def denoise(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1, 28, 28) -> (B, 784)

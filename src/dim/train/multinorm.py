@@ -95,13 +95,13 @@ class MultiNormAttackConfig:
     def attack(self, input_shape: tuple[int, int, int], model: nn.Module | None = None) -> MSDConfig:
         """The :class:`MSDConfig` for images of ``input_shape`` = (C, H, W); with ``flips``, for ``model``'s
         binarization threshold (a model without binarization is refused)."""
-        threshold, pool = None, 1
+        threshold, pool, width = None, 1, 0.0
         if self.flips:
             if model is None:
                 raise ValueError("flips=True: the attack needs the model whose binarization threshold it flips")
             self.validate(model)
             units = input_units(model)
-            threshold, pool = units.threshold, units.pool
+            threshold, pool, width = units.threshold, units.pool, units.width
         default = scaled_thresholds(tuple(input_shape))
         given = {Norm.LINF: self.eps_linf, Norm.L2: self.eps_l2, Norm.L1: self.eps_l1, Norm.L0: self.eps_l0}
         eps = {}
@@ -110,7 +110,7 @@ class MultiNormAttackConfig:
             eps[nm] = float(default[nm] if given[nm] is None else given[nm])
         return MSDConfig(eps=eps, steps=self.steps, rel_step=self.rel_step, l1_coords=self.l1_coords,
                          loss=self.loss, mode="max" if self.mode == "avg" else self.mode, flip_threshold=threshold,
-                         flip_pool=pool)
+                         flip_pool=pool, flip_width=width)
 
 
 def _warmup(cfg: MultiNormAttackConfig, n: int, batch_size: int):
