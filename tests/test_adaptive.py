@@ -358,6 +358,28 @@ def test_a_ramp_is_linear_across_its_band_and_its_exact_gradient_is_the_ramps_ow
         Binarize(0.5, width=1.2)
 
 
+def test_the_smooth_gradient_keeps_a_ramps_derivative_and_passes_a_step_straight_through():
+    """A ramp (0.3-0.7) then a step: the exact gradient is zero (the step), BPDA's the identity everywhere, the
+    smooth one the ramp's own derivative (2.5 inside the band, zero outside) through the step's identity."""
+    from dim.models.binarize import GradientMode, gradient_mode
+    model = nn.Sequential(Binarize(0.5, width=0.4), Binarize(0.5))
+    x = torch.tensor([0.1, 0.45, 0.6, 0.9])
+    want = {GradientMode.EXACT: [0.0] * 4, GradientMode.STRAIGHT_THROUGH: [1.0] * 4,
+            GradientMode.SMOOTH: [0.0, 2.5, 2.5, 0.0]}
+    for mode, grad in want.items():
+        xg = x.clone().requires_grad_(True)
+        with gradient_mode(model, mode):
+            model(xg).sum().backward()
+        assert torch.allclose(xg.grad, torch.tensor(grad)), mode
+
+
+def test_the_smooth_gradient_is_not_applicable_without_a_ramp(binarized, samples):
+    from dim.attacks import NotApplicable
+    spec = next(s for s in get_suite("ramp-autoattack") if s.name == "L2 Smooth-AutoAttack")
+    with pytest.raises(NotApplicable, match="ramp"):
+        attack_runner(spec)(spec, binarized, *samples, 0)
+
+
 def test_a_flip_on_a_ramp_takes_the_value_to_the_bands_far_edge():
     """Band 0.3-0.7: 0.45 goes to 0.7 (L1 cost 0.25, the ramp's value 0.375 -> 1), 0.9 to 0.3 (1 -> 0), 0 to 0.7."""
     from dim.attacks.binflip import FlipUnits, flip_cost

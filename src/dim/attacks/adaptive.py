@@ -11,7 +11,10 @@ Gradients (``params["gradient"]``):
 * ``"bpda"``: the straight-through gradient of every binarization (Athalye et al.
   2018) while the forward pass stays the true binarized model; a model without
   binarization has nothing to bypass, so the attack is recorded as not applicable;
-* ``"auto"``: ``bpda`` on models that binarize, ``exact`` elsewhere.
+* ``"auto"``: ``bpda`` on models that binarize, ``exact`` elsewhere;
+* ``"smooth"``: a ramp binarization's own derivative and the straight-through gradient of a step
+  (:attr:`dim.models.binarize.GradientMode.SMOOTH`): BPDA only where the model has no derivative.
+  Not applicable to a model without a ramp, where it would be ``bpda`` again.
 
 AutoAttack, APGD and Square are the reference implementation (``pyautoattack``, at
 L-inf, L2 and L1); PGD with restarts and the multi-targeted score attack are ours
@@ -32,7 +35,7 @@ import torch.nn as nn
 from ..core.device import device_of
 from ..core.norms import Norm
 from ..core.verify import Unverified, verify
-from ..models.binarize import GradientMode, gradient_mode, has_binarization
+from ..models.binarize import GradientMode, gradient_mode, has_binarization, has_ramp
 from .registry import NotApplicable, register_adapter
 from .binflip import binflip, input_units
 from .gradient import pgd
@@ -40,7 +43,7 @@ from .multinorm import MSDConfig, msd
 from .sparse import greedy_l0, l0_budget, pgd_l0, sparse_rs
 from .spec import AttackSpec
 
-GRADIENTS = ("exact", "bpda", "auto")
+GRADIENTS = ("exact", "bpda", "auto", "smooth")
 
 
 @contextlib.contextmanager
@@ -51,7 +54,12 @@ def with_gradient(model: nn.Module, mode: str, what: str = "this attack") -> Ite
     binarized = has_binarization(model)
     if mode == "bpda" and not binarized:
         raise NotApplicable(f"{what}: BPDA applies to models that binarize their input; this one does not")
-    if binarized and mode in ("bpda", "auto"):
+    if mode == "smooth" and not has_ramp(model):
+        raise NotApplicable(f"{what}: the smooth gradient applies to models with a ramp binarization; this one has none")
+    if mode == "smooth":
+        with gradient_mode(model, GradientMode.SMOOTH):
+            yield model
+    elif binarized and mode in ("bpda", "auto"):
         with gradient_mode(model, GradientMode.STRAIGHT_THROUGH):
             yield model
     else:

@@ -248,9 +248,17 @@ BPDA_AUTOATTACK: tuple[AttackSpec, ...] = (_bpda_autoattack(LINF), _bpda_autoatt
 # runs: on binarized models it finds more than BinFlip at L2, L1 and L0 (benchmarks/results/knapsack_flips.json).
 KNAPSACK_FLIPS: tuple[AttackSpec, ...] = tuple(_knapsack_flips(nm) for nm in (LINF, L2, L1, L0))
 
+# ramp-autoattack: AutoAttack through a ramp binarization's own derivative and the straight-through gradient of any
+# step behind it (gradient "smooth"). BPDA's identity sends gradient attacks to pixels outside the ramp's band, whose
+# change the model does not see; the exact gradient of a model that also binarizes by a step is zero. Not applicable
+# to models without a ramp. An addition to a run, like the two above.
+RAMP_AUTOATTACK: tuple[AttackSpec, ...] = tuple(
+    _spec(f"{nm.value} Smooth-AutoAttack", "autoattack", nm, params={"version": "standard", "gradient": "smooth"},
+          adaptive=True) for nm in (LINF, L2, L1))
+
 SUITES: dict[str, tuple[AttackSpec, ...]] = {"paper": PAPER, "extended": EXTENDED, "quick": QUICK,
                                              "adaptive": ADAPTIVE, "bpda-autoattack": BPDA_AUTOATTACK,
-                                             "knapsack-flips": KNAPSACK_FLIPS}
+                                             "knapsack-flips": KNAPSACK_FLIPS, "ramp-autoattack": RAMP_AUTOATTACK}
 
 
 def get_suite(name: str) -> tuple[AttackSpec, ...]:

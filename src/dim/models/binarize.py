@@ -11,6 +11,11 @@ The backward rule is a choice, and it decides what a gradient attack sees:
 * ``GradientMode.STRAIGHT_THROUGH`` (BPDA, Athalye et al. 2018): the backward
   pass treats the binarization as the identity. This is the adaptive attack on
   binarized defenses.
+* ``GradientMode.SMOOTH``: BPDA where it is needed only. A ramp (``width > 0``, below)
+  is differentiable, so it keeps its own derivative (zero outside its band, where the
+  identity would point an attack at pixels whose change the model does not see); a step
+  passes straight through. For a model whose binarizations are all steps it is
+  ``STRAIGHT_THROUGH``.
 
 ``pool > 1`` binarizes blocks instead of pixels: each ``pool x pool`` block of a channel becomes all ones
 when its mean lies above the threshold, else all zeros. A single pixel flips when it crosses the threshold,
@@ -33,6 +38,7 @@ import torch.nn.functional as F
 class GradientMode(str, enum.Enum):
     EXACT = "exact"
     STRAIGHT_THROUGH = "straight_through"
+    SMOOTH = "smooth"       # a ramp's own derivative, a step's straight-through one
 
 
 class _Binarize(torch.autograd.Function):
@@ -91,10 +97,9 @@ class Binarize(nn.Module):
         self.width = float(width)
 
     def _step(self, x: torch.Tensor) -> torch.Tensor:
-        st = self.mode is GradientMode.STRAIGHT_THROUGH
         if self.width > 0:
-            return _Ramp.apply(x, self.threshold, self.width, st)
-        return _Binarize.apply(x, self.threshold, st)
+            return _Ramp.apply(x, self.threshold, self.width, self.mode is GradientMode.STRAIGHT_THROUGH)
+        return _Binarize.apply(x, self.threshold, self.mode is not GradientMode.EXACT)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.pool == 1:
@@ -128,6 +133,11 @@ def set_gradient_mode(model: nn.Module, mode: GradientMode | str) -> nn.Module:
 
 def has_binarization(model: nn.Module) -> bool:
     return any(isinstance(m, Binarize) for m in model.modules())
+
+
+def has_ramp(model: nn.Module) -> bool:
+    """Whether one of the model's binarizations is a ramp (where ``GradientMode.SMOOTH`` differs from BPDA's)."""
+    return any(isinstance(m, Binarize) and m.width > 0 for m in model.modules())
 
 
 def input_binarization(model: nn.Module) -> Binarize:
