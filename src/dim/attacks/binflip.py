@@ -188,7 +188,7 @@ def binflip(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: Norm, e
     else:
         budget = torch.full((b,), flip_budget(eps, norm), device=x.device)
         feasible = cost <= budget[:, None]
-    sign = units.change(x)                                   # +-1 for a step, less on a ramp
+    change = units.change(x)                                 # a flip's change of the binarized value: +-1 for a step
     flipped = torch.zeros_like(up)
     out, broken = x.clone(), torch.zeros(b, dtype=torch.bool, device=x.device)
     live = torch.arange(b, device=x.device)
@@ -216,7 +216,7 @@ def binflip(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: Norm, e
             live, g, base = live[keep], units.group(g)[keep].sum(-1), loss.detach()[keep]
             fl, co = flipped[live], cost[live]
             room = budget[live] - (co * fl).sum(1)
-            gain = g * torch.where(fl, -sign[live], sign[live])          # undoing a flip reverses its change
+            gain = g * torch.where(fl, -change[live], change[live])      # undoing a flip reverses its change
             allowed = fl | (feasible[live] & (co <= room[:, None] + 1e-12))
             per_cost = torch.where(fl | (co <= 0), torch.ones_like(co), co)   # an undo refunds: rank by gain
             ratio = torch.where(allowed & (gain > 0), gain / per_cost, torch.full_like(gain, -1.0))
