@@ -349,3 +349,11 @@ def test_dim_paper_is_trained_with_the_papers_objective_alone(data_dir, tmp_path
     derived = train("bidim_paper", tmp_path / "b", from_dir=tmp_path / "p", data_dir=data_dir, eval_limit=50,
                     show=False)
     assert derived["weights_from"]["model"] == "dim_paper"
+
+
+def test_blocks_that_do_not_tile_the_images_are_refused_before_any_training_state(tmp_path, data_dir):
+    """3x3 blocks on 28x28 MNIST: refused at once, with nothing written to the output folder."""
+    out = tmp_path / "m"
+    with pytest.raises(ValueError, match="multiples of 3"):
+        train("bidim_at_bin", out, epochs=1, limit=50, data_dir=data_dir, model_overrides={"binarize_pool": 3})
+    assert not out.exists() or not any(out.rglob("*"))

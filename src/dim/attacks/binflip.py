@@ -31,7 +31,7 @@ import torch
 import torch.nn as nn
 
 from ..core.norms import Norm
-from ..models.binarize import Binarize, GradientMode, gradient_mode, input_binarization, ramp
+from ..models.binarize import Binarize, GradientMode, check_blocks, gradient_mode, input_binarization, ramp
 from .gradient import margin_loss
 
 NUDGE = 1e-3     # how far past the threshold a flipped value goes (float32 keeps it on its side)
@@ -79,9 +79,7 @@ class FlipUnits:
         if self.pool == 1:
             return x.flatten(1)[..., None]
         p = self.pool
-        if x.dim() != 4 or x.shape[-1] % p or x.shape[-2] % p:
-            raise ValueError(f"flip units of {p} x {p} blocks need images (B, C, H, W) whose height and width are "
-                             f"multiples of {p}, got shape {tuple(x.shape)}")
+        check_blocks(x.shape, p)
         b, c, h, w = x.shape
         return x.reshape(b, c, h // p, p, w // p, p).permute(0, 1, 2, 4, 3, 5).reshape(b, -1, self.size)
 

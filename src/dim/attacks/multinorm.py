@@ -106,7 +106,7 @@ def flip_step(norm: Norm, units: FlipUnits):
     the cheapest way to flip a unit is to move it just past the threshold (:meth:`FlipUnits.moves`; for a
     pixel, cost ``|x_i - t|`` in L1, its square in L2, one in L0; free in L-inf within eps of it). With the
     straight-through gradient ``g`` at the current point, flipping a unit gains the sum of ``g`` over its
-    pixels times +1 or -1 to first order; the step takes the flips of positive gain in order of gain per unit of
+    pixels times the change of its binarized value (+1 or -1 for a step) to first order; the step takes the flips of positive gain in order of gain per unit of
     cost while they fit the budget (a greedy knapsack, as :mod:`dim.attacks.binflip` does one flip at a time
     with forward passes to check, with the same moves and costs; this is its one-gradient form, cheap enough
     for training). In L0 the costs are whole numbers, so a budget of ``eps`` allows ``floor(eps)``."""

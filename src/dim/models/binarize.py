@@ -53,6 +53,13 @@ class _Binarize(torch.autograd.Function):
         return g, None, None
 
 
+def check_blocks(shape: tuple[int, ...], pool: int) -> None:
+    """Refuse a batch shape that ``pool x pool`` blocks do not tile: (B, C, H, W) with H and W multiples of it."""
+    if pool > 1 and (len(shape) != 4 or shape[-1] % pool or shape[-2] % pool):
+        raise ValueError(f"binarizing {pool} x {pool} blocks needs images (B, C, H, W) whose height and width are "
+                         f"multiples of {pool}, got shape {tuple(shape)}")
+
+
 def ramp(x: torch.Tensor, threshold: float, width: float) -> torch.Tensor:
     """``clamp((x - threshold) / width + 1/2, 0, 1)``: 0 below the band ``threshold -+ width/2``, 1 above it,
     linear inside (what the step ``1[x > threshold]`` becomes with ``width > 0``)."""
@@ -105,9 +112,7 @@ class Binarize(nn.Module):
         if self.pool == 1:
             return self._step(x)
         p = self.pool
-        if x.dim() != 4 or x.shape[-1] % p or x.shape[-2] % p:
-            raise ValueError(f"binarizing {p} x {p} blocks needs images (B, C, H, W) whose height and width are "
-                             f"multiples of {p}, got shape {tuple(x.shape)}")
+        check_blocks(x.shape, p)
         bits = self._step(F.avg_pool2d(x, p))
         return bits.repeat_interleave(p, dim=-2).repeat_interleave(p, dim=-1)
 

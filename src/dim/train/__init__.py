@@ -22,6 +22,7 @@ from .. import data as data_mod
 from ..checkpoint import CheckpointError, load_model, save_weights, write_card
 from ..core.device import HOST, DeviceLike, device_info, fits, generator, is_gpu, resolve_device
 from ..fileio import atomic_write_text
+from ..models.binarize import check_blocks, has_binarization, input_binarization
 from ..models.registry import create_model, get_entry, resolve_config, shape_config
 from ..provenance import git_commit, package_versions
 from . import classifier as _classifier  # noqa: F401  (registers recipes)
@@ -113,6 +114,8 @@ def train(name: str, out_dir: Path, *, epochs: int | None = None, seed: int = 0,
         cfg = recipe.config_cls(**train_cfg_over)
         if hasattr(cfg, "validate"):      # a recipe that depends on the model refuses it before any state
             cfg.validate(model)
+        if has_binarization(model):       # blocks that do not tile the dataset's images, before any state
+            check_blocks((1, *spec.input_shape), input_binarization(model).pool)
         train_cfg = recipe.recorded(train_cfg_over)
         tr = _load_tensors(spec, "train", data_dir, limit, dev)
         # the device type is part of the identity: a generator's state resumes only where it was saved
