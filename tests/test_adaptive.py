@@ -408,6 +408,49 @@ def test_knapsack_flips_on_a_ramp_model_stay_within_the_threshold_and_end_on_the
     assert np.all(got.distance[broken] <= spec.threshold * (1 + 1e-5))
 
 
+def test_a_partial_move_stops_inside_the_band_and_counts_by_its_change_on_the_ramp():
+    """L-inf 0.3 on a band of 0.3-0.7: 0.75 -> 0.45 (1 -> 0.375), 0 -> 0.3 (no change), 0.45 -> 0.7 (a whole flip),
+    0.2 -> 0.5 (0 -> 0.5). On a step only the moves that cross the threshold change anything."""
+    from dim.attacks.binflip import FlipUnits
+    x = torch.tensor([[0.75, 0.0, 0.45, 0.2]])
+    move, change = FlipUnits(0.5, 1, 0.4).partial_moves(x, 0.3)
+    assert torch.allclose(x + move[..., 0], torch.tensor([[0.45, 0.3, 0.7, 0.5]]))
+    assert torch.allclose(change, torch.tensor([[-0.625, 0.0, 0.625, 0.5]]))
+    _, change = FlipUnits(0.5).partial_moves(x, 0.3)
+    assert torch.equal(change, torch.tensor([[-1.0, 0.0, 1.0, 0.0]]))
+
+
+def test_a_partial_flip_step_takes_every_move_of_positive_gain_and_is_an_l_inf_step():
+    from dim.attacks import multinorm
+    from dim.attacks.binflip import FlipUnits
+    x = torch.tensor([[0.75, 0.0, 0.45, 0.2]])
+    g = torch.tensor([[-1.0, 5.0, 2.0, -3.0]])           # lower the first, raise the others
+    d = multinorm.flip_step(Norm.LINF, FlipUnits(0.5, 1, 0.4), partial=True)(torch.zeros_like(x), g, x, 0.3,
+                                                                             None, None)
+    assert torch.allclose(x + d, torch.tensor([[0.45, 0.0, 0.7, 0.2]]))    # no gain at 0 -> 0.3; 0.2 would gain < 0
+    with pytest.raises(ValueError, match="L-inf"):
+        multinorm.flip_step(Norm.L2, FlipUnits(0.5, 1, 0.4), partial=True)
+
+
+def test_partial_flips_on_a_ramp_model_stay_within_the_threshold_and_find_adversarials(tiny, samples, binarized):
+    """Within 0.3 of every pixel and the box; most of the changed values stop inside the band (whole flips end
+    on its edges); not applicable to a model without a ramp."""
+    from dim.attacks import NotApplicable
+    model = nn.Sequential(Binarize(0.5, width=0.4), tiny).eval()
+    spec, = get_suite("ramp-flips")
+    x, y = samples
+    cand = attack_runner(spec)(spec, model, x, y, 0)
+    got = verify(model, x, y, cand, spec.norm)
+    assert np.mean(~np.isfinite(got.distance)) <= 0.5
+    assert np.all(np.abs(cand.x_adv - x) <= spec.threshold + 1e-6)
+    assert np.all((cand.x_adv >= 0) & (cand.x_adv <= 1))
+    ends = cand.x_adv[cand.x_adv != x]
+    inside = (ends > 0.3 + 1e-5) & (ends < 0.7 - 1e-5)
+    assert inside.mean() > 0.5
+    with pytest.raises(NotApplicable, match="ramp"):
+        attack_runner(spec)(spec, binarized, x, y, 0)
+
+
 def test_an_attack_refuses_a_model_whose_input_binarization_it_cannot_tell():
     from dim.models.binarize import input_binarization
     two = nn.Sequential(Binarize(0.5), Binarize(0.5, pool=2))

@@ -56,9 +56,14 @@ def test_binarized_gradient_modes(name):
 
 @pytest.mark.parametrize("name", BINARIZED)
 def test_binarized_output_depends_only_on_binarized_input(name):
+    """Values moved within the side of the threshold they lie on (outside a ramp's band: on the band they are
+    what the model sees) leave the output unchanged."""
+    from dim.models.binarize import input_binarization
     model = dim.create_model(name)
+    half = input_binarization(model).width / 2
     x = batch()
-    nudged = torch.where(x > 0.5, torch.full_like(x, 0.9), torch.full_like(x, 0.1))
+    nudged = torch.where(x > 0.5 + half, torch.full_like(x, 0.9), torch.where(x > 0.5 - half, x, torch.full_like(x, 0.1)))
+    assert (nudged != x).float().mean() > 0.5
     assert torch.equal(model(x), model(nudged))
 
 

@@ -1,4 +1,6 @@
+import dataclasses
 import json
+from pathlib import Path
 import subprocess
 import sys
 import time
@@ -13,6 +15,7 @@ from dim.core.device import device_of
 from dim.models import list_models, get_entry
 from dim.train import train
 
+ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow   # trains models
 
 TRAINABLE = [m for m in list_models() if get_entry(m).weights_from is None]
@@ -20,7 +23,9 @@ SMALL = {"batch_size": 16}  # small data: more, smaller steps
 SMALL_DENOISER = {"denoiser_epochs": 6}  # on 400-600 images the denoiser needs more epochs than the default 4
 # "learns" needs the recipe's loop, not its full inner attack: one or two attack steps instead of the recipes' 3-5
 # (the attacks themselves are tested in test_multinorm.py and by test_madry_training_is_adversarial)
-CHEAP_ATTACKS = {"msd": {"steps": 1}, "score_msd": {"steps": 2}, "adversarial": {"pgd_steps": 2, "pgd_step": 0.2}}
+CHEAP_ATTACKS = {"msd": {"steps": 1}, "score_msd": {"steps": 2}, "score_msd_flips": {"steps": 2},
+                 "adversarial": {"pgd_steps": 2, "pgd_step": 0.2}}
+SCORE_MSD = ("score_msd", "score_msd_flips")   # DIM's clean recipe, then multi-norm adversarial training
 
 
 def test_short_training_beats_chance(trained_dim):
@@ -36,7 +41,7 @@ def test_short_training_beats_chance(trained_dim):
 # trained elsewhere already, on more data, with a check that they learn: the session's plain CNN
 # (test_the_plain_cnn_learns) and the adversarially trained ones (test_madry_training_is_adversarial here,
 # test_multinorm_training_is_adversarial in test_multinorm.py); a new model is trained here by default
-LEARNS_ELSEWHERE = {"cnn", "madry", "msd_cnn"}
+LEARNS_ELSEWHERE = {"cnn", "madry", "msd_cnn", "bidim_at_ramp"}   # bidim_at_ramp: bidim_at_bin's training
 
 
 def test_the_models_said_to_learn_elsewhere_are_trainable_models():
@@ -51,7 +56,7 @@ def test_the_plain_cnn_learns(plain_cnn):
 def test_every_trainable_model_learns(name, data_dir, tmp_path):
     recipe = get_entry(name).recipe
     epochs = 12
-    if recipe == "score_msd":   # the clean pretraining learns; one adversarial epoch runs the recipe's loop
+    if recipe in SCORE_MSD:     # the clean pretraining learns; one adversarial epoch runs the recipe's loop
         extra, epochs = {"pretrain_denoiser_epochs": 6, "pretrain_epochs": 12}, 1
     elif recipe == "msd":       # adversarial from the first step, one attack step: four epochs
         extra, epochs = {}, 4
@@ -65,6 +70,27 @@ def test_every_trainable_model_learns(name, data_dir, tmp_path):
     card = train(name, tmp_path / name, epochs=epochs, seed=0, data_dir=data_dir, limit=limit, eval_limit=500,
                  train_overrides={**SMALL, **extra}, show=False)
     assert card["clean_accuracy"] > 0.4, (name, card["clean_accuracy"])
+
+
+def test_bidim_at_ramp_is_bidim_at_bin_on_a_ramp_against_flips():
+    """The named model trains as ``bidim_at_bin`` with the ramp's model setting, flips and the clean loss weighted 2.0
+    (what the committed ``weights/bidim_at_ramp`` were first trained as): the same training function, the same
+    recorded configs, the same initial weights from the same seed (training is a function of these, the seed and the
+    data; test_same_seed_same_weights checks that it is deterministic)."""
+    from dim.models.registry import create_model, resolve_config
+    from dim.train.loop import RECIPES
+    named, spelled = RECIPES[get_entry("bidim_at_ramp").recipe], RECIPES[get_entry("bidim_at_bin").recipe]
+    assert named.fit is spelled.fit
+    assert named.recorded() == spelled.recorded({"flips": True, "clean_weight": 2.0})
+    cfg = dataclasses.asdict(resolve_config("bidim_at_ramp"))
+    assert cfg == dataclasses.asdict(resolve_config("bidim_at_bin", {"binarize_width": 0.4}))
+    torch.manual_seed(0)
+    a = create_model("bidim_at_ramp").state_dict()
+    torch.manual_seed(0)
+    b = create_model("bidim_at_bin", binarize_width=0.4).state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    committed = json.loads((ROOT / "weights" / "bidim_at_ramp" / "card.json").read_text())["config"]
+    assert committed == {"model": json.loads(json.dumps(cfg)), "train": named.recorded()}
 
 
 def test_load_model_roundtrip(trained_dim, data_dir):

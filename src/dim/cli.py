@@ -402,7 +402,8 @@ def status_cmd(run: Path = typer.Argument(..., help="A run directory of 'dim eva
 def reproduce_cmd(preset: str = typer.Option("quick", "--preset",
                                              help="quick (the main job); one per published result set: "
                                                   "table1, table2, paper-objective, abs, multinorm, "
-                                                  "multinorm-binarized; all (each of those in RUN/<preset>); paper "
+                                                  "multinorm-binarized, multinorm-ramp; all (each of those but multinorm-ramp in "
+                                                  "RUN/<preset>); paper "
                                                   "(Tables 1 and 2, the paper's 42 attacks) or adaptive (Table 1's "
                                                   "models, paper + adaptive)."),
                   run: Path = typer.Option(..., "--run", help="Run directory."),

@@ -246,14 +246,24 @@ def run_knapsack_flips(spec: AttackSpec, model: nn.Module, x: np.ndarray, y: np.
     """Knapsack flips (:func:`dim.attacks.multinorm.flip_step`): at each step, with the straight-through gradient
     at the current point, every flip across the binarization's threshold of positive gain, in order of gain per
     unit of cost, while the budget lasts; the point of highest loss over the steps. One gradient per step and no
-    trial passes: many flips at once where BinFlip makes one checked flip per step."""
+    trial passes: many flips at once where BinFlip makes one checked flip per step.
+
+    ``partial: true`` (L-inf, models with a ramp): units out of a whole flip's reach move by eps towards it and
+    count by the change they make on the ramp (:meth:`dim.attacks.binflip.FlipUnits.partial_moves`)."""
     if not has_binarization(model):
         raise NotApplicable(f"{spec.name}: knapsack flips attack models that binarize their input; this one does not")
     p = spec.params
+    partial = bool(p.get("partial", False))
+    if partial and spec.norm is not Norm.LINF:
+        raise ValueError(f"{spec.name}: partial flips are an L-inf attack, not {spec.norm.value}")
+    if partial and not has_ramp(model):
+        raise NotApplicable(f"{spec.name}: partial flips attack a ramp binarization (on a step a move that stops "
+                            "short of the threshold changes nothing); this model has none")
     xt, yt, _ = _tensors(model, x, y)
     units = input_units(model)
     cfg = MSDConfig(eps={spec.norm: spec.threshold}, steps=int(p.get("steps", 100)), loss=str(p.get("loss", "ce")),
-                    flip_threshold=units.threshold, flip_pool=units.pool, flip_width=units.width)
+                    flip_threshold=units.threshold, flip_pool=units.pool, flip_width=units.width,
+                    flip_partial=partial)
     with gradient_mode(model, GradientMode.STRAIGHT_THROUGH):
         cand, _ = msd(model, xt, yt, cfg)
     return Unverified(cand.detach().cpu().numpy())

@@ -107,6 +107,17 @@ class FlipUnits:
         after = torch.where(up, self.threshold + self.reach, self.threshold - self.reach)
         return self.binarized(after) - self.binarized(m)
 
+    def partial_moves(self, x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(move, change)`` within an L-inf ball of radius ``eps``: each unit's pixels moved towards the band's far
+        edge by at most ``eps`` (the whole flip where it fits), ``(B, U, n)``, and the change of its binarized value,
+        ``(B, U)``. On a ramp a move that stops inside the band still changes what the model sees (a pixel at 0.75
+        moved by 0.3 to 0.45: 1 -> 0.375 on a band of 0.3-0.7), which a whole flip out of reach cannot use; on a
+        step such a move changes nothing."""
+        _, move = self.moves(x, Norm.LINF)
+        move = move.clamp(-eps, eps)
+        v = self.group(x)
+        return move, self.binarized((v + move).mean(-1)) - self.binarized(v.mean(-1))
+
     def moves(self, x: torch.Tensor, norm: Norm) -> tuple[torch.Tensor, torch.Tensor]:
         """``(up, move)`` for a batch ``x``: which units lie at or below the threshold now (flipping raises
         them), ``(B, U)``, and the cheapest change in ``norm`` of each unit's pixels that flips it, ``(B, U, n)``."""

@@ -98,7 +98,7 @@ def _l0(delta, g, x, eps, alpha, cfg):
 STEPS: dict[Norm, Callable[..., torch.Tensor]] = {Norm.LINF: _dense(Norm.LINF), Norm.L2: _dense(Norm.L2),
                                                    Norm.L1: _l1, Norm.L0: _l0}
 
-def flip_step(norm: Norm, units: FlipUnits):
+def flip_step(norm: Norm, units: FlipUnits, *, partial: bool = False):
     """The step of ``norm`` for a model that binarizes its input in ``units``: a set of flips, chosen afresh
     from the clean image at each iteration.
 
@@ -109,8 +109,19 @@ def flip_step(norm: Norm, units: FlipUnits):
     pixels times the change of its binarized value (+1 or -1 for a step) to first order; the step takes the flips of positive gain in order of gain per unit of
     cost while they fit the budget (a greedy knapsack, as :mod:`dim.attacks.binflip` does one flip at a time
     with forward passes to check, with the same moves and costs; this is its one-gradient form, cheap enough
-    for training). In L0 the costs are whole numbers, so a budget of ``eps`` allows ``floor(eps)``."""
+    for training). In L0 the costs are whole numbers, so a budget of ``eps`` allows ``floor(eps)``.
+
+    ``partial`` (L-inf only) lets a unit out of a whole flip's reach move by ``eps`` towards it
+    (:meth:`FlipUnits.partial_moves`): on a ramp that changes what the model sees, and every such move of positive
+    gain is taken (L-inf's budget is per pixel)."""
+    if partial and norm is not Norm.LINF:
+        raise ValueError(f"partial flips are an L-inf step (its budget is per pixel), not {norm.value}")
+
     def step(delta, g, x, eps, alpha, cfg):
+        if partial:
+            move, change = units.partial_moves(x, eps)
+            chosen = units.group(g).sum(-1) * change > 0
+            return units.ungroup(torch.where(chosen[..., None], move, torch.zeros_like(move)), x.shape[1:])
         up, move = units.moves(x, norm)                                   # (B, U), (B, U, n)
         gain = units.group(g).sum(-1) * units.change(x)                  # the binarized value's change: +-1 for a step
         cost = flip_cost(move, norm)
@@ -133,7 +144,7 @@ def steps_for(cfg: "MSDConfig") -> dict[Norm, Callable[..., torch.Tensor]]:
     if cfg.flip_threshold is None:
         return STEPS
     units = FlipUnits(cfg.flip_threshold, cfg.flip_pool, cfg.flip_width)
-    return {nm: flip_step(nm, units) for nm in STEPS}
+    return {nm: flip_step(nm, units, partial=cfg.flip_partial and nm is Norm.LINF) for nm in STEPS}
 
 
 @dataclass(frozen=True)
@@ -145,7 +156,8 @@ class MSDConfig:
     moves a promising pixel across the range in one step (``l0_step``, see
     :func:`dim.attacks.sparse.pgd_l0`). With ``flip_threshold`` (a model that binarizes its input there, in
     blocks of ``flip_pool x flip_pool`` pixels, on a ramp of ``flip_width`` if it is one, attacked through the
-    straight-through gradient) every norm's step is :func:`flip_step` instead."""
+    straight-through gradient) every norm's step is :func:`flip_step` instead; ``flip_partial`` gives its L-inf step
+    moves that stop inside a ramp's band."""
     eps: Mapping[Norm, float]
     steps: int = 10
     rel_step: float = 2.5
@@ -156,6 +168,7 @@ class MSDConfig:
     flip_threshold: float | None = None
     flip_pool: int = 1
     flip_width: float = 0.0
+    flip_partial: bool = False
 
     def alpha(self, norm: Norm, scale: float = 1.0) -> float:
         if norm is Norm.L0:

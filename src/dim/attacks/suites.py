@@ -256,9 +256,17 @@ RAMP_AUTOATTACK: tuple[AttackSpec, ...] = tuple(
     _spec(f"{nm.value} Smooth-AutoAttack", "autoattack", nm, params={"version": "standard", "gradient": "smooth"},
           adaptive=True) for nm in (LINF, L2, L1))
 
+# ramp-flips: knapsack flips at L-inf whose moves may stop inside a ramp's band. Within 0.3 of a pixel, a whole
+# flip across a band of 0.3-0.7 is out of reach for every pixel outside it; a move of 0.3 towards it still changes
+# what the model sees. Not applicable to models without a ramp. An addition to a run.
+RAMP_FLIPS: tuple[AttackSpec, ...] = (
+    _spec("Linf PartialFlips", "knapsack_flips", LINF, params={"steps": 100, "loss": "ce", "partial": True},
+          adaptive=True),)
+
 SUITES: dict[str, tuple[AttackSpec, ...]] = {"paper": PAPER, "extended": EXTENDED, "quick": QUICK,
                                              "adaptive": ADAPTIVE, "bpda-autoattack": BPDA_AUTOATTACK,
-                                             "knapsack-flips": KNAPSACK_FLIPS, "ramp-autoattack": RAMP_AUTOATTACK}
+                                             "knapsack-flips": KNAPSACK_FLIPS, "ramp-autoattack": RAMP_AUTOATTACK,
+                                             "ramp-flips": RAMP_FLIPS}
 
 
 def get_suite(name: str) -> tuple[AttackSpec, ...]:

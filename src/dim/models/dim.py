@@ -248,3 +248,17 @@ def _register_variants() -> None:
 
 
 _register_variants()
+
+
+@dataclass(frozen=True)
+class RampScoreModelConfig(ScoreModelConfig):
+    """biDIM with its input binarized on a ramp across 0.3-0.7 (``bidim_at_ramp``): the widest band whose edges lie
+    an L-inf radius of 0.3 from black and white, so no black or white pixel reaches it within that radius, while the
+    L1 and L2 budgets change less of the binarized image than across a step (``benchmarks/flip_budget.py``)."""
+    binarize_width: float = 0.4
+
+
+register_model("bidim_at_ramp", config=RampScoreModelConfig, paper_name="biDIM-AT (ramp)", recipe="score_msd_flips",
+               description="biDIM trained against every norm through its binarization, its input's step replaced by "
+                           "a linear ramp across 0.3-0.7 (the denoiser output's step kept), against knapsack flips")(
+    lambda cfg: _build(cfg, denoiser=True, single_head=False, binarize=True))

@@ -243,3 +243,15 @@ def _noise(d: torch.Tensor, sigma_max: float, gen: torch.Generator) -> torch.Ten
     """Zero-mean Gaussian noise of a per-sample level in [0, sigma_max], as the clean recipe's internal models see."""
     sig = torch.rand((d.shape[0], 1), generator=gen, device=gen.device) * sigma_max
     return sig * torch.randn(d.shape, generator=gen, device=gen.device)
+
+
+@dataclass(frozen=True)
+class ScoreMSDFlipsTrainConfig(ScoreMSDTrainConfig):
+    """``score_msd`` against knapsack flips across the model's binarization, its clean loss weighted 2.0: the recipe
+    of ``bidim_at_ramp`` (the same as ``dim train bidim_at_bin --set flips=true --set clean_weight=2.0`` with the
+    ramp's model setting)."""
+    flips: bool = True
+    clean_weight: float = 2.0
+
+
+register_recipe("score_msd_flips", ScoreMSDFlipsTrainConfig)(fit_score_msd)
