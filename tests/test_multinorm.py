@@ -262,12 +262,29 @@ def test_multinorm_training_is_adversarial(plain_cnn, data_dir, tmp_path):
 
 
 def test_a_bad_norm_list_is_refused_before_any_state_is_written(data_dir, tmp_path):
-    for bad, message in (({"norms": ["L3"]}, "norms"), ({"eps_l2": 0}, "eps_l2 must be positive"),
-                         ({"mode": "mean"}, "mode"), ({"flips": True}, "needs a model that binarizes")):
+    for name, bad, message in (("msd_cnn", {"norms": ["L3"]}, "norms"),
+                               ("msd_cnn", {"eps_l2": 0}, "eps_l2 must be positive"),
+                               ("msd_cnn", {"mode": "mean"}, "mode"),
+                               ("msd_cnn", {"flips": True}, "needs a model that binarizes"),
+                               ("bidim_at_bin", {"flips": True, "partial_flips": True}, "ramp"),
+                               ("bidim_at_ramp", {"flips": False, "partial_flips": True}, "flips=True")):
         with pytest.raises(ValueError, match=message):
-            train("msd_cnn", tmp_path / "m", epochs=1, data_dir=data_dir, limit=64, eval_limit=50,
+            train(name, tmp_path / "m", epochs=1, data_dir=data_dir, limit=64, eval_limit=50,
                   train_overrides=bad, show=False)
         assert not (tmp_path / "m").exists()
+
+
+def test_partial_flips_in_training_give_the_l_inf_step_partial_moves():
+    from dim.train.multinorm import ScoreMSDFlipsTrainConfig
+    model = create_model("bidim_at_ramp")
+    attack = ScoreMSDFlipsTrainConfig(partial_flips=True).attack((1, 28, 28), model)
+    assert attack.flip_partial and attack.flip_width == pytest.approx(0.4)
+    x = torch.tensor([0.75, 0.0]).repeat(392).reshape(1, 1, 28, 28)
+    g = -torch.ones_like(x)                                     # lower everything: 0.75 -> 0.45 gains, 0 cannot move
+    d = multinorm.steps_for(attack)[Norm.LINF](torch.zeros_like(x), g, x, 0.3, None, attack)
+    assert torch.allclose((x + d)[x == 0.75], torch.tensor(0.45)) and bool((d[x == 0] == 0).all())
+    whole = ScoreMSDFlipsTrainConfig().attack((1, 28, 28), model)
+    assert not bool(multinorm.steps_for(whole)[Norm.LINF](torch.zeros_like(x), g, x, 0.3, None, whole).any())
 
 
 @pytest.mark.slow

@@ -28,7 +28,8 @@ as at inference, and while it trains, the inner attack and the weights' gradient
 straight through (BPDA, the usual estimator for training binarized networks). After binarization at 0.5 the
 L-inf ball of 0.3 cannot move a pixel that is below 0.2 or above 0.8; what every norm can still do is flip the
 pixels near the threshold (stroke edges), which this training shows the model. With ``flips=True`` the inner
-attack's steps are such flips, chosen by gain per unit of cost (:func:`dim.attacks.multinorm.flip_step`).
+attack's steps are such flips, chosen by gain per unit of cost (:func:`dim.attacks.multinorm.flip_step`);
+``partial_flips=True`` lets its L-inf step move pixels partway into a ramp's band (the ``ramp-flips`` attack).
 """
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ from ..attacks.binflip import input_units
 from ..attacks.gradient import LOSSES
 from ..attacks.multinorm import MODES, MSDConfig, every_norm, msd
 from ..core.norms import Norm, scaled_thresholds
-from ..models.binarize import has_binarization
+from ..models.binarize import has_binarization, has_ramp
 from .loop import TrainData, register_recipe, run_epochs
 from .score import ScoreTrainConfig, fit_score_model
 
@@ -69,6 +70,7 @@ class MultiNormAttackConfig:
     mode: str = "msd"
     eps_warmup_epochs: float = 1.0
     flips: bool = False
+    partial_flips: bool = False
 
     def __post_init__(self) -> None:
         """Refuse a bad attack before any training state is written."""
@@ -91,6 +93,9 @@ class MultiNormAttackConfig:
         if self.flips and not has_binarization(model):
             raise ValueError(f"flips=True needs a model that binarizes its input (e.g. bidim_at_bin); "
                              f"{type(model).__name__} has no binarization")
+        if self.partial_flips and not (self.flips and has_ramp(model)):
+            raise ValueError("partial_flips=True moves pixels partway into a ramp's band: it needs flips=True and a "
+                             "model whose input binarization is a ramp (--model-set binarize_width=0.4)")
 
     def attack(self, input_shape: tuple[int, int, int], model: nn.Module | None = None) -> MSDConfig:
         """The :class:`MSDConfig` for images of ``input_shape`` = (C, H, W); with ``flips``, for ``model``'s
@@ -110,7 +115,7 @@ class MultiNormAttackConfig:
             eps[nm] = float(default[nm] if given[nm] is None else given[nm])
         return MSDConfig(eps=eps, steps=self.steps, rel_step=self.rel_step, l1_coords=self.l1_coords,
                          loss=self.loss, mode="max" if self.mode == "avg" else self.mode, flip_threshold=threshold,
-                         flip_pool=pool, flip_width=width)
+                         flip_pool=pool, flip_width=width, flip_partial=self.partial_flips)
 
 
 def _warmup(cfg: MultiNormAttackConfig, n: int, batch_size: int):
