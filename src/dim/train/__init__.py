@@ -89,6 +89,7 @@ def train(name: str, out_dir: Path, *, epochs: int | None = None, seed: int = 0,
     if from_dir is not None and Path(from_dir).resolve() == out_dir.resolve():
         raise ValueError(f"--from {from_dir} and --out {out_dir} are the same directory: the derived model would "
                          "replace the one it is derived from; choose another --out")
+    commit = git_commit()   # the code this process trains with, read before a long training lets it change
     gen = _seed_everything(seed, dev)
     spec = data_mod.get_spec(dataset)   # once: a user's folder is read to learn its shape and classes
     test = _load_tensors(spec, "test", data_dir, eval_limit, dev)
@@ -141,7 +142,7 @@ def train(name: str, out_dir: Path, *, epochs: int | None = None, seed: int = 0,
         "clean_accuracy": acc, "test_samples": len(test.y), "train_seconds": round(seconds, 2),
         "train_samples": None if derived else (limit or "all"),
         "seed": seed, "dataset": spec.name, "data_sha256": data_mod.checksums(spec),
-        "git_commit": git_commit(), "packages": package_versions(), "device": device_info(dev),
+        "git_commit": commit, "packages": package_versions(), "device": device_info(dev),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **extra,
     }
     save_weights(model, out_dir)
