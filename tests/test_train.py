@@ -23,9 +23,7 @@ SMALL = {"batch_size": 16}  # small data: more, smaller steps
 SMALL_DENOISER = {"denoiser_epochs": 6}  # on 400-600 images the denoiser needs more epochs than the default 4
 # "learns" needs the recipe's loop, not its full inner attack: one or two attack steps instead of the recipes' 3-5
 # (the attacks themselves are tested in test_multinorm.py and by test_madry_training_is_adversarial)
-CHEAP_ATTACKS = {"msd": {"steps": 1}, "score_msd": {"steps": 2}, "score_msd_flips": {"steps": 2},
-                 "adversarial": {"pgd_steps": 2, "pgd_step": 0.2}}
-SCORE_MSD = ("score_msd", "score_msd_flips")   # DIM's clean recipe, then multi-norm adversarial training
+CHEAP_ATTACKS = {"msd": {"steps": 1}, "score_msd": {"steps": 2}, "adversarial": {"pgd_steps": 2, "pgd_step": 0.2}}
 
 
 def test_short_training_beats_chance(trained_dim):
@@ -56,7 +54,7 @@ def test_the_plain_cnn_learns(plain_cnn):
 def test_every_trainable_model_learns(name, data_dir, tmp_path):
     recipe = get_entry(name).recipe
     epochs = 12
-    if recipe in SCORE_MSD:     # the clean pretraining learns; one adversarial epoch runs the recipe's loop
+    if recipe == "score_msd":   # the clean pretraining learns; one adversarial epoch runs the recipe's loop
         extra, epochs = {"pretrain_denoiser_epochs": 6, "pretrain_epochs": 12}, 1
     elif recipe == "msd":       # adversarial from the first step, one attack step: four epochs
         extra, epochs = {}, 4
