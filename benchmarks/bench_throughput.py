@@ -15,12 +15,18 @@ The reference of each pass is a matmul ``(B, n) @ (n, n)`` with ``n`` chosen so 
 model's multiply-adds, timed the same way (inference; gradient of ``a`` only; gradients of ``a`` and ``b``).
 The machine is shared and noisy, so the model and its matmul alternate ``--rounds`` times and the figure
 reported is the median of the per-round ratios. On a CPU, torch's profiler then splits one call of each pass
-into its aten ops (``profile_op_seconds``; ``profile_matmul_share``: the matmul kernels' part). Writes ``results/throughput_<model>[_<label>].json``.
+into its aten ops (``profile_op_seconds``; ``profile_matmul_share``: the matmul kernels' part).
+
+Both sides run with malloc keeping freed memory (:func:`dim.core.memory.reuse_freed_memory`, as the command line
+does); ``--system-malloc`` leaves glibc's defaults, which can fault fresh pages in for the large tensors of every
+call (``page_faults_per_call`` counts them, for the model and for its matmul).
+Writes ``results/throughput_<model>[_<label>].json``.
 """
 from __future__ import annotations
 
 import argparse
 import math
+import resource
 import statistics
 from pathlib import Path
 from typing import Any, Callable
@@ -31,6 +37,7 @@ from common import median_seconds, write_result
 
 import dim
 from dim.core.device import device_info, resolve_device
+from dim.core.memory import reuse_freed_memory
 from dim.models.dim import BatchedLinear
 
 # pass name -> FLOPs of the pass per FLOP of the forward
@@ -48,6 +55,16 @@ def op_seconds(fn: Callable[[], None], calls: int = 10) -> dict[str, float]:
             fn()
     ops = {e.key: e.self_cpu_time_total / 1e6 / calls for e in prof.key_averages() if e.key.startswith("aten::")}
     return dict(sorted(((k, round(v, 6)) for k, v in ops.items() if v > 0), key=lambda kv: -kv[1]))
+
+
+def page_faults_per_call(fn: Callable[[], None], calls: int = 10) -> float:
+    """Minor page faults (pages mapped afresh, zeroed by the kernel) per call of ``fn``, after a warm-up call: what
+    malloc's settings change (``--system-malloc``)."""
+    fn()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(calls):
+        fn()
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / calls
 
 
 def linear_macs_per_image(model: nn.Module) -> int:
@@ -105,11 +122,13 @@ def passes(model: nn.Module, batch: int, dev: torch.device, rounds: int = 5, rep
                 mm_rates.append(mult * 2 * batch * n * n / t_mm)
                 ratios.append(model_rates[-1] / mm_rates[-1])
             ops = op_seconds(run_model) if dev.type == "cpu" else {}
+            faults = {"model": page_faults_per_call(run_model), "matmul": page_faults_per_call(run_mm)}
             out[name] = {"fraction_of_matmul_rate": statistics.median(ratios),
                          "fraction_per_round": [round(r, 4) for r in ratios],
                          "model_gflops": statistics.median(model_rates) / 1e9,
                          "matmul_gflops": statistics.median(mm_rates) / 1e9,
                          "images_per_second": statistics.median(model_rates) / (mult * 2 * macs),
+                         "page_faults_per_call": faults,
                          **({"profile_op_seconds": ops,
                              "profile_matmul_share": sum(v for k, v in ops.items() if k in MATMUL_OPS)
                              / sum(ops.values())} if ops else {})}
@@ -128,7 +147,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's, all cores)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--label", default=None, help="suffix of the results file (e.g. the machine)")
+    ap.add_argument("--system-malloc", action="store_true", help="leave glibc's malloc settings as they are")
     args = ap.parse_args()
+    malloc = "system" if args.system_malloc or not reuse_freed_memory() else "reuse_freed"
     if args.threads:
         torch.set_num_threads(args.threads)
     dev = resolve_device(args.device)
@@ -138,7 +159,7 @@ def main() -> None:
     result = passes(model, args.batch, dev, rounds=args.rounds)
     write_result(f"throughput_{name}" + (f"_{args.label}" if args.label else ""), {
         "model": name, "model_dir": str(args.model_dir), "batch": args.batch, "threads": torch.get_num_threads(),
-        "device": device_info(dev), **result})
+        "malloc": malloc, "device": device_info(dev), **result})
 
 
 if __name__ == "__main__":

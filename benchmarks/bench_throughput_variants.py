@@ -6,11 +6,16 @@
 Variants (the model's weights and results are the same in each; only how the passes are computed differs):
 
 - ``eager``: the model as it is: the internal models' first ReLU runs on their shared matmul's ``(B, K*h)``
-  output before it is viewed as ``(K, B, h)`` (no strided copy in the backward pass), and their last layer, the
-  sigmoid and the sum of eq. 3 are fused class by class (``dim.models.sigmoid_sum``).
-- ``layer_by_layer``: the computation before those two changes: the ReLU on the transposed view, the
+  output before it is viewed as ``(K, B, h)`` (no strided copy in the backward pass), their last layer, the
+  sigmoid and the sum of eq. 3 are fused class by class (``dim.models.sigmoid_sum``), with frozen weights (the
+  attack step) the whole internal-model stack goes class by class with its input gradient prepared in the
+  forward (``dim.models.input_grad``), and the denoiser's activations overwrite their linear layers' outputs.
+- ``stored_for_backward``: the same, but the attack step stores the internal models' activations for autograd's
+  backward, as the training step does (no ``dim.models.input_grad``).
+- ``out_of_place_denoiser``: the same, but the denoiser's ReLUs and sigmoid write new tensors.
+- ``layer_by_layer``: the computation before the first two changes: the ReLU on the transposed view, the
   ``(10, B, 784)`` reconstructions in one batched matmul, then the sigmoid, then their sums.
-- ``relu_before_transpose_only`` / ``sum_per_class_only``: one of the two changes alone.
+- ``relu_before_transpose_only`` / ``sum_per_class_only``: one of those two changes alone.
 - ``heads_in_batch_chunks_<c>``: layer by layer, the internal models and their sums computed on ``c`` images at
   a time, so that the ``(10, c, 784)`` reconstructions stay in the core's cache between the matmul, the sigmoid
   and the sum.
@@ -19,7 +24,8 @@ Variants (the model's weights and results are the same in each; only how the pas
 - ``torch_compile``: ``torch.compile`` of the layer-by-layer model (inductor: generated C++ kernels that fuse the
   elementwise work; needs a C++ compiler at run time, first call compiles).
 
-Every variant is checked against the model's own logits and input gradient before it is timed.
+Every variant is checked against the model's own logits and input gradient before it is timed. Malloc keeps freed
+memory, as in ``bench_throughput.py`` (whose ``--system-malloc`` measures the difference).
 Writes ``results/throughput_variants_<model>[_<label>].json``.
 """
 from __future__ import annotations
@@ -36,6 +42,8 @@ from common import write_result
 
 import dim
 from dim.core.device import device_info
+from dim.core.memory import reuse_freed_memory
+from dim.models.sigmoid_sum import sigmoid_sums
 
 
 def _hidden(heads: nn.Module, relu_first: bool) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -64,9 +72,24 @@ def _layer_by_layer(model: nn.Module, relu_first: bool = False, chunk: int | Non
     return model
 
 
-def _sum_per_class_only(model: nn.Module) -> nn.Module:
+def _stored_for_backward(model: nn.Module) -> nn.Module:
+    """The internal models' sums through their stored activations, whether or not their weights need gradients."""
     heads = model.heads
+    heads.sums = lambda d: sigmoid_sums(heads.hidden(d), heads.dec2.weight, heads.dec2.bias)
+    return model
+
+
+def _sum_per_class_only(model: nn.Module) -> nn.Module:
+    heads = _stored_for_backward(model).heads
     heads.hidden = _hidden(heads, relu_first=False)
+    return model
+
+
+def _out_of_place_denoiser(model: nn.Module) -> nn.Module:
+    net = model.denoiser.net
+    for i, layer in enumerate(net):
+        if not isinstance(layer, nn.Linear):
+            net[i] = nn.ReLU() if isinstance(layer, nn.ReLU) else nn.Sigmoid()
     return model
 
 
@@ -78,6 +101,8 @@ def _compiled(model: nn.Module) -> nn.Module:
 
 VARIANTS: dict[str, Callable[[nn.Module], nn.Module]] = {
     "eager": lambda m: m,
+    "stored_for_backward": _stored_for_backward,
+    "out_of_place_denoiser": _out_of_place_denoiser,
     "layer_by_layer": _layer_by_layer,
     "relu_before_transpose_only": lambda m: _layer_by_layer(m, relu_first=True),
     "sum_per_class_only": _sum_per_class_only,
@@ -90,17 +115,24 @@ VARIANTS: dict[str, Callable[[nn.Module], nn.Module]] = {
 
 def max_difference(model: nn.Module, reference: nn.Module, batch: int = 64) -> dict[str, float]:
     """Largest difference of the logits and of their input gradient between a variant and the model as it is,
-    on random images: a variant that changes the results is not a way to go faster."""
+    on random images, with the weights frozen (an attack's step) and not (a training step): a variant that changes
+    the results is not a way to go faster."""
     x = torch.rand(batch, reference.cfg.in_features, generator=torch.Generator().manual_seed(1))
     g = torch.randn(batch, reference.num_classes, generator=torch.Generator().manual_seed(2))
-    out = {}
-    for name, m in (("variant", model), ("reference", reference)):
-        xx = x.clone().requires_grad_(True)
-        logits = m(xx)
-        logits.backward(g)
-        out[name] = (logits.detach(), xx.grad)
-    return {"logits": (out["variant"][0] - out["reference"][0]).abs().max().item(),
-            "input_gradient": (out["variant"][1] - out["reference"][1]).abs().max().item()}
+    worst = {"logits": 0.0, "input_gradient": 0.0}
+    for frozen in (True, False):
+        out = {}
+        for name, m in (("variant", model), ("reference", reference)):
+            for p in m.parameters():
+                p.requires_grad_(not frozen)
+            xx = x.clone().requires_grad_(True)
+            logits = m(xx)
+            logits.backward(g)
+            out[name] = (logits.detach(), xx.grad)
+        worst = {"logits": max(worst["logits"], (out["variant"][0] - out["reference"][0]).abs().max().item()),
+                 "input_gradient": max(worst["input_gradient"],
+                                       (out["variant"][1] - out["reference"][1]).abs().max().item())}
+    return worst
 
 
 def main() -> None:
@@ -114,6 +146,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    reuse_freed_memory()       # as bench_throughput and the command line do
     dev = torch.device("cpu")
     out: dict[str, Any] = {}
     for name, make in VARIANTS.items():

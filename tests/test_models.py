@@ -150,6 +150,38 @@ def test_fused_reconstruction_sums_equal_the_batched_layer_and_its_gradients():
     assert torch.autograd.gradcheck(sigmoid_sums, d64)
 
 
+def test_input_gradient_prepared_in_the_forward_equals_the_layer_by_layer_one():
+    """With the heads' weights frozen (an attack), the sums and their input gradient computed class by class in the
+    forward (models.input_grad) equal the stored-reconstruction path's; a second backward of the same graph gives
+    the same gradient; float64 gradcheck; the path is taken only when no weight wants a gradient."""
+    from dim.models import input_grad
+    from dim.models.dim import InternalModels
+    torch.manual_seed(0)
+    im = InternalModels(10, 784, 32, 10)
+    d = batch(6).flatten(1)
+    gout = torch.randn(10, 6)
+    ref = d.clone().requires_grad_(True)
+    assert not input_grad.applies(ref, im)                   # weights want gradients: the stored path
+    (im.sums(ref) * gout).sum().backward()
+    im.requires_grad_(False)
+    got = d.clone().requires_grad_(True)
+    assert input_grad.applies(got, im)
+    with torch.no_grad():
+        assert not input_grad.applies(got, im)
+    out = im.sums(got)
+    assert torch.allclose(out, im.sums(d), atol=1e-6)
+    (out * gout).sum().backward(retain_graph=True)
+    first = got.grad.clone()
+    assert torch.allclose(first, ref.grad, atol=1e-6) and ref.grad.abs().max() > 1e-3
+    got.grad = None
+    (out * gout).sum().backward()
+    assert torch.equal(got.grad, first)
+    im64 = InternalModels(3, 7, 4, 2).double().requires_grad_(False)
+    d64 = torch.rand(5, 7, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda t: input_grad.input_grad_sums(t, im64.enc1.linear, im64.enc2, im64.dec1, im64.dec2), (d64,))
+
+
 @pytest.mark.parametrize("name", [m for m in MODELS if get_entry(m).recipe.startswith("score")])
 def test_scores_equal_eq3_on_the_stored_reconstructions(name):
     """``scores`` (fused sums) and ``scores_of(*reconstructions)`` (what training uses) agree, gradients too."""

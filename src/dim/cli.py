@@ -17,6 +17,7 @@ from rich.markup import escape
 from rich.table import Column, Table
 
 from .attacks.suites import SUITES, get_suite
+from .core.memory import reuse_freed_memory
 from .data import DataError
 from .evaluation.locks import RunLockedError
 
@@ -28,6 +29,12 @@ out = Console()
 err = Console(stderr=True)
 
 EXPECTED_ERRORS = (DataError, RunLockedError, ValueError, KeyError, OSError)
+
+
+@app.callback()
+def _every_command() -> None:
+    # a command is one process that allocates and frees the same large tensors step after step: keep them mapped
+    reuse_freed_memory()
 
 
 def expected_errors() -> tuple[type[Exception], ...]:

@@ -74,11 +74,13 @@ PRESETS: dict[str, Preset] = {
                                               "against knapsack flips (clean loss weighted 2.0), every "
                                               "attack, 200 images"),
     "multinorm-ramp": Preset(("bidim_at_ramp",), _FULL + "+knapsack-flips+ramp-autoattack+ramp-flips", 200,
-                             description="bidim_at_ramp (biDIM on a ramp, trained against flips): every attack, "
-                                         "those for ramps included, 200 images"),
+                             recipes={"bidim_at_ramp": {"clean_weight": 1.0}},
+                             description="results/bidim_at_ramp.json: biDIM on a ramp, trained against flips "
+                                         "(clean loss weighted 1.0), every attack, those for ramps included, "
+                                         "200 images"),
 }
 # ``all``: every preset behind a committed card, each in its own run below RUN
-ALL = ("table1", "table2", "paper-objective", "abs", "multinorm", "multinorm-binarized")
+ALL = ("table1", "table2", "paper-objective", "abs", "multinorm", "multinorm-binarized", "multinorm-ramp")
 
 
 def run_evaluation(spec: RunSpec) -> Path | None:

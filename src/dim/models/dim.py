@@ -5,7 +5,9 @@ Pipeline: ``x -> D(x) -> F_0..F_9 -> P(x|i) = ||F_i(D(x))||_1 / ||D(x)||_1``,
 the first layer is a single ``(784, K*h)`` matmul on the shared input, the rest
 are ``torch.baddbmm`` over stacked per-class weights ``(K, in, out)``. The scores
 need only each reconstruction's sum: on a CPU the last layer, the sigmoid and the
-sum go class by class through :mod:`.sigmoid_sum` so that each block stays in cache.
+sum go class by class through :mod:`.sigmoid_sum` so that each block stays in cache, and
+when only the input needs a gradient (an attack) the whole stack goes class by class
+through :mod:`.input_grad`.
 
 The temperature ``T`` (default 10) only rescales the scores, which lie in about
 [0, 1.2]: a score gap of 0.3 becomes a logit margin of 3, so softmax
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
+from . import input_grad
 from .binarize import Binarize
 from .registry import register_model
 from .sigmoid_sum import batched, sigmoid_sums
@@ -67,11 +70,20 @@ def _sums(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:  #
         return sigmoid_sums(h, w, b)
 
 
+class SigmoidInPlace(nn.Module):
+    """``torch.sigmoid_``: after a linear layer, whose output its backward does not need, the activation can
+    overwrite it (one tensor and one pass over memory fewer, the same numbers)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid_(x)
+
+
 def mlp(sizes: tuple[int, ...], out_act: nn.Module) -> nn.Sequential:
+    """Linear layers with in-place ReLUs between them (each overwrites its linear layer's fresh output)."""
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(nn.Linear(a, b))
-        layers.append(nn.ReLU() if i < len(sizes) - 2 else out_act)
+        layers.append(nn.ReLU(inplace=True) if i < len(sizes) - 2 else out_act)
     return nn.Sequential(*layers)
 
 
@@ -80,7 +92,7 @@ class Denoiser(nn.Module):
 
     def __init__(self, d: int, hidden: tuple[int, ...]):
         super().__init__()
-        self.net = mlp((d, *hidden, d), nn.Sigmoid())
+        self.net = mlp((d, *hidden, d), SigmoidInPlace())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, d) -> (B, d)
         return self.net(x)
@@ -107,7 +119,12 @@ class InternalModels(nn.Module):
         return torch.sigmoid_(self.dec2(self.hidden(x)))
 
     def sums(self, x: torch.Tensor) -> torch.Tensor:  # (B, d) -> (K, B): each reconstruction's L1 norm
-        return _sums(self.hidden(x), self.dec2.weight, self.dec2.bias)
+        if torch.jit.is_scripting():     # TorchScript compiles this branch only
+            return batched(self.hidden(x), self.dec2.weight, self.dec2.bias)
+        elif input_grad.applies(x, self):   # an attack's step on a CPU (:mod:`.input_grad`)
+            return input_grad.input_grad_sums(x, self.enc1.linear, self.enc2, self.dec1, self.dec2)
+        else:
+            return sigmoid_sums(self.hidden(x), self.dec2.weight, self.dec2.bias)
 
 
 class SingleHeadInternalModels(nn.Module):

@@ -109,6 +109,8 @@ _KEEP = 8          # models a worker keeps loaded (a long-lived cluster serves m
 def run_unit(unit: Unit, payload: ModelPayload, device: str, threads: int | None = None) -> UnitResult:
     """The task: load (once per worker) and execute (with ``threads`` CPU threads; Ray's default is one)."""
     from ...core.device import describe, device_info
+    from ...core.memory import reuse_freed_memory
+    reuse_freed_memory()       # a worker process runs unit after unit, as the command line's own process does
     got = _LOADED.get((payload.identity, device))
     if got is None:
         dev = torch.device(device)
