@@ -311,3 +311,33 @@ def test_a_binarized_model_is_attacked_and_trained_through_its_binarization(name
           train_overrides=overrides, show=False, device="cpu")
     assert seen and all(modes == {GradientMode.STRAIGHT_THROUGH} for modes, _, _ in seen)
     assert all(float((x_adv - x).abs().max()) > 0 for _, x, x_adv in seen)     # the points moved
+
+
+def test_the_trades_term_is_the_kl_of_the_clean_prediction_to_the_adversarial_one():
+    from dim.train.multinorm import trades_kl
+    clean, adv = torch.tensor([[2.0, 0.0, -1.0]]), torch.tensor([[0.0, 1.0, 0.5]])
+    p, q = clean.softmax(-1), adv.softmax(-1)
+    assert torch.allclose(trades_kl(clean, adv), (p * (p / q).log()).sum(), atol=1e-6)
+    assert not torch.allclose(trades_kl(clean, adv), trades_kl(adv, clean), atol=1e-3)    # KL(p || q), not (q || p)
+    assert float(trades_kl(clean, clean)) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_a_trades_weight_adds_the_term_on_every_batch(data_dir, tmp_path, monkeypatch):
+    """``trades > 0``: each adversarial batch's loss takes the term, on the clean and the adversarial logits of the
+    same images (one row each), and the card records the weight."""
+    from dim.train import multinorm as mn
+    seen = []
+    real = mn.trades_kl
+
+    def spy(clean, adv):
+        seen.append((clean.detach(), adv.detach()))
+        return real(clean, adv)
+
+    monkeypatch.setattr(mn, "trades_kl", spy)
+    monkeypatch.setattr("dim.train._check_not_chance", lambda *a, **k: None)
+    card = train("dim_at", tmp_path / "m", epochs=1, seed=0, data_dir=data_dir, limit=64, eval_limit=50,
+                 train_overrides={**FAST_DIM_AT, "trades": 6.0}, show=False, device="cpu")
+    assert card["config"]["train"]["trades"] == 6.0
+    assert len(seen) == 2                                        # 64 images, batches of 32
+    for clean, adv in seen:
+        assert clean.shape == adv.shape == (32, 10) and not torch.equal(clean, adv)

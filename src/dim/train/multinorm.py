@@ -21,7 +21,10 @@ logits ``T * P(x|i)``, with terms that ask each part to do the job the architect
 * ``adv_pos`` / ``adv_neg``: the paper's eq. 2 on the adversarial input: the own class's
   internal model reconstructs the clean view ``D(x)``, every other one black (rejects it);
 * ``clean_weight``: the clean recipe's loss (eq. 2 with noise, plus cross-entropy) keeps
-  the clean accuracy.
+  the clean accuracy;
+* ``trades``: TRADES' term (Zhang et al. 2019), ``KL(p(x) || p(x_adv))`` between the predictions on the clean and
+  the adversarial input, gradients through both: it asks the prediction to stay where it is inside the ball rather
+  than only the label to win (0 by default: not part of the measured recipes).
 
 A model with binarization (``bidim_at_bin``, ``bicnn_at_bin``) is trained with it in the loop: the forward pass binarizes exactly
 as at inference, and while it trains, the inner attack and the weights' gradients pass the binarization
@@ -185,6 +188,7 @@ class ScoreMSDTrainConfig(MultiNormAttackConfig):
     adv_pos: float = 1.0
     adv_neg: float = 1.0
     clean_weight: float = 0.5
+    trades: float = 0.0
     im_sigma: float = ScoreTrainConfig.im_sigma
     binarized_fraction: float = ScoreTrainConfig.binarized_fraction
 
@@ -234,6 +238,9 @@ def fit_score_msd(model: nn.Module, data: TrainData, cfg: ScoreMSDTrainConfig, g
         if cfg.clean_weight:
             clean = _balanced_recon(r_clean, d_clean, y, 0.5, 0.5) + F.cross_entropy(model.logits_of(d_clean, r_clean), y)
             loss = loss + cfg.clean_weight * clean
+        if cfg.trades:      # the clean prediction without the internal models' training noise
+            clean_logits = model.logits_of(d_clean, model.heads(d_clean)).repeat(reps, 1)
+            loss = loss + cfg.trades * trades_kl(clean_logits, model.logits_of(d_adv, r_adv))
         return loss
 
     with with_gradient(model, "auto", "the adversarial phase"):   # BPDA through a binarization, if any
@@ -242,6 +249,12 @@ def fit_score_msd(model: nn.Module, data: TrainData, cfg: ScoreMSDTrainConfig, g
                                                    state_dir and state_dir / "score_msd.safetensors")
     out["attack_eps"] = {nm.value: e for nm, e in attack.eps.items()}
     return out
+
+
+def trades_kl(clean_logits: torch.Tensor, adv_logits: torch.Tensor) -> torch.Tensor:
+    """``KL(softmax(clean) || softmax(adv))``, averaged over the batch (TRADES' robustness term)."""
+    return F.kl_div(F.log_softmax(adv_logits, -1), F.log_softmax(clean_logits, -1), reduction="batchmean",
+                    log_target=True)
 
 
 def _noise(d: torch.Tensor, sigma_max: float, gen: torch.Generator) -> torch.Tensor:
