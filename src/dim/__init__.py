@@ -12,11 +12,12 @@ if TYPE_CHECKING:
     from . import data
     from .api import evaluate
     from .checkpoint import CheckpointError, load_model
+    from .core.memory import reuse_freed_memory
     from .models import GradientMode, create_model, list_models, set_gradient_mode
 
 __version__ = "0.1.0"
 __all__ = ["CheckpointError", "GradientMode", "create_model", "data", "evaluate", "list_models", "load_model",
-           "set_gradient_mode"]
+           "reuse_freed_memory", "set_gradient_mode"]
 
 
 def __getattr__(name: str) -> Any:
@@ -28,6 +29,9 @@ def __getattr__(name: str) -> Any:
     if name in ("GradientMode", "create_model", "list_models", "set_gradient_mode"):
         from . import models
         return getattr(models, name)
+    if name == "reuse_freed_memory":
+        from .core.memory import reuse_freed_memory
+        return reuse_freed_memory
     if name == "evaluate":
         from .api import evaluate
         return evaluate

@@ -11,7 +11,7 @@ already mapped. Results do not change: only where tensors live does.
 The price is memory: free heap kept after a peak (up to :data:`KEEP_BYTES`), and the heap's fragmentation, which
 torch's aligned allocations can make grow for a while before freed blocks are reused. So the command line and the
 evaluation workers call :func:`reuse_freed_memory`, and a library user chooses to
-(``dim.core.memory.reuse_freed_memory()``). ``DIM_SYSTEM_MALLOC=1`` turns it off. Other C libraries (musl, macOS,
+(``dim.reuse_freed_memory()``). ``DIM_SYSTEM_MALLOC=1`` turns it off. Other C libraries (musl, macOS,
 Windows) have no such setting: there it does nothing and says so.
 """
 from __future__ import annotations
