@@ -10,6 +10,9 @@ Variants (the model's weights and results are the same in each; only how the pas
   sigmoid and the sum of eq. 3 are fused class by class (``dim.models.sigmoid_sum``), with frozen weights (the
   attack step) the whole internal-model stack goes class by class with its input gradient prepared in the
   forward (``dim.models.input_grad``), and the denoiser's activations overwrite their linear layers' outputs.
+- ``one_class_at_a_time``: the same, but those class-by-class loops take one class per step instead of one per
+  CPU thread (``dim.models.sigmoid_sum.classes_at_once``): each matmul and each elementwise pass split across the
+  threads.
 - ``stored_for_backward``: the same, but the attack step stores the internal models' activations for autograd's
   backward, as the training step does (no ``dim.models.input_grad``).
 - ``out_of_place_denoiser``: the same, but the denoiser's ReLUs and sigmoid write new tensors.
@@ -43,6 +46,7 @@ from common import write_result
 import dim
 from dim.core.device import device_info
 from dim.core.memory import reuse_freed_memory
+from dim.models import input_grad
 from dim.models.sigmoid_sum import sigmoid_sums
 
 
@@ -79,6 +83,17 @@ def _stored_for_backward(model: nn.Module) -> nn.Module:
     return model
 
 
+def _one_class_at_a_time(model: nn.Module) -> nn.Module:
+    heads = model.heads
+
+    def sums(d: torch.Tensor) -> torch.Tensor:
+        if input_grad.applies(d, heads):
+            return input_grad.input_grad_sums(d, heads.enc1.linear, heads.enc2, heads.dec1, heads.dec2, chunk=1)
+        return sigmoid_sums(heads.hidden(d), heads.dec2.weight, heads.dec2.bias, chunk=1)
+    heads.sums = sums
+    return model
+
+
 def _sum_per_class_only(model: nn.Module) -> nn.Module:
     heads = _stored_for_backward(model).heads
     heads.hidden = _hidden(heads, relu_first=False)
@@ -101,6 +116,7 @@ def _compiled(model: nn.Module) -> nn.Module:
 
 VARIANTS: dict[str, Callable[[nn.Module], nn.Module]] = {
     "eager": lambda m: m,
+    "one_class_at_a_time": _one_class_at_a_time,
     "stored_for_backward": _stored_for_backward,
     "out_of_place_denoiser": _out_of_place_denoiser,
     "layer_by_layer": _layer_by_layer,

@@ -137,15 +137,18 @@ def test_fused_reconstruction_sums_equal_the_batched_layer_and_its_gradients():
     h, w, b = torch.rand(3, 5, 4, generator=g), torch.randn(3, 4, 6, generator=g), torch.randn(3, 1, 6, generator=g)
     gout = torch.randn(3, 5, generator=g)
     grads = []
-    for fn in (sigmoid_sums, batched):
+    fns = [batched] + [lambda *t, c=c: sigmoid_sums(*t, chunk=c) for c in (1, 2, 3)]   # classes per step
+    for fn in fns:
         leaves = [t.clone().requires_grad_(True) for t in (h, w, b)]
         out = fn(*leaves)
         (out * gout).sum().backward()
         grads.append([out.detach()] + [t.grad for t in leaves])
-    for got, want in zip(*grads):
-        assert torch.allclose(got, want, atol=1e-6)
+    for other in grads[1:]:
+        for got, want in zip(other, grads[0]):
+            assert torch.allclose(got, want, atol=1e-6)
     with torch.no_grad():
-        assert torch.allclose(sigmoid_sums(h, w, b), grads[1][0], atol=1e-6)
+        for c in (1, 2, 3):
+            assert torch.allclose(sigmoid_sums(h, w, b, chunk=c), grads[0][0], atol=1e-6)
     d64 = [t.double().requires_grad_(True) for t in (h, w, b)]
     assert torch.autograd.gradcheck(sigmoid_sums, d64)
 
@@ -176,6 +179,11 @@ def test_input_gradient_prepared_in_the_forward_equals_the_layer_by_layer_one():
     got.grad = None
     (out * gout).sum().backward()
     assert torch.equal(got.grad, first)
+    for chunk in (1, 3, 10):         # classes per step (one per CPU thread by default): the same numbers
+        each = d.clone().requires_grad_(True)
+        sums = input_grad.input_grad_sums(each, im.enc1.linear, im.enc2, im.dec1, im.dec2, chunk=chunk)
+        (sums * gout).sum().backward()
+        assert torch.allclose(sums, out, atol=1e-6) and torch.allclose(each.grad, first, atol=1e-6), chunk
     im64 = InternalModels(3, 7, 4, 2).double().requires_grad_(False)
     d64 = torch.rand(5, 7, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(
