@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 from torch.autograd.function import once_differentiable
 
-from .sigmoid_sum import classes_at_once
+from .sigmoid_sum import classes_at_once, recorded
 
 
 class _InputGradSums(torch.autograd.Function):
@@ -78,8 +78,7 @@ def applies(d: torch.Tensor, heads: nn.Module) -> bool:
     """Whether :func:`input_grad_sums` computes ``heads.sums(d)`` here: on a CPU, with a gradient wanted for ``d``
     and for no weight of ``heads``, in eager mode."""
     return (d.device.type == "cpu" and torch.is_grad_enabled() and d.requires_grad
-            and not any(p.requires_grad for p in heads.parameters())
-            and not (torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.compiler.is_exporting()))
+            and not any(p.requires_grad for p in heads.parameters()) and not recorded())
 
 
 def input_grad_sums(d: torch.Tensor, enc1: nn.Linear, enc2: nn.Module, dec1: nn.Module, dec2: nn.Module,

@@ -78,7 +78,7 @@ class _SigmoidSum(torch.autograd.Function):
         return gh, gw, gb, None
 
 
-def _recorded() -> bool:
+def recorded() -> bool:
     """Whether the model is being traced, compiled or exported: the graph those record must hold torch ops only
     (no Python autograd function, no ``out=`` writes), and their own fusion does the rest."""
     return torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.compiler.is_exporting()
@@ -87,7 +87,7 @@ def _recorded() -> bool:
 def sigmoid_sums(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
     """``(K, B, H), (K, H, D), (K, 1, D) -> (K, B)``: ``sum_j sigmoid(h[k] @ w[k] + b[k])_j``, ``chunk`` classes
     at a time (default :func:`classes_at_once`; the same numbers for any)."""
-    if h.device.type != "cpu" or _recorded():
+    if h.device.type != "cpu" or recorded():
         return batched(h, w, b)
     c = classes_at_once(h.shape[0]) if chunk is None else chunk
     if torch.is_grad_enabled() and (h.requires_grad or w.requires_grad or b.requires_grad):
