@@ -57,10 +57,11 @@ def op_seconds(fn: Callable[[], None], calls: int = 10) -> dict[str, float]:
     return dict(sorted(((k, round(v, 6)) for k, v in ops.items() if v > 0), key=lambda kv: -kv[1]))
 
 
-def page_faults_per_call(fn: Callable[[], None], calls: int = 10) -> float:
-    """Minor page faults (pages mapped afresh, zeroed by the kernel) per call of ``fn``, after a warm-up call: what
-    malloc's settings change (``--system-malloc``)."""
-    fn()
+def page_faults_per_call(fn: Callable[[], None], calls: int = 20, warmup: int = 3) -> float:
+    """Minor page faults (pages mapped afresh, zeroed by the kernel) per call of ``fn``, right after the timed
+    rounds (before the profiler runs) and a few warm-up calls: what malloc's settings change (``--system-malloc``)."""
+    for _ in range(warmup):
+        fn()
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(calls):
         fn()
@@ -121,8 +122,8 @@ def passes(model: nn.Module, batch: int, dev: torch.device, rounds: int = 5, rep
                 model_rates.append(mult * 2 * macs * batch / t_model)
                 mm_rates.append(mult * 2 * batch * n * n / t_mm)
                 ratios.append(model_rates[-1] / mm_rates[-1])
-            ops = op_seconds(run_model) if dev.type == "cpu" else {}
             faults = {"model": page_faults_per_call(run_model), "matmul": page_faults_per_call(run_mm)}
+            ops = op_seconds(run_model) if dev.type == "cpu" else {}
             out[name] = {"fraction_of_matmul_rate": statistics.median(ratios),
                          "fraction_per_round": [round(r, 4) for r in ratios],
                          "model_gflops": statistics.median(model_rates) / 1e9,
