@@ -5,9 +5,9 @@ Pipeline: ``x -> D(x) -> F_0..F_9 -> P(x|i) = ||F_i(D(x))||_1 / ||D(x)||_1``,
 the first layer is a single ``(784, K*h)`` matmul on the shared input, the rest
 are ``torch.baddbmm`` over stacked per-class weights ``(K, in, out)``. The scores
 need only each reconstruction's sum: on a CPU the last layer, the sigmoid and the
-sum go class by class through :mod:`.sigmoid_sum` so that each block stays in cache, and
-when only the input needs a gradient (an attack) the whole stack goes class by class
-through :mod:`.input_grad`.
+sum go a few classes at a time (one per thread) through :mod:`.sigmoid_sum` so that each
+block stays in cache, and when only the input needs a gradient (an attack) the whole
+stack does, through :mod:`.input_grad`.
 
 The temperature ``T`` (default 10) only rescales the scores, which lie in about
 [0, 1.2]: a score gap of 0.3 becomes a logit margin of 3, so softmax

@@ -24,7 +24,7 @@ logits ``T * P(x|i)``, with terms that ask each part to do the job the architect
   the clean accuracy;
 * ``trades``: TRADES' term (Zhang et al. 2019), ``KL(p(x) || p(x_adv))`` between the predictions on the clean and
   the adversarial input, gradients through both: it asks the prediction to stay where it is inside the ball rather
-  than only the label to win (0 by default: not part of the measured recipes).
+  than only the label to win (0 by default; measured as a variant in ``docs/results.md``).
 
 A model with binarization (``bidim_at_bin``, ``bicnn_at_bin``) is trained with it in the loop: the forward pass binarizes exactly
 as at inference, and while it trains, the inner attack and the weights' gradients pass the binarization
