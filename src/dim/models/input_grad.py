@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 from torch.autograd.function import once_differentiable
 
-from .sigmoid_sum import classes_at_once, recorded
+from .sigmoid_sum import chunks, classes_at_once, recorded
 
 
 class _InputGradSums(torch.autograd.Function):
@@ -49,8 +49,7 @@ class _InputGradSums(torch.autograd.Function):
         ones = s.new_ones(()).expand_as(s)
         sigmoid_grad = torch.ops.aten.sigmoid_backward.grad_input
         relu_grad = torch.ops.aten.threshold_backward.grad_input
-        for i in range(0, k, c):
-            j = min(i + c, k)
+        for i, j in chunks(k, c):
             n = j - i
             h1n, h2n, tn, zn, qn, sn = h1[:n], h2[:n], t[:n], z[:n], q[:n], s[:n]
             torch.relu_(torch.baddbmm(b1[i:j], d.expand(n, *d.shape), w1t[i:j], out=h1n))

@@ -5,8 +5,9 @@ the largest tensor of the model, ``(K, B, 784)``, which is written by the matmul
 sigmoid, read by the sum and, for a gradient, read again by the sigmoid's backward and by two matmuls. On a CPU
 each of those passes goes through memory. Here the classes are computed a few at a time, one per CPU thread
 (:func:`classes_at_once`), each on its own ``(B, 784)`` block, which stays in its core's cache from the matmul to
-the sum (and, backward, from the sigmoid's derivative to the matmuls that consume it). Without a gradient the block is scratch space and the reconstructions are never stored; with one,
-the sigmoid's outputs are kept for the backward. ``benchmarks/bench_throughput_variants.py`` measures it against
+the sum (and, backward, from the sigmoid's derivative to the matmuls that consume it). Without a gradient the block
+is scratch space and the reconstructions are never stored; with one, the sigmoid's outputs are kept for the
+backward. ``benchmarks/bench_throughput_variants.py`` measures it against
 the layer-by-layer computation.
 
 On a GPU, where memory is fast and a loop over classes would launch ten small kernels each, and wherever the
@@ -33,7 +34,8 @@ def classes_at_once(k: int) -> int:
     return max(1, min(torch.get_num_threads(), k))
 
 
-def _chunks(k: int, c: int) -> list[tuple[int, int]]:
+def chunks(k: int, c: int) -> list[tuple[int, int]]:
+    """``[(i, j), ...]``: the classes ``0..k`` in steps of ``c``, the last step shorter."""
     return [(i, min(i + c, k)) for i in range(0, k, c)]
 
 
@@ -42,7 +44,7 @@ def _per_class(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor, block: Callabl
     """The sums, ``c`` classes at a time: classes ``i..j``'s sigmoid outputs written into ``block(i, j)``, a
     ``(j - i, B, D)`` tensor, in place."""
     sums = h.new_empty(h.shape[0], h.shape[1])
-    for i, j in _chunks(h.shape[0], c):
+    for i, j in chunks(h.shape[0], c):
         torch.sum(torch.sigmoid_(torch.baddbmm(b[i:j], h[i:j], w[i:j], out=block(i, j))), -1, out=sums[i:j])
     return sums
 
@@ -65,7 +67,7 @@ class _SigmoidSum(torch.autograd.Function):
         gw = torch.empty_like(w) if need_w else None
         gb = w.new_empty(w.shape[0], 1, w.shape[2]) if need_b else None
         dz = s.new_empty(min(ctx.c, s.shape[0]), *s.shape[1:])
-        for i, j in _chunks(h.shape[0], ctx.c):
+        for i, j in chunks(h.shape[0], ctx.c):
             d = dz[:j - i]
             # d sigmoid(z) / dz = s (1 - s), times the sum's gradient g[i] broadcast over the 784 outputs
             torch.ops.aten.sigmoid_backward.grad_input(g[i:j].unsqueeze(-1).expand_as(d), s[i:j], grad_input=d)
