@@ -113,6 +113,8 @@ def test_the_images_are_chosen_by_range_or_seeded_subset_and_recorded(choice, wo
     config = json.loads(_meta(tmp_path / "run", "config"))
     assert config["images"] == ({"start": 10} if "start" in choice else {"random_subset_seed": 3})
     assert words in (out / "report.md").read_text()
+    (card,) = (out / "cards").glob("*.json")          # a card says which images, so runs on others can be pooled
+    assert json.loads(card.read_text())["evaluation"]["images"] == config["images"]
     assert evalkit is not None
 
 

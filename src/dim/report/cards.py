@@ -96,7 +96,8 @@ def write_cards(view: ReportView, target: Path, within: Path | None = None) -> l
                            "git_commit": prov.get("git_commit"), "git_commits": commits_of(prov),
                            "donor_git_commits": prov.get("donor_commits") or {},
                            "packages": prov.get("packages"),
-                           "devices": devices_of(prov)},
+                           "devices": devices_of(prov),
+                           **({"images": cfg["images"]} if cfg.get("images") else {})},   # not the first n
             "clean_accuracy": r.clean_accuracy, "clean_interval_95": _interval_json(r.clean_interval),
             "interval": "95% Wilson score interval of each accuracy on its n samples (sampling error only)",
             "paper_protocol": {"per_norm": _norm_json(r.norms, r.threat), "minimal_accuracy": _clean(r.minimal_accuracy),

@@ -1,0 +1,123 @@
+"""Pool the cards of one model evaluated on disjoint ranges of test images into one result on all of them.
+
+    python benchmarks/pool_cards.py first200/cards/m.json next200/cards/m.json --label m_n400
+
+Every accuracy on a card is a count of samples divided by ``n``: the clean ones, the per-sample worst case of each
+norm, the union of the norms (no attack of any norm fooled the sample) and each attack's. On disjoint images those
+counts add up, so a run too long for one sitting (or for one machine) can be made in ranges (``dim evaluate --start
+S --n N``) and pooled without losing anything a single run would have said; the 95% Wilson intervals narrow with the
+pooled ``n``. The cards must describe the same model (weights card hash), suite, seed and data, and their image
+ranges must not overlap; each range is read from the card (the first ``n`` when it names none; random subsets are
+refused, since two of them may share images). Writes ``results/pooled_<label>.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from common import RESULTS, write_result
+
+from dim.evaluation.metrics import wilson_interval
+
+SAME = ("suite", "seed", "dataset", "data_sha256")     # evaluation fields every pooled card must share
+
+
+def image_range(card: dict[str, Any], path: Path) -> range:
+    """The test images a card was computed on."""
+    ev = card["evaluation"]
+    images = ev.get("images") or {}
+    if "random_subset_seed" in images:
+        raise ValueError(f"{path}: a random subset of images cannot be pooled (two subsets may share images)")
+    start = int(images.get("start", 0))
+    return range(start, start + int(ev["n"]))
+
+
+def count(accuracy: float | None, n: int, where: str) -> int | None:
+    """The number of samples behind ``accuracy`` on ``n`` (cards store the ratio)."""
+    if accuracy is None:
+        return None
+    k = round(accuracy * n)
+    if abs(k - accuracy * n) > 1e-6 * n:
+        raise ValueError(f"{where}: accuracy {accuracy} is not a count out of {n}")
+    return k
+
+
+def pooled(counts: list[int | None], ns: list[int]) -> dict[str, Any] | None:
+    """Accuracy and 95% interval of the summed counts (None if any card lacks the figure)."""
+    if any(c is None for c in counts):
+        return None
+    k, n = sum(counts), sum(ns)
+    lo, hi = wilson_interval(k, n)
+    return {"accuracy": round(k / n, 4), "robust": k, "n": n, "interval_95": [round(lo, 4), round(hi, 4)]}
+
+
+def protocol(cards: list[dict[str, Any]], key: str, ns: list[int], paths: list[Path]) -> dict[str, Any]:
+    """Per-norm worst cases and the union of one protocol (``incl_adaptive`` or ``paper_protocol``), pooled."""
+    norms = sorted(set.intersection(*(set(c[key]["per_norm"]) for c in cards)))
+    out: dict[str, Any] = {"per_norm": {}}
+    for norm in norms:
+        out["per_norm"][norm] = pooled([count(c[key]["per_norm"][norm]["accuracy"], n, f"{p}: {key} {norm}")
+                                        for c, n, p in zip(cards, ns, paths)], ns)
+    unions = [c[key].get("union") for c in cards]
+    if all(u and u.get("accuracy") is not None for u in unions):
+        out["union"] = pooled([count(u["accuracy"], n, f"{p}: {key} union") for u, n, p in zip(unions, ns, paths)],
+                              ns)
+        out["union"]["norms"] = unions[0]["norms"]
+    return out
+
+
+def pool(paths: list[Path]) -> dict[str, Any]:
+    cards = [json.loads(p.read_text()) for p in paths]
+    first = cards[0]
+    for c, p in zip(cards[1:], paths[1:]):
+        if c["card_sha256"] != first["card_sha256"]:
+            raise ValueError(f"{p}: another model (weights card {c['card_sha256'][:12]}, "
+                             f"not {first['card_sha256'][:12]} as in {paths[0]})")
+        for field in SAME:
+            if c["evaluation"].get(field) != first["evaluation"].get(field):
+                raise ValueError(f"{p}: evaluation {field} {c['evaluation'].get(field)!r} differs from "
+                                 f"{first['evaluation'].get(field)!r} in {paths[0]}")
+    ranges = [image_range(c, p) for c, p in zip(cards, paths)]
+    order = sorted(range(len(cards)), key=lambda i: ranges[i].start)
+    for a, b in zip(order, order[1:]):
+        if ranges[b].start < ranges[a].stop:
+            raise ValueError(f"{paths[b]}: images {ranges[b].start}..{ranges[b].stop - 1} overlap "
+                             f"{ranges[a].start}..{ranges[a].stop - 1} of {paths[a]}")
+    ns = [len(r) for r in ranges]
+    attacks = sorted(set.intersection(*(set(c["attacks"]) for c in cards)))
+    return {
+        "model": first["model"], "card_sha256": first["card_sha256"],
+        "evaluation": {f: first["evaluation"].get(f) for f in SAME},
+        "cards": [{"path": str(p), "images": [r.start, r.stop - 1], "n": len(r)} for p, r in zip(paths, ranges)],
+        "n": sum(ns),
+        "clean": pooled([count(c["clean_accuracy"], n, f"{p}: clean") for c, n, p in zip(cards, ns, paths)], ns),
+        "incl_adaptive": protocol(cards, "incl_adaptive", ns, paths),
+        "paper_protocol": protocol(cards, "paper_protocol", ns, paths),
+        "attacks": {a: pooled([count(c["attacks"][a]["accuracy"], n, f"{p}: {a}") for c, n, p in zip(cards, ns, paths)],
+                              ns)
+                    for a in attacks if all(c["attacks"][a].get("complete") for c in cards)},
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("cards", nargs="+", type=Path, help="cards of one model on disjoint image ranges")
+    ap.add_argument("--label", required=True, help="results file: pooled_<label>.json")
+    ap.add_argument("--results", type=Path, default=RESULTS, help="folder of the results file")
+    args = ap.parse_args()
+    try:
+        result = pool(args.cards)
+    except KeyError as e:
+        print(f"error: a card lacks the field {e} (is it a card written by `dim report`?)", file=sys.stderr)
+        sys.exit(2)
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    write_result(f"pooled_{args.label}", result, results=args.results)
+
+
+if __name__ == "__main__":
+    main()
