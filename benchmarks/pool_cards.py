@@ -6,7 +6,7 @@ Every accuracy on a card is a count of samples divided by ``n``: the clean ones,
 norm, the union of the norms (no attack of any norm fooled the sample) and each attack's. On disjoint images those
 counts add up, so a run too long for one sitting (or for one machine) can be made in ranges (``dim evaluate --start
 S --n N``) and pooled without losing anything a single run would have said; the 95% Wilson intervals narrow with the
-pooled ``n``. The cards must describe the same model (weights card hash), suite, seed and data, and their image
+pooled ``n``. The cards must describe the same model (weights card hash), suite, seed and dataset, and their image
 ranges must not overlap; each range is read from the card (the first ``n`` when it names none; random subsets are
 refused, since two of them may share images). Writes ``results/pooled_<label>.json``.
 """
@@ -22,7 +22,8 @@ from common import RESULTS, write_result
 
 from dim.evaluation.metrics import wilson_interval
 
-SAME = ("suite", "seed", "dataset", "data_sha256")     # evaluation fields every pooled card must share
+SAME = ("suite", "seed", "dataset")     # evaluation fields every pooled card must share (data_sha256 is of the
+                                        # images evaluated, so it differs from range to range)
 
 
 def image_range(card: dict[str, Any], path: Path) -> range:
@@ -91,7 +92,8 @@ def pool(paths: list[Path]) -> dict[str, Any]:
     return {
         "model": first["model"], "card_sha256": first["card_sha256"],
         "evaluation": {f: first["evaluation"].get(f) for f in SAME},
-        "cards": [{"path": str(p), "images": [r.start, r.stop - 1], "n": len(r)} for p, r in zip(paths, ranges)],
+        "cards": [{"path": str(p), "images": [r.start, r.stop - 1], "n": len(r),
+                   "data_sha256": c["evaluation"].get("data_sha256")} for c, p, r in zip(cards, paths, ranges)],
         "n": sum(ns),
         "clean": pooled([count(c["clean_accuracy"], n, f"{p}: clean") for c, n, p in zip(cards, ns, paths)], ns),
         "incl_adaptive": protocol(cards, "incl_adaptive", ns, paths),
