@@ -64,6 +64,9 @@ def protocol(cards: list[dict[str, Any]], key: str, ns: list[int], paths: list[P
                                         for c, n, p in zip(cards, ns, paths)], ns)
     unions = [c[key].get("union") for c in cards]
     if all(u and u.get("accuracy") is not None for u in unions):
+        for u, p in zip(unions[1:], paths[1:]):
+            if u["norms"] != unions[0]["norms"]:
+                raise ValueError(f"{p}: {key} union over {u['norms']}, not {unions[0]['norms']} as in {paths[0]}")
         out["union"] = pooled([count(u["accuracy"], n, f"{p}: {key} union") for u, n, p in zip(unions, ns, paths)],
                               ns)
         out["union"]["norms"] = unions[0]["norms"]

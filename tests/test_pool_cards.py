@@ -59,3 +59,10 @@ def test_overlapping_images_another_model_or_a_random_subset_are_refused(tmp_pat
     r = run(tmp_path, card(20, 19, 13, 11, 9), second)
     assert r.returncode == 2 and words in r.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_unions_over_other_norms_are_refused(tmp_path):
+    second = card(30, 28, 17, 14, 12, images={"start": 20})
+    second["incl_adaptive"] = {**second["incl_adaptive"], "union": {"accuracy": 0.4, "n": 30, "norms": ["L2"]}}
+    r = run(tmp_path, card(20, 19, 13, 11, 9), second)
+    assert r.returncode == 2 and "union over" in r.stderr
