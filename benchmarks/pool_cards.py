@@ -46,8 +46,9 @@ def count(accuracy: float | None, n: int, where: str) -> int | None:
     return k
 
 
-def pooled(counts: list[int | None], ns: list[int]) -> dict[str, Any] | None:
-    """Accuracy and 95% interval of the summed counts (None if any card lacks the figure)."""
+def pooled(accuracies: list[float | None], ns: list[int], paths: list[Path], what: str) -> dict[str, Any] | None:
+    """Accuracy and 95% interval of the summed counts behind one figure of every card (None if any card lacks it)."""
+    counts = [count(a, n, f"{p}: {what}") for a, n, p in zip(accuracies, ns, paths)]
     if any(c is None for c in counts):
         return None
     k, n = sum(counts), sum(ns)
@@ -60,15 +61,14 @@ def protocol(cards: list[dict[str, Any]], key: str, ns: list[int], paths: list[P
     norms = sorted(set.intersection(*(set(c[key]["per_norm"]) for c in cards)))
     out: dict[str, Any] = {"per_norm": {}}
     for norm in norms:
-        out["per_norm"][norm] = pooled([count(c[key]["per_norm"][norm]["accuracy"], n, f"{p}: {key} {norm}")
-                                        for c, n, p in zip(cards, ns, paths)], ns)
+        out["per_norm"][norm] = pooled([c[key]["per_norm"][norm]["accuracy"] for c in cards], ns, paths,
+                                       f"{key} {norm}")
     unions = [c[key].get("union") for c in cards]
     if all(u and u.get("accuracy") is not None for u in unions):
         for u, p in zip(unions[1:], paths[1:]):
             if u["norms"] != unions[0]["norms"]:
                 raise ValueError(f"{p}: {key} union over {u['norms']}, not {unions[0]['norms']} as in {paths[0]}")
-        out["union"] = pooled([count(u["accuracy"], n, f"{p}: {key} union") for u, n, p in zip(unions, ns, paths)],
-                              ns)
+        out["union"] = pooled([u["accuracy"] for u in unions], ns, paths, f"{key} union")
         out["union"]["norms"] = unions[0]["norms"]
     return out
 
@@ -98,11 +98,10 @@ def pool(paths: list[Path]) -> dict[str, Any]:
         "cards": [{"path": str(p), "images": [r.start, r.stop - 1], "n": len(r),
                    "data_sha256": c["evaluation"].get("data_sha256")} for c, p, r in zip(cards, paths, ranges)],
         "n": sum(ns),
-        "clean": pooled([count(c["clean_accuracy"], n, f"{p}: clean") for c, n, p in zip(cards, ns, paths)], ns),
+        "clean": pooled([c["clean_accuracy"] for c in cards], ns, paths, "clean"),
         "incl_adaptive": protocol(cards, "incl_adaptive", ns, paths),
         "paper_protocol": protocol(cards, "paper_protocol", ns, paths),
-        "attacks": {a: pooled([count(c["attacks"][a]["accuracy"], n, f"{p}: {a}") for c, n, p in zip(cards, ns, paths)],
-                              ns)
+        "attacks": {a: pooled([c["attacks"][a]["accuracy"] for c in cards], ns, paths, a)
                     for a in attacks if all(c["attacks"][a].get("complete") for c in cards)},
     }
 
