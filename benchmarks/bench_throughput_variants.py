@@ -24,6 +24,12 @@ Variants (the model's weights and results are the same in each; only how the pas
   and the sum.
 - ``plain_sum_denominator``: layer by layer, ``||D(x)||_1`` as a plain sum (the denoiser's sigmoid output is
   never negative), no ``abs`` and no ``sgn`` in the backward pass.
+- ``onednn_first_layer`` / ``onednn_denoiser`` / ``onednn_both``: the model as it is, but the internal models'
+  shared first layer (``(B, 784) -> (B, K*h)``), the denoiser's layers, or both computed by oneDNN's linear with
+  its bias and activation fused into the matmul (``torch.ops.mkldnn._linear_pointwise``, the kernel torch's
+  compiler emits for a linear layer and its activation on a CPU) in place of ``addmm`` (which copies the bias
+  into the output first) and an activation pass; backward as autograd's. The attack step's class-by-class path
+  (``dim.models.input_grad``) computes the first layer itself, so only the forward and the training step see it.
 - ``torch_compile``: ``torch.compile`` of the layer-by-layer model (inductor: generated C++ kernels that fuse the
   elementwise work; needs a C++ compiler at run time, first call compiles).
 
@@ -108,6 +114,49 @@ def _out_of_place_denoiser(model: nn.Module) -> nn.Module:
     return model
 
 
+class _OneDNNLinear(torch.autograd.Function):
+    """``act(x @ w.T + b)`` in oneDNN's fused kernel; the backward from the saved output, as autograd's."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, act: str) -> torch.Tensor:
+        out = torch.ops.mkldnn._linear_pointwise(x, w, b, act, [], "")
+        ctx.act = act
+        ctx.save_for_backward(x, w, out)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, w, out = ctx.saved_tensors
+        gz = (torch.ops.aten.threshold_backward(g, out, 0) if ctx.act == "relu"
+              else torch.ops.aten.sigmoid_backward(g, out))
+        need_x, need_w, need_b, _ = ctx.needs_input_grad
+        return (gz.mm(w) if need_x else None, gz.t().mm(x) if need_w else None, gz.sum(0) if need_b else None,
+                None)
+
+
+def _onednn(x: torch.Tensor, linear: nn.Linear, act: str) -> torch.Tensor:
+    if torch.is_grad_enabled() and (x.requires_grad or linear.weight.requires_grad):
+        return _OneDNNLinear.apply(x.contiguous(), linear.weight, linear.bias, act)
+    return torch.ops.mkldnn._linear_pointwise(x.contiguous(), linear.weight, linear.bias, act, [], "")
+
+
+def _onednn_layers(model: nn.Module, first_layer: bool, denoiser: bool) -> nn.Module:
+    """The internal models' shared first layer and/or the denoiser's layers through :class:`_OneDNNLinear`."""
+    if first_layer:
+        enc1 = model.heads.enc1
+        enc1.relu_forward = lambda x: _onednn(x, enc1.linear, "relu").view(x.shape[0], enc1.k, enc1.d_out) \
+            .transpose(0, 1)
+    if denoiser:
+        layers = list(model.denoiser.net)
+
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            for linear, act in zip(layers[::2], layers[1::2]):
+                x = _onednn(x, linear, "relu" if isinstance(act, nn.ReLU) else "sigmoid")
+            return x
+        model.denoiser.forward = forward
+    return model
+
+
 def _compiled(model: nn.Module) -> nn.Module:
     compiled = torch.compile(_layer_by_layer(model))
     compiled.cfg = model.cfg
@@ -125,6 +174,9 @@ VARIANTS: dict[str, Callable[[nn.Module], nn.Module]] = {
     "heads_in_batch_chunks_128": lambda m: _layer_by_layer(m, chunk=128),
     "heads_in_batch_chunks_64": lambda m: _layer_by_layer(m, chunk=64),
     "plain_sum_denominator": lambda m: _layer_by_layer(m, plain_sum=True),
+    "onednn_first_layer": lambda m: _onednn_layers(m, first_layer=True, denoiser=False),
+    "onednn_denoiser": lambda m: _onednn_layers(m, first_layer=False, denoiser=True),
+    "onednn_both": lambda m: _onednn_layers(m, first_layer=True, denoiser=True),
     "torch_compile": _compiled,
 }
 

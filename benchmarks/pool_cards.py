@@ -8,7 +8,8 @@ counts add up, so a run too long for one sitting (or for one machine) can be mad
 S --n N``) and pooled without losing anything a single run would have said; the 95% Wilson intervals narrow with the
 pooled ``n``. The cards must describe the same model (weights card hash), suite, seed and dataset, and their image
 ranges must not overlap; each range is read from the card (the first ``n`` when it names none; random subsets are
-refused, since two of them may share images). Writes ``results/pooled_<label>.json``.
+refused, since two of them may share images). Where every card counts the samples per set of norms that broke them
+(``union.broken_by``), those counts are summed too. Writes ``results/pooled_<label>.json``.
 """
 from __future__ import annotations
 
@@ -70,7 +71,20 @@ def protocol(cards: list[dict[str, Any]], key: str, ns: list[int], paths: list[P
                 raise ValueError(f"{p}: {key} union over {u['norms']}, not {unions[0]['norms']} as in {paths[0]}")
         out["union"] = pooled([u["accuracy"] for u in unions], ns, paths, f"{key} union")
         out["union"]["norms"] = unions[0]["norms"]
+        if all("broken_by" in u for u in unions):     # cards written before it was measured lack it
+            out["union"]["broken_by"] = broken_by([u["broken_by"] for u in unions], ns, paths, key)
     return out
+
+
+def broken_by(per_card: list[dict[str, int]], ns: list[int], paths: list[Path], key: str) -> dict[str, int]:
+    """Samples per set of norms that broke them (a card's ``union.broken_by``), summed over the cards."""
+    total: dict[str, int] = {}
+    for counts, n, p in zip(per_card, ns, paths):
+        if sum(counts.values()) != n:
+            raise ValueError(f"{p}: {key} union broken_by counts {sum(counts.values())} samples, not {n}")
+        for k, v in counts.items():
+            total[k] = total.get(k, 0) + v
+    return dict(sorted(total.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def pool(paths: list[Path]) -> dict[str, Any]:

@@ -112,6 +112,21 @@ def test_union_is_zero_where_each_norm_alone_leaves_half_on_different_samples(tm
     assert r.norms[Norm.L2].accuracy == 0.5 and r.norms[Norm.LINF].accuracy == 0.5
     assert r.union.accuracy == 0.0 and r.union.n == 4 and r.union.norms == [Norm.L2, Norm.LINF]
     assert r.minimal_accuracy == 0.5          # the paper's minimal accuracy does not see it
+    assert r.union.broken_by == {"L2": 2, "Linf": 2}    # each sample broken by one norm alone
+
+
+def test_broken_by_counts_each_sample_once_and_tells_clean_errors_apart():
+    # samples: robust; broken by L0 alone; by L0 and L2; misclassified before any attack (distance 0 everywhere)
+    d0 = np.array([INF, 3.0, 5.0, 0.0])
+    d2 = np.array([2.0, INF, 1.0, 0.0])
+    norms = {Norm.L0: metrics.NormResult(Norm.L0, 0.0, 0.0, ["a"], d0),
+             Norm.L2: metrics.NormResult(Norm.L2, 0.0, 0.0, ["b"], d2)}
+    correct = np.array([True, True, True, False])
+    u = metrics.union_accuracy(norms, metrics.ThreatModel.paper(), correct)
+    assert u.broken_by == {"L0": 1, "L0+L2": 1, "clean error": 1, "robust": 1}
+    assert sum(u.broken_by.values()) == u.n
+    without = metrics.union_accuracy(norms, metrics.ThreatModel.paper())
+    assert without.broken_by["L0+L2"] == 2               # without labels a clean error is broken by every norm
 
 
 def test_union_recomputed_from_stored_rows_counts_adaptive_attacks_apart(tmp_path):

@@ -61,6 +61,22 @@ def test_overlapping_images_another_model_or_a_random_subset_are_refused(tmp_pat
     assert not (tmp_path / "out").exists()
 
 
+def test_the_norms_that_broke_each_sample_are_summed_and_checked_against_n(tmp_path):
+    first, second = card(20, 19, 13, 11, 9), card(30, 28, 17, 14, 12, images={"start": 20})
+    first["incl_adaptive"]["union"]["broken_by"] = {"robust": 9, "L2": 4, "L2+Linf": 6, "clean error": 1}
+    second["incl_adaptive"] = {**second["incl_adaptive"], "union": {
+        **second["incl_adaptive"]["union"], "broken_by": {"robust": 12, "Linf": 3, "L2+Linf": 13, "clean error": 2}}}
+    r = run(tmp_path, first, second)
+    assert r.returncode == 0, r.stderr
+    out = json.loads((tmp_path / "out" / "pooled_t.json").read_text())
+    assert out["incl_adaptive"]["union"]["broken_by"] == {"L2+Linf": 19, "robust": 21, "L2": 4, "Linf": 3,
+                                                          "clean error": 3}
+    assert "broken_by" not in out["paper_protocol"]["union"]       # one card lacks it there: not pooled
+    second["incl_adaptive"]["union"]["broken_by"]["robust"] = 11   # counts 29 of 30 samples
+    r = run(tmp_path, first, second)
+    assert r.returncode == 2 and "broken_by counts 29 samples, not 30" in r.stderr
+
+
 def test_unions_over_other_norms_are_refused(tmp_path):
     second = card(30, 28, 17, 14, 12, images={"start": 20})
     second["incl_adaptive"] = {**second["incl_adaptive"], "union": {"accuracy": 0.4, "n": 30, "norms": ["L2"]}}

@@ -72,6 +72,20 @@ def test_end_to_end_evaluate_and_report(tiny, test_data, tmp_path):
     assert card["paper_protocol"]["per_norm"]["Linf"]["interval_95"] == pytest.approx([lo, hi], abs=1e-4)
     assert card["paper_protocol"]["per_norm"]["Linf"]["n"] == len(y)
     assert card["paper_protocol"]["minimal_accuracy"] == pytest.approx(minimal)
+    # which norms broke each sample, recounted from the rows: clean errors apart, the rest by their set of norms
+    l2 = np.min(np.stack([d[n] for n in ("L2 DDN", "L2 DeepFool") if n in d]), axis=0)
+    correct = predict_numpy(tiny, x) == y
+    expected: dict[str, int] = {}
+    for i in range(len(y)):
+        broken = [n for n, dist, eps in (("L2", l2, 1.5), ("Linf", linf, 0.3))
+                  if dist[i] <= eps * (1 + metrics.RELATIVE_TOLERANCE)]
+        key = "+".join(broken) or "robust" if correct[i] else "clean error"
+        expected[key] = expected.get(key, 0) + 1
+    assert card["paper_protocol"]["union"]["broken_by"] == expected
+    several = sum(v for k, v in expected.items() if "+" in k)
+    assert (f"| tiny | {len(y)} | {expected.get('robust', 0)} | {expected.get('clean error', 0)} | "
+            in (out / "report.md").read_text())
+    assert f"| {several} (" in (out / "report.md").read_text()
 
 
 def test_table2_cells_are_the_stored_rows(tiny, test_data, tmp_path):

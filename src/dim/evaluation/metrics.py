@@ -129,30 +129,54 @@ class NormResult:
         return accuracy_interval(self.accuracy, self.n)
 
 
+ROBUST, CLEAN_ERROR = "robust", "clean error"
+
+
 @dataclass
 class UnionResult:
     """Robust in every norm at once: per sample, the worst case of each norm above its threshold.
 
-    Counted over the samples that have a result in every norm of ``norms`` (``n``)."""
+    Counted over the samples that have a result in every norm of ``norms`` (``n``). ``broken_by`` says why the
+    others are not: per sample, the set of norms whose worst case lies within the threshold (``"L0+L1"``), or
+    ``"robust"``, or ``"clean error"`` for a sample misclassified before any attack; the counts add up to ``n``.
+    Where most samples fall to several norms, the union is set by how close the samples lie to the decision
+    boundary, not by one norm that training neglected."""
     accuracy: float
     n: int
     norms: list[Norm]
+    broken_by: dict[str, int] = field(default_factory=dict)
 
     @property
     def interval(self) -> tuple[float, float]:
         return accuracy_interval(self.accuracy, self.n)
 
 
-def union_accuracy(norms: dict[Norm, NormResult], threat: ThreatModel) -> UnionResult | None:
-    """The union accuracy over every norm in ``norms`` (None when there is none)."""
+def broken_by(broken: np.ndarray, norms: list[Norm], clean_correct: np.ndarray | None = None) -> dict[str, int]:
+    """``broken`` (norms, samples) booleans -> samples per set of norms that broke them (module's
+    :class:`UnionResult`), the most frequent first."""
+    keys = ["+".join(nm.value for nm, b in zip(norms, col) if b) or ROBUST for col in broken.T]
+    if clean_correct is not None:
+        keys = [k if ok else CLEAN_ERROR for k, ok in zip(keys, clean_correct)]
+    counts: dict[str, int] = {}
+    for k in keys:
+        counts[k] = counts.get(k, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def union_accuracy(norms: dict[Norm, NormResult], threat: ThreatModel,
+                   clean_correct: np.ndarray | None = None) -> UnionResult | None:
+    """The union accuracy over every norm in ``norms`` (None when there is none); ``clean_correct`` (per sample)
+    lets :attr:`UnionResult.broken_by` tell clean errors apart from samples every norm broke."""
     if not norms:
         return None
     table = np.stack([nr.distances for nr in norms.values()])                   # (norms, samples)
     have = ~np.isnan(table).any(axis=0)
     eps = np.array([threat.threshold(nm) for nm in norms])[:, None]
-    robust = robust_at(table[:, have], eps).all(axis=0)
+    robust_per_norm = robust_at(table[:, have], eps)
+    robust = robust_per_norm.all(axis=0)
     acc = float(robust.mean()) if robust.size else float("nan")
-    return UnionResult(acc, int(have.sum()), list(norms))
+    return UnionResult(acc, int(have.sum()), list(norms),
+                       broken_by(~robust_per_norm, list(norms), None if clean_correct is None else clean_correct[have]))
 
 
 @dataclass
@@ -259,7 +283,9 @@ def compute(store: Store, attacks: list[str] | None = None) -> list[ModelResult]
         min_all, min_all_attack = minimal(per_attack)
         norms_paper = norm_results(per_attack, dists, paper_protocol, threat)
         norms_all = norm_results(per_attack, dists, threat=threat)
-        out.append(ModelResult(m["model"], m["name"], m["paper_name"], float(np.mean(labels == clean)), n,
+        correct = labels == clean
+        out.append(ModelResult(m["model"], m["name"], m["paper_name"], float(np.mean(correct)), n,
                                per_attack, norms_paper, min_acc, min_attack, norms_all, min_all, min_all_attack,
-                               dists, threat, union_accuracy(norms_paper, threat), union_accuracy(norms_all, threat)))
+                               dists, threat, union_accuracy(norms_paper, threat, correct),
+                               union_accuracy(norms_all, threat, correct)))
     return out

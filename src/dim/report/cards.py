@@ -63,7 +63,7 @@ def union_json(u: metrics.UnionResult | None, strict: bool = False) -> dict | No
     if u is None:
         return None
     return {"accuracy": _number(u.accuracy) if strict else _clean(u.accuracy), "interval_95": _interval_json(u.interval),
-            "n": u.n, "norms": [n.value for n in u.norms]}
+            "n": u.n, "norms": [n.value for n in u.norms], **({"broken_by": u.broken_by} if u.broken_by else {})}
 
 
 def _norm_json(norms: dict[Norm, metrics.NormResult], threat) -> dict:

@@ -53,6 +53,35 @@ UNION_TEXT = ("*Union*: the share of samples that no attack of any norm fooled w
               "higher than the weakest norm's worst case and is lower wherever the norms break different samples.")
 
 
+def _sets_text(sets: dict[str, int]) -> str:
+    return ", ".join(f"{k.replace('+', ' + ')} {v}" for k, v in sets.items()) or "-"
+
+
+def breakdown_markdown(results: list[metrics.ModelResult], top: int = 3) -> list[str]:
+    """Why the samples outside the union are there: per model, how many samples were misclassified before any
+    attack, how many one norm alone broke (which), how many several norms broke (the most frequent sets). Where
+    several norms break most of them, the union sits just under the weakest norm, and no single norm's training
+    lifts it."""
+    rows = []
+    for r in results:
+        union = r.union_all if r.has_adaptive else r.union
+        if union is None or not union.broken_by or len(union.norms) < 2:
+            continue
+        counts = union.broken_by
+        attacked = {k: v for k, v in counts.items() if k not in (metrics.ROBUST, metrics.CLEAN_ERROR)}
+        alone = {k: v for k, v in attacked.items() if "+" not in k}
+        several = {k: v for k, v in attacked.items() if "+" in k}
+        rows.append(f"| {md(r.model)} | {union.n} | {counts.get(metrics.ROBUST, 0)} | "
+                    f"{counts.get(metrics.CLEAN_ERROR, 0)} | {sum(alone.values())} ({_sets_text(alone)}) | "
+                    f"{sum(several.values())} ({_sets_text(dict(list(several.items())[:top]))}) |")
+    if not rows:
+        return []
+    return ["", "**Which norms break each sample** (per sample, the norms whose worst case lies within the "
+            "threshold; the union counts the robust ones):", "",
+            "| model | samples | robust in every norm | misclassified before any attack | broken by one norm alone "
+            f"| broken by several norms (the {top} most frequent sets) |", "|---|---|---|---|---|---|", *rows]
+
+
 def summary_markdown(view: ReportView) -> str:
     results, outcomes, cfg = view.results, view.outcomes, view.config
     adaptive = any(r.has_adaptive for r in results)
@@ -91,6 +120,7 @@ def summary_markdown(view: ReportView) -> str:
         lines.append(f"| {md(r.model)} | {tables.fmt_acc_ci(r.clean_accuracy, r.clean_interval)} | " + " | ".join(cells)
                      + f" | {union_text} | {minimal} | {_checks_cell(outcomes[r.model])} |")
     lines += ["", UNION_TEXT]
+    lines += breakdown_markdown(results)
     lines += ["", f"Brackets: the 95% Wilson interval of an accuracy on the {max((r.n for r in results), default=0)} "
               "samples (sampling error only: another draw of test images would land there 19 times in 20)."]
     same = indistinguishable(results)
