@@ -88,9 +88,22 @@ def test_bidim_at_ramp_is_bidim_at_bin_on_a_ramp_against_flips():
     b = create_model("bidim_at_bin", binarize_width=0.4).state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     committed = json.loads((ROOT / "weights" / "bidim_at_ramp" / "card.json").read_text())["config"]
-    assert committed["model"] == json.loads(json.dumps(cfg))
-    # a setting added to the recipe after the card was written counts as its default
+    # a setting added to the model or the recipe after the card was written counts as its default
+    assert {**json.loads(json.dumps(cfg)), **committed["model"]} == json.loads(json.dumps(cfg))
     assert {**named.recorded(), **committed["train"]} == named.recorded()
+
+
+def test_the_denoisers_output_can_be_binarized_on_a_ramp_too():
+    """``denoiser_binarize_width`` makes the second binarization a ramp as ``binarize_width`` does the input's; the
+    default keeps the step (the committed models, whose cards predate the setting)."""
+    from dim.models.binarize import input_binarization
+    step = dim.create_model("bidim_at_ramp")
+    ramp = dim.create_model("bidim_at_ramp", denoiser_binarize_width=0.4)
+    assert (step.bin_in.width, step.bin_dn.width) == (0.4, 0.0)
+    assert (ramp.bin_in.width, ramp.bin_dn.width) == (0.4, 0.4)
+    assert input_binarization(ramp) is ramp.bin_in
+    loaded = dim.load_model(ROOT / "weights" / "bidim_at_ramp")
+    assert loaded.bin_dn.width == 0.0
 
 
 def test_load_model_roundtrip(trained_dim, data_dir):

@@ -167,6 +167,7 @@ class ScoreModelConfig:
     binarize_threshold: float = 0.5
     binarize_pool: int = 1          # binarize the input's pool x pool blocks by their mean (models.binarize)
     binarize_width: float = 0.0     # > 0: a linear ramp across threshold -+ width/2, not a step (the same)
+    denoiser_binarize_width: float = 0.0   # the same for the binarization of the denoiser's output
 
 
 class ScoreModel(nn.Module):
@@ -186,7 +187,8 @@ class ScoreModel(nn.Module):
         self.heads = heads
         self.bin_in = (Binarize(cfg.binarize_threshold, pool=cfg.binarize_pool, width=cfg.binarize_width)
                        if binarize else nn.Identity())
-        self.bin_dn = Binarize(cfg.binarize_threshold) if (binarize and denoiser is not None) else nn.Identity()
+        self.bin_dn = (Binarize(cfg.binarize_threshold, width=cfg.denoiser_binarize_width)
+                       if (binarize and denoiser is not None) else nn.Identity())
 
     def denoise(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1, 28, 28) -> (B, 784)
         h = self.bin_in(x).flatten(1)
