@@ -84,8 +84,7 @@ def _summary(view: ReportView) -> list[dict[str, Any]]:
             "minimal_attack": (r.minimal_attack_all if r.has_adaptive else r.minimal_attack) or "-",
             "union": _acc(union.accuracy if union else float("nan")),
             "union_interval": tables.fmt_interval(union.interval) if union else "",
-            "union_broken_by": ("samples per set of norms that broke them: "
-                                + "; ".join(f"{k.replace('+', ' + ')} {v}" for k, v in union.broken_by.items())
+            "union_broken_by": ("samples per set of norms that broke them: " + tables.fmt_sets(union.broken_by)
                                 if union and union.broken_by else ""),
             "binarized": view.binarized.get(r.model, False),
             "warnings": [f"{checks.CHECKS[c].title}: {o.value}" for c, o in outcomes.items() if o.status == checks.WARN],

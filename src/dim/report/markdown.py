@@ -53,10 +53,6 @@ UNION_TEXT = ("*Union*: the share of samples that no attack of any norm fooled w
               "higher than the weakest norm's worst case and is lower wherever the norms break different samples.")
 
 
-def _sets_text(sets: dict[str, int]) -> str:
-    return ", ".join(f"{k.replace('+', ' + ')} {v}" for k, v in sets.items()) or "-"
-
-
 def breakdown_markdown(results: list[metrics.ModelResult], top: int = 3) -> list[str]:
     """Why the samples outside the union are there: per model, how many samples were misclassified before any
     attack, how many one norm alone broke (which), how many several norms broke (the most frequent sets). Where
@@ -72,8 +68,8 @@ def breakdown_markdown(results: list[metrics.ModelResult], top: int = 3) -> list
         alone = {k: v for k, v in attacked.items() if "+" not in k}
         several = {k: v for k, v in attacked.items() if "+" in k}
         rows.append(f"| {md(r.model)} | {union.n} | {counts.get(metrics.ROBUST, 0)} | "
-                    f"{counts.get(metrics.CLEAN_ERROR, 0)} | {sum(alone.values())} ({_sets_text(alone)}) | "
-                    f"{sum(several.values())} ({_sets_text(dict(list(several.items())[:top]))}) |")
+                    f"{counts.get(metrics.CLEAN_ERROR, 0)} | {sum(alone.values())} ({tables.fmt_sets(alone)}) | "
+                    f"{sum(several.values())} ({tables.fmt_sets(dict(list(several.items())[:top]))}) |")
     if not rows:
         return []
     return ["", "**Which norms break each sample** (per sample, the norms whose worst case lies within the "

@@ -62,6 +62,11 @@ def fmt_acc_ci(acc: float, interval: tuple[float, float]) -> str:
     return fmt_acc(acc) + (f" {ci}" if ci and fmt_acc(acc) != "-" else "")
 
 
+def fmt_sets(counts: dict[str, int]) -> str:
+    """Samples per set of norms (a union's ``broken_by``), ``L0 + L1 47, L1 22``; ``-`` for none."""
+    return ", ".join(f"{k.replace('+', ' + ')} {v}" for k, v in counts.items()) or "-"
+
+
 def fmt_dist(d: float) -> str:
     if d is None or math.isnan(d):
         return "-"
