@@ -21,7 +21,7 @@ from typing import Any
 
 from common import RESULTS, write_result
 
-from dim.evaluation.metrics import wilson_interval
+from dim.evaluation.metrics import most_frequent_first, wilson_interval
 
 SAME = ("suite", "seed", "dataset")     # evaluation fields every pooled card must share (data_sha256 is of the
                                         # images evaluated, so it differs from range to range)
@@ -84,7 +84,7 @@ def broken_by(per_card: list[dict[str, int]], ns: list[int], paths: list[Path], 
             raise ValueError(f"{p}: {key} union broken_by counts {sum(counts.values())} samples, not {n}")
         for k, v in counts.items():
             total[k] = total.get(k, 0) + v
-    return dict(sorted(total.items(), key=lambda kv: (-kv[1], kv[0])))
+    return most_frequent_first(total)
 
 
 def pool(paths: list[Path]) -> dict[str, Any]:

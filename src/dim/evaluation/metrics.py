@@ -160,6 +160,11 @@ def broken_by(broken: np.ndarray, norms: list[Norm], clean_correct: np.ndarray |
     counts: dict[str, int] = {}
     for k in keys:
         counts[k] = counts.get(k, 0) + 1
+    return most_frequent_first(counts)
+
+
+def most_frequent_first(counts: dict[str, int]) -> dict[str, int]:
+    """``counts`` ordered by count, the largest first (ties by name)."""
     return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
