@@ -157,3 +157,66 @@ def test_union_leaves_out_samples_without_a_result_in_every_norm():
     u = metrics.union_accuracy(norms, metrics.ThreatModel.paper())
     assert u.n == 3 and u.accuracy == pytest.approx(1 / 3)
     assert metrics.union_accuracy({}, metrics.ThreatModel.paper()) is None
+
+
+def _pairs(both: int, only_a: int, only_b: int, neither: int) -> tuple[np.ndarray, np.ndarray]:
+    a = np.array([1] * both + [1] * only_a + [0] * only_b + [0] * neither, dtype=bool)
+    b = np.array([1] * both + [0] * only_a + [1] * only_b + [0] * neither, dtype=bool)
+    return a, b
+
+
+@pytest.mark.parametrize("only_a, only_b", [(0, 0), (12, 2), (3, 10), (7, 7), (40, 0)])
+def test_mcnemar_exact_is_the_two_sided_binomial_test_of_the_discordant_samples(only_a, only_b):
+    from scipy.stats import binomtest
+    want = 1.0 if only_a + only_b == 0 else binomtest(only_a, only_a + only_b, 0.5).pvalue
+    assert metrics.mcnemar_exact(only_a, only_b) == pytest.approx(want, rel=1e-9)
+
+
+def test_paired_difference_counts_the_discordant_samples_and_is_antisymmetric():
+    a, b = _pairs(36, 12, 2, 0)
+    d = metrics.paired_difference(a, b)
+    assert (d.n, d.only_a, d.only_b) == (50, 12, 2)
+    assert (d.accuracy_a, d.accuracy_b, d.difference) == pytest.approx((0.96, 0.76, 0.2))
+    lo, hi = d.interval
+    assert lo < d.difference < hi and lo > 0           # 12 against 2 discordant samples: A is better
+    r = metrics.paired_difference(b, a)
+    assert r.interval == pytest.approx((-hi, -lo)) and r.p_value == d.p_value
+
+
+def test_paired_interval_without_correlation_is_newcombes_interval_for_independent_samples():
+    # phi = 0 (both * neither == only_a * only_b): the interval combines the two Wilson intervals as for
+    # independent samples, sqrt((p_a - l_a)^2 + (u_b - p_b)^2) below the difference
+    a, b = _pairs(20, 20, 20, 20)
+    d = metrics.paired_difference(a, b)
+    la, ua = metrics.wilson_interval(40, 80)
+    lb, ub = metrics.wilson_interval(40, 80)
+    assert d.interval == pytest.approx((-np.hypot(0.5 - la, ub - 0.5), np.hypot(ua - 0.5, 0.5 - lb)))
+
+
+def test_paired_interval_is_narrower_than_the_unpaired_one_when_outcomes_agree():
+    a, b = _pairs(110, 8, 2, 80)          # most samples go the same way under both models
+    paired = metrics.paired_difference(a, b)
+    unpaired = metrics.paired_difference(*_pairs(66, 52, 46, 36))   # the same accuracies, uncorrelated
+    assert paired.accuracy_a == unpaired.accuracy_a and paired.accuracy_b == unpaired.accuracy_b
+    assert paired.interval[1] - paired.interval[0] < 0.6 * (unpaired.interval[1] - unpaired.interval[0])
+
+
+def test_paired_interval_covers_the_true_difference_about_95_percent_of_the_time():
+    # correlated outcomes, as two similar models on the same images: P(both, only A, only B, neither)
+    rng = np.random.default_rng(0)
+    probs = np.array([0.50, 0.06, 0.03, 0.41])
+    truth = probs[1] - probs[2]
+    hits = 0
+    trials = 2000
+    for _ in range(trials):
+        cells = rng.multinomial(200, probs)
+        lo, hi = metrics.paired_difference(*_pairs(*cells)).interval
+        hits += lo <= truth <= hi
+    assert 0.93 <= hits / trials <= 0.975
+
+
+def test_paired_difference_refuses_outcomes_of_different_samples():
+    with pytest.raises(ValueError, match="same samples"):
+        metrics.paired_difference(np.ones(3, bool), np.ones(4, bool))
+    with pytest.raises(ValueError, match="no sample"):
+        metrics.paired_difference(np.ones(0, bool), np.ones(0, bool))

@@ -72,6 +72,59 @@ def overlap(a: tuple[float, int], b: tuple[float, int]) -> bool:
     return lo_b <= a[0] <= hi_b and lo_a <= b[0] <= hi_a
 
 
+@dataclass(frozen=True)
+class PairedDifference:
+    """Two models (A, B) measured on the same samples: accuracy of A minus that of B, with what pairing tells.
+
+    Unpaired intervals of two accuracies overlap long before the data stop telling the models apart: most
+    samples are robust (or broken) under both, and only the discordant ones, robust under one model alone
+    (``only_a``, ``only_b``), carry the difference. ``interval`` is Newcombe's hybrid score interval for
+    paired proportions (1998, method 10: each accuracy's Wilson interval, combined through the correlation of
+    the paired outcomes); ``p_value`` the exact McNemar test (two-sided binomial test of ``only_a`` among the
+    discordant samples at 1/2)."""
+    accuracy_a: float
+    accuracy_b: float
+    n: int
+    only_a: int
+    only_b: int
+    difference: float
+    interval: tuple[float, float]
+    p_value: float
+
+
+def mcnemar_exact(only_a: int, only_b: int) -> float:
+    """Two-sided exact McNemar p-value: the probability, if either model were as likely as the other to hold a
+    discordant sample, of a split at least as uneven as ``only_a`` : ``only_b`` (exact integer arithmetic)."""
+    m = only_a + only_b
+    if m == 0:
+        return 1.0
+    tail = sum(math.comb(m, k) for k in range(min(only_a, only_b) + 1))
+    return min(1.0, 2 * tail / 2 ** m)
+
+
+def paired_difference(robust_a: np.ndarray, robust_b: np.ndarray, z: float = Z95) -> PairedDifference:
+    """:class:`PairedDifference` of two per-sample outcomes (booleans, the same samples in the same order)."""
+    ra, rb = np.asarray(robust_a, dtype=bool), np.asarray(robust_b, dtype=bool)
+    if ra.shape != rb.shape or ra.ndim != 1:
+        raise ValueError(f"paired outcomes must be two vectors of the same samples, got shapes {ra.shape} and "
+                         f"{rb.shape}")
+    n = int(ra.size)
+    if n == 0:
+        raise ValueError("paired outcomes of no sample")
+    both, only_a = int((ra & rb).sum()), int((ra & ~rb).sum())
+    only_b, neither = int((~ra & rb).sum()), int((~ra & ~rb).sum())
+    pa, pb = (both + only_a) / n, (both + only_b) / n
+    la, ua = wilson_interval(both + only_a, n, z)
+    lb, ub = wilson_interval(both + only_b, n, z)
+    margins = (both + only_a) * (only_b + neither) * (both + only_b) * (only_a + neither)
+    phi = (both * neither - only_a * only_b) / math.sqrt(margins) if margins else 0.0
+    diff = pa - pb
+    below = math.sqrt(max((pa - la) ** 2 - 2 * phi * (pa - la) * (ub - pb) + (ub - pb) ** 2, 0.0))
+    above = math.sqrt(max((ua - pa) ** 2 - 2 * phi * (ua - pa) * (pb - lb) + (pb - lb) ** 2, 0.0))
+    return PairedDifference(pa, pb, n, only_a, only_b, diff, (max(-1.0, diff - below), min(1.0, diff + above)),
+                            mcnemar_exact(only_a, only_b))
+
+
 def worst_case(table: np.ndarray) -> np.ndarray:
     """Per-sample minimum over attacks (rows); NaN entries (no result) are ignored."""
     table = np.atleast_2d(np.asarray(table, dtype=np.float64))
@@ -168,16 +221,22 @@ def most_frequent_first(counts: dict[str, int]) -> dict[str, int]:
     return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
+def robust_per_sample(norms: dict[Norm, NormResult], threat: ThreatModel) -> tuple[np.ndarray, np.ndarray]:
+    """Which samples have a result in every norm of ``norms`` (``have``, per sample), and for those, whether each
+    norm's worst case lies above its threshold ((norms, have.sum()) booleans, rows in the order of ``norms``)."""
+    table = np.stack([nr.distances for nr in norms.values()])                   # (norms, samples)
+    have = ~np.isnan(table).any(axis=0)
+    eps = np.array([threat.threshold(nm) for nm in norms])[:, None]
+    return have, robust_at(table[:, have], eps)
+
+
 def union_accuracy(norms: dict[Norm, NormResult], threat: ThreatModel,
                    clean_correct: np.ndarray | None = None) -> UnionResult | None:
     """The union accuracy over every norm in ``norms`` (None when there is none); ``clean_correct`` (per sample)
     lets :attr:`UnionResult.broken_by` tell clean errors apart from samples every norm broke."""
     if not norms:
         return None
-    table = np.stack([nr.distances for nr in norms.values()])                   # (norms, samples)
-    have = ~np.isnan(table).any(axis=0)
-    eps = np.array([threat.threshold(nm) for nm in norms])[:, None]
-    robust_per_norm = robust_at(table[:, have], eps)
+    have, robust_per_norm = robust_per_sample(norms, threat)
     robust = robust_per_norm.all(axis=0)
     acc = float(robust.mean()) if robust.size else float("nan")
     return UnionResult(acc, int(have.sum()), list(norms),
