@@ -29,6 +29,7 @@ import numpy as np
 from common import RESULTS, write_result
 
 from dim.evaluation.metrics import ModelResult, PairedDifference, compute, paired_difference, robust_per_sample
+from dim.report.view import incomplete_units
 from dim.store import Store, StoreError
 
 PROTOCOLS = {"incl_adaptive": "norms_all", "paper_protocol": "norms"}   # ModelResult's worst cases of each
@@ -65,6 +66,12 @@ def read_run(run: Path, model: str | None) -> Run:
         chosen = [r for r in results if model is None or r.model == model]
         if not chosen:
             raise PairingError(f"{run}: no model {model!r} (it holds {', '.join(names)})")
+        missing = incomplete_units(chosen, store.attacks()).get(chosen[0].model)
+        if missing:
+            listed = ", ".join(f"{name} ({why})" for name, _, why in missing[:4])
+            raise PairingError(f"{run}: {len(missing)} attack(s) of its suite without a complete result on "
+                               f"{chosen[0].model}: {listed}{', ...' if len(missing) > 4 else ''} (finish the run "
+                               f"first: `dim evaluate` it again)")
         labels, clean = store.samples(chosen[0].model)
         card = {m["model"]: m["card_sha256"] for m in store.models()}[chosen[0].model]
     finally:
@@ -88,10 +95,7 @@ def outcomes(run: Run, protocol: str) -> dict[str, np.ndarray]:
     norms = getattr(run.result, PROTOCOLS[protocol])
     if not norms:
         raise PairingError(f"{run.path}: model {run.result.model} has no worst case under {protocol}")
-    have, per_norm = robust_per_sample(norms, run.result.threat)
-    if not have.all():
-        raise PairingError(f"{run.path}: {int((~have).sum())} of {have.size} samples lack a result in some norm "
-                           f"(an incomplete run; `dim evaluate` the same run again to finish it)")
+    _, per_norm = robust_per_sample(norms, run.result.threat)    # a complete run has every sample in every norm
     out = {"clean": run.labels == run.clean_pred}
     for nm, row in zip(norms, per_norm):
         out[nm.value] = row

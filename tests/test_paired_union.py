@@ -16,7 +16,7 @@ INF = float("inf")
 
 
 def make_run(path: Path, l2: list[float], linf: list[float], start: int = 0, weights: str = "w" * 64,
-             suite: str = "quick", clean_wrong: tuple[int, ...] = ()) -> Path:
+             suite: str = "quick", clean_wrong: tuple[int, ...] = (), unstarted: str | None = None) -> Path:
     """A run directory as `dim evaluate` leaves it: config, one model, one L2 and one L-inf attack."""
     n = len(l2)
     path.mkdir(parents=True)
@@ -29,7 +29,8 @@ def make_run(path: Path, l2: list[float], linf: list[float], start: int = 0, wei
         pred = labels.copy()
         pred[list(clean_wrong)] = (pred[list(clean_wrong)] + 1) % 10
         store.add_model("m", "m", "M", {}, weights, labels, pred)
-        store.add_attacks([("L2 a", "L2", {"attack": "x"}), ("Linf a", "Linf", {"attack": "y"})])
+        store.add_attacks([("L2 a", "L2", {"attack": "x"}), ("Linf a", "Linf", {"attack": "y"})]
+                          + ([(unstarted, "L2", {"attack": "z"})] if unstarted else []))
         for name, dist in (("L2 a", l2), ("Linf a", linf)):
             rows = [ResultRow("m", name, i, d, 1, 0.0) for i, d in enumerate(dist) if not np.isnan(d)]
             store.finish_shard("m", name, 0, rows, 0.0)
@@ -94,7 +95,11 @@ def test_refuses_an_incomplete_run_and_a_folder_without_a_store(tmp_path):
     a0 = make_run(tmp_path / "a0", [INF] * 4, [INF] * 4)
     partial = make_run(tmp_path / "b0", [INF, INF, np.nan, INF], [INF] * 4)
     r = run(tmp_path, [a0], [partial])
-    assert r.returncode == 2 and "1 of 4 samples lack a result" in r.stderr
+    assert r.returncode == 2 and "L2 a (unfinished)" in r.stderr and "b0" in r.stderr
+    unfinished = make_run(tmp_path / "b1", [INF] * 4, [INF] * 4, unstarted="L2 later")
+    r = run(tmp_path, [a0], [unfinished])      # every sample has a worst case, but not over the whole suite
+    assert r.returncode == 2 and "1 attack(s) of its suite without a complete result" in r.stderr
+    assert "L2 later (not started)" in r.stderr
     (tmp_path / "empty").mkdir()
     r = run(tmp_path, [a0], [tmp_path / "empty"])
     assert r.returncode == 2 and "no results.sqlite" in r.stderr
