@@ -167,7 +167,9 @@ def test_a_filtered_suite_is_the_runs_protocol_where_only_leaves_the_rest_to_do(
     assert "| 1 | L2 FGM | L2 | L2FastGradientAttack | foolbox defaults |" in filtered
     assert "to do" not in status_text(tmp_path / "a")
     split = (build_report(tmp_path / "b", plots=False) / "report.md").read_text()
-    assert "**Incomplete run: 40 (model, attack) unit(s)" in split and "to do (40)" in status_text(tmp_path / "b")
+    assert "**Incomplete run: 40 (model, attack) unit(s)" in split
+    assert ("not selected by the last call (--only 'Linf FGSM' --only 'L2 FGM'): 80 shard(s) of 40 attack(s)"
+            in status_text(tmp_path / "b")) and "to do" not in status_text(tmp_path / "b")
     # the finished part of the grown run, reported as its own protocol: the same numbers as run a's, complete
     part = build_report(tmp_path / "b", plots=False, suite="paper:Linf FGSM,L2 FGM", out_dir=tmp_path / "part")
     text = (part / "report.md").read_text()

@@ -54,3 +54,39 @@ def test_status_estimates_the_seconds_left_from_the_finished_shards(tmp_path):
         store.close()
     lines = status_text(tmp_path).splitlines()
     assert lines.count("  left: 3 shard(s), nothing finished yet to estimate them by") == 1       # a's L2 last
+
+
+def test_status_counts_the_attacks_outside_the_last_calls_only_apart(tmp_path):
+    """A run split by norm (``--only 'L2 *'`` here, the L1 attacks in another process's run): the L1 attacks are
+    neither 'to do' nor estimated, they are counted as another call's part; without --only they are left here."""
+    store = Store(tmp_path / "results.sqlite")
+    try:
+        store.set_meta("config", {"n": 40, "batch_size": 20})
+        store.set_meta("only", ["L2 *"])
+        store.add_model("m", "m", "m", {}, None, np.zeros(40, dtype=np.int64), np.zeros(40, dtype=np.int64))
+        store.add_attacks([("L2 A", "L2", {"attack": "pgd", "params": {}}),
+                           ("L2 B", "L2", {"attack": "square", "params": {}}),
+                           ("L1 A", "L1", {"attack": "pgd", "params": {}}),
+                           ("L1 B", "L1", {"attack": "ead", "params": {}})])
+        for k in range(2):
+            store.finish_shard("m", "L2 A", k, [], seconds=20.0)          # 1 s per image
+        store.finish_shard("m", "L2 B", 0, [], seconds=20.0)
+        store.fail_shard("m", "L1 B", 0, "out of memory", 5.0)            # failed in the other part: not ours
+    finally:
+        store.close()
+    (m,) = run_status(tmp_path)
+    assert m.pending_attacks == ("L2 B",) and m.failed_attacks == ()
+    assert (m.left.seconds, m.left.estimated, m.left.unknown) == (20.0, 1, 0)
+    assert m.elsewhere_attacks == ("L1 A", "L1 B") and m.elsewhere_shards == 4 and m.only == ("L2 *",)
+    text = status_text(tmp_path)
+    assert "to do (1): L2 B" in text and "nothing finished to go by" not in text
+    assert "not selected by the last call (--only 'L2 *'): 4 shard(s) of 2 attack(s)" in text
+    store = Store(tmp_path / "results.sqlite")
+    try:
+        store.set_meta("only", [])                                        # a later call without --only
+    finally:
+        store.close()
+    (m,) = run_status(tmp_path)
+    assert m.elsewhere_attacks == () and m.pending_attacks == ("L2 B", "L1 A", "L1 B")
+    assert m.failed_attacks == ("L1 B",) and m.left.unknown == 4
+    assert "not selected" not in status_text(tmp_path)

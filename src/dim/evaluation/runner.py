@@ -135,6 +135,9 @@ def _prepare(store: Store, run_dir: Path, models: Sequence[EvalModel], specs, to
         m.model.to(dev)
         notes[m.key] = check_outputs(m.key, m.model, x[:64], num_classes, y)
     store.set_meta("config", merge_config(store.get_meta("config"), config, run_dir))
+    # what this call was asked to run (empty: everything): ``dim status`` tells another process's part from work
+    # left undone (a run split by norm over two processes with --only, joined later with --reuse)
+    store.set_meta("only", list(spec.only))
     store.add_attacks([(s.name, s.norm.value, spec_dict(s)) for s in specs])
     stored = load_inputs(run_dir)            # the clean images, for the report's gallery: this run's, checked
     if stored is None or data_sha256(*stored) != config["data_sha256"]:

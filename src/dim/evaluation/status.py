@@ -6,6 +6,7 @@ rendering the report.
 """
 from __future__ import annotations
 
+import fnmatch
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,10 @@ class ModelStatus:
     failed_attacks: tuple[str, ...]
     reused: dict[str, int] = field(default_factory=dict)   # donor run -> finished shards copied from it
     left: Estimate = Estimate(0.0, 0, 0)
+    # pending attacks outside the last call's --only: another process's part of a split run, not in ``left``
+    elsewhere_attacks: tuple[str, ...] = ()
+    elsewhere_shards: int = 0
+    only: tuple[str, ...] = ()      # the last call's --only patterns (empty: the whole suite)
 
     @property
     def total(self) -> int:
@@ -46,10 +51,13 @@ class ModelStatus:
 
 
 def run_status(run_dir: Path | str) -> list[ModelStatus]:
-    """One :class:`ModelStatus` per model of the run, in the order the models were added."""
+    """One :class:`ModelStatus` per model of the run, in the order the models were added. Where the last
+    ``dim evaluate`` call on the run gave ``--only``, the attacks it did not select are counted apart
+    (``elsewhere_*``): another process's part of a split run, joined later with ``--reuse``."""
     store = Store.of_run(run_dir, read_only=True)
     try:
         config = store.get_meta("config") or {}
+        only = tuple(store.get_meta("only") or ())
         n, batch_size = int(config.get("n", 0)), int(config.get("batch_size", 1))
         n_shards = -(-n // batch_size)
         specs = {a["attack"]: a["spec"] for a in store.attacks()}
@@ -62,11 +70,16 @@ def run_status(run_dir: Path | str) -> list[ModelStatus]:
         out = []
         for m in store.models():
             counts = dict.fromkeys(STATES, 0)
-            pending, failed = [], []
+            pending, failed, elsewhere, elsewhere_shards = [], [], [], 0
             for attack in attacks:
                 states = [recorded.get((m["model"], attack, k), "pending") for k in range(n_shards)]
                 for st in states:
                     counts[st] += 1
+                if not selected(attack, only):
+                    if "pending" in states or "failed" in states:
+                        elsewhere.append(attack)
+                        elsewhere_shards += sum(st in ("pending", "failed") for st in states)
+                    continue
                 if "pending" in states:
                     pending.append(attack)
                 if "failed" in states:
@@ -76,13 +89,19 @@ def run_status(run_dir: Path | str) -> list[ModelStatus]:
             for (model, _, _), donor in reused.items():
                 if model == m["model"]:
                     donors[donor] = donors.get(donor, 0) + 1
-            left = _estimate(m["model"], [(a, k) for a in attacks for k in range(n_shards)
-                                          if recorded.get((m["model"], a, k), "pending") in ("pending", "failed")],
+            left = _estimate(m["model"], [(a, k) for a in attacks for k in range(n_shards) if selected(a, only)
+                                          and recorded.get((m["model"], a, k), "pending") in ("pending", "failed")],
                              rates, recorded, specs, n, batch_size)
-            out.append(ModelStatus(m["model"], counts, spent, tuple(pending), tuple(failed), donors, left))
+            out.append(ModelStatus(m["model"], counts, spent, tuple(pending), tuple(failed), donors, left,
+                                   tuple(elsewhere), elsewhere_shards, only))
         return out
     finally:
         store.close()
+
+
+def selected(attack: str, only: tuple[str, ...]) -> bool:
+    """Whether ``attack`` is among what a call with ``--only`` patterns ``only`` runs (every attack without any)."""
+    return not only or any(fnmatch.fnmatchcase(attack, p) for p in only)
 
 
 def _shard_images(shard: int, n: int, batch_size: int) -> int:
@@ -178,4 +197,9 @@ def status_text(run_dir: Path | str) -> str:
                 lines.append(f"  left: {r.left.unknown} shard(s), nothing finished yet to estimate them by")
         if r.failed_attacks:
             lines.append(f"  failed ({len(r.failed_attacks)}, see the report): " + ", ".join(r.failed_attacks))
+        if r.elsewhere_attacks:
+            patterns = " ".join(f"--only {p!r}" for p in r.only)
+            lines.append(f"  not selected by the last call ({patterns}): {r.elsewhere_shards} shard(s) of "
+                         f"{len(r.elsewhere_attacks)} attack(s), left to another call or process (join its run "
+                         "with --reuse, or run without --only)")
     return "\n".join(lines)
