@@ -226,8 +226,8 @@ def test_interrupted_multinorm_training_resumes_to_the_same_weights(data_dir, tm
     train("dim_at", tmp_path / "ref", **kw)
     real_save = loop._save_state
 
-    def crash(path, module, opt, gen, epoch, last_loss, seconds):
-        real_save(path, module, opt, gen, epoch, last_loss, seconds)
+    def crash(path, module, opt, gen, epoch, last_loss, seconds, *rest):
+        real_save(path, module, opt, gen, epoch, last_loss, seconds, *rest)
         if path.name == "score_msd.safetensors" and epoch == 2:
             raise KeyboardInterrupt("simulated kill")
 

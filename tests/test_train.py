@@ -204,9 +204,9 @@ def test_interrupted_training_resumes_to_the_same_weights(data_dir, tmp_path, mo
     train("dim", tmp_path / "ref", **kw)
     real_save = loop._save_state
 
-    def crash_after_two_epochs(path, module, opt, gen, epoch, last_loss, seconds):
+    def crash_after_two_epochs(path, module, opt, gen, epoch, last_loss, seconds, *rest):
         # as if the interrupted process had been slow: its 1000 s must reach the final card
-        real_save(path, module, opt, gen, epoch, last_loss, seconds + 1000)
+        real_save(path, module, opt, gen, epoch, last_loss, seconds + 1000, *rest)
         if path.name == "heads.safetensors" and epoch == 2:
             raise KeyboardInterrupt("simulated kill")
 
@@ -218,9 +218,9 @@ def test_interrupted_training_resumes_to_the_same_weights(data_dir, tmp_path, mo
     assert spent > 1000
     saved = []
 
-    def record(path, module, opt, gen, epoch, last_loss, seconds):
+    def record(path, module, opt, gen, epoch, last_loss, seconds, *rest):
         saved.append((path.name, epoch))
-        real_save(path, module, opt, gen, epoch, last_loss, seconds)
+        real_save(path, module, opt, gen, epoch, last_loss, seconds, *rest)
 
     monkeypatch.setattr(loop, "_save_state", record)
     with pytest.raises(ValueError, match="different configuration"):
@@ -396,3 +396,68 @@ def test_blocks_that_do_not_tile_the_images_are_refused_before_any_training_stat
     with pytest.raises(ValueError, match="multiples of 3"):
         train("bidim_at_bin", out, epochs=1, limit=50, data_dir=data_dir, model_overrides={"binarize_pool": 3})
     assert not out.exists() or not any(out.rglob("*"))
+
+
+def _tiny_problem():
+    """A linear least-squares problem small enough to follow every step of run_epochs."""
+    g = torch.Generator().manual_seed(0)
+    x, w_true = torch.randn(40, 3, generator=g), torch.randn(3, 1, generator=g)
+    return x, x @ w_true + 0.1 * torch.randn(40, 1, generator=g)
+
+
+def test_the_weight_average_is_the_running_average_of_the_steps_and_resumes_exactly(tmp_path):
+    from dim.train.loop import run_epochs
+    x, t = _tiny_problem()
+    seen = []
+
+    def fit(module, state_path=None, stop_at=None, average=0.9):
+        def loss_fn(idx, gen, step):
+            if step == stop_at:
+                raise KeyboardInterrupt("simulated kill")
+            return ((module(x[idx]) - t[idx]) ** 2).mean()
+        return run_epochs(module, loss_fn, 40, 3, 10, 0.05, torch.Generator().manual_seed(1), "tiny", False,
+                          state_path, average=average)
+
+    torch.manual_seed(2)
+    ref = torch.nn.Linear(3, 1)
+    start = [p.detach().clone() for p in ref.parameters()]
+    live = torch.nn.Linear(3, 1)
+    live.load_state_dict(ref.state_dict())
+    fit(live, average=0.0)                       # the last iterate, without averaging
+
+    class Spy(torch.nn.Linear):                  # the same training, the weights recorded after every step
+        def forward(self, inp):
+            seen.append([p.detach().clone() for p in self.parameters()])
+            return super().forward(inp)
+    spy = Spy(3, 1)
+    spy.load_state_dict(ref.state_dict())
+    fit(spy)
+    steps = seen[1:] + [[p.detach().clone() for p in live.parameters()]]   # the weights after each step
+    expected = start
+    for k, after in enumerate(steps):
+        decay = min(0.9, (1 + k) / (10 + k))
+        expected = [e + (1 - decay) * (a - e) for e, a in zip(expected, after)]
+    assert all(torch.allclose(p, e, atol=1e-6) for p, e in zip(spy.parameters(), expected))
+    assert not torch.allclose(spy.weight, live.weight, atol=1e-3)    # the average is not the last iterate
+
+    # killed in its third epoch and resumed: the same averaged weights as without the kill
+    resumed = torch.nn.Linear(3, 1)
+    resumed.load_state_dict(ref.state_dict())
+    with pytest.raises(KeyboardInterrupt):
+        fit(resumed, tmp_path / "state.safetensors", stop_at=9)
+    fit(resumed, tmp_path / "state.safetensors")
+    assert all(torch.equal(a, b) for a, b in zip(resumed.parameters(), spy.parameters()))
+    # a state written without an average cannot continue one
+    plain = torch.nn.Linear(3, 1)
+    with pytest.raises(KeyboardInterrupt):
+        fit(plain, tmp_path / "plain.safetensors", stop_at=5, average=0.0)
+    with pytest.raises(ValueError, match="no running average"):
+        fit(plain, tmp_path / "plain.safetensors")
+
+
+@pytest.mark.parametrize("decay", [-0.1, 1.0])
+def test_a_bad_weight_average_is_refused_before_training(decay):
+    from dim.train.multinorm import MSDTrainConfig, ScoreMSDTrainConfig
+    for cls in (MSDTrainConfig, ScoreMSDTrainConfig):
+        with pytest.raises(ValueError, match="weight_average"):
+            cls(weight_average=decay)

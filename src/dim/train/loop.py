@@ -64,13 +64,16 @@ def minibatches(n: int, batch_size: int, gen: torch.Generator):
 
 
 def _save_state(path: Path, module: nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator,
-                epoch: int, last_loss: float, seconds: float) -> None:
+                epoch: int, last_loss: float, seconds: float, average: list[torch.Tensor] | None = None) -> None:
     """Resumable state without pickle: tensors in safetensors, counters in its metadata.
 
     ``seconds`` is the training time of this stage so far, summed over every process
     that worked on it, so a resumed model's card can report its whole training time.
+    ``average``: the running average of the trained parameters, if one is kept.
     """
     tensors = {f"m.{k}": v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    for i, a in enumerate(average or ()):
+        tensors[f"avg.{i}"] = a.detach().cpu().contiguous()
     for i, st in opt.state_dict()["state"].items():
         for key, val in st.items():
             tensors[f"opt.{i}.{key}"] = torch.as_tensor(val).detach().cpu().clone().contiguous()
@@ -98,13 +101,19 @@ def _meta_seconds(meta: dict[str, str]) -> float:
     return float(meta.get("seconds", "nan"))
 
 
-def _load_state(path: Path, module: nn.Module, opt: torch.optim.Optimizer,
-                gen: torch.Generator) -> tuple[int, float, float]:
-    """Restore the state saved by ``_save_state``; returns (epoch, last loss, seconds so far)."""
+def _load_state(path: Path, module: nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator,
+                average: list[torch.Tensor] | None = None) -> tuple[int, float, float]:
+    """Restore the state saved by ``_save_state`` (and the running average into ``average``, if one is kept);
+    returns (epoch, last loss, seconds so far)."""
     with safe_open(str(path), "pt") as fh:
         meta = fh.metadata()
         tensors = {k: fh.get_tensor(k) for k in fh.keys()}
     module.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("m.")})
+    for i, a in enumerate(average or ()):
+        if f"avg.{i}" not in tensors:
+            raise ValueError(f"{path}: the saved state holds no running average of the weights; it was written by "
+                             "a training without one (remove the folder's .train_state to start again)")
+        a.copy_(tensors[f"avg.{i}"])
     state: dict[int, dict[str, torch.Tensor]] = {}
     for k, v in tensors.items():
         if k.startswith("opt."):
@@ -115,9 +124,15 @@ def _load_state(path: Path, module: nn.Module, opt: torch.optim.Optimizer,
     return int(meta["epoch"]), float(meta["last_loss"]), _meta_seconds(meta)
 
 
+def check_average(decay: float) -> None:
+    """Refuse a decay of the weights' running average (``weight_average``) outside 0 (off) or (0, 1)."""
+    if not 0.0 <= decay < 1.0:
+        raise ValueError(f"weight_average must be 0 (off) or a decay in (0, 1), got {decay}")
+
+
 def run_epochs(module: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Generator, int], torch.Tensor], n: int,
                epochs: int, batch_size: int, lr: float, gen: torch.Generator, desc: str, show: bool,
-               state_path: Path | None = None) -> float:
+               state_path: Path | None = None, average: float = 0.0) -> float:
     """Train ``module``'s parameters with Adam and a cosine learning-rate decay.
 
     ``loss_fn(idx, gen, step)`` gives the loss of the batch of sample indices ``idx`` at
@@ -126,15 +141,23 @@ def run_epochs(module: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Generat
     is saved after every epoch and training resumes from it: an interrupted run
     continues to exactly the weights an uninterrupted one reaches. Returns the
     mean loss of the last epoch.
+
+    ``average`` > 0 keeps an exponential moving average of the trained parameters (decay ``average`` per step,
+    warmed up as ``min(average, (1 + t) / (10 + t))`` so that the first steps do not dominate it) and leaves it
+    in ``module`` at the end: in adversarial training the averaged weights are often more robust than the last
+    iterate (Gowal et al. 2020, "Uncovering the limits of adversarial training"). The batches, and so the
+    adversarial points, are those of the trained (not the averaged) weights.
     """
+    check_average(average)
     params = [p for p in module.parameters() if p.requires_grad]
+    running = [p.detach().clone() for p in params] if average else None
     # fused Adam: one kernel for all parameters on a GPU (same update rule)
     opt = torch.optim.Adam(params, lr=lr, fused=is_gpu(gen.device) or None)
     per_epoch = (n + batch_size - 1) // batch_size
     total = max(epochs * per_epoch, 1)
     start, last, before = 0, float("nan"), 0.0
     if state_path is not None and state_path.is_file():
-        start, last, before = _load_state(state_path, module, opt, gen)
+        start, last, before = _load_state(state_path, module, opt, gen, running)
     t0 = time.perf_counter()
     with progress_bar(show) as bar:
         task = bar.add_task(desc, total=epochs * per_epoch, completed=start * per_epoch, info="")
@@ -149,6 +172,10 @@ def run_epochs(module: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Generat
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                if running is not None:
+                    with torch.no_grad():
+                        decay = min(average, (1 + step) / (10 + step))
+                        torch._foreach_lerp_(running, [p.detach() for p in params], 1.0 - decay)
                 run_loss += loss.detach() * len(idx)
                 count += len(idx)
                 if step % SHOW_EVERY == 0:
@@ -157,7 +184,12 @@ def run_epochs(module: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Generat
             last = float(run_loss) / max(count, 1)
             check_loss(last, desc, epoch + 1)
             if state_path is not None:
-                _save_state(state_path, module, opt, gen, epoch + 1, last, before + time.perf_counter() - t0)
+                _save_state(state_path, module, opt, gen, epoch + 1, last, before + time.perf_counter() - t0,
+                            running)
+    if running is not None:
+        with torch.no_grad():
+            for p, a in zip(params, running):
+                p.copy_(a)
     return last
 
 

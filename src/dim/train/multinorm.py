@@ -50,7 +50,7 @@ from ..attacks.gradient import LOSSES
 from ..attacks.multinorm import MODES, MSDConfig, every_norm, msd
 from ..core.norms import Norm, scaled_thresholds
 from ..models.binarize import has_binarization, has_ramp
-from .loop import TrainData, register_recipe, run_epochs
+from .loop import TrainData, check_average, register_recipe, run_epochs
 from .score import ScoreTrainConfig, fit_score_model
 
 NORM_KEYS = {"Linf": Norm.LINF, "L2": Norm.L2, "L1": Norm.L1, "L0": Norm.L0}
@@ -150,10 +150,16 @@ def adversarial_points(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attac
 @dataclass(frozen=True)
 class MSDTrainConfig(MultiNormAttackConfig):
     """Multi-norm adversarial training of a classifier (the ``msd_cnn`` baseline), sized for two CPU cores:
-    5 MSD steps per batch (the original used 100) and 4 epochs."""
+    5 MSD steps per batch (the original used 100) and 4 epochs. ``weight_average``: the decay per step of an
+    exponential moving average of the weights, which the trained model keeps (0: the last weights)."""
     epochs: int = 4
     batch_size: int = 128
     lr: float = 1e-3
+    weight_average: float = 0.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_average(self.weight_average)
 
 
 @register_recipe("msd", MSDTrainConfig)
@@ -170,13 +176,15 @@ def fit_msd(model: nn.Module, data: TrainData, cfg: MSDTrainConfig, gen: torch.G
 
     with with_gradient(model, "auto", "multi-norm adversarial training"):   # BPDA through a binarization, if any
         loss = run_epochs(model, loss_fn, n, cfg.epochs, cfg.batch_size, cfg.lr, gen,
-                          "multi-norm adversarial training", show, state_dir and state_dir / "msd.safetensors")
+                          "multi-norm adversarial training", show, state_dir and state_dir / "msd.safetensors",
+                          average=cfg.weight_average)
     return {"final_adversarial_loss": loss, "attack_eps": {nm.value: e for nm, e in attack.eps.items()}}
 
 
 @dataclass(frozen=True)
 class ScoreMSDTrainConfig(MultiNormAttackConfig):
-    """DIM's clean recipe (``pretrain_*``), then end-to-end multi-norm adversarial training (``epochs``)."""
+    """DIM's clean recipe (``pretrain_*``), then end-to-end multi-norm adversarial training (``epochs``), whose
+    weights are, with ``weight_average`` > 0, an exponential moving average over its steps (that decay per step)."""
     pretrain_denoiser_epochs: int = ScoreTrainConfig.denoiser_epochs
     pretrain_epochs: int = ScoreTrainConfig.epochs
     epochs: int = 5
@@ -189,8 +197,13 @@ class ScoreMSDTrainConfig(MultiNormAttackConfig):
     adv_neg: float = 1.0
     clean_weight: float = 0.5
     trades: float = 0.0
+    weight_average: float = 0.0
     im_sigma: float = ScoreTrainConfig.im_sigma
     binarized_fraction: float = ScoreTrainConfig.binarized_fraction
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_average(self.weight_average)
 
     def pretrain(self) -> ScoreTrainConfig:
         return ScoreTrainConfig(denoiser_epochs=self.pretrain_denoiser_epochs, epochs=self.pretrain_epochs,
@@ -246,7 +259,8 @@ def fit_score_msd(model: nn.Module, data: TrainData, cfg: ScoreMSDTrainConfig, g
     with with_gradient(model, "auto", "the adversarial phase"):   # BPDA through a binarization, if any
         out["final_adversarial_loss"] = run_epochs(model, loss_fn, n, cfg.epochs, cfg.batch_size, cfg.lr, gen,
                                                    "multi-norm adversarial training", show,
-                                                   state_dir and state_dir / "score_msd.safetensors")
+                                                   state_dir and state_dir / "score_msd.safetensors",
+                                                   average=cfg.weight_average)
     out["attack_eps"] = {nm.value: e for nm, e in attack.eps.items()}
     return out
 
