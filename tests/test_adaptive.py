@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 import evalkit
 from dim import data
-from dim.attacks import ADAPTERS
+from dim.attacks import ADAPTERS, AttackSpec
 from dim.attacks.adaptive import score_function
 from dim.attacks.suites import ADAPTIVE, BPDA_AUTOATTACK, PAPER, counts_per_norm, get_suite
 from dim.evaluation import metrics
@@ -449,6 +449,48 @@ def test_partial_flips_on_a_ramp_model_stay_within_the_threshold_and_find_advers
     assert inside.mean() > 0.5
     with pytest.raises(NotApplicable, match="ramp"):
         attack_runner(spec)(spec, binarized, x, y, 0)
+
+
+def test_multi_targeted_flips_try_the_classes_by_clean_logit_and_keep_each_samples_first_success():
+    """Three samples, labels 0; the clean logits rank the other classes 2, 1, 3, ...; a fake attack fools sample 0
+    against target 2, sample 1 against target 1 only, sample 2 never. Each keeps the first fooling candidate."""
+    from dim.attacks.adaptive import _multi_targeted
+
+    class Reads(nn.Module):            # the class is the first pixel's value (times 10), else class 0 wins
+        def forward(self, x):
+            v = x.flatten(1)[:, 0]
+            z = torch.tensor([5.0, 3.0, 4.0, 2.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0]).repeat(len(x), 1)
+            hit = (v * 10).round().long()
+            z[hit > 0, hit[hit > 0]] = 9.0
+            return z
+    x, y = torch.zeros(3, 1, 2, 2), torch.zeros(3, dtype=torch.long)
+    tried = []
+
+    def attack(targets):
+        tried.append(targets.tolist())
+        cand = x.clone()
+        t = int(targets[0])
+        fooled = {2: [0], 1: [1]}.get(t, [])
+        for i in fooled:
+            cand[i, 0, 0, 0] = t / 10
+        cand[2, 0, 1, 1] = t / 10        # moved, never fooled
+        return cand
+    best = _multi_targeted(Reads(), x, y, 9, attack)
+    assert tried[:3] == [[2, 2, 2], [1, 1, 1], [3, 3, 3]] and len(tried) == 9    # by clean logit, every class
+    assert best[0, 0, 0, 0] == pytest.approx(0.2) and best[1, 0, 0, 0] == pytest.approx(0.1)
+    assert Reads()(best).argmax(1).tolist() == [2, 1, 0]
+
+
+def test_multi_targeted_flips_need_the_targeted_loss_and_stay_within_the_threshold(binarized, samples):
+    spec = next(s for s in get_suite("knapsack-flips-mt") if s.name == "L1 KnapsackFlips-MT")
+    x, y = samples
+    cand = attack_runner(spec)(spec, binarized, x, y, 0)
+    got = verify(binarized, x, y, cand, spec.norm)
+    broken = np.isfinite(got.distance)
+    assert broken.any() and np.all(got.distance[broken] <= spec.threshold * (1 + 1e-5))
+    bad = AttackSpec("L1 bad", "knapsack_flips", Norm.L1, params={"steps": 5, "targets": 9})
+    with pytest.raises(ValueError, match="targeted_margin"):
+        attack_runner(bad)(bad, binarized, x, y, 0)
 
 
 def test_an_attack_refuses_a_model_whose_input_binarization_it_cannot_tell():

@@ -121,6 +121,26 @@ def test_the_targeted_attack_raises_its_targets_margin_inside_the_balls(batch, m
     assert moved.float().mean() > 0.5 and (gap[1][moved] > gap[0][moved]).all()
 
 
+def test_given_targets_replace_the_cycled_ones_and_bad_ones_are_refused(batch):
+    """``msd(..., targets=t)``: the margin towards each sample's given class rises (here the class after the
+    cycled one), and targets that are a label, of the wrong shape or with another loss are refused."""
+    torch.manual_seed(0)
+    net = create_model("cnn").eval()
+    x, y = batch
+    t = (multinorm.cycled_targets(y, 10) + 1) % 10
+    t = torch.where(t == y, (t + 1) % 10, t)
+    x_adv, which = msd(net, x, y, MSDConfig(eps=EPS, steps=4, loss="targeted_margin"), targets=t)
+    _inside(x, x_adv, which, EPS)
+    with torch.no_grad():
+        gap = [(z.gather(1, t[:, None]) - z.gather(1, y[:, None]))[:, 0] for z in (net(x), net(x_adv))]
+    moved = which >= 0
+    assert moved.float().mean() > 0.5 and (gap[1][moved] > gap[0][moved]).all()
+    for bad, cfg in ((y, MSDConfig(eps=EPS, loss="targeted_margin")), (t[:-1], MSDConfig(eps=EPS, loss="targeted_margin")),
+                     (t, MSDConfig(eps=EPS, loss="ce"))):
+        with pytest.raises(ValueError, match="targets"):
+            msd(net, x, y, cfg, targets=bad)
+
+
 def test_each_norms_step_alone_leaves_its_ball_without_the_projection(batch):
     """The steps really need the projection the test above checks: without it they leave the ball."""
     x, y = batch

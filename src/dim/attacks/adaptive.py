@@ -25,12 +25,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import warnings
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from ..core.device import device_of
 from ..core.norms import Norm
@@ -249,11 +251,20 @@ def run_knapsack_flips(spec: AttackSpec, model: nn.Module, x: np.ndarray, y: np.
     trial passes: many flips at once where BinFlip makes one checked flip per step.
 
     ``partial: true`` (L-inf, models with a ramp): units out of a whole flip's reach move by eps towards it and
-    count by the change they make on the ramp (:meth:`dim.attacks.binflip.FlipUnits.partial_moves`)."""
+    count by the change they make on the ramp (:meth:`dim.attacks.binflip.FlipUnits.partial_moves`).
+
+    ``targets: k`` with ``loss: targeted_margin`` (multi-targeted, as APGD-T): one attack per target class, the
+    ``k`` classes of highest clean logit other than the label in turn, each maximising ``z_t - z_y``; per sample
+    the first candidate that is misclassified. Cross-entropy through a temperature-scaled score can flatten where a
+    margin towards one class still climbs."""
     if not has_binarization(model):
         raise NotApplicable(f"{spec.name}: knapsack flips attack models that binarize their input; this one does not")
     p = spec.params
     partial = bool(p.get("partial", False))
+    n_targets, loss = int(p.get("targets", 0)), str(p.get("loss", "ce"))
+    if (n_targets > 0) != (loss == "targeted_margin"):
+        raise ValueError(f"{spec.name}: 'targets' (a number of target classes) goes with loss 'targeted_margin' "
+                         f"and only with it; got targets={n_targets}, loss={loss!r}")
     if partial and spec.norm is not Norm.LINF:
         raise ValueError(f"{spec.name}: partial flips are an L-inf attack, not {spec.norm.value}")
     if partial and not has_ramp(model):
@@ -261,12 +272,35 @@ def run_knapsack_flips(spec: AttackSpec, model: nn.Module, x: np.ndarray, y: np.
                             "short of the threshold changes nothing); this model has none")
     xt, yt, _ = _tensors(model, x, y)
     units = input_units(model)
-    cfg = MSDConfig(eps={spec.norm: spec.threshold}, steps=int(p.get("steps", 100)), loss=str(p.get("loss", "ce")),
+    cfg = MSDConfig(eps={spec.norm: spec.threshold}, steps=int(p.get("steps", 100)), loss=loss,
                     flip_threshold=units.threshold, flip_pool=units.pool, flip_width=units.width,
                     flip_partial=partial)
     with gradient_mode(model, GradientMode.STRAIGHT_THROUGH):
-        cand, _ = msd(model, xt, yt, cfg)
+        if not n_targets:
+            cand, _ = msd(model, xt, yt, cfg)
+        else:
+            cand = _multi_targeted(model, xt, yt, n_targets, lambda t: msd(model, xt, yt, cfg, targets=t)[0])
     return Unverified(cand.detach().cpu().numpy())
+
+
+def _multi_targeted(model: nn.Module, x: torch.Tensor, y: torch.Tensor, n_targets: int,
+                    attack: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """``attack(targets)`` against the ``n_targets`` classes of highest clean logit other than each sample's
+    label, in that order; per sample the first candidate the model misclassifies (else the last one)."""
+    with torch.no_grad():
+        z = model(x)
+    order = z.masked_fill(F.one_hot(y, z.shape[1]).bool(), -math.inf).argsort(1, descending=True)
+    best, fooled = x.clone(), torch.zeros(len(x), dtype=torch.bool, device=x.device)
+    for i in range(min(n_targets, z.shape[1] - 1)):
+        cand = attack(order[:, i]).detach()
+        with torch.no_grad():
+            now = model(cand).argmax(1) != y
+        take = ~fooled
+        best[take] = cand[take]
+        fooled |= now
+        if bool(fooled.all()):
+            break
+    return best
 
 
 @register_adapter("binflip")

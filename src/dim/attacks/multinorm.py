@@ -176,30 +176,37 @@ class MSDConfig:
         return self.rel_step * self.eps[norm] * scale / max(self.steps, 1)
 
 
-def msd(fn: Fn, x: torch.Tensor, y: torch.Tensor, cfg: MSDConfig, *, scale: float = 1.0
-        ) -> tuple[torch.Tensor, torch.Tensor]:
+def msd(fn: Fn, x: torch.Tensor, y: torch.Tensor, cfg: MSDConfig, *, scale: float = 1.0,
+        targets: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Maximise ``loss(fn(x + delta), y)`` over the union of ``cfg.eps``'s balls (and the [0, 1] box).
 
     ``scale`` in (0, 1] shrinks every radius (an eps warm-up during training; L0 keeps at
     least one pixel). Starts at ``x`` itself. Returns ``(x_adv, norm_index)``: the point of
     highest loss seen over the iterations, per sample, and the index into ``list(cfg.eps)``
     of the norm whose ball it lies in (-1 where no step raised the loss above the clean
-    point's)."""
+    point's). ``targets`` (one class per sample, never its label) are the classes of
+    ``loss="targeted_margin"``; without them each sample's is :func:`cycled_targets`'s."""
     if cfg.mode not in MODES:
         raise ValueError(f"unknown mode {cfg.mode!r}; expected one of {sorted(MODES)}")
-    norms, radii, loss_fn = _setup(cfg, y, scale)
+    norms, radii, loss_fn = _setup(cfg, y, scale, targets)
     return MODES[cfg.mode](fn, x, y, cfg, norms, radii, loss_fn, scale)
 
 
-def _setup(cfg: MSDConfig, y: torch.Tensor, scale: float):
-    """The norms, their radii at ``scale`` and the loss of an attack (a bad loss or scale refused)."""
+def _setup(cfg: MSDConfig, y: torch.Tensor, scale: float, targets: torch.Tensor | None = None):
+    """The norms, their radii at ``scale`` and the loss of an attack (a bad loss, scale or target refused)."""
     if cfg.loss not in LOSSES:
         raise ValueError(f"unknown loss {cfg.loss!r}; expected one of {sorted(LOSSES)}")
     if not 0 < scale <= 1:
         raise ValueError(f"scale must lie in (0, 1], got {scale}")
     loss_fn = LOSSES[cfg.loss]
-    if cfg.loss == "targeted_margin":
-        loss_fn = _with_cycled_targets(loss_fn, y)
+    if targets is not None:
+        if cfg.loss != "targeted_margin":
+            raise ValueError(f"targets are the classes of loss 'targeted_margin', not of {cfg.loss!r}")
+        if targets.shape != y.shape or bool((targets == y).any()):
+            raise ValueError("targets: one class per sample, never the sample's own label")
+        loss_fn = _with_targets(loss_fn, lambda k: targets)
+    elif cfg.loss == "targeted_margin":
+        loss_fn = _with_targets(loss_fn, lambda k: cycled_targets(y, k))
     norms = list(cfg.eps)
     radii = {nm: (max(1.0, math.floor(cfg.eps[nm] * scale)) if nm is Norm.L0 else cfg.eps[nm] * scale)
              for nm in norms}
@@ -212,11 +219,11 @@ def cycled_targets(y: torch.Tensor, num_classes: int) -> torch.Tensor:
     return (y + offset) % num_classes
 
 
-def _with_cycled_targets(loss_fn, y: torch.Tensor):
-    """``loss_fn`` with each sample's :func:`cycled_targets` (the number of classes read from the logits it is
-    given); the batched candidates repeat the batch, and so the targets."""
+def _with_targets(loss_fn, targets_for: Callable[[int], torch.Tensor]):
+    """``loss_fn`` with each sample's target, ``targets_for(K)`` (K, the number of classes, read from the logits
+    it is given); the batched candidates repeat the batch, and so the targets."""
     def loss(z: torch.Tensor, ys: torch.Tensor, _: torch.Tensor | None) -> torch.Tensor:
-        target = cycled_targets(y, z.shape[1])
+        target = targets_for(z.shape[1])
         return loss_fn(z, ys, target.repeat(len(z) // len(target)))
     return loss
 

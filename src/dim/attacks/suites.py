@@ -248,6 +248,17 @@ BPDA_AUTOATTACK: tuple[AttackSpec, ...] = (_bpda_autoattack(LINF), _bpda_autoatt
 # runs: on binarized models it finds more than BinFlip at L2, L1 and L0 (benchmarks/results/knapsack_flips.json).
 KNAPSACK_FLIPS: tuple[AttackSpec, ...] = tuple(_knapsack_flips(nm) for nm in (LINF, L2, L1, L0))
 
+# knapsack-flips-mt: the same flips, multi-targeted (one run per other class, the margin towards it), in every
+# norm and, on a ramp, with L-inf's partial moves: cross-entropy through a temperature-scaled score can flatten
+# where a margin towards one class still climbs. Nine runs of the cheapest strong attack on binarized models; an
+# addition to a run.
+KNAPSACK_FLIPS_MT: tuple[AttackSpec, ...] = tuple(
+    _spec(f"{nm.value} KnapsackFlips-MT", "knapsack_flips", nm,
+          params={"steps": 100, "loss": "targeted_margin", "targets": 9}, adaptive=True)
+    for nm in (LINF, L2, L1, L0)) + (
+    _spec("Linf PartialFlips-MT", "knapsack_flips", LINF,
+          params={"steps": 100, "loss": "targeted_margin", "targets": 9, "partial": True}, adaptive=True),)
+
 # ramp-autoattack: AutoAttack through a ramp binarization's own derivative and the straight-through gradient of any
 # step behind it (gradient "smooth"). BPDA's identity sends gradient attacks to pixels outside the ramp's band, whose
 # change the model does not see; the exact gradient of a model that also binarizes by a step is zero. Not applicable
@@ -266,7 +277,7 @@ RAMP_FLIPS: tuple[AttackSpec, ...] = (
 SUITES: dict[str, tuple[AttackSpec, ...]] = {"paper": PAPER, "extended": EXTENDED, "quick": QUICK,
                                              "adaptive": ADAPTIVE, "bpda-autoattack": BPDA_AUTOATTACK,
                                              "knapsack-flips": KNAPSACK_FLIPS, "ramp-autoattack": RAMP_AUTOATTACK,
-                                             "ramp-flips": RAMP_FLIPS}
+                                             "ramp-flips": RAMP_FLIPS, "knapsack-flips-mt": KNAPSACK_FLIPS_MT}
 
 
 def get_suite(name: str) -> tuple[AttackSpec, ...]:
