@@ -451,10 +451,11 @@ def test_partial_flips_on_a_ramp_model_stay_within_the_threshold_and_find_advers
         attack_runner(spec)(spec, binarized, x, y, 0)
 
 
-def test_multi_targeted_flips_try_the_classes_by_clean_logit_and_keep_each_samples_first_success():
-    """Three samples, labels 0; the clean logits rank the other classes 2, 1, 3, ...; a fake attack fools sample 0
-    against target 2, sample 1 against target 1 only, sample 2 never. Each keeps the first fooling candidate."""
-    from dim.attacks.adaptive import _multi_targeted
+def test_multi_targeted_attacks_try_the_classes_by_clean_logit_and_keep_each_samples_first_success():
+    """Three samples, labels 0; the clean logits rank the other classes 2, 1, 3, 4, ...; a fake attack fools sample
+    0 against target 2, sample 1 against target 1 only, sample 2 never. Each keeps the first fooling candidate, and
+    a sample once broken is not attacked again (the helper of Score-MT and of the multi-targeted knapsack flips)."""
+    from dim.attacks.adaptive import multi_targeted
 
     class Reads(nn.Module):            # the class is the first pixel's value (times 10), else class 0 wins
         def forward(self, x):
@@ -466,17 +467,19 @@ def test_multi_targeted_flips_try_the_classes_by_clean_logit_and_keep_each_sampl
     x, y = torch.zeros(3, 1, 2, 2), torch.zeros(3, dtype=torch.long)
     tried = []
 
-    def attack(targets):
-        tried.append(targets.tolist())
-        cand = x.clone()
+    def attack(idx, targets, k):
+        tried.append((idx.tolist(), targets.tolist()))
+        cand = x[idx].clone()
         t = int(targets[0])
-        fooled = {2: [0], 1: [1]}.get(t, [])
-        for i in fooled:
-            cand[i, 0, 0, 0] = t / 10
-        cand[2, 0, 1, 1] = t / 10        # moved, never fooled
-        return cand
-    best = _multi_targeted(Reads(), x, y, 9, attack)
-    assert tried[:3] == [[2, 2, 2], [1, 1, 1], [3, 3, 3]] and len(tried) == 9    # by clean logit, every class
+        for j, i in enumerate(idx.tolist()):
+            if i in {2: [0], 1: [1]}.get(t, []):
+                cand[j, 0, 0, 0] = t / 10
+            if i == 2:
+                cand[j, 0, 1, 1] = t / 10        # moved, never fooled
+        return cand, Reads()(cand).argmax(1) != y[idx]
+    best = multi_targeted(Reads(), x, y, 9, attack)
+    assert tried[:4] == [([0, 1, 2], [2, 2, 2]), ([1, 2], [1, 1]), ([2], [3]), ([2], [4])]   # by clean logit
+    assert len(tried) == 9                                                       # every class for the unbroken
     assert best[0, 0, 0, 0] == pytest.approx(0.2) and best[1, 0, 0, 0] == pytest.approx(0.1)
     assert Reads()(best).argmax(1).tolist() == [2, 1, 0]
 

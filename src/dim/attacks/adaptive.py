@@ -25,14 +25,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import warnings
 from typing import Callable, Iterator
 
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ..core.device import device_of
 from ..core.norms import Norm
@@ -178,24 +176,37 @@ def run_score_mt(spec: AttackSpec, model: nn.Module, x: np.ndarray, y: np.ndarra
     attack, on DIM's scores instead of logits).
     """
     p = spec.params
-    xt, yt, dev = _tensors(model, x, y)
+    xt, yt, _ = _tensors(model, x, y)
     fn = score_function(model)
-    with torch.no_grad():
-        order = fn(xt).scatter(1, yt[:, None], -torch.inf).argsort(1, descending=True)
-    n_targets = min(int(p.get("targets", 9)), order.shape[1] - 1)
-    cand = xt.clone()
-    broken = torch.zeros(len(x), dtype=torch.bool, device=dev)
+
+    def attack(idx: torch.Tensor, target: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return pgd(fn, xt[idx], yt[idx], norm=spec.norm, eps=spec.threshold, steps=int(p.get("steps", 100)),
+                   restarts=int(p.get("restarts", 1)), loss="targeted_margin", target=target, seed=seed + k,
+                   eot=int(p.get("eot", 1)))
     with attack_gradients(model, spec):
-        for k in range(n_targets):
-            idx = torch.nonzero(~broken).flatten()
-            if len(idx) == 0:
-                break
-            c, b = pgd(fn, xt[idx], yt[idx], norm=spec.norm, eps=spec.threshold,
-                       steps=int(p.get("steps", 100)), restarts=int(p.get("restarts", 1)), loss="targeted_margin",
-                       target=order[idx, k], seed=seed + k, eot=int(p.get("eot", 1)))
-            cand[idx[b]] = c[b]
-            broken[idx[b]] = True
+        cand = multi_targeted(fn, xt, yt, int(p.get("targets", 9)), attack)
     return Unverified(cand.cpu().numpy())
+
+
+def multi_targeted(fn, x: torch.Tensor, y: torch.Tensor, n_targets: int,
+                   attack: Callable[[torch.Tensor, torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]
+                   ) -> torch.Tensor:
+    """A multi-targeted attack (Gowal et al. 2019): for k < ``n_targets``, ``attack(idx, target, k)`` on the samples
+    ``idx`` no earlier target broke, against each one's k-th most likely wrong class under ``fn`` at the clean
+    input, returns ``(candidates, broken)`` for them; per sample the candidate of the first target that broke it
+    (the clean input where none did)."""
+    with torch.no_grad():
+        order = fn(x).scatter(1, y[:, None], -torch.inf).argsort(1, descending=True)
+    cand = x.clone()
+    broken = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+    for k in range(min(n_targets, order.shape[1] - 1)):
+        idx = torch.nonzero(~broken).flatten()
+        if len(idx) == 0:
+            break
+        c, b = attack(idx, order[idx, k], k)
+        cand[idx[b]] = c[b]
+        broken[idx[b]] = True
+    return cand
 
 
 def _l0_white_box(spec: AttackSpec, model: nn.Module, x: np.ndarray, y: np.ndarray, what: str, attack,
@@ -275,32 +286,13 @@ def run_knapsack_flips(spec: AttackSpec, model: nn.Module, x: np.ndarray, y: np.
     cfg = MSDConfig(eps={spec.norm: spec.threshold}, steps=int(p.get("steps", 100)), loss=loss,
                     flip_threshold=units.threshold, flip_pool=units.pool, flip_width=units.width,
                     flip_partial=partial)
-    with gradient_mode(model, GradientMode.STRAIGHT_THROUGH):
-        if not n_targets:
-            cand, _ = msd(model, xt, yt, cfg)
-        else:
-            cand = _multi_targeted(model, xt, yt, n_targets, lambda t: msd(model, xt, yt, cfg, targets=t)[0])
-    return Unverified(cand.detach().cpu().numpy())
-
-
-def _multi_targeted(model: nn.Module, x: torch.Tensor, y: torch.Tensor, n_targets: int,
-                    attack: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-    """``attack(targets)`` against the ``n_targets`` classes of highest clean logit other than each sample's
-    label, in that order; per sample the first candidate the model misclassifies (else the last one)."""
-    with torch.no_grad():
-        z = model(x)
-    order = z.masked_fill(F.one_hot(y, z.shape[1]).bool(), -math.inf).argsort(1, descending=True)
-    best, fooled = x.clone(), torch.zeros(len(x), dtype=torch.bool, device=x.device)
-    for i in range(min(n_targets, z.shape[1] - 1)):
-        cand = attack(order[:, i]).detach()
+    def targeted(idx: torch.Tensor, target: torch.Tensor, _: int) -> tuple[torch.Tensor, torch.Tensor]:
+        c = msd(model, xt[idx], yt[idx], cfg, targets=target)[0].detach()
         with torch.no_grad():
-            now = model(cand).argmax(1) != y
-        take = ~fooled
-        best[take] = cand[take]
-        fooled |= now
-        if bool(fooled.all()):
-            break
-    return best
+            return c, model(c).argmax(1) != yt[idx]
+    with gradient_mode(model, GradientMode.STRAIGHT_THROUGH):
+        cand = msd(model, xt, yt, cfg)[0] if not n_targets else multi_targeted(model, xt, yt, n_targets, targeted)
+    return Unverified(cand.detach().cpu().numpy())
 
 
 @register_adapter("binflip")
