@@ -2,122 +2,17 @@
 
     python benchmarks/pool_cards.py first200/cards/m.json next200/cards/m.json --label m_n400
 
-Every accuracy on a card is a count of samples divided by ``n``: the clean ones, the per-sample worst case of each
-norm, the union of the norms (no attack of any norm fooled the sample) and each attack's. On disjoint images those
-counts add up, so a run too long for one sitting (or for one machine) can be made in ranges (``dim evaluate --start
-S --n N``) and pooled without losing anything a single run would have said; the 95% Wilson intervals narrow with the
-pooled ``n``. The cards must describe the same model (weights card hash), suite, seed and dataset, and their image
-ranges must not overlap; each range is read from the card (the first ``n`` when it names none; random subsets are
-refused, since two of them may share images). Where every card counts the samples per set of norms that broke them
-(``union.broken_by``), those counts are summed too. Writes ``results/pooled_<label>.json``.
+What pooling adds up and what it refuses: :mod:`dim.report.pool`. Writes ``results/pooled_<label>.json``.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
-from typing import Any
 
 from common import RESULTS, write_result
 
-from dim.evaluation.metrics import most_frequent_first, wilson_interval
-
-SAME = ("suite", "seed", "dataset")     # evaluation fields every pooled card must share (data_sha256 is of the
-                                        # images evaluated, so it differs from range to range)
-
-
-def image_range(card: dict[str, Any], path: Path) -> range:
-    """The test images a card was computed on."""
-    ev = card["evaluation"]
-    images = ev.get("images") or {}
-    if "random_subset_seed" in images:
-        raise ValueError(f"{path}: a random subset of images cannot be pooled (two subsets may share images)")
-    start = int(images.get("start", 0))
-    return range(start, start + int(ev["n"]))
-
-
-def count(accuracy: float | None, n: int, where: str) -> int | None:
-    """The number of samples behind ``accuracy`` on ``n`` (cards store the ratio)."""
-    if accuracy is None:
-        return None
-    k = round(accuracy * n)
-    if abs(k - accuracy * n) > 1e-6 * n:
-        raise ValueError(f"{where}: accuracy {accuracy} is not a count out of {n}")
-    return k
-
-
-def pooled(accuracies: list[float | None], ns: list[int], paths: list[Path], what: str) -> dict[str, Any] | None:
-    """Accuracy and 95% interval of the summed counts behind one figure of every card (None if any card lacks it)."""
-    counts = [count(a, n, f"{p}: {what}") for a, n, p in zip(accuracies, ns, paths)]
-    if any(c is None for c in counts):
-        return None
-    k, n = sum(counts), sum(ns)
-    lo, hi = wilson_interval(k, n)
-    return {"accuracy": round(k / n, 4), "robust": k, "n": n, "interval_95": [round(lo, 4), round(hi, 4)]}
-
-
-def protocol(cards: list[dict[str, Any]], key: str, ns: list[int], paths: list[Path]) -> dict[str, Any]:
-    """Per-norm worst cases and the union of one protocol (``incl_adaptive`` or ``paper_protocol``), pooled."""
-    norms = sorted(set.intersection(*(set(c[key]["per_norm"]) for c in cards)))
-    out: dict[str, Any] = {"per_norm": {}}
-    for norm in norms:
-        out["per_norm"][norm] = pooled([c[key]["per_norm"][norm]["accuracy"] for c in cards], ns, paths,
-                                       f"{key} {norm}")
-    unions = [c[key].get("union") for c in cards]
-    if all(u and u.get("accuracy") is not None for u in unions):
-        for u, p in zip(unions[1:], paths[1:]):
-            if u["norms"] != unions[0]["norms"]:
-                raise ValueError(f"{p}: {key} union over {u['norms']}, not {unions[0]['norms']} as in {paths[0]}")
-        out["union"] = pooled([u["accuracy"] for u in unions], ns, paths, f"{key} union")
-        out["union"]["norms"] = unions[0]["norms"]
-        if all("broken_by" in u for u in unions):     # cards written before it was measured lack it
-            out["union"]["broken_by"] = broken_by([u["broken_by"] for u in unions], ns, paths, key)
-    return out
-
-
-def broken_by(per_card: list[dict[str, int]], ns: list[int], paths: list[Path], key: str) -> dict[str, int]:
-    """Samples per set of norms that broke them (a card's ``union.broken_by``), summed over the cards."""
-    total: dict[str, int] = {}
-    for counts, n, p in zip(per_card, ns, paths):
-        if sum(counts.values()) != n:
-            raise ValueError(f"{p}: {key} union broken_by counts {sum(counts.values())} samples, not {n}")
-        for k, v in counts.items():
-            total[k] = total.get(k, 0) + v
-    return most_frequent_first(total)
-
-
-def pool(paths: list[Path]) -> dict[str, Any]:
-    cards = [json.loads(p.read_text()) for p in paths]
-    first = cards[0]
-    for c, p in zip(cards[1:], paths[1:]):
-        if c["card_sha256"] != first["card_sha256"]:
-            raise ValueError(f"{p}: another model (weights card {c['card_sha256'][:12]}, "
-                             f"not {first['card_sha256'][:12]} as in {paths[0]})")
-        for field in SAME:
-            if c["evaluation"].get(field) != first["evaluation"].get(field):
-                raise ValueError(f"{p}: evaluation {field} {c['evaluation'].get(field)!r} differs from "
-                                 f"{first['evaluation'].get(field)!r} in {paths[0]}")
-    ranges = [image_range(c, p) for c, p in zip(cards, paths)]
-    order = sorted(range(len(cards)), key=lambda i: ranges[i].start)
-    for a, b in zip(order, order[1:]):
-        if ranges[b].start < ranges[a].stop:
-            raise ValueError(f"{paths[b]}: images {ranges[b].start}..{ranges[b].stop - 1} overlap "
-                             f"{ranges[a].start}..{ranges[a].stop - 1} of {paths[a]}")
-    ns = [len(r) for r in ranges]
-    attacks = sorted(set.intersection(*(set(c["attacks"]) for c in cards)))
-    return {
-        "model": first["model"], "card_sha256": first["card_sha256"],
-        "evaluation": {f: first["evaluation"].get(f) for f in SAME},
-        "cards": [{"path": str(p), "images": [r.start, r.stop - 1], "n": len(r),
-                   "data_sha256": c["evaluation"].get("data_sha256")} for c, p, r in zip(cards, paths, ranges)],
-        "n": sum(ns),
-        "clean": pooled([c["clean_accuracy"] for c in cards], ns, paths, "clean"),
-        "incl_adaptive": protocol(cards, "incl_adaptive", ns, paths),
-        "paper_protocol": protocol(cards, "paper_protocol", ns, paths),
-        "attacks": {a: pooled([c["attacks"][a]["accuracy"] for c in cards], ns, paths, a)
-                    for a in attacks if all(c["attacks"][a].get("complete") for c in cards)},
-    }
+from dim.report.pool import pool_cards
 
 
 def main() -> None:
@@ -127,10 +22,7 @@ def main() -> None:
     ap.add_argument("--results", type=Path, default=RESULTS, help="folder of the results file")
     args = ap.parse_args()
     try:
-        result = pool(args.cards)
-    except KeyError as e:
-        print(f"error: a card lacks the field {e} (is it a card written by `dim report`?)", file=sys.stderr)
-        sys.exit(2)
+        result = pool_cards(args.cards)
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

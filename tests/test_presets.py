@@ -1,5 +1,6 @@
 """Each preset of ``dim reproduce`` would reproduce the cards committed in ``results/``."""
 import dataclasses
+import hashlib
 import json
 from pathlib import Path
 
@@ -20,33 +21,79 @@ def _cards_of(preset):
     return {m: CARDS[m] for m in preset.models if m in CARDS}
 
 
-@pytest.mark.parametrize("name", [n for n in ALL if _cards_of(PRESETS[n])])
-def test_the_preset_plans_what_the_committed_cards_record(name, data_dir):
+# the pooled result behind each preset of several image ranges: it lists the cards of its ranges
+POOLED = {"every-norm": ROOT / "benchmarks" / "results" / "pooled_bidim_at_ramp_dnramp_mt_n1000.json"}
+
+
+def _committed(name):
+    """``[(model, card)]`` the preset's committed cards: ``results/<model>.json``, or each range's card."""
     preset = PRESETS[name]
-    cards = _cards_of(preset)
-    assert sorted(cards) == sorted(preset.models), "a preset with cards has one for every model it evaluates"
-    x, y = data.load_split("mnist", "test", data_dir, limit=preset.n)
+    if len(preset.starts) == 1:
+        return list(_cards_of(preset).items())
+    pooled = json.loads(POOLED[name].read_text())
+    return [(pooled["model"], json.loads((ROOT / c["path"]).read_text())) for c in pooled["cards"]]
+
+
+def _suite(name):
+    """A suite's attacks by name (a committed run may name a suite file, relative to the repository)."""
+    from dim.attacks.suites import get_suite
+    return {s.name: s for s in get_suite(name)}
+
+
+@pytest.mark.parametrize("name", [n for n in ALL if _committed(n)])
+def test_the_preset_plans_what_the_committed_cards_record(name, data_dir, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    preset = PRESETS[name]
+    committed = _committed(name)
+    assert sorted({m for m, _ in committed}) == sorted(preset.models), "cards for every model the preset evaluates"
+    starts = sorted({int((c["evaluation"].get("images") or {}).get("start", 0)) for _, c in committed})
+    assert starts == sorted(preset.starts) and len(committed) == len(preset.starts) * len(preset.models)
     spec = data.get_spec("mnist")
-    for model, card in cards.items():
+    x, y = data.load_split("mnist", "test", data_dir, limit=max(preset.starts) + preset.n)
+    for model, card in committed:
         ev, mc = card["evaluation"], card["model_card"]
-        assert (ev["suite"], ev["n"], ev["seed"], ev["dataset"]) == (preset.suite, preset.n, 0, "mnist"), model
-        assert ev["data_sha256"] == data_sha256(x, y), model
+        start = int((ev.get("images") or {}).get("start", 0))
+        assert (ev["n"], ev["seed"], ev["dataset"]) == (preset.n, 0, "mnist"), model
+        assert ev["suite"] == preset.suite or _suite(ev["suite"]) == _suite(preset.suite), (model, ev["suite"])
+        assert ev["data_sha256"] == data_sha256(x[start:start + preset.n], y[start:start + preset.n]), model
         entry = get_entry(model)
-        overrides = dict(preset.inference.get(model, {}))
+        inference = dict(preset.inference.get(model, {}))
+        settings = dict(preset.settings.get(model, {}))
         want_model = dataclasses.asdict(resolve_config(model, {**shape_config(model, spec.input_shape,
-                                                                              spec.num_classes), **overrides}))
+                                                                              spec.num_classes),
+                                                               **settings, **inference}))
         # a setting added to the model's config after the card was written counts as its default
         defaults = json.loads(json.dumps(dataclasses.asdict(resolve_config(model, {}))))
         assert {**defaults, **mc["config"]["model"]} == json.loads(json.dumps(want_model)), model
-        if entry.weights_from or overrides:
+        if entry.weights_from or inference:
             assert mc["weights_from"]["model"] == (entry.weights_from or model), model
-            assert mc["weights_from"]["overrides"] == overrides, model
+            assert mc["weights_from"]["overrides"] == inference, model
         else:   # trained with its recipe's defaults and the settings the preset pins
             config_cls = RECIPES[entry.recipe].config_cls
             want_train = dataclasses.asdict(config_cls(**preset.recipes.get(model, {})))
             # a setting added to the recipe after the card was written counts as its default
             have_train = {**json.loads(json.dumps(dataclasses.asdict(config_cls()))), **mc["config"]["train"]}
             assert have_train == json.loads(json.dumps(want_train)), model
+
+
+def test_the_quoted_model_s_preset_trains_what_its_committed_weights_hold(data_dir):
+    """The committed weights of the model the README quotes are what ``every-norm`` would train: the preset takes
+    them as its model (copied into the directory it trains into) and refuses them with another ramp."""
+    preset = PRESETS["every-norm"]
+    card_file = ROOT / "weights" / "bidim_at_ramp_dnramp" / "card.json"
+    card = json.loads(card_file.read_text())
+    pooled = json.loads(POOLED["every-norm"].read_text())
+    assert pooled["card_sha256"] == hashlib.sha256(card_file.read_bytes()).hexdigest()
+    from dim.pipeline import _check_trained, model_config_diff
+    assert model_config_diff("bidim_at_ramp", card, "mnist", preset.settings["bidim_at_ramp"]) == {}
+    _check_trained(card_file.parent, "bidim_at_ramp", "mnist", preset.recipes["bidim_at_ramp"],
+                   preset.settings["bidim_at_ramp"])     # recipe and model config: taken as the preset's model
+    assert model_config_diff("bidim_at_ramp", card, "mnist") == {"denoiser_binarize_width": (0.4, 0.0)}
+    with pytest.raises(ValueError, match=r"another model config \(denoiser_binarize_width: has 0.4, wants 0.8\)"):
+        _check_trained(ROOT / "weights" / "bidim_at_ramp_dnramp", "bidim_at_ramp", "mnist",
+                       preset.recipes["bidim_at_ramp"], {"denoiser_binarize_width": 0.8})
+    assert model_dir_name("bidim_at_ramp", preset.recipes, preset.settings) == \
+        "bidim_at_ramp-clean_weight1.0-denoiser_binarize_width0.4"
 
 
 def test_every_preset_names_registered_models_and_a_valid_suite():
@@ -124,3 +171,34 @@ def test_reproduce_help_names_every_preset():
     words = {w.strip(",;:()") for w in r.output.replace("│", " ").split()}
     missing = sorted(set(PRESETS) - words)
     assert not missing, f"presets missing from `dim reproduce --help`: {missing}"
+
+
+@pytest.mark.slow
+def test_a_preset_of_several_image_ranges_runs_each_as_dim_evaluate_start_would_and_pools_them(
+        trained_dim, data_dir, tmp_path, monkeypatch):
+    """Each range is a run of its own, the same as ``dim evaluate --start`` makes (its images, its card), and the
+    pooled card adds the ranges' counts."""
+    import shutil
+
+    from dim.pipeline import Preset
+    dim_dir, card = trained_dim
+    defaults = json.loads(json.dumps(dataclasses.asdict(RECIPES[get_entry("dim").recipe].config_cls())))
+    pinned = {k: v for k, v in card["config"]["train"].items() if defaults.get(k) != v}
+    preset = Preset(("dim",), "quick:Linf FGSM", 12, batch_size=6, recipes={"dim": pinned}, starts=(0, 12))
+    monkeypatch.setitem(PRESETS, "two-ranges", preset)
+    models = tmp_path / "models"
+    shutil.copytree(dim_dir, models / model_dir_name("dim", preset.recipes))
+    reproduce("two-ranges", tmp_path / "run", models, data_dir)
+    runs = preset.runs(tmp_path / "run")
+    assert [r.name for r in runs] == ["images-0", "images-12"]
+    x, y = data.load_split("mnist", "test", data_dir, limit=24)
+    cards = [json.loads((r / "report" / "cards" / "dim.json").read_text()) for r in runs]
+    for c, start in zip(cards, (0, 12)):
+        assert c["evaluation"]["n"] == 12 and (c["evaluation"].get("images") or {}).get("start", 0) == start
+        assert c["evaluation"]["data_sha256"] == data_sha256(x[start:start + 12], y[start:start + 12])
+    pooled = json.loads((tmp_path / "run" / "pooled" / "dim.json").read_text())
+    assert pooled["n"] == 24 and [c["images"] for c in pooled["cards"]] == [[0, 11], [12, 23]]
+    assert pooled["clean"]["robust"] == sum(round(c["clean_accuracy"] * 12) for c in cards)
+    linf = [round(c["incl_adaptive"]["per_norm"]["Linf"]["accuracy"] * 12) for c in cards]
+    assert pooled["incl_adaptive"]["per_norm"]["Linf"]["robust"] == sum(linf)
+    assert sorted(p.name for p in models.iterdir()) == [model_dir_name("dim", preset.recipes)]  # nothing retrained

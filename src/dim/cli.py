@@ -409,8 +409,9 @@ def status_cmd(run: Path = typer.Argument(..., help="A run directory of 'dim eva
 def reproduce_cmd(preset: str = typer.Option("quick", "--preset",
                                              help="quick (the main job); one per published result set: "
                                                   "table1, table2, paper-objective, abs, multinorm, "
-                                                  "multinorm-binarized, multinorm-ramp; all (each of those but multinorm-ramp in "
-                                                  "RUN/<preset>); paper "
+                                                  "multinorm-binarized, multinorm-ramp, every-norm (five image "
+                                                  "ranges in RUN/images-<start>, pooled in RUN/pooled/); all "
+                                                  "(each of those in RUN/<preset>); paper "
                                                   "(Tables 1 and 2, the paper's 42 attacks) or adaptive (Table 1's "
                                                   "models, paper + adaptive)."),
                   run: Path = typer.Option(..., "--run", help="Run directory."),
@@ -429,9 +430,10 @@ def reproduce_cmd(preset: str = typer.Option("quick", "--preset",
                      ray_address=ray_address, gpu_share=gpu_share)
     out.print((path / "report.md").read_text(), highlight=False, markup=False)
     out.print(f"page: {path / 'index.html'}", highlight=False, markup=False, soft_wrap=True)
-    from .pipeline import ALL
-    for sub in ([run / name for name in ALL] if preset == "all" else [run]):
-        _exit_if_failed(sub)
+    from .pipeline import ALL, PRESETS
+    for name, sub in ([(name, run / name) for name in ALL] if preset == "all" else [(preset, run)]):
+        for each in PRESETS[name].runs(sub):
+            _exit_if_failed(each)
 
 
 @app.command("figure3")

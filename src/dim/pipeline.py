@@ -2,6 +2,8 @@
 locally or as Ray tasks, run, report). The one module that imports train, evaluation and report together."""
 from __future__ import annotations
 
+import dataclasses
+import json
 import shutil
 import tempfile
 from dataclasses import dataclass, field, replace
@@ -17,10 +19,11 @@ from .core.device import DeviceLike, resolve_device
 from .evaluation.executors import ray_executor
 from .evaluation.runner import evaluate_models
 from .evaluation.spec import RunSpec
-from .models.registry import get_entry, list_models
+from .models.registry import get_entry, list_models, resolve_config, shape_config
 from .progress import log
 from .report import build_report
 from .report.figures import figure3
+from .report.pool import pool_runs
 from .train import train
 from .train.loop import RECIPES
 
@@ -32,14 +35,26 @@ class Preset:
     same weights (ABS's fast setting), derived into a directory of their own. ``recipes`` pins training
     settings of models trained from scratch where the committed cards were trained before a default changed
     (keyed by the model trained, so a derived model such as ``bidim`` follows its base); such a model is
-    trained into a directory of its own, ``dim-lr0.003``, and keeps its name in the results."""
+    trained into a directory of its own, ``dim-lr0.003``, and keeps its name in the results. ``settings`` pins
+    model config settings the same way (what ``dim train --model-set`` sets). With ``starts``, ``n`` images from
+    each start are evaluated, each range a run of its own (``RUN/images-<start>``, what ``dim evaluate --start``
+    makes: a range run alone, on another machine, joins the others), and each model's cards are pooled into
+    ``RUN/pooled/<model>.json`` (:mod:`dim.report.pool`)."""
     models: tuple[str, ...]
     suite: str
     n: int
     batch_size: int = 100
     inference: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     recipes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    starts: tuple[int, ...] = (0,)
     description: str = ""
+
+    def runs(self, run: Path) -> list[Path]:
+        """The run directory of each image range: ``run`` itself for one range from image 0."""
+        if self.starts == (0,):
+            return [Path(run)]
+        return [Path(run) / f"images-{s}" for s in self.starts]
 
 
 TABLE2_SUITE = "paper+adaptive:L2 AutoAttack,Linf AutoAttack,L2 Score-MT,Linf Score-MT"
@@ -78,9 +93,17 @@ PRESETS: dict[str, Preset] = {
                              description="results/bidim_at_ramp.json: biDIM on a ramp, trained against flips "
                                          "(clean loss weighted 1.0), every attack, those for ramps included, "
                                          "200 images"),
+    "every-norm": Preset(("bidim_at_ramp",), _FULL + "+knapsack-flips+sparse-rs-10k+ramp-autoattack+ramp-flips"
+                                                     "+knapsack-flips-mt", 200, starts=(0, 200, 400, 600, 800),
+                         recipes={"bidim_at_ramp": {"clean_weight": 1.0}},
+                         settings={"bidim_at_ramp": {"denoiser_binarize_width": 0.4}},
+                         description="the number the README quotes: biDIM on a ramp with its denoiser's output on "
+                                     "the same ramp (weights/bidim_at_ramp_dnramp), every attack, the first 1,000 "
+                                     "test images in five ranges, pooled"),
 }
 # ``all``: every preset behind a committed card, each in its own run below RUN
-ALL = ("table1", "table2", "paper-objective", "abs", "multinorm", "multinorm-binarized", "multinorm-ramp")
+ALL = ("table1", "table2", "paper-objective", "abs", "multinorm", "multinorm-binarized", "multinorm-ramp",
+       "every-norm")
 
 
 def run_evaluation(spec: RunSpec) -> Path | None:
@@ -121,17 +144,37 @@ def base_of(name: str) -> str:
     return name
 
 
-def model_dir_name(name: str, recipes: Mapping[str, Mapping[str, Any]] | None = None) -> str:
+def model_dir_name(name: str, recipes: Mapping[str, Mapping[str, Any]] | None = None,
+                   settings: Mapping[str, Mapping[str, Any]] | None = None) -> str:
     """The directory of ``name`` under a models folder: its name, suffixed by its base model's pinned recipe
-    settings (``bidim-lr0.003``) when ``recipes`` pins any."""
-    return inference_dir(name, (recipes or {}).get(base_of(name), {}))
+    and model settings (``bidim-lr0.003``) when ``recipes`` or ``settings`` pin any."""
+    base = base_of(name)
+    return inference_dir(name, {**(recipes or {}).get(base, {}), **(settings or {}).get(base, {})})
 
 
-def _check_trained(target: Path, name: str, dataset: str, recipe: Mapping[str, Any]) -> None:
-    """Refuse a model directory that holds ``name`` trained on another dataset, or (for a model trained from
-    scratch) with another training config than its recipe's defaults with ``recipe`` applied: a preset must
-    evaluate what its cards say was trained. A setting the card does not record (added to the recipe later)
+def _json(value: Any) -> Any:
+    """``value`` as a card stores it (tuples become lists)."""
+    return json.loads(json.dumps(value))
+
+
+def model_config_diff(name: str, card: Mapping[str, Any], dataset: str,
+                      settings: Mapping[str, Any] | None = None) -> dict[str, tuple[Any, Any]]:
+    """The model config keys where a trained card differs from ``name``'s defaults for ``dataset`` with
+    ``settings`` applied: ``{key: (has, wants)}``. A key the card does not record (added to the config later)
     counts as its default."""
+    spec = data_mod.get_spec(dataset)
+    want = _json(dataclasses.asdict(resolve_config(name, {**shape_config(name, spec.input_shape, spec.num_classes),
+                                                          **(settings or {})})))
+    have = {**_json(dataclasses.asdict(resolve_config(name, {}))), **(card.get("config", {}).get("model") or {})}
+    return {k: (have.get(k), want.get(k)) for k in sorted(set(want) | set(have)) if have.get(k) != want.get(k)}
+
+
+def _check_trained(target: Path, name: str, dataset: str, recipe: Mapping[str, Any],
+                   settings: Mapping[str, Any] | None = None) -> None:
+    """Refuse a model directory that holds ``name`` trained on another dataset, or (for a model trained from
+    scratch) with another training config than its recipe's defaults with ``recipe`` applied, or another model
+    config than its defaults with ``settings`` applied: a preset must evaluate what its cards say was trained. A
+    setting the card does not record (added later) counts as its default."""
     card = read_card(target)
     have_data, want_data = card.get("dataset", "mnist"), data_mod.get_spec(dataset).name
     if have_data != want_data:
@@ -150,48 +193,57 @@ def _check_trained(target: Path, name: str, dataset: str, recipe: Mapping[str, A
         shown = ", ".join(f"{k}: has {have.get(k)!r}, wants {want.get(k)!r}" for k in diff)
         raise ValueError(f"{target}: holds {name!r} trained with another recipe ({shown}); remove it to retrain "
                          f"or use another --models-dir")
+    if "model" in card.get("config", {}):
+        model_diff = model_config_diff(name, card, dataset, settings)
+        if model_diff:
+            shown = ", ".join(f"{k}: has {h!r}, wants {w!r}" for k, (h, w) in model_diff.items())
+            raise ValueError(f"{target}: holds {name!r} with another model config ({shown}); remove it to retrain "
+                             f"or use another --models-dir")
 
 
 def ensure_model(name: str, models_dir: Path, data_dir: Path | None, device: DeviceLike = None,
                  dataset: str = "mnist", overrides: Mapping[str, Any] | None = None,
-                 recipes: Mapping[str, Mapping[str, Any]] | None = None) -> Path:
+                 recipes: Mapping[str, Mapping[str, Any]] | None = None,
+                 settings: Mapping[str, Mapping[str, Any]] | None = None) -> Path:
     """The model directory for ``name``, trained (or derived) on ``dataset`` if missing, with its recipe's
-    defaults and the settings ``recipes`` pins for its base model; with ``overrides``, the same weights in
-    that inference setting, in a directory of its own."""
-    recipes = recipes or {}
+    defaults and the settings ``recipes`` (training) and ``settings`` (model config) pin for its base model; with
+    ``overrides``, the same weights in that inference setting, in a directory of its own."""
+    recipes, settings = recipes or {}, settings or {}
     if overrides:
-        target = models_dir / inference_dir(model_dir_name(name, recipes), overrides)
+        target = models_dir / inference_dir(model_dir_name(name, recipes, settings), overrides)
         if not (target / "card.json").is_file():
             src = ensure_model(get_entry(name).weights_from or name, models_dir, data_dir, device, dataset,
-                               recipes=recipes)
+                               recipes=recipes, settings=settings)
             log(f"deriving {name} with {dict(overrides)} from {src}")
             train(name, target, from_dir=src, model_overrides=dict(overrides), data_dir=data_dir, device=device,
                   dataset=dataset)
         return target
-    target = models_dir / model_dir_name(name, recipes)
+    target = models_dir / model_dir_name(name, recipes, settings)
     base = get_entry(name).weights_from
     if (target / "card.json").is_file():
-        _check_trained(target, name, dataset, recipes.get(name, {}))
+        _check_trained(target, name, dataset, recipes.get(name, {}), settings.get(name, {}))
         return target
     if base:
-        src = ensure_model(base, models_dir, data_dir, device, dataset, recipes=recipes)
+        src = ensure_model(base, models_dir, data_dir, device, dataset, recipes=recipes, settings=settings)
         log(f"deriving {name} from {src}")
         train(name, target, from_dir=src, data_dir=data_dir, device=device, dataset=dataset)
     else:
-        pinned = dict(recipes.get(name, {}))
-        log(f"training {name} ({dataset}, recipe defaults{''.join(f', {k}={v}' for k, v in pinned.items())}) "
-            f"-> {target}")
-        train(name, target, data_dir=data_dir, device=device, dataset=dataset, train_overrides=pinned or None)
+        pinned, model_set = dict(recipes.get(name, {})), dict(settings.get(name, {}))
+        shown = "".join(f", {k}={v}" for k, v in {**pinned, **model_set}.items())
+        log(f"training {name} ({dataset}, recipe defaults{shown}) -> {target}")
+        train(name, target, data_dir=data_dir, device=device, dataset=dataset, train_overrides=pinned or None,
+              model_overrides=model_set or None)
     return target
 
 
 def base_models(names: list[str], models_dir: Path,
-                recipes: Mapping[str, Mapping[str, Any]] | None = None) -> list[str]:
+                recipes: Mapping[str, Mapping[str, Any]] | None = None,
+                settings: Mapping[str, Mapping[str, Any]] | None = None) -> list[str]:
     """The models that ``names`` need trained from scratch (not derived) and ``models_dir`` lacks."""
     need: list[str] = []
     for name in names:
         name = base_of(name)
-        if not (models_dir / model_dir_name(name, recipes) / "card.json").is_file() and name not in need:
+        if not (models_dir / model_dir_name(name, recipes, settings) / "card.json").is_file() and name not in need:
             need.append(name)
     return need
 
@@ -222,15 +274,24 @@ def reproduce(preset: str, run: Path, models_dir: Path, data_dir: Path | None = 
                    device=dev, dataset=dataset, executor=executor, ray_address=ray_address, gpu_share=gpu_share)
     wanted = [m for m in p.models if m not in missing]
     for name in {base_of(m) for m in wanted}:   # refuse a wrong model before anything is trained
-        target = Path(models_dir) / model_dir_name(name, p.recipes)
+        target = Path(models_dir) / model_dir_name(name, p.recipes, p.settings)
         if (target / "card.json").is_file():
-            _check_trained(target, name, dataset, p.recipes.get(name, {}))
+            _check_trained(target, name, dataset, p.recipes.get(name, {}), p.settings.get(name, {}))
     if executor == "ray":
-        train_on_ray(base_models(wanted, Path(models_dir), p.recipes), Path(models_dir), spec, recipes=p.recipes)
-    dirs = [ensure_model(m, Path(models_dir), data_dir, dev, dataset, p.inference.get(m), p.recipes)
+        train_on_ray(base_models(wanted, Path(models_dir), p.recipes, p.settings), Path(models_dir), spec,
+                     recipes=p.recipes, settings=p.settings)
+    dirs = [ensure_model(m, Path(models_dir), data_dir, dev, dataset, p.inference.get(m), p.recipes, p.settings)
             for m in wanted]
-    out = run_evaluation(replace(spec, model_dirs=tuple(dirs)))
-    dim_dir = Path(models_dir) / model_dir_name("dim", p.recipes)
+    runs = p.runs(run)
+    out = None
+    for start, sub in zip(p.starts, runs):
+        if len(runs) > 1:
+            log(f"images {start}..{start + p.n - 1} -> {sub}")
+        out = run_evaluation(replace(spec, run_dir=sub, start=start, model_dirs=tuple(dirs)))
+    if len(runs) > 1:
+        for path in pool_runs(runs, Path(run) / "pooled"):
+            log(f"pooled: {path}")
+    dim_dir = Path(models_dir) / model_dir_name("dim", p.recipes, p.settings)
     if (dim_dir / "card.json").is_file() and out is not None:
         figure3(dim_dir, out / "figure3_tsne.png", data_dir=data_dir, device=dev)
     assert out is not None
@@ -249,11 +310,12 @@ def train_task(name: str, dataset: str, data_dir: str | None, device: str, optio
 
 
 def train_on_ray(names: Sequence[str], models_dir: Path, spec: Any,
-                 recipes: Mapping[str, Mapping[str, Any]] | None = None, **options: Any) -> None:
+                 recipes: Mapping[str, Mapping[str, Any]] | None = None,
+                 settings: Mapping[str, Mapping[str, Any]] | None = None, **options: Any) -> None:
     """Train the models ``names`` in parallel as Ray tasks (one CPU each, ``gpu_share`` of a GPU on CUDA) and
     write each model directory under ``models_dir`` when its task returns (whole, or not at all).
-    ``recipes`` pins training settings per model (as :class:`Preset`); ``options`` (``epochs``, ``limit``,
-    ...) go to :func:`dim.train.train`."""
+    ``recipes`` and ``settings`` pin training and model settings per model (as :class:`Preset`); ``options``
+    (``epochs``, ``limit``, ...) go to :func:`dim.train.train`."""
     if not names:
         return
     ray = ray_executor.import_ray()
@@ -263,14 +325,15 @@ def train_on_ray(names: Sequence[str], models_dir: Path, spec: Any,
     try:
         refs = {task.remote(n, spec.dataset or "mnist", str(spec.data_dir) if spec.data_dir else None,
                             "cuda" if gpu else "cpu",
-                            {**options, "train_overrides": dict((recipes or {}).get(n, {})) or None}): n
+                            {**options, "train_overrides": dict((recipes or {}).get(n, {})) or None,
+                             "model_overrides": dict((settings or {}).get(n, {})) or None}): n
                 for n in names}
         log(f"training {', '.join(names)} as {len(refs)} Ray tasks")
         while refs:
             (ref,), _ = ray.wait(list(refs), num_returns=1)
             name = refs.pop(ref)
             files = ray.get(ref)
-            target = Path(models_dir) / model_dir_name(name, recipes)
+            target = Path(models_dir) / model_dir_name(name, recipes, settings)
             tmp = Path(models_dir) / f".{target.name}.incoming"
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)

@@ -274,10 +274,17 @@ RAMP_FLIPS: tuple[AttackSpec, ...] = (
     _spec("Linf PartialFlips", "knapsack_flips", LINF, params={"steps": 100, "loss": "ce", "partial": True},
           adaptive=True),)
 
+# sparse-rs-10k: Sparse-RS at L0 with 10,000 queries where the adaptive suite spends 3,000: does a model's L0
+# number hold under a larger black-box budget? It first ran as a suite file (benchmarks/suites/l0-sparse-rs-10k.toml,
+# the same attack, named so by the runs it made); built in so that a preset can name it. An addition to a run.
+SPARSE_RS_10K: tuple[AttackSpec, ...] = (
+    _spec("L0 Sparse-RS 10k", "sparse_rs", L0, params={"queries": 10000}, adaptive=True),)
+
 SUITES: dict[str, tuple[AttackSpec, ...]] = {"paper": PAPER, "extended": EXTENDED, "quick": QUICK,
                                              "adaptive": ADAPTIVE, "bpda-autoattack": BPDA_AUTOATTACK,
                                              "knapsack-flips": KNAPSACK_FLIPS, "ramp-autoattack": RAMP_AUTOATTACK,
-                                             "ramp-flips": RAMP_FLIPS, "knapsack-flips-mt": KNAPSACK_FLIPS_MT}
+                                             "ramp-flips": RAMP_FLIPS, "knapsack-flips-mt": KNAPSACK_FLIPS_MT,
+                                             "sparse-rs-10k": SPARSE_RS_10K}
 
 
 def get_suite(name: str) -> tuple[AttackSpec, ...]:
