@@ -82,3 +82,59 @@ def test_unions_over_other_norms_are_refused(tmp_path):
     second["incl_adaptive"] = {**second["incl_adaptive"], "union": {"accuracy": 0.4, "n": 30, "norms": ["L2"]}}
     r = run(tmp_path, card(20, 19, 13, 11, 9), second)
     assert r.returncode == 2 and "union over" in r.stderr
+
+
+RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
+RANGES = [RESULTS / f"eval_bidim_at_ramp_dnramp_mt_n200{s}_report" / "cards" / "bidim_at_ramp.json"
+          for s in ("", "_start200", "_start400", "_start600", "_start800")]
+
+
+def test_the_pooled_result_of_committed_ranges_is_a_card_dim_compare_reads(tmp_path, monkeypatch):
+    """The five committed ranges of the quoted model pool into the counts their cards add up to, and the result is a
+    card: ``dim compare`` puts it in a row of 1,000 images with the union and the strongest attacks."""
+    from dim.report.compare import render
+    from dim.report.pool import pool_cards
+    monkeypatch.chdir(RESULTS.parent.parent)        # the cards' suite names a suite file in the repository
+    cards = [json.loads(p.read_text()) for p in RANGES]
+    out = pool_cards(RANGES)
+    union = sum(round(c["incl_adaptive"]["union"]["accuracy"] * 200) for c in cards)
+    l1 = sum(round(c["incl_adaptive"]["per_norm"]["L1"]["accuracy"] * 200) for c in cards)
+    assert out["incl_adaptive"]["union"]["robust"] == union and out["incl_adaptive"]["per_norm"]["L1"]["robust"] == l1
+    assert out["evaluation"]["images"] == {"ranges": [[0, 199], [200, 399], [400, 599], [600, 799], [800, 999]]}
+    mt = sum(round(c["attacks"]["L1 KnapsackFlips-MT"]["accuracy"] * 200) for c in cards)
+    low = min(out["attacks"].values(), key=lambda a: a["accuracy"])
+    assert out["incl_adaptive"]["minimal_attack"] == "L1 KnapsackFlips-MT" and low["robust"] == mt
+    assert not any(out["attacks"][a].get("adaptive") for a in [out["paper_protocol"]["minimal_attack"]])
+    (tmp_path / "pooled.json").write_text(json.dumps(out))
+    (row,), text = render([tmp_path / "pooled.json"], strongest=1)
+    assert row["n"] == 1000 and row["union"]["incl_adaptive"]["accuracy"] == union / 1000
+    assert all(c["complete"] for c in row["per_norm"].values()) and row["union"]["complete"]
+    assert row["per_norm"]["L1"]["strongest"][0]["attack"] == "L1 KnapsackFlips-MT"
+    assert row["clean"] == sum(round(c["clean_accuracy"] * 200) for c in cards) / 1000
+    assert "**57.4% [54-60]**" in text      # the number the README quotes, rendered from the pooled card
+
+
+def test_an_attack_unfinished_on_one_range_leaves_its_norm_incomplete_in_the_pooled_card(tmp_path, monkeypatch):
+    from dim.report.compare import render
+    from dim.report.pool import pool_cards
+    monkeypatch.chdir(RESULTS.parent.parent)
+    paths = []
+    for i, p in enumerate(RANGES[:2]):
+        c = json.loads(p.read_text())
+        if i == 1:
+            c["attacks"]["L0 Sparse-RS 10k"]["complete"] = False
+        paths.append(tmp_path / f"c{i}.json")
+        paths[-1].write_text(json.dumps(c))
+    out = pool_cards(paths)
+    assert "L0 Sparse-RS 10k" not in out["attacks"]
+    (tmp_path / "pooled.json").write_text(json.dumps(out))
+    (row,), _ = render([tmp_path / "pooled.json"])
+    assert not row["per_norm"]["L0"]["complete"] and row["per_norm"]["L1"]["complete"]
+    assert not row["union"]["complete"]
+
+
+def test_a_pooled_result_is_not_pooled_again(tmp_path):
+    from dim.report.pool import pool_cards
+    (tmp_path / "pooled.json").write_text(json.dumps(pool_cards(RANGES[:2])))
+    with pytest.raises(ValueError, match="already a pooled result"):
+        pool_cards([tmp_path / "pooled.json", RANGES[2]])

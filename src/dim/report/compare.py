@@ -261,7 +261,7 @@ def _group_text(rows: list[dict]) -> str:
     g = rows[0]["group"]
     sizes = sorted({r["n"] for r in rows if r.get("n") is not None})
     eps = ", ".join(f"{n} {t:g}" for n, t in g["thresholds"].items() if t is not None)
-    text = (f"**{md(g['dataset'])}**, suite `{md(g['suite'])}`, " + (f"{', '.join(map(str, sizes))} images, " if sizes
+    text = (f"**{md(g['dataset'])}**, suite `{md(g['suite'])}`, " + (f"{' or '.join(f'{n:,}' for n in sizes)} images, " if sizes
                                                                      else "") + f"thresholds {eps or 'unknown'}.")
     if not g["paper_columns"]:
         text += " No paper numbers: this is not the paper's setting (MNIST at its thresholds)."

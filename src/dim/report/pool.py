@@ -8,6 +8,11 @@ S --n N``, or a preset with several ``starts``) and pooled without losing anythi
 seed and dataset, and their image ranges must not overlap; each range is read from the card (the first ``n`` when it
 names none; random subsets are refused, since two of them may share images). Where every card counts the samples
 per set of norms that broke them (``union.broken_by``), those counts are summed too.
+
+The pooled result is itself a card of the model on all the images (``dim compare`` puts it beside others): the
+clean accuracy, per protocol each norm's worst case and the union, and each attack finished on every range, each
+with its count (``robust``), ``n`` and 95% interval; per-sample figures that do not add up (median distances) are
+left out. ``evaluation.images.ranges`` lists the ranges and ``cards`` the cards pooled.
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ from typing import Any, Sequence
 from ..evaluation.metrics import most_frequent_first, wilson_interval
 from ..fileio import atomic_write_text
 
+ATTACK_META = ("norm", "adaptive", "black_box")    # what an attack's entry says of it, the same on every card
 SAME = ("suite", "seed", "dataset")     # evaluation fields every pooled card must share (data_sha256 is of the
                                         # images evaluated, so it differs from range to range)
 
@@ -26,6 +32,8 @@ def image_range(card: dict[str, Any], path: Path) -> range:
     """The test images a card was computed on."""
     ev = card["evaluation"]
     images = ev.get("images") or {}
+    if "ranges" in images:
+        raise ValueError(f"{path}: already a pooled result; pool the cards it lists instead")
     if "random_subset_seed" in images:
         raise ValueError(f"{path}: a random subset of images cannot be pooled (two subsets may share images)")
     start = int(images.get("start", 0))
@@ -52,22 +60,44 @@ def pooled(accuracies: list[float | None], ns: list[int], paths: list[Path], wha
     return {"accuracy": round(k / n, 4), "robust": k, "n": n, "interval_95": [round(lo, 4), round(hi, 4)]}
 
 
-def protocol(cards: list[dict[str, Any]], key: str, ns: list[int], paths: list[Path]) -> dict[str, Any]:
-    """Per-norm worst cases and the union of one protocol (``incl_adaptive`` or ``paper_protocol``), pooled."""
+def _block(blocks: list[dict[str, Any]], ns: list[int], paths: list[Path], what: str) -> dict[str, Any] | None:
+    """One figure of every card (a norm's worst case, a union) pooled, with its threshold (which every card must
+    share) and the names of the attacks behind it."""
+    out = pooled([b.get("accuracy") for b in blocks], ns, paths, what)
+    if out is None:
+        return None
+    for b, p in zip(blocks[1:], paths[1:]):
+        if b.get("threshold") != blocks[0].get("threshold"):
+            raise ValueError(f"{p}: {what} at threshold {b.get('threshold')}, not {blocks[0].get('threshold')} "
+                             f"as in {paths[0]}")
+    if blocks[0].get("threshold") is not None:
+        out["threshold"] = blocks[0]["threshold"]
+    if any("attacks" in b for b in blocks):
+        out["attacks"] = sorted(set().union(*(b.get("attacks", []) for b in blocks)))
+    return out
+
+
+def protocol(cards: list[dict[str, Any]], key: str, ns: list[int], paths: list[Path],
+             attacks: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Per-norm worst cases, the union and the minimal accuracy (the lowest of one attack pooled over every range,
+    among ``attacks``, those of the protocol) of one protocol (``incl_adaptive`` or ``paper_protocol``)."""
     norms = sorted(set.intersection(*(set(c[key]["per_norm"]) for c in cards)))
     out: dict[str, Any] = {"per_norm": {}}
     for norm in norms:
-        out["per_norm"][norm] = pooled([c[key]["per_norm"][norm]["accuracy"] for c in cards], ns, paths,
-                                       f"{key} {norm}")
+        out["per_norm"][norm] = _block([c[key]["per_norm"][norm] for c in cards], ns, paths, f"{key} {norm}")
     unions = [c[key].get("union") for c in cards]
     if all(u and u.get("accuracy") is not None for u in unions):
         for u, p in zip(unions[1:], paths[1:]):
             if u["norms"] != unions[0]["norms"]:
                 raise ValueError(f"{p}: {key} union over {u['norms']}, not {unions[0]['norms']} as in {paths[0]}")
-        out["union"] = pooled([u["accuracy"] for u in unions], ns, paths, f"{key} union")
+        out["union"] = _block(unions, ns, paths, f"{key} union")
         out["union"]["norms"] = unions[0]["norms"]
         if all("broken_by" in u for u in unions):     # cards written before it was measured lack it
             out["union"]["broken_by"] = broken_by([u["broken_by"] for u in unions], ns, paths, key)
+    if attacks:
+        name = min(attacks, key=lambda a: (attacks[a]["accuracy"], a))
+        out.update(minimal_accuracy=attacks[name]["accuracy"], minimal_attack=name,
+                   minimal_interval_95=attacks[name]["interval_95"])
     return out
 
 
@@ -112,18 +142,29 @@ def _pool(cards: list[dict[str, Any]], paths: list[Path]) -> dict[str, Any]:
             raise ValueError(f"{paths[b]}: images {ranges[b].start}..{ranges[b].stop - 1} overlap "
                              f"{ranges[a].start}..{ranges[a].stop - 1} of {paths[a]}")
     ns = [len(r) for r in ranges]
-    attacks = sorted(set.intersection(*(set(c["attacks"]) for c in cards)))
+    names = sorted(set.intersection(*(set(c["attacks"]) for c in cards)))
+    attacks = {}
+    for a in names:     # an attack unfinished on any range is left out: the pooled card shows its norm incomplete
+        if all(c["attacks"][a].get("complete") and not c["attacks"][a].get("not_applicable") for c in cards):
+            meta = {k: first["attacks"][a][k] for k in ATTACK_META if k in first["attacks"][a]}
+            attacks[a] = {**pooled([c["attacks"][a]["accuracy"] for c in cards], ns, paths, a), **meta,
+                          "complete": True}
+    clean = pooled([c["clean_accuracy"] for c in cards], ns, paths, "clean")
+    assert clean is not None
     return {
-        "model": first["model"], "card_sha256": first["card_sha256"],
-        "evaluation": {f: first["evaluation"].get(f) for f in SAME},
+        "model": first["model"], "name": first.get("name", first["model"]),
+        "paper_name": first.get("paper_name", first["model"]), "card_sha256": first["card_sha256"],
+        "evaluation": {**{f: first["evaluation"].get(f) for f in SAME}, "n": sum(ns),
+                       "images": {"ranges": [[r.start, r.stop - 1] for r in sorted(ranges, key=lambda r: r.start)]}},
         "cards": [{"path": str(p), "images": [r.start, r.stop - 1], "n": len(r),
                    "data_sha256": c["evaluation"].get("data_sha256")} for c, p, r in zip(cards, paths, ranges)],
         "n": sum(ns),
-        "clean": pooled([c["clean_accuracy"] for c in cards], ns, paths, "clean"),
-        "incl_adaptive": protocol(cards, "incl_adaptive", ns, paths),
-        "paper_protocol": protocol(cards, "paper_protocol", ns, paths),
-        "attacks": {a: pooled([c["attacks"][a]["accuracy"] for c in cards], ns, paths, a)
-                    for a in attacks if all(c["attacks"][a].get("complete") for c in cards)},
+        "interval": first.get("interval", "95% Wilson score interval of each accuracy on its n samples"),
+        "clean": clean, "clean_accuracy": clean["accuracy"], "clean_interval_95": clean["interval_95"],
+        "incl_adaptive": protocol(cards, "incl_adaptive", ns, paths, attacks),
+        "paper_protocol": protocol(cards, "paper_protocol", ns, paths,
+                                   {a: v for a, v in attacks.items() if not v.get("adaptive")}),
+        "attacks": attacks,
     }
 
 
