@@ -138,3 +138,17 @@ def test_a_pooled_result_is_not_pooled_again(tmp_path):
     (tmp_path / "pooled.json").write_text(json.dumps(pool_cards(RANGES[:2])))
     with pytest.raises(ValueError, match="already a pooled result"):
         pool_cards([tmp_path / "pooled.json", RANGES[2]])
+
+
+def test_dim_pool_writes_the_pooled_card_and_prints_its_row_or_refuses_with_nothing_written(tmp_path):
+    from typer.testing import CliRunner
+
+    from dim.cli import app
+    r = CliRunner().invoke(app, ["pool", *map(str, RANGES[:2]), "--out", str(tmp_path / "p.json")])
+    assert r.exit_code == 0, r.output
+    pooled = json.loads((tmp_path / "p.json").read_text())
+    union = sum(round(json.loads(p.read_text())["incl_adaptive"]["union"]["accuracy"] * 200) for p in RANGES[:2])
+    assert pooled["n"] == 400 and pooled["incl_adaptive"]["union"]["robust"] == union
+    assert f"**{union / 4:g}% [" in r.output and "400 images from 2 cards" in r.output
+    r = CliRunner().invoke(app, ["pool", str(RANGES[0]), str(RANGES[0]), "--out", str(tmp_path / "q.json")])
+    assert r.exit_code == 2 and "overlap" in r.output and not (tmp_path / "q.json").exists()

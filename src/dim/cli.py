@@ -396,6 +396,25 @@ def compare_cmd(cards: list[Path] = typer.Argument(..., help="Cards (JSON) or fo
     out.print(text, highlight=False, markup=False, soft_wrap=True)
 
 
+@app.command("pool")
+@friendly_errors
+def pool_cmd(cards: list[Path] = typer.Argument(..., help="Cards of one model on disjoint ranges of test images "
+                                                          "(RUN/report/cards/MODEL.json of runs made with "
+                                                          "'dim evaluate --start S --n N')."),
+             out_file: Path = typer.Option(..., "--out", help="Write the pooled card here (JSON).")) -> None:
+    """One model's cards on disjoint ranges of test images added up into one card on all of them (every accuracy
+    is a count); 'dim compare' reads it like any card."""
+    from .fileio import atomic_write_text
+    from .report.compare import render
+    from .report.pool import pool_cards
+    pooled = pool_cards(cards)
+    atomic_write_text(out_file, json.dumps(pooled, indent=2) + "\n")
+    _, text = render([out_file], strongest=0)
+    out.print(text.split("\n\nEach cell:")[0], highlight=False, markup=False, soft_wrap=True)
+    out.print(f"{pooled['n']} images from {len(pooled['cards'])} cards -> {out_file}", highlight=False, markup=False,
+              soft_wrap=True)
+
+
 @app.command("status")
 @friendly_errors
 def status_cmd(run: Path = typer.Argument(..., help="A run directory of 'dim evaluate'.")) -> None:
