@@ -188,7 +188,12 @@ def test_a_preset_of_several_image_ranges_runs_each_as_dim_evaluate_start_would_
     monkeypatch.setitem(PRESETS, "two-ranges", preset)
     models = tmp_path / "models"
     shutil.copytree(dim_dir, models / model_dir_name("dim", preset.recipes))
-    reproduce("two-ranges", tmp_path / "run", models, data_dir)
+    from typer.testing import CliRunner
+
+    from dim.cli import app
+    r = CliRunner().invoke(app, ["reproduce", "--preset", "two-ranges", "--run", str(tmp_path / "run"),
+                                 "--models-dir", str(models), "--data-dir", str(data_dir)])
+    assert r.exit_code == 0, r.output
     runs = preset.runs(tmp_path / "run")
     assert [r.name for r in runs] == ["images-0", "images-12"]
     x, y = data.load_split("mnist", "test", data_dir, limit=24)
@@ -202,3 +207,5 @@ def test_a_preset_of_several_image_ranges_runs_each_as_dim_evaluate_start_would_
     linf = [round(c["incl_adaptive"]["per_norm"]["Linf"]["accuracy"] * 12) for c in cards]
     assert pooled["incl_adaptive"]["per_norm"]["Linf"]["robust"] == sum(linf)
     assert sorted(p.name for p in models.iterdir()) == [model_dir_name("dim", preset.recipes)]  # nothing retrained
+    assert "pooled over every range" in r.output        # the command ends with the pooled row, not the last range's
+    assert r.output.rstrip().split("pooled over every range")[1].count("| DIM (`dim`)") == 1

@@ -450,6 +450,12 @@ def reproduce_cmd(preset: str = typer.Option("quick", "--preset",
     out.print((path / "report.md").read_text(), highlight=False, markup=False)
     out.print(f"page: {path / 'index.html'}", highlight=False, markup=False, soft_wrap=True)
     from .pipeline import ALL, PRESETS
+    last, last_run = (ALL[-1], run / ALL[-1]) if preset == "all" else (preset, run)
+    if len(PRESETS[last].runs(last_run)) > 1:     # the report above is of the last range: show the pooled cards
+        from .report.compare import render
+        _, text = render([last_run / "pooled"], strongest=0)
+        out.print(f"\npooled over every range ({last_run / 'pooled'}):\n\n{text}", highlight=False, markup=False,
+                  soft_wrap=True)
     for name, sub in ([(name, run / name) for name in ALL] if preset == "all" else [(preset, run)]):
         for each in PRESETS[name].runs(sub):
             _exit_if_failed(each)
