@@ -90,3 +90,31 @@ def test_status_counts_the_attacks_outside_the_last_calls_only_apart(tmp_path):
     assert m.elsewhere_attacks == () and m.pending_attacks == ("L2 B", "L1 A", "L1 B")
     assert m.failed_attacks == ("L1 B",) and m.left.unknown == 4
     assert "not selected" not in status_text(tmp_path)
+
+
+def test_a_folder_of_runs_gets_the_status_of_each(tmp_path):
+    """A preset in image ranges keeps one run per range (``RUN/images-<start>``): ``dim status RUN`` lists each, and a
+    folder with no run in it is still the one clear error."""
+    for start, done in ((0, 2), (200, 1)):
+        store = Store(tmp_path / "en" / f"images-{start}" / "results.sqlite")
+        try:
+            store.set_meta("config", {"n": 200, "batch_size": 100})
+            store.add_model("m", "m", "m", {}, None, np.zeros(200, dtype=np.int64), np.zeros(200, dtype=np.int64))
+            store.add_attacks([("L2 A", "L2", {"attack": "pgd", "params": {}})])
+            for k in range(done):
+                store.finish_shard("m", "L2 A", k, [], seconds=10.0)
+        finally:
+            store.close()
+    text = status_text(tmp_path / "en")
+    first, second = text.split("\n\n")
+    assert first.startswith(f"{tmp_path / 'en' / 'images-0'}:") and "m: 2/2 shards finished" in first
+    assert second.startswith(f"{tmp_path / 'en' / 'images-200'}:") and "m: 1/2 shards finished" in second
+    assert "left: about 10 s" in second
+    from typer.testing import CliRunner
+
+    from dim.cli import app
+    r = CliRunner().invoke(app, ["status", str(tmp_path / "en")])
+    assert r.exit_code == 0 and "images-200" in r.output
+    (tmp_path / "empty").mkdir()
+    r = CliRunner().invoke(app, ["status", str(tmp_path / "empty")])
+    assert r.exit_code == 2 and "no results store" in r.output

@@ -417,7 +417,8 @@ def pool_cmd(cards: list[Path] = typer.Argument(..., help="Cards of one model on
 
 @app.command("status")
 @friendly_errors
-def status_cmd(run: Path = typer.Argument(..., help="A run directory of 'dim evaluate'.")) -> None:
+def status_cmd(run: Path = typer.Argument(..., help="A run directory of 'dim evaluate', or a folder of runs (a "
+                                                   "preset's image ranges, RUN/images-<start>).")) -> None:
     """Show what a run has finished, skipped, failed and still has to do (from the store, no report)."""
     from .evaluation.status import status_text
     out.print(status_text(run), highlight=False, markup=False)

@@ -171,8 +171,23 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+def runs_below(folder: Path | str) -> list[Path]:
+    """The runs one or two levels below ``folder`` (a preset's image ranges, ``RUN/images-<start>``; every preset of
+    ``dim reproduce --preset all``, ``RUN/<preset>[/images-<start>]``), in name order; empty for a run itself."""
+    folder = Path(folder)
+    if (folder / "results.sqlite").is_file():
+        return []
+    found = {p.parent for pattern in ("*/results.sqlite", "*/*/results.sqlite") for p in folder.glob(pattern)}
+    return sorted(found)
+
+
 def status_text(run_dir: Path | str) -> str:
-    """A few lines per model: shard counts by state, seconds so far, what is left or failed."""
+    """A few lines per model: shard counts by state, seconds so far, what is left or failed. A folder of runs
+    (:func:`runs_below`) gets each run's lines under its name."""
+    below = runs_below(run_dir)
+    if below:
+        return "\n\n".join(f"{sub}:\n" + "\n".join(f"  {line}" for line in status_text(sub).splitlines())
+                           for sub in below)
     rows = run_status(run_dir)
     if not rows:
         return f"{run_dir}: no model evaluated yet"
