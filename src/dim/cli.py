@@ -421,7 +421,7 @@ def status_cmd(run: Path = typer.Argument(..., help="A run directory of 'dim eva
                                                    "preset's image ranges, RUN/images-<start>).")) -> None:
     """Show what a run has finished, skipped, failed and still has to do (from the store, no report)."""
     from .evaluation.status import status_text
-    out.print(status_text(run), highlight=False, markup=False)
+    out.print(status_text(run), highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command("reproduce")
