@@ -152,3 +152,23 @@ def test_dim_pool_writes_the_pooled_card_and_prints_its_row_or_refuses_with_noth
     assert f"**{union / 4:g}% [" in r.output and "400 images from 2 cards" in r.output
     r = CliRunner().invoke(app, ["pool", str(RANGES[0]), str(RANGES[0]), "--out", str(tmp_path / "q.json")])
     assert r.exit_code == 2 and "overlap" in r.output and not (tmp_path / "q.json").exists()
+
+
+def test_attacks_that_do_not_apply_to_the_model_leave_its_norms_complete(tmp_path, monkeypatch):
+    """``msd_cnn`` does not binarize: BinFlip and the flips are "not applicable" on its card, and stay so pooled
+    (the same card twice, as two ranges), so no norm reads as unfinished."""
+    from dim.report.compare import render
+    from dim.report.pool import pool_cards
+    monkeypatch.chdir(RESULTS.parent.parent)
+    card = json.loads((RESULTS.parent.parent / "results" / "msd_cnn.json").read_text())
+    first, second = json.loads(json.dumps(card)), json.loads(json.dumps(card))
+    second["evaluation"]["images"] = {"start": 200}
+    for i, c in enumerate((first, second)):
+        (tmp_path / f"c{i}.json").write_text(json.dumps(c))
+    out = pool_cards([tmp_path / "c0.json", tmp_path / "c1.json"])
+    assert out["attacks"]["L0 BinFlip"]["not_applicable"] and out["n"] == 400
+    assert out["incl_adaptive"]["minimal_attack"] == card["incl_adaptive"]["minimal_attack"]
+    (tmp_path / "pooled.json").write_text(json.dumps(out))
+    (row,), _ = render([tmp_path / "pooled.json"])
+    assert all(c["complete"] for c in row["per_norm"].values())
+    assert row["union"]["incl_adaptive"]["accuracy"] == card["incl_adaptive"]["union"]["accuracy"]

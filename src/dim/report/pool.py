@@ -143,12 +143,15 @@ def _pool(cards: list[dict[str, Any]], paths: list[Path]) -> dict[str, Any]:
                              f"{ranges[a].start}..{ranges[a].stop - 1} of {paths[a]}")
     ns = [len(r) for r in ranges]
     names = sorted(set.intersection(*(set(c["attacks"]) for c in cards)))
-    attacks = {}
+    attacks, not_applicable = {}, {}
     for a in names:     # an attack unfinished on any range is left out: the pooled card shows its norm incomplete
-        if all(c["attacks"][a].get("complete") and not c["attacks"][a].get("not_applicable") for c in cards):
-            meta = {k: first["attacks"][a][k] for k in ATTACK_META if k in first["attacks"][a]}
-            attacks[a] = {**pooled([c["attacks"][a]["accuracy"] for c in cards], ns, paths, a), **meta,
-                          "complete": True}
+        entries = [c["attacks"][a] for c in cards]
+        meta = {k: first["attacks"][a][k] for k in ATTACK_META if k in first["attacks"][a]}
+        if all(e.get("not_applicable") for e in entries):     # kept as the cards keep it: the norm is complete
+            not_applicable[a] = {"accuracy": "nan", "interval_95": None, **meta, "not_applicable": True,
+                                 "complete": True}
+        elif all(e.get("complete") and not e.get("not_applicable") for e in entries):
+            attacks[a] = {**pooled([e["accuracy"] for e in entries], ns, paths, a), **meta, "complete": True}
     clean = pooled([c["clean_accuracy"] for c in cards], ns, paths, "clean")
     assert clean is not None
     return {
@@ -164,7 +167,7 @@ def _pool(cards: list[dict[str, Any]], paths: list[Path]) -> dict[str, Any]:
         "incl_adaptive": protocol(cards, "incl_adaptive", ns, paths, attacks),
         "paper_protocol": protocol(cards, "paper_protocol", ns, paths,
                                    {a: v for a, v in attacks.items() if not v.get("adaptive")}),
-        "attacks": attacks,
+        "attacks": {**attacks, **not_applicable},
     }
 
 
