@@ -152,6 +152,9 @@ def test_dim_pool_writes_the_pooled_card_and_prints_its_row_or_refuses_with_noth
     assert f"**{union / 4:g}% [" in r.output and "400 images from 2 cards" in r.output
     r = CliRunner().invoke(app, ["pool", str(RANGES[0]), str(RANGES[0]), "--out", str(tmp_path / "q.json")])
     assert r.exit_code == 2 and "overlap" in r.output and not (tmp_path / "q.json").exists()
+    (tmp_path / "bad.json").write_text("{not json")
+    r = CliRunner().invoke(app, ["pool", str(RANGES[0]), str(tmp_path / "bad.json"), "--out", str(tmp_path / "q.json")])
+    assert r.exit_code == 2 and "bad.json: not a JSON card" in r.output and not (tmp_path / "q.json").exists()
 
 
 def test_attacks_that_do_not_apply_to_the_model_leave_its_norms_complete(tmp_path, monkeypatch):

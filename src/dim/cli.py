@@ -410,7 +410,7 @@ def pool_cmd(cards: list[Path] = typer.Argument(..., help="Cards of one model on
     pooled = pool_cards(cards)
     atomic_write_text(out_file, json.dumps(pooled, indent=2) + "\n")
     _, text = render([out_file], strongest=0)
-    out.print(text.split("\n\nEach cell:")[0], highlight=False, markup=False, soft_wrap=True)
+    out.print(text, highlight=False, markup=False, soft_wrap=True)
     out.print(f"{pooled['n']} images from {len(pooled['cards'])} cards -> {out_file}", highlight=False, markup=False,
               soft_wrap=True)
 

@@ -118,7 +118,12 @@ def pool_cards(paths: Sequence[Path | str]) -> dict[str, Any]:
     paths = [Path(p) for p in paths]
     if not paths:
         raise ValueError("no cards to pool")
-    cards = [json.loads(p.read_text()) for p in paths]
+    cards = []
+    for p in paths:
+        try:
+            cards.append(json.loads(p.read_text()))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{p}: not a JSON card ({exc})") from None
     try:
         return _pool(cards, paths)
     except KeyError as e:
