@@ -22,7 +22,7 @@ def _cards_of(preset):
 
 
 # the pooled result behind each preset of several image ranges: it lists the cards of its ranges
-POOLED = {"every-norm": ROOT / "benchmarks" / "results" / "pooled_bidim_at_ramp_dnramp_mt_n1000.json"}
+POOLED = {"every-norm": ROOT / "benchmarks" / "results" / "pooled_bidim_at_ramp_dnramp_w08_mt_n1000.json"}
 
 
 def _committed(name):
@@ -80,7 +80,7 @@ def test_the_quoted_model_s_preset_trains_what_its_committed_weights_hold(data_d
     """The committed weights of the model the README quotes are what ``every-norm`` would train: the preset takes
     them as its model (copied into the directory it trains into) and refuses them with another ramp."""
     preset = PRESETS["every-norm"]
-    card_file = ROOT / "weights" / "bidim_at_ramp_dnramp" / "card.json"
+    card_file = ROOT / "weights" / "bidim_at_ramp_dnramp_w08" / "card.json"
     card = json.loads(card_file.read_text())
     pooled = json.loads(POOLED["every-norm"].read_text())
     assert pooled["card_sha256"] == hashlib.sha256(card_file.read_bytes()).hexdigest()
@@ -88,12 +88,12 @@ def test_the_quoted_model_s_preset_trains_what_its_committed_weights_hold(data_d
     assert model_config_diff("bidim_at_ramp", card, "mnist", preset.settings["bidim_at_ramp"]) == {}
     _check_trained(card_file.parent, "bidim_at_ramp", "mnist", preset.recipes["bidim_at_ramp"],
                    preset.settings["bidim_at_ramp"])     # recipe and model config: taken as the preset's model
-    assert model_config_diff("bidim_at_ramp", card, "mnist") == {"denoiser_binarize_width": (0.4, 0.0)}
-    with pytest.raises(ValueError, match=r"another model config \(denoiser_binarize_width: has 0.4, wants 0.8\)"):
-        _check_trained(ROOT / "weights" / "bidim_at_ramp_dnramp", "bidim_at_ramp", "mnist",
-                       preset.recipes["bidim_at_ramp"], {"denoiser_binarize_width": 0.8})
+    assert model_config_diff("bidim_at_ramp", card, "mnist") == {"denoiser_binarize_width": (0.8, 0.0)}
+    with pytest.raises(ValueError, match=r"another model config \(denoiser_binarize_width: has 0.8, wants 0.4\)"):
+        _check_trained(card_file.parent, "bidim_at_ramp", "mnist",
+                       preset.recipes["bidim_at_ramp"], {"denoiser_binarize_width": 0.4})
     assert model_dir_name("bidim_at_ramp", preset.recipes, preset.settings) == \
-        "bidim_at_ramp-clean_weight1.0-denoiser_binarize_width0.4"
+        "bidim_at_ramp-clean_weight1.0-denoiser_binarize_width0.8"
 
 
 def test_every_preset_names_registered_models_and_a_valid_suite():
