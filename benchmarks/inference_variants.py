@@ -1,0 +1,66 @@
+"""Variants of a trained model that change only how it runs, not its weights: model factories for
+``dim evaluate --model-factory benchmarks/inference_variants.py:NAME`` and ``bench_multinorm.py --factory``.
+
+They need the weights they name (paths from the repository root): ``weights/`` is committed, ``models/<dir>`` is
+what the ``dim train`` command in each factory's docstring writes.
+"""
+from __future__ import annotations
+
+import types
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+import dim
+from dim.models.binarize import input_binarization
+
+ROOT = Path(__file__).resolve().parent.parent
+QUOTED = ROOT / "weights" / "bidim_at_ramp_dnramp_w08"
+
+
+class SharedInputEnsemble(nn.Module):
+    """Members' logits averaged, with one input binarization in front of them all (the members' own are
+    replaced by the identity). The members must binarize their input the same way; sharing the module keeps the
+    attacks that flip the input's binarized pixels (``dim.models.binarize.input_binarization``) and BPDA
+    applicable to the ensemble as a whole."""
+
+    def __init__(self, members: list[nn.Module]):
+        super().__init__()
+        first = input_binarization(members[0])
+        for m in members[1:]:
+            other = input_binarization(m)
+            if (other.threshold, other.width, other.pool) != (first.threshold, first.width, first.pool):
+                raise ValueError(f"members binarize their input differently: {first} and {other}")
+        self.bin_in = first
+        for m in members:
+            m.bin_in = nn.Identity()
+        self.members = nn.ModuleList(members)
+        self.num_classes = members[0].num_classes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.bin_in(x)
+        return torch.stack([m(h) for m in self.members]).mean(0)
+
+
+def ensemble_w08_seeds() -> nn.Module:
+    """The quoted model (seed 0) and its recipe's seed 1, logits averaged. Seed 1 is made by
+    ``dim train bidim_at_ramp --set clean_weight=1.0 --model-set denoiser_binarize_width=0.8 --seed 1
+    --out models/bidim_at_ramp_dnramp_w08_s1``."""
+    return SharedInputEnsemble([dim.load_model(QUOTED),
+                                dim.load_model(ROOT / "models" / "bidim_at_ramp_dnramp_w08_s1")]).eval()
+
+
+def _denoise_twice(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    h = self.bin_in(x).flatten(1)
+    for _ in range(2):
+        h = self.bin_dn(self.denoiser(h))
+    return h
+
+
+def denoise_twice() -> nn.Module:
+    """The quoted model with its denoiser (and the binarization after it) applied twice before the internal
+    models: does a second pass remove what the first left?"""
+    model = dim.load_model(QUOTED)
+    model.denoise = types.MethodType(_denoise_twice, model)
+    return model.eval()

@@ -1,0 +1,45 @@
+"""benchmarks/inference_variants.py: models that change how trained weights run (an ensemble of seeds)."""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from dim.models import create_model
+from dim.models.binarize import input_binarization
+
+PATH = Path(__file__).resolve().parent.parent / "benchmarks" / "inference_variants.py"
+
+
+@pytest.fixture(scope="module")
+def variants():
+    spec = importlib.util.spec_from_file_location("inference_variants", PATH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["inference_variants"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _member(seed: int, **cfg) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return create_model("bidim_at_ramp", im_hidden=16, latent=4, denoiser_hidden=(32,), **cfg)
+
+
+def test_ensemble_averages_its_members_logits_behind_one_input_binarization(variants) -> None:
+    members = [_member(0), _member(1)]
+    x = torch.rand(8, 1, 28, 28)
+    with torch.no_grad():
+        expected = (members[0](x) + members[1](x)) / 2
+        ens = variants.SharedInputEnsemble(members)
+        got = ens(x)
+    torch.testing.assert_close(got, expected)
+    assert input_binarization(ens) is ens.bin_in            # the flip attacks find the one input binarization
+    assert not (members[0](x) == members[1](x)).all()       # two different members, not one counted twice
+
+
+def test_ensemble_refuses_members_that_binarize_their_input_differently(variants) -> None:
+    with pytest.raises(ValueError, match="binarize their input differently"):
+        variants.SharedInputEnsemble([_member(0), _member(1, binarize_width=0.2)])
