@@ -72,6 +72,8 @@ def main() -> None:
     ap.add_argument("--run", type=Path, required=True)
     ap.add_argument("--suite", default="quick")
     ap.add_argument("--n", type=int, default=200)
+    ap.add_argument("--split", default="test", help="the images' split: test, or train (the gap between the two "
+                                                    "is how far the robustness generalizes)")
     ap.add_argument("--reuse", type=Path, action="append", default=[],
                     help="an earlier run whose identical finished shards are copied, not recomputed (repeatable)")
     ap.add_argument("--note", default=None, help="what else ran on the machine meanwhile (recorded as given)")
@@ -82,7 +84,7 @@ def main() -> None:
     models_args = (["--model-factory", args.factory, "--name", name] if args.factory
                    else list(map(str, args.model_dirs)))
     cmd = [sys.executable, "-m", "dim", "evaluate", *models_args, "--suite", args.suite,
-           "--n", str(args.n), "--run", str(args.run), *(a for r in args.reuse for a in ("--reuse", str(r)))]
+           "--n", str(args.n), "--split", args.split, "--run", str(args.run), *(a for r in args.reuse for a in ("--reuse", str(r)))]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     report = args.run / "report"
     target = RESULTS / f"multinorm_{args.label}_report"
@@ -100,7 +102,7 @@ def main() -> None:
             "clean_accuracy_full_test_set": card["clean_accuracy"], "test_samples": card["test_samples"],
             **_summary(json.loads(run_card_path.read_text())),
         }
-    write_result(f"multinorm_{args.label}", {"label": args.label, "suite": args.suite, "n": args.n,
+    write_result(f"multinorm_{args.label}", {"label": args.label, "suite": args.suite, "n": args.n, "split": args.split,
                                              "command": " ".join(cmd[1:]), "note": args.note, "models": models})
 
 

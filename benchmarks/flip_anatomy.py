@@ -11,6 +11,9 @@ or grey (in between); and how many add ink (a pixel below the threshold pushed a
 median ``|x_i - t|`` of a flipped pixel (``t``: the threshold of the model's card): what one flip costs in L1 (its square in L2). It also describes the clean
 images: grey pixels per image and those within 0.25 of the threshold (the cheap flips). It answers where a
 binarized model's robustness goes: which pixels a defence has to make expensive or harmless.
+On a ramp (``binarize_width`` > 0) a flip is a pixel moved across the ramp's middle, the threshold; on
+single-channel images ``share_of_added_isolated`` is the share of the ink-adding flips with no ink among their four
+neighbours in the adversarial image (a flip that a filter of its neighbourhood would remove).
 Writes ``results/flip_anatomy_<label>.json``.
 """
 from __future__ import annotations
@@ -30,31 +33,39 @@ from dim.store import Store
 INK, NEAR = 0.99, 0.25
 
 
-def anatomy(x: np.ndarray, x_adv: np.ndarray, t: float) -> dict[str, Any]:
-    """Flips of ``x_adv`` (N, d) against ``x`` (N, d) at threshold ``t``, split by the clean pixel's kind."""
+def anatomy(x: np.ndarray, x_adv: np.ndarray, t: float, image: tuple[int, int] | None = None) -> dict[str, Any]:
+    """Flips of ``x_adv`` (N, d) against ``x`` (N, d) at threshold ``t``, split by the clean pixel's kind;
+    ``image``: the (H, W) of single-channel images, for the isolated flips."""
     flip = (x_adv > t) != (x > t)
     total = max(int(flip.sum()), 1)
     kinds = {"background": x == 0, "ink": x >= INK, "grey": (x > 0) & (x < INK)}
-    return {"images": len(x), "median_flips_per_image": float(np.median(flip.sum(1))),
-            "share": {k: round(float((flip & m).sum()) / total, 3) for k, m in kinds.items()},
-            "share_adding_ink": round(float((flip & (x <= t)).sum()) / total, 3),
-            "median_cost": round(float(np.median(np.abs(x - t)[flip])), 3) if flip.any() else None}
+    added = flip & (x <= t)
+    out = {"images": len(x), "median_flips_per_image": float(np.median(flip.sum(1))),
+           "median_ink_added_per_image": float(np.median(added.sum(1))),
+           "share": {k: round(float((flip & m).sum()) / total, 3) for k, m in kinds.items()},
+           "share_adding_ink": round(float(added.sum()) / total, 3),
+           "median_cost": round(float(np.median(np.abs(x - t)[flip])), 3) if flip.any() else None}
+    if image is not None and added.any():
+        on = np.pad((x_adv > t).reshape(len(x), *image), ((0, 0), (1, 1), (1, 1)))
+        neighbour = on[:, :-2, 1:-1] | on[:, 2:, 1:-1] | on[:, 1:-1, :-2] | on[:, 1:-1, 2:]
+        isolated = added.reshape(len(x), *image) & ~neighbour
+        out["share_of_added_isolated"] = round(float(isolated.sum()) / float(added.sum()), 3)
+    return out
 
 
-def _binarize_threshold(store: Store, model: str) -> float:
-    """The binarization threshold recorded in ``model``'s card in the run (a model without one is refused)."""
+def _binarization(store: Store, model: str) -> tuple[float, float]:
+    """The binarization threshold and ramp width (0: a step) recorded in ``model``'s card in the run (a model
+    without one is refused)."""
     cards = {m["model"]: m["card"] for m in store.models()}
     if model not in cards:
         raise SystemExit(f"model {model!r} is not in this run; it holds {sorted(cards)}")
     cfg = cards[model].get("config", {}).get("model", {})
     if not store.get_meta(f"binarized/{model}") or "binarize_threshold" not in cfg:   # as the run's checks found it
         raise SystemExit(f"model {model!r} does not binarize its input (so the run records); this counts flips of one")
-    if float(cfg.get("binarize_width", 0.0)) > 0:
-        raise SystemExit(f"model {model!r} binarizes on a ramp of width {cfg['binarize_width']}; this counts flips of a step")
     if int(cfg.get("binarize_pool", 1)) != 1:
         raise SystemExit(f"model {model!r} binarizes blocks of {cfg['binarize_pool']} x {cfg['binarize_pool']} pixels; "
                          f"this counts flips of single pixels")
-    return float(cfg["binarize_threshold"])
+    return float(cfg["binarize_threshold"]), float(cfg.get("binarize_width", 0.0))
 
 
 def run_anatomy(run_dir: Path, model: str) -> dict[str, Any]:
@@ -63,10 +74,11 @@ def run_anatomy(run_dir: Path, model: str) -> dict[str, Any]:
         raise SystemExit(f"{run_dir}: no inputs.npz (the run's clean images); evaluate with a current 'dim evaluate'")
     x, y = inputs
     flat = x.reshape(len(x), -1).astype(np.float64)
+    image = tuple(x.shape[2:]) if x.ndim == 4 and x.shape[1] == 1 else None
     store = Store.of_run(run_dir, read_only=True)
     out: dict[str, Any] = {}
     try:
-        threshold = _binarize_threshold(store, model)
+        threshold, width = _binarization(store, model)
         threat = run_threat_model(store)      # the thresholds the run counts each norm at
         labels, clean_pred = store.samples(model)
         correct = np.zeros(len(y), bool)
@@ -82,10 +94,10 @@ def run_anatomy(run_dir: Path, model: str) -> dict[str, Any]:
                 continue
             idx = adv["sample"][fooled]
             got = adv["x_adv"][fooled].reshape(len(fooled), -1).astype(np.float64)
-            out[att["attack"]] = {"norm": att["norm"], **anatomy(flat[idx], got, threshold)}
+            out[att["attack"]] = {"norm": att["norm"], **anatomy(flat[idx], got, threshold, image)}
     finally:
         store.close()
-    return {"threshold": threshold, "attacks": out, "clean_images": {
+    return {"threshold": threshold, "ramp_width": width, "attacks": out, "clean_images": {
         "n": len(x), "median_grey_pixels": float(np.median(((flat > 0) & (flat < INK)).sum(1))),
         f"median_pixels_within_{NEAR}_of_threshold": float(np.median((np.abs(flat - threshold) < NEAR).sum(1)))}}
 

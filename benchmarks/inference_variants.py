@@ -11,9 +11,10 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 import dim
-from dim.models.binarize import input_binarization
+from dim.models.binarize import Binarize, input_binarization
 
 ROOT = Path(__file__).resolve().parent.parent
 QUOTED = ROOT / "weights" / "bidim_at_ramp_dnramp_w08"
@@ -63,4 +64,33 @@ def denoise_twice() -> nn.Module:
     models: does a second pass remove what the first left?"""
     model = dim.load_model(QUOTED)
     model.denoise = types.MethodType(_denoise_twice, model)
+    return model.eval()
+
+
+class Majority(nn.Module):
+    """Each pixel of a binarized image ``(B, C, H, W)`` set to the majority of its ``window x window``
+    neighbourhood (zeros beyond the border): a ramp across ``(n - 1) / 2n .. (n + 1) / 2n`` of the window's mean
+    (``n = window**2``), exact on binary pixels, a :class:`Binarize` so that BPDA passes through it."""
+
+    def __init__(self, window: int = 3):
+        super().__init__()
+        if window < 1 or window % 2 == 0:
+            raise ValueError(f"window must be an odd number of pixels, got {window}")
+        self.window = window
+        self.step = Binarize(0.5, width=1 / window ** 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.step(F.avg_pool2d(x, self.window, stride=1, padding=self.window // 2, count_include_pad=True))
+
+
+def _denoise_majority(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return self.bin_dn(self.denoiser(self.majority(self.bin_in(x)).flatten(1)))
+
+
+def majority_filter() -> nn.Module:
+    """The quoted model with a 3 x 3 majority filter between its input's binarization and its denoiser (not
+    trained with it): would a flip have to come with its neighbours to count?"""
+    model = dim.load_model(QUOTED)
+    model.majority = Majority(3)
+    model.denoise = types.MethodType(_denoise_majority, model)
     return model.eval()

@@ -16,6 +16,7 @@ from dim.attacks.suite_files import read_suite, write_suite
 from dim.attacks.suites import SUITES, get_suite
 from dim.evaluation.artifacts import load_inputs
 from dim.evaluation.spec import RunSpec
+from dim.report.pool import pool_cards
 from dim.pipeline import run_evaluation
 
 
@@ -136,3 +137,20 @@ def test_a_suite_file_sets_the_epsilon_grid_of_a_fixed_epsilon_attack(tiny, test
     assert len(broken) and np.all(broken <= 0.5 + 1e-6)
     # FGSM at eps moves pixels by eps: the L-inf distance found is an epsilon of the grid
     assert set(np.round(broken, 4)) <= {0.05, 0.3, 0.5}
+
+
+def test_a_run_on_the_training_split_evaluates_training_images_and_says_so(data_dir, tmp_path):
+    spec = RunSpec(run_dir=tmp_path / "run", factories=("evalkit:tiny_model",), suite="quick:Linf FGSM", n=10,
+                   checks=False, split="train", start=5)
+    out = run_evaluation(spec)
+    x, y = data.load_split("mnist", "train")
+    stored_x, stored_y = load_inputs(tmp_path / "run")
+    np.testing.assert_array_equal(stored_x, x[5:15])
+    np.testing.assert_array_equal(stored_y, y[5:15])
+    assert json.loads(_meta(tmp_path / "run", "config"))["images"] == {"start": 5, "split": "train"}
+    assert "10 training samples of mnist (images 5 to 14)" in (out / "report.md").read_text()
+    (card,) = (out / "cards").glob("*.json")
+    with pytest.raises(ValueError, match="train split"):          # not pooled with ranges of the test set
+        pool_cards([card])
+    with pytest.raises(ValueError, match="split 'validation'"):
+        RunSpec(run_dir=tmp_path / "other", split="validation")

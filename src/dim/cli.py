@@ -261,6 +261,10 @@ def evaluate_cmd(model_dirs: Optional[list[Path]] = typer.Argument(
                  subset_seed: Optional[int] = typer.Option(None, "--random-subset",
                                                            help="Evaluate N test images drawn at random with this "
                                                                 "seed instead (recorded in the run)."),
+                 split: str = typer.Option("test", "--split",
+                                           help="Evaluate images of this split: test, or train (the images the "
+                                                "models learned from; beside a run on the test set, the gap says "
+                                                "how far their robustness generalizes). Recorded in the run."),
                  run: Path = typer.Option(..., "--run", help="Run directory (results.sqlite, adversarials)."),
                  batch_size: int = typer.Option(100, "--batch-size", min=1, help="Samples per shard (unit of work)."),
                  seed: int = typer.Option(0, "--seed"),
@@ -309,7 +313,7 @@ def evaluate_cmd(model_dirs: Optional[list[Path]] = typer.Argument(
     from .pipeline import run_evaluation
     from .evaluation.spec import RunSpec
     spec = RunSpec(run_dir=run, suite=suite, model_dirs=tuple(model_dirs or ()), factories=tuple(factories or ()),
-                   names=tuple(names or ()), n=n, start=start, subset_seed=subset_seed, batch_size=batch_size, seed=seed, data_dir=data_dir, dataset=dataset, report=report,
+                   names=tuple(names or ()), n=n, start=start, subset_seed=subset_seed, split=split, batch_size=batch_size, seed=seed, data_dir=data_dir, dataset=dataset, report=report,
                    checks=checks, only=tuple(only or ()), reuse=tuple(reuse or ()), device=_device(device),
                    thresholds=thresholds, executor=executor, ray_address=ray_address, gpu_share=gpu_share,
                    threads=threads)

@@ -107,7 +107,8 @@ ALL = ("table1", "table2", "paper-objective", "abs", "multinorm", "multinorm-bin
 
 
 def run_evaluation(spec: RunSpec) -> Path | None:
-    """Evaluate the spec's model directories and factories on the first ``n`` test images of its dataset
+    """Evaluate the spec's model directories and factories on the first ``n`` test images of its dataset (or the
+    images its ``start``, ``subset_seed`` and ``split`` choose)
     (a built-in name or a folder of IDX files) at the dataset's thresholds, the spec's ``thresholds``
     (``{"L2": 2.0}``) overriding them; returns the report folder (None without report)."""
     spec.attacks()  # fail on a bad suite name before loading anything
@@ -122,7 +123,7 @@ def run_evaluation(spec: RunSpec) -> Path | None:
         if len(y) < spec.n:
             raise ValueError(f"--n {spec.n}: the {data_spec.name} test set has only {len(y)} images")
     else:
-        x, y = data_mod.load_split(data_spec, "test", spec.data_dir)
+        x, y = data_mod.load_split(data_spec, spec.split, spec.data_dir)
         idx = spec.image_indices(len(y))
         x, y = x[idx], y[idx]
     evaluate_models(models, x, y, replace(spec, dataset=data_spec.name, device=dev), threat=threat,

@@ -17,6 +17,10 @@ from ..attacks.suites import get_suite
 
 from ..attacks.spec import AttackSpec
 from ..core.device import DeviceLike
+from ..data import SPLIT_FILES
+
+
+SPLITS = tuple(SPLIT_FILES)      # the dataset splits a run can evaluate
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,7 @@ class RunSpec:
     n: int = 200
     start: int = 0                       # evaluate test images start .. start + n - 1
     subset_seed: int | None = None       # or n test images drawn at random (without replacement) with this seed
+    split: str = "test"                  # or "train": the images the model learned from (to measure the gap)
     batch_size: int = 100
     seed: int = 0
     dataset: str | None = None          # recorded in the run's config when given (CLI runs)
@@ -71,6 +76,8 @@ class RunSpec:
             raise ValueError(f"start must be 0 or more, got {self.start}")
         if self.start and self.subset_seed is not None:
             raise ValueError("choose images by --start or by --random-subset, not both")
+        if self.split not in SPLITS:
+            raise ValueError(f"split {self.split!r}: expected one of {list(SPLITS)}")
         if self.n < 1 or self.batch_size < 1:
             raise ValueError(f"n and batch_size must be positive, got n={self.n}, batch_size={self.batch_size}")
         if self.executor not in EXECUTORS:
@@ -91,20 +98,23 @@ class RunSpec:
         return tuple(get_suite(self.suite) if isinstance(self.suite, str) else self.suite)
 
     def image_indices(self, available: int) -> np.ndarray:
-        """Which test images (indices into the split of ``available``) this spec evaluates, in order."""
+        """Which images (indices into the split of ``available``) this spec evaluates, in order."""
         if self.subset_seed is not None:
             if self.n > available:
-                raise ValueError(f"--n {self.n}: the test set has only {available} images")
+                raise ValueError(f"--n {self.n}: the {self.split} set has only {available} images")
             return np.sort(np.random.default_rng(self.subset_seed).choice(available, self.n, replace=False))
         if self.start + self.n > available:
-            raise ValueError(f"images {self.start}..{self.start + self.n - 1}: the test set has only {available}")
+            raise ValueError(f"images {self.start}..{self.start + self.n - 1}: the {self.split} set has only "
+                             f"{available}")
         return np.arange(self.start, self.start + self.n)
 
     def image_selection(self) -> dict[str, int] | None:
-        """What the run's config records about the choice of images (None: the first n, as always)."""
-        if self.subset_seed is not None:
-            return {"random_subset_seed": self.subset_seed}
-        return {"start": self.start} if self.start else None
+        """What the run's config records about the choice of images (None: the first n test images, as always)."""
+        chosen: dict[str, Any] = ({"random_subset_seed": self.subset_seed} if self.subset_seed is not None
+                                  else {"start": self.start} if self.start else {})
+        if self.split != "test":
+            chosen["split"] = self.split
+        return chosen or None
 
     @property
     def recorded_suite_name(self) -> str:

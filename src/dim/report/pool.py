@@ -36,6 +36,8 @@ def image_range(card: dict[str, Any], path: Path) -> range:
         raise ValueError(f"{path}: already a pooled result; pool the cards it lists instead")
     if "random_subset_seed" in images:
         raise ValueError(f"{path}: a random subset of images cannot be pooled (two subsets may share images)")
+    if images.get("split", "test") != "test":
+        raise ValueError(f"{path}: images of the {images['split']} split; pooling adds up ranges of the test set")
     start = int(images.get("start", 0))
     return range(start, start + int(ev["n"]))
 

@@ -138,5 +138,7 @@ def selection_text(cfg: dict) -> str:
 
 
 def samples_text(cfg: dict) -> str:
-    """``200 test samples of mnist``, and how they were chosen where they are not the first ones."""
-    return f"{cfg.get('n')} test samples of {cfg.get('dataset', 'mnist')}{selection_text(cfg)}"
+    """``200 test samples of mnist`` (``training samples`` for a run on the training split), and how they were
+    chosen where they are not the first ones."""
+    split = "training" if (cfg.get("images") or {}).get("split") == "train" else "test"
+    return f"{cfg.get('n')} {split} samples of {cfg.get('dataset', 'mnist')}{selection_text(cfg)}"
