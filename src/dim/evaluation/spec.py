@@ -108,7 +108,7 @@ class RunSpec:
                              f"{available}")
         return np.arange(self.start, self.start + self.n)
 
-    def image_selection(self) -> dict[str, int] | None:
+    def image_selection(self) -> dict[str, Any] | None:
         """What the run's config records about the choice of images (None: the first n test images, as always)."""
         chosen: dict[str, Any] = ({"random_subset_seed": self.subset_seed} if self.subset_seed is not None
                                   else {"start": self.start} if self.start else {})
