@@ -27,6 +27,7 @@ from common import RESULTS, write_result
 
 from dim.data import load_split
 from dim.models.files import resolve_factory
+from dim.train.loop import accuracy
 
 
 def _block(b: dict | None) -> dict | None:
@@ -46,19 +47,11 @@ def _summary(run_card: dict) -> dict:
     }
 
 
-def _clean_accuracy(model: torch.nn.Module, batch: int = 1000) -> tuple[float, int]:
-    x, y = load_split("mnist", "test")
-    x, y = torch.from_numpy(x), torch.from_numpy(y)
-    with torch.inference_mode():
-        pred = torch.cat([model(x[i:i + batch]).argmax(1) for i in range(0, len(y), batch)])
-    return float((pred == y).float().mean()), len(y)
-
-
 def _factory_entry(spec: str, run_card_path: Path, target: Path) -> dict:
     shutil.copy(run_card_path, target / "cards" / run_card_path.name)
     fn, _ = resolve_factory(spec)
-    accuracy, n = _clean_accuracy(fn())
-    return {"factory": spec, "clean_accuracy_full_test_set": accuracy, "test_samples": n,
+    x, y = (torch.from_numpy(a) for a in load_split("mnist", "test"))
+    return {"factory": spec, "clean_accuracy_full_test_set": accuracy(fn(), x, y), "test_samples": len(y),
             **_summary(json.loads(run_card_path.read_text()))}
 
 
