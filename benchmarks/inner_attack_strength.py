@@ -1,0 +1,143 @@
+"""How strong a multi-norm model's own training attack is, beside the evaluation's: the inner attack of its recipe
+(:func:`dim.attacks.multinorm.msd` with the card's settings, flips included) run as an attack on the first N
+images of the training and the test split, at the recipe's step count and at more steps.
+
+    python benchmarks/inner_attack_strength.py weights/bidim_at_ramp_dnramp_w08 --steps 5 20 \
+        --compare train=benchmarks/results/multinorm_bidim_at_ramp_dnramp_w08_train_images_mt.json \
+        --compare test=benchmarks/results/multinorm_bidim_at_ramp_dnramp_w08_mt.json
+
+For each split and step count it runs every norm's own track (:func:`dim.attacks.multinorm.every_norm`, the
+points MAX and AVG train on) and MSD's one point per image (what the recipe trains on), checks every point lies in
+its norm's ball and the [0, 1] box (:func:`dim.core.norms.distances`; a point outside does not count as a success),
+and reports robust accuracy per norm, under MSD's point, and in all norms (a sample fooled by none of them). If the
+training attack leaves far more samples robust than the evaluation's suite (``--compare``: a ``bench_multinorm``
+file on the same images), the model has learned to resist its training attack and the training attack is the limit;
+if it finds nearly as much, the limit is what the model can fit.
+
+Writes ``results/inner_attack_<model>.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from common import write_result
+
+import dim
+from dim.attacks.adaptive import with_gradient
+from dim.attacks.multinorm import every_norm, msd
+from dim.core.norms import distances
+from dim.data import load_split
+from dim.evaluation.metrics import wilson_interval
+from dim.models.registry import get_entry
+from dim.train.loop import RECIPES
+
+
+def _inner_attack(model_dir: Path, model: torch.nn.Module, input_shape: tuple[int, int, int], steps: int):
+    """The recipe's inner attack (the card's training settings) at ``steps`` steps."""
+    card = json.loads((model_dir / "card.json").read_text())
+    recipe = RECIPES[get_entry(card["model"]).recipe]
+    fields = {f.name for f in dataclasses.fields(recipe.config_cls)}
+    cfg = recipe.config_cls(**{k: (tuple(v) if isinstance(v, list) else v)
+                               for k, v in card["config"]["train"].items() if k in fields})
+    return dataclasses.replace(cfg.attack(input_shape, model), steps=steps)
+
+
+def _robust(model, x_adv: torch.Tensor, x: torch.Tensor, y: torch.Tensor, norm, eps: float) -> tuple[np.ndarray, int]:
+    """Per sample: not fooled by ``x_adv`` (a point outside the ball or the box counts as not fooling); and how many
+    points lay outside."""
+    with torch.no_grad():
+        wrong = (model(x_adv).argmax(1) != y).numpy()
+    d = distances(x.numpy(), x_adv.numpy(), norm)
+    inside = (d <= eps * (1 + 1e-5) + 1e-6) & (x_adv.min().item() >= 0) & (x_adv.max().item() <= 1)
+    return ~(wrong & inside), int((~inside).sum())
+
+
+def measure(model_dir: Path, split: str, n: int, steps: int, batch: int) -> dict:
+    model = dim.load_model(model_dir).eval()
+    xs, ys = load_split("mnist", split, limit=n)
+    x_all, y_all = torch.from_numpy(xs), torch.from_numpy(ys)
+    attack = _inner_attack(model_dir, model, tuple(x_all.shape[1:]), steps)
+    norms = list(attack.eps)
+    with torch.no_grad():
+        clean = (model(x_all).argmax(1) == y_all).numpy()
+    robust = {nm.value: [] for nm in norms} | {"msd": []}
+    outside = {nm.value: 0 for nm in norms} | {"msd": 0}
+    t0 = time.perf_counter()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    with with_gradient(model, "auto", "the inner attack"):
+        for i in range(0, n, batch):
+            x, y = x_all[i:i + batch], y_all[i:i + batch]
+            tracks = every_norm(model, x, y, attack)
+            point, which = msd(model, x, y, attack)
+            for nm, x_adv in zip(norms, tracks):
+                ok, out = _robust(model, x_adv, x, y, nm, attack.eps[nm])
+                robust[nm.value].append(ok)
+                outside[nm.value] += out
+            # MSD's point lies in the ball of the norm that produced it (-1: the clean image)
+            ok = np.ones(len(y), dtype=bool)
+            for j, nm in enumerate(norms):
+                sel = (which == j).numpy()
+                if sel.any():
+                    r, out = _robust(model, point[sel], x[sel], y[sel], nm, attack.eps[nm])
+                    ok[sel] = r
+                    outside["msd"] += out
+            robust["msd"].append(ok)
+    per = {k: clean & np.concatenate(v) for k, v in robust.items()}
+    union = clean.copy()
+    for v in per.values():
+        union &= v
+
+    def block(mask: np.ndarray) -> dict:
+        lo, hi = wilson_interval(int(mask.sum()), n)
+        return {"accuracy": float(mask.mean()), "interval_95": [lo, hi]}
+    return {"split": split, "n": n, "steps": steps, "seconds": round(time.perf_counter() - t0, 1),
+            "eps": {nm.value: e for nm, e in attack.eps.items()}, "clean": block(clean),
+            "robust": {k: block(v) for k, v in per.items()}, "all_norms": block(union),
+            "points_outside_ball": outside}
+
+
+def _compared(path: Path) -> dict:
+    (m,) = json.loads(path.read_text())["models"].values()
+    return {"file": path.name, "clean": m["clean_accuracy"], "per_norm": m["per_norm_incl_adaptive"],
+            "all_norms": m["union_incl_adaptive"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("model_dir", type=Path)
+    ap.add_argument("--n", type=int, default=200)
+    ap.add_argument("--splits", nargs="+", default=["train", "test"])
+    ap.add_argument("--steps", type=int, nargs="+", default=[5, 20])
+    ap.add_argument("--batch", type=int, default=100)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--compare", action="append", default=[], metavar="SPLIT=FILE",
+                    help="a bench_multinorm result on the same images, shown beside the split's figures")
+    ap.add_argument("--label", default=None)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    compare = {}
+    for item in args.compare:
+        split, _, file = item.partition("=")
+        if split not in args.splits or not file:
+            raise SystemExit(f"--compare {item!r}: expected SPLIT=FILE with SPLIT one of {args.splits}")
+        compare[split] = _compared(Path(file))
+    runs = [measure(args.model_dir, s, args.n, k, args.batch) for s in args.splits for k in args.steps]
+    for r in runs:
+        print(f"{r['split']:5s} steps {r['steps']:3d}: clean {r['clean']['accuracy']:.3f}  "
+              + "  ".join(f"{k} {v['accuracy']:.3f}" for k, v in r["robust"].items())
+              + f"  all {r['all_norms']['accuracy']:.3f}  ({r['seconds']} s)", flush=True)
+    write_result(f"inner_attack_{args.label or args.model_dir.name}",
+                 {"model_dir": str(args.model_dir), "threads": torch.get_num_threads(), "runs": runs,
+                  "evaluation_suite_on_the_same_images": compare})
+
+
+if __name__ == "__main__":
+    main()
