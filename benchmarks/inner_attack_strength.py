@@ -9,12 +9,14 @@ images of the training and the test split, at the recipe's step count and at mor
 For each split and step count it runs every norm's own track (:func:`dim.attacks.multinorm.every_norm`, the
 points MAX and AVG train on) and MSD's one point per image (what the recipe trains on), checks every point lies in
 its norm's ball and the [0, 1] box (:func:`dim.core.norms.distances`; a point outside does not count as a success),
-and reports robust accuracy per norm, under MSD's point, and in all norms (a sample fooled by none of them). If the
+and reports robust accuracy per norm, under MSD's point, and in all norms (a sample fooled by none of them), that
+last one per class too, with the classes the broken samples went to (``true->predicted``, the most common first). If the
 training attack leaves far more samples robust than the evaluation's suite (``--compare``: a ``bench_multinorm``
 file on the same images), the model has learned to resist its training attack and the training attack is the limit;
 if it finds nearly as much, the limit is what the model can fit.
 
-Writes ``results/inner_attack_<model>.json``.
+Writes ``results/inner_attack_<model>.json`` (``--label`` names it otherwise), and with ``--figure`` a picture of
+the first samples broken at L0 or L1 on each split, ``results/inner_attack_<label>_<split>.png``.
 """
 from __future__ import annotations
 
@@ -22,11 +24,12 @@ import argparse
 import dataclasses
 import json
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import torch
-from common import write_result
+from common import RESULTS, write_result
 
 import dim
 from dim.attacks.adaptive import with_gradient
@@ -58,7 +61,7 @@ def _robust(model, x_adv: torch.Tensor, x: torch.Tensor, y: torch.Tensor, norm, 
     return ~(wrong & inside), int((~inside).sum())
 
 
-def measure(model_dir: Path, split: str, n: int, steps: int, batch: int) -> dict:
+def measure(model_dir: Path, split: str, n: int, steps: int, batch: int, figure: Path | None = None) -> dict:
     model = dim.load_model(model_dir).eval()
     xs, ys = load_split("mnist", split, limit=n)
     x_all, y_all = torch.from_numpy(xs), torch.from_numpy(ys)
@@ -67,6 +70,8 @@ def measure(model_dir: Path, split: str, n: int, steps: int, batch: int) -> dict
     with torch.no_grad():
         clean = (model(x_all).argmax(1) == y_all).numpy()
     robust = {nm.value: [] for nm in norms} | {"msd": []}
+    preds = {nm.value: [] for nm in norms}
+    points = {nm.value: [] for nm in norms}
     outside = {nm.value: 0 for nm in norms} | {"msd": 0}
     t0 = time.perf_counter()
     for p in model.parameters():
@@ -79,6 +84,9 @@ def measure(model_dir: Path, split: str, n: int, steps: int, batch: int) -> dict
             for nm, x_adv in zip(norms, tracks):
                 ok, out = _robust(model, x_adv, x, y, nm, attack.eps[nm])
                 robust[nm.value].append(ok)
+                with torch.no_grad():
+                    preds[nm.value].append(model(x_adv).argmax(1).numpy())
+                points[nm.value].append(x_adv.numpy())
                 outside[nm.value] += out
             # MSD's point lies in the ball of the norm that produced it (-1: the clean image)
             ok = np.ones(len(y), dtype=bool)
@@ -95,12 +103,51 @@ def measure(model_dir: Path, split: str, n: int, steps: int, batch: int) -> dict
         union &= v
 
     def block(mask: np.ndarray) -> dict:
-        lo, hi = wilson_interval(int(mask.sum()), n)
+        lo, hi = wilson_interval(int(mask.sum()), len(mask))
         return {"accuracy": float(mask.mean()), "interval_95": [lo, hi]}
+    labels = y_all.numpy()
+    # the class each broken sample went to: the first norm's track (in the attack's order) that fooled it
+    went = np.full(n, -1)
+    for nm in reversed(norms):
+        p = np.concatenate(preds[nm.value])
+        fooled = clean & ~per[nm.value]
+        went = np.where(fooled, p, went)
+    pairs = Counter(f"{a}->{b}" for a, b in zip(labels[went >= 0], went[went >= 0]))
+    if figure:
+        _draw(figure, xs, labels, {k: np.concatenate(v) for k, v in points.items()},
+              {k: np.concatenate(v) for k, v in preds.items()}, clean, per)
     return {"split": split, "n": n, "steps": steps, "seconds": round(time.perf_counter() - t0, 1),
             "eps": {nm.value: e for nm, e in attack.eps.items()}, "clean": block(clean),
             "robust": {k: block(v) for k, v in per.items()}, "all_norms": block(union),
+            "all_norms_per_class": {str(c): block(union[labels == c]) for c in np.unique(labels)},
+            "broken_to_class": [[pair, count] for pair, count in pairs.most_common(12)],
             "points_outside_ball": outside}
+
+
+def _draw(path: Path, xs: np.ndarray, labels: np.ndarray, points: dict[str, np.ndarray], preds: dict[str, np.ndarray],
+          clean: np.ndarray, per: dict[str, np.ndarray], count: int = 12) -> None:
+    """The first ``count`` samples an L0 or L1 track broke: each image above, its adversarial point below (the
+    norm and the class it went to in the title)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    broken = [(i, nm) for i in range(len(labels)) for nm in ("L0", "L1")
+              if nm in per and clean[i] and not per[nm][i]]
+    seen: set[int] = set()
+    picks = [(i, nm) for i, nm in broken if not (i in seen or seen.add(i))][:count]
+    if not picks:
+        return
+    fig, axes = plt.subplots(2, len(picks), figsize=(1.4 * len(picks), 3.2), squeeze=False)
+    for col, (i, nm) in enumerate(picks):
+        for row, (img, title) in enumerate(((xs[i, 0], f"#{i}: {labels[i]}"),
+                                            (points[nm][i, 0], f"{nm} -> {preds[nm][i]}"))):
+            axes[row, col].imshow(img, cmap="gray", vmin=0, vmax=1)
+            axes[row, col].set_title(title, fontsize=8)
+            axes[row, col].axis("off")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
 
 
 def _compared(path: Path) -> dict:
@@ -120,6 +167,9 @@ def main() -> None:
     ap.add_argument("--compare", action="append", default=[], metavar="SPLIT=FILE",
                     help="a bench_multinorm result on the same images, shown beside the split's figures")
     ap.add_argument("--label", default=None)
+    ap.add_argument("--figure", action="store_true",
+                    help="draw the first samples broken at L0 or L1 (the last step count of each split) to "
+                         "results/inner_attack_<label>_<split>.png")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -129,12 +179,15 @@ def main() -> None:
         if split not in args.splits or not file:
             raise SystemExit(f"--compare {item!r}: expected SPLIT=FILE with SPLIT one of {args.splits}")
         compare[split] = _compared(Path(file))
-    runs = [measure(args.model_dir, s, args.n, k, args.batch) for s in args.splits for k in args.steps]
+    label = args.label or args.model_dir.name
+    runs = [measure(args.model_dir, s, args.n, k, args.batch,
+                    RESULTS / f"inner_attack_{label}_{s}.png" if args.figure and k == args.steps[-1] else None)
+            for s in args.splits for k in args.steps]
     for r in runs:
         print(f"{r['split']:5s} steps {r['steps']:3d}: clean {r['clean']['accuracy']:.3f}  "
               + "  ".join(f"{k} {v['accuracy']:.3f}" for k, v in r["robust"].items())
               + f"  all {r['all_norms']['accuracy']:.3f}  ({r['seconds']} s)", flush=True)
-    write_result(f"inner_attack_{args.label or args.model_dir.name}",
+    write_result(f"inner_attack_{label}",
                  {"model_dir": str(args.model_dir), "threads": torch.get_num_threads(), "runs": runs,
                   "evaluation_suite_on_the_same_images": compare})
 

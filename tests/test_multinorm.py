@@ -240,7 +240,8 @@ FAST_DIM_AT = {"batch_size": 32, "pretrain_denoiser_epochs": 1, "pretrain_epochs
 @pytest.mark.slow
 def test_interrupted_multinorm_training_resumes_to_the_same_weights(data_dir, tmp_path, monkeypatch):
     from dim.train import loop
-    kw = dict(epochs=3, seed=5, data_dir=data_dir, limit=128, eval_limit=100, train_overrides=FAST_DIM_AT,
+    kw = dict(epochs=3, seed=5, data_dir=data_dir, limit=128, eval_limit=100,
+              train_overrides={**FAST_DIM_AT, "augment": 0.5},    # its draws come from the resumed generator too
               show=False, device="cpu")
     monkeypatch.setattr("dim.train._check_not_chance", lambda *a, **k: None)   # 128 images: any accuracy will do
     train("dim_at", tmp_path / "ref", **kw)
@@ -260,6 +261,39 @@ def test_interrupted_multinorm_training_resumes_to_the_same_weights(data_dir, tm
     a = load_file(str(tmp_path / "ref" / "model.safetensors"))
     b = load_file(str(tmp_path / "resumed" / "model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_augmented_adversarial_training_attacks_distorted_images(data_dir, tmp_path, monkeypatch):
+    """``augment``: the inner attack starts from zoomed and sheared digits (with probability 1, none of them a
+    training image as it is); without it, from the training images themselves."""
+    from dim.train import multinorm as mn
+    x, _ = dim.data.load_split("mnist", "train", data_dir, limit=64)
+    rows = {tuple(r) for r in torch.from_numpy(x).flatten(1).tolist()}
+    seen: list[torch.Tensor] = []
+    real = mn.adversarial_points
+
+    def spy(model, xb, *a, **k):
+        seen.append(xb.detach().clone())
+        return real(model, xb, *a, **k)
+
+    monkeypatch.setattr(mn, "adversarial_points", spy)
+    monkeypatch.setattr("dim.train._check_not_chance", lambda *a, **k: None)   # 64 images: any accuracy will do
+    for augment in (1.0, 0.0):
+        seen.clear()
+        card = train("dim_at", tmp_path / str(augment), epochs=1, data_dir=data_dir, limit=64, eval_limit=50,
+                     train_overrides={**FAST_DIM_AT, "augment": augment}, show=False, device="cpu")
+        assert card["config"]["train"]["augment"] == augment and len(seen) == 2
+        images = [tuple(r) for xb in seen for r in xb.flatten(1).tolist()]
+        assert len(images) == 64
+        found = sum(r in rows for r in images)
+        assert found == (0 if augment else 64), (augment, found)
+
+
+def test_a_bad_augmentation_probability_is_refused_by_the_multinorm_recipe(data_dir, tmp_path):
+    with pytest.raises(ValueError, match=r"augmentation probability must be in \[0, 1\], got -0.1"):
+        train("dim_at", tmp_path / "m", epochs=1, data_dir=data_dir, limit=64, eval_limit=50,
+              train_overrides={"augment": -0.1}, show=False)
+    assert not (tmp_path / "m").exists()
 
 
 @pytest.mark.slow

@@ -50,6 +50,7 @@ from ..attacks.gradient import LOSSES
 from ..attacks.multinorm import MODES, MSDConfig, every_norm, msd
 from ..core.norms import Norm, scaled_thresholds
 from ..models.binarize import has_binarization, has_ramp
+from .augment import check_probability, random_affine
 from .loop import TrainData, check_average, register_recipe, run_epochs
 from .score import ScoreTrainConfig, fit_score_model
 
@@ -171,6 +172,8 @@ def fit_msd(model: nn.Module, data: TrainData, cfg: MSDTrainConfig, gen: torch.G
 
     def loss_fn(idx, g, step):
         x, y = data.take(idx)
+        if cfg.augment:
+            x = random_affine(x, cfg.augment, g)
         x_adv = adversarial_points(model, x, y, attack, scale(step), cfg.mode == "avg")
         return F.cross_entropy(model(x_adv), y.repeat(len(x_adv) // len(x)))
 
@@ -184,7 +187,9 @@ def fit_msd(model: nn.Module, data: TrainData, cfg: MSDTrainConfig, gen: torch.G
 @dataclass(frozen=True)
 class ScoreMSDTrainConfig(MultiNormAttackConfig):
     """DIM's clean recipe (``pretrain_*``), then end-to-end multi-norm adversarial training (``epochs``), whose
-    weights are, with ``weight_average`` > 0, an exponential moving average over its steps (that decay per step)."""
+    weights are, with ``weight_average`` > 0, an exponential moving average over its steps (that decay per step).
+    ``augment`` is the probability that an image of the adversarial phase is first zoomed and sheared
+    (:func:`dim.train.augment.random_affine`; its adversarial point is then sought around the distorted image)."""
     pretrain_denoiser_epochs: int = ScoreTrainConfig.denoiser_epochs
     pretrain_epochs: int = ScoreTrainConfig.epochs
     epochs: int = 5
@@ -198,12 +203,14 @@ class ScoreMSDTrainConfig(MultiNormAttackConfig):
     clean_weight: float = 0.5
     trades: float = 0.0
     weight_average: float = 0.0
+    augment: float = 0.0
     im_sigma: float = ScoreTrainConfig.im_sigma
     binarized_fraction: float = ScoreTrainConfig.binarized_fraction
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_average(self.weight_average)
+        check_probability(self.augment)
 
     def pretrain(self) -> ScoreTrainConfig:
         return ScoreTrainConfig(denoiser_epochs=self.pretrain_denoiser_epochs, epochs=self.pretrain_epochs,
@@ -233,6 +240,8 @@ def fit_score_msd(model: nn.Module, data: TrainData, cfg: ScoreMSDTrainConfig, g
 
     def loss_fn(idx, g, step):
         x, y = data.take(idx)
+        if cfg.augment:
+            x = random_affine(x, cfg.augment, g)
         x_adv = adversarial_points(model, x, y, attack, scale(step), cfg.mode == "avg")
         reps = len(x_adv) // len(x)                                   # "avg": every norm's point of each image
         y_adv = y.repeat(reps)
