@@ -10,7 +10,8 @@ For each split and step count it runs every norm's own track (:func:`dim.attacks
 points MAX and AVG train on) and MSD's one point per image (what the recipe trains on), checks every point lies in
 its norm's ball and the [0, 1] box (:func:`dim.core.norms.distances`; a point outside does not count as a success),
 and reports robust accuracy per norm, under MSD's point, and in all norms (a sample fooled by none of them), that
-last one per class too, with the classes the broken samples went to (``true->predicted``, the most common first). If the
+last one per class too, with the classes the broken samples went to (``true->predicted``, the most common first);
+``--paired-with`` compares the union sample by sample with another model's file. If the
 training attack leaves far more samples robust than the evaluation's suite (``--compare``: a ``bench_multinorm``
 file on the same images), the model has learned to resist its training attack and the training attack is the limit;
 if it finds nearly as much, the limit is what the model can fit.
@@ -30,13 +31,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from common import RESULTS, write_result
+from paired_union import as_json
 
 import dim
 from dim.attacks.adaptive import with_gradient
 from dim.attacks.multinorm import every_norm, msd
 from dim.core.norms import distances
 from dim.data import load_split
-from dim.evaluation.metrics import wilson_interval
+from dim.evaluation.metrics import paired_difference, wilson_interval
 from dim.models.registry import get_entry
 from dim.train.loop import RECIPES
 
@@ -120,6 +122,7 @@ def measure(model_dir: Path, split: str, n: int, steps: int, batch: int, figure:
             "eps": {nm.value: e for nm, e in attack.eps.items()}, "clean": block(clean),
             "robust": {k: block(v) for k, v in per.items()}, "all_norms": block(union),
             "all_norms_per_class": {str(c): block(union[labels == c]) for c in np.unique(labels)},
+            "all_norms_per_sample": "".join("1" if r else "0" for r in union),
             "broken_to_class": [[pair, count] for pair, count in pairs.most_common(12)],
             "points_outside_ball": outside}
 
@@ -150,6 +153,24 @@ def _draw(path: Path, xs: np.ndarray, labels: np.ndarray, points: dict[str, np.n
     plt.close(fig)
 
 
+def paired(runs: list[dict], other: Path) -> list[dict]:
+    """Each run beside the run of ``other`` (an earlier file of this benchmark) on the same split, images and
+    steps, sample by sample: the images only one model holds in all norms, the difference with its paired 95%
+    interval and the exact McNemar p-value. A run with no counterpart there is refused."""
+    theirs = {(r["split"], r["n"], r["steps"]): r for r in json.loads(other.read_text())["runs"]}
+    out = []
+    for r in runs:
+        key = (r["split"], r["n"], r["steps"])
+        if key not in theirs or "all_norms_per_sample" not in theirs[key]:
+            raise SystemExit(f"--paired-with {other}: no per-sample run of split {key[0]}, {key[1]} images, "
+                             f"{key[2]} steps there")
+        a = np.array([c == "1" for c in r["all_norms_per_sample"]])
+        b = np.array([c == "1" for c in theirs[key]["all_norms_per_sample"]])
+        out.append({"split": key[0], "n": key[1], "steps": key[2], "other": other.name,
+                    **as_json(paired_difference(a, b))})
+    return out
+
+
 def _compared(path: Path) -> dict:
     (m,) = json.loads(path.read_text())["models"].values()
     return {"file": path.name, "clean": m["clean_accuracy"], "per_norm": m["per_norm_incl_adaptive"],
@@ -166,6 +187,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--compare", action="append", default=[], metavar="SPLIT=FILE",
                     help="a bench_multinorm result on the same images, shown beside the split's figures")
+    ap.add_argument("--paired-with", type=Path, default=None, metavar="FILE",
+                    help="an earlier result of this benchmark (another model, the same splits, N and steps): "
+                         "the union compared sample by sample")
     ap.add_argument("--label", default=None)
     ap.add_argument("--figure", action="store_true",
                     help="draw the first samples broken at L0 or L1 (the last step count of each split) to "
@@ -187,9 +211,13 @@ def main() -> None:
         print(f"{r['split']:5s} steps {r['steps']:3d}: clean {r['clean']['accuracy']:.3f}  "
               + "  ".join(f"{k} {v['accuracy']:.3f}" for k, v in r["robust"].items())
               + f"  all {r['all_norms']['accuracy']:.3f}  ({r['seconds']} s)", flush=True)
+    pairs = paired(runs, args.paired_with) if args.paired_with else []
+    for p in pairs:
+        print(f"{p['split']:5s} steps {p['steps']:3d} vs {p['other']}: {p['difference']:+.3f} "
+              f"{p['interval_95']}, {p['only_a']} vs {p['only_b']}, p = {p['p_value']}")
     write_result(f"inner_attack_{label}",
                  {"model_dir": str(args.model_dir), "threads": torch.get_num_threads(), "runs": runs,
-                  "evaluation_suite_on_the_same_images": compare})
+                  "evaluation_suite_on_the_same_images": compare, "paired": pairs})
 
 
 if __name__ == "__main__":
