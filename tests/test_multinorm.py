@@ -263,7 +263,8 @@ def test_interrupted_multinorm_training_resumes_to_the_same_weights(data_dir, tm
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_augmented_adversarial_training_attacks_distorted_images(data_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize("name,overrides", [("dim_at", FAST_DIM_AT), ("msd_cnn", {"batch_size": 32, "steps": 1})])
+def test_augmented_adversarial_training_attacks_distorted_images(name, overrides, data_dir, tmp_path, monkeypatch):
     """``augment``: the inner attack starts from zoomed and sheared digits (with probability 1, none of them a
     training image as it is); without it, from the training images themselves."""
     from dim.train import multinorm as mn
@@ -280,8 +281,8 @@ def test_augmented_adversarial_training_attacks_distorted_images(data_dir, tmp_p
     monkeypatch.setattr("dim.train._check_not_chance", lambda *a, **k: None)   # 64 images: any accuracy will do
     for augment in (1.0, 0.0):
         seen.clear()
-        card = train("dim_at", tmp_path / str(augment), epochs=1, data_dir=data_dir, limit=64, eval_limit=50,
-                     train_overrides={**FAST_DIM_AT, "augment": augment}, show=False, device="cpu")
+        card = train(name, tmp_path / str(augment), epochs=1, data_dir=data_dir, limit=64, eval_limit=50,
+                     train_overrides={**overrides, "augment": augment}, show=False, device="cpu")
         assert card["config"]["train"]["augment"] == augment and len(seen) == 2
         images = [tuple(r) for xb in seen for r in xb.flatten(1).tolist()]
         assert len(images) == 64
@@ -289,9 +290,10 @@ def test_augmented_adversarial_training_attacks_distorted_images(data_dir, tmp_p
         assert found == (0 if augment else 64), (augment, found)
 
 
-def test_a_bad_augmentation_probability_is_refused_by_the_multinorm_recipe(data_dir, tmp_path):
+@pytest.mark.parametrize("name", ["dim_at", "msd_cnn"])
+def test_a_bad_augmentation_probability_is_refused_by_the_multinorm_recipes(name, data_dir, tmp_path):
     with pytest.raises(ValueError, match=r"augmentation probability must be in \[0, 1\], got -0.1"):
-        train("dim_at", tmp_path / "m", epochs=1, data_dir=data_dir, limit=64, eval_limit=50,
+        train(name, tmp_path / "m", epochs=1, data_dir=data_dir, limit=64, eval_limit=50,
               train_overrides={"augment": -0.1}, show=False)
     assert not (tmp_path / "m").exists()
 

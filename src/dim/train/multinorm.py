@@ -152,15 +152,18 @@ def adversarial_points(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attac
 class MSDTrainConfig(MultiNormAttackConfig):
     """Multi-norm adversarial training of a classifier (the ``msd_cnn`` baseline), sized for two CPU cores:
     5 MSD steps per batch (the original used 100) and 4 epochs. ``weight_average``: the decay per step of an
-    exponential moving average of the weights, which the trained model keeps (0: the last weights)."""
+    exponential moving average of the weights, which the trained model keeps (0: the last weights). ``augment``: the
+    probability that a training image is first zoomed and sheared (:func:`dim.train.augment.random_affine`)."""
     epochs: int = 4
     batch_size: int = 128
     lr: float = 1e-3
     weight_average: float = 0.0
+    augment: float = 0.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_average(self.weight_average)
+        check_probability(self.augment)
 
 
 @register_recipe("msd", MSDTrainConfig)
