@@ -53,14 +53,16 @@ def _inner_attack(model_dir: Path, model: torch.nn.Module, input_shape: tuple[in
     return dataclasses.replace(cfg.attack(input_shape, model), steps=steps)
 
 
-def _robust(model, x_adv: torch.Tensor, x: torch.Tensor, y: torch.Tensor, norm, eps: float) -> tuple[np.ndarray, int]:
-    """Per sample: not fooled by ``x_adv`` (a point outside the ball or the box counts as not fooling); and how many
-    points lay outside."""
+def _robust(model, x_adv: torch.Tensor, x: torch.Tensor, y: torch.Tensor, norm,
+            eps: float) -> tuple[np.ndarray, int, np.ndarray]:
+    """Per sample: not fooled by ``x_adv`` (a point outside the ball or the box counts as not fooling); how many
+    points lay outside; the predicted classes."""
     with torch.no_grad():
-        wrong = (model(x_adv).argmax(1) != y).numpy()
-    d = distances(x.numpy(), x_adv.numpy(), norm)
-    inside = (d <= eps * (1 + 1e-5) + 1e-6) & (x_adv.min().item() >= 0) & (x_adv.max().item() <= 1)
-    return ~(wrong & inside), int((~inside).sum())
+        pred = model(x_adv).argmax(1).numpy()
+    flat = x_adv.flatten(1)
+    in_box = ((flat.min(1).values >= 0) & (flat.max(1).values <= 1)).numpy()
+    inside = (distances(x.numpy(), x_adv.numpy(), norm) <= eps * (1 + 1e-5) + 1e-6) & in_box
+    return ~((pred != y.numpy()) & inside), int((~inside).sum()), pred
 
 
 def measure(model_dir: Path, split: str, n: int, steps: int, batch: int, figure: Path | None = None) -> dict:
@@ -84,10 +86,9 @@ def measure(model_dir: Path, split: str, n: int, steps: int, batch: int, figure:
             tracks = every_norm(model, x, y, attack)
             point, which = msd(model, x, y, attack)
             for nm, x_adv in zip(norms, tracks):
-                ok, out = _robust(model, x_adv, x, y, nm, attack.eps[nm])
+                ok, out, pred = _robust(model, x_adv, x, y, nm, attack.eps[nm])
                 robust[nm.value].append(ok)
-                with torch.no_grad():
-                    preds[nm.value].append(model(x_adv).argmax(1).numpy())
+                preds[nm.value].append(pred)
                 points[nm.value].append(x_adv.numpy())
                 outside[nm.value] += out
             # MSD's point lies in the ball of the norm that produced it (-1: the clean image)
@@ -95,7 +96,7 @@ def measure(model_dir: Path, split: str, n: int, steps: int, batch: int, figure:
             for j, nm in enumerate(norms):
                 sel = (which == j).numpy()
                 if sel.any():
-                    r, out = _robust(model, point[sel], x[sel], y[sel], nm, attack.eps[nm])
+                    r, out, _ = _robust(model, point[sel], x[sel], y[sel], nm, attack.eps[nm])
                     ok[sel] = r
                     outside["msd"] += out
             robust["msd"].append(ok)
