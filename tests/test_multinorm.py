@@ -241,7 +241,8 @@ FAST_DIM_AT = {"batch_size": 32, "pretrain_denoiser_epochs": 1, "pretrain_epochs
 def test_interrupted_multinorm_training_resumes_to_the_same_weights(data_dir, tmp_path, monkeypatch):
     from dim.train import loop
     kw = dict(epochs=3, seed=5, data_dir=data_dir, limit=128, eval_limit=100,
-              train_overrides={**FAST_DIM_AT, "augment": 0.5},    # its draws come from the resumed generator too
+              # augment's draws come from the resumed generator; the class weights are measured again on resume
+              train_overrides={**FAST_DIM_AT, "augment": 0.5, "class_reweight": 0.5, "reweight_images": 64},
               show=False, device="cpu")
     monkeypatch.setattr("dim.train._check_not_chance", lambda *a, **k: None)   # 128 images: any accuracy will do
     train("dim_at", tmp_path / "ref", **kw)
@@ -397,3 +398,84 @@ def test_a_trades_weight_adds_the_term_on_every_batch(data_dir, tmp_path, monkey
     assert len(seen) == 2                                        # 64 images, batches of 32
     for clean, adv in seen:
         assert clean.shape == adv.shape == (32, 10) and not torch.equal(clean, adv)
+
+
+def test_class_weights_grow_with_a_classes_robust_error():
+    from dim.train.multinorm import class_weights
+    errors = torch.tensor([0.2, 0.4, float("nan"), 0.0])
+    assert torch.allclose(class_weights(errors, 1.0), torch.tensor([1.0, 2.0, 1.0, 0.0]))   # proportional
+    assert torch.allclose(class_weights(errors, 0.5), torch.tensor([1.0, 1.5, 1.0, 0.5]))
+    assert float(class_weights(errors, 0.5)[[0, 1, 3]].mean()) == pytest.approx(1.0)      # mean 1 over the classes
+    assert torch.equal(class_weights(torch.zeros(3), 1.0), torch.ones(3))                 # nothing broken: uniform
+
+
+def test_class_errors_count_the_images_the_attack_or_the_model_gets_wrong(batch):
+    """A model that answers 0 whatever the input: every image of class 0 survives, every other one is wrong; a
+    class without images has no error (nan)."""
+    from dim.train.multinorm import class_errors
+    x, y = batch
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 12))
+    with torch.no_grad():
+        net[1].weight.mul_(1e-3)
+        net[1].bias.copy_(torch.tensor([100.0] + [0.0] * 11))
+    errors = class_errors(net, x, y, MSDConfig(eps=EPS, steps=1), 12, batch_size=25)
+    present = torch.bincount(y, minlength=12) > 0
+    assert float(errors[0]) == 0.0 and bool((errors[1:10][present[1:10]] == 1).all())
+    assert bool(torch.isnan(errors[10:]).all())
+
+
+@pytest.mark.parametrize("name,overrides", [("dim_at", FAST_DIM_AT), ("msd_cnn", {"batch_size": 32, "steps": 1})])
+def test_class_reweighting_is_measured_every_epoch_and_weights_the_adversarial_terms(name, overrides, data_dir,
+                                                                                    tmp_path, monkeypatch):
+    """``class_reweight``: the attack is run on the first images once per epoch; the adversarial terms of each
+    batch take its classes' weights; the card records every epoch's errors and weights."""
+    from dim.train import multinorm as mn
+    probes, means = [], []
+    real_errors, real_mean = mn.class_errors, mn._weighted_mean
+
+    def errors_spy(model, x, y, attack, k, *a, **kw):
+        probes.append(len(x))
+        out = real_errors(model, x, y, attack, k, *a, **kw)
+        return torch.zeros_like(out).index_fill_(0, torch.tensor([y[0].item()]), 1.0)   # only y[0]'s class broken
+
+    def mean_spy(values, weights):
+        means.append(weights)
+        return real_mean(values, weights)
+
+    monkeypatch.setattr(mn, "class_errors", errors_spy)
+    monkeypatch.setattr(mn, "_weighted_mean", mean_spy)
+    monkeypatch.setattr("dim.train._check_not_chance", lambda *a, **k: None)
+    card = train(name, tmp_path / "m", epochs=2, data_dir=data_dir, limit=64, eval_limit=50, show=False,
+                 device="cpu", train_overrides={**overrides, "class_reweight": 1.0, "reweight_images": 40})
+    assert probes == [40, 40]                                                  # once per epoch, on 40 images
+    history = card["class_reweighting"]
+    assert [h["epoch"] for h in history] == [1, 2]
+    _, first = dim.data.load_split("mnist", "train", data_dir, limit=1)
+    for h in history:       # the first image's class alone was broken: it weighs 10 (K times the mean error)
+        assert h["robust_error"] == [1.0 if i == int(first[0]) else 0.0 for i in range(10)]
+        assert h["weights"] == [10.0 if i == int(first[0]) else 0.0 for i in range(10)]
+    weighted = [w for w in means if w is not None]
+    assert len(weighted) >= 4 and all(set(w.tolist()) <= {0.0, 10.0} for w in weighted)
+    assert any(float(w.max()) == 10.0 for w in weighted)
+
+
+@pytest.mark.parametrize("name", ["dim_at", "msd_cnn"])
+def test_a_bad_class_reweighting_is_refused(name, data_dir, tmp_path):
+    for bad, message in (({"class_reweight": 1.5}, r"class_reweight must be in \[0, 1\]"),
+                         ({"class_reweight": 0.5, "reweight_images": 0}, "reweight_images must be at least 1")):
+        with pytest.raises(ValueError, match=message):
+            train(name, tmp_path / "m", epochs=1, data_dir=data_dir, limit=64, eval_limit=50,
+                  train_overrides=bad, show=False)
+        assert not (tmp_path / "m").exists()
+
+
+def test_per_sample_weights_of_the_reconstruction_terms():
+    from dim.train.multinorm import _balanced_recon
+    gen = torch.Generator().manual_seed(0)
+    rec, target = torch.rand(3, 4, 5, generator=gen), torch.rand(4, 5, generator=gen)
+    y = torch.tensor([0, 1, 2, 0])
+    plain = _balanced_recon(rec, target, y, 1.0, 0.5)
+    assert torch.allclose(_balanced_recon(rec, target, y, 1.0, 0.5, torch.ones(4)), plain)
+    only_first = _balanced_recon(rec, target, y, 1.0, 0.5, torch.tensor([4.0, 0.0, 0.0, 0.0]))
+    assert torch.allclose(only_first, _balanced_recon(rec[:, :1], target[:1], y[:1], 1.0, 0.5))

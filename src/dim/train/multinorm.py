@@ -26,6 +26,14 @@ logits ``T * P(x|i)``, with terms that ask each part to do the job the architect
   the adversarial input, gradients through both: it asks the prediction to stay where it is inside the ball rather
   than only the label to win (0 by default; measured as a variant in ``docs/results.md``).
 
+Both recipes can weight their adversarial terms per class (``class_reweight`` > 0, in the spirit of Xu et al. 2021,
+"To be robust or to be fair"): at the start of every epoch the inner attack, at its full radii, is run on the first
+``reweight_images`` training images, and class ``c`` with robust error ``e_c`` (broken by any norm's point) weighs
+``1 + class_reweight * (e_c - mean e) / mean e`` in that epoch: a class the attack breaks more often is trained on
+harder, the weights average 1 over the classes, and at ``class_reweight = 1`` they are proportional to the error.
+The measurement depends only on the weights at the epoch's start, so a resumed training reweights exactly as an
+uninterrupted one; the card records each measured epoch's errors and weights.
+
 A model with binarization (``bidim_at_bin``, ``bicnn_at_bin``) is trained with it in the loop: the forward pass binarizes exactly
 as at inference, and while it trains, the inner attack and the weights' gradients pass the binarization
 straight through (BPDA, the usual estimator for training binarized networks). After binarization at 0.5 the
@@ -148,22 +156,99 @@ def adversarial_points(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attac
     return x_adv
 
 
+def check_reweighting(strength: float, images: int) -> None:
+    """Refuse a per-class reweighting strength outside [0, 1] or a probe of no images."""
+    if not 0.0 <= strength <= 1.0:
+        raise ValueError(f"class_reweight must be in [0, 1] (0: off, 1: weights proportional to the class's robust "
+                         f"error), got {strength}")
+    if images < 1:
+        raise ValueError(f"reweight_images must be at least 1, got {images}")
+
+
+def class_weights(errors: torch.Tensor, strength: float) -> torch.Tensor:
+    """Per-class weights ``1 + strength * (e_c - mean e) / mean e`` from robust errors ``e`` (K,); a class with no
+    measured image (nan) weighs 1, and so does every class when nothing was broken."""
+    seen = ~torch.isnan(errors)
+    mean = errors[seen].mean() if seen.any() else errors.new_zeros(())
+    if not float(mean) > 0:
+        return torch.ones_like(errors)
+    w = 1 + strength * (errors - mean) / mean
+    return torch.where(seen, w, torch.ones_like(w))
+
+
+def class_errors(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: MSDConfig, num_classes: int,
+                 batch_size: int = 250) -> torch.Tensor:
+    """The fraction of each class's images (K,; nan for a class without any) that the attack breaks in some norm
+    (every norm's track at its full radius) or that the model already misclassifies."""
+    broken = []
+    for i in range(0, len(x), batch_size):
+        xb, yb = x[i:i + batch_size], y[i:i + batch_size]
+        pts = adversarial_points(model, xb, yb, attack, 1.0, every=True)
+        was = model.training
+        model.eval()
+        with torch.no_grad():
+            wrong = torch.cat([model(xb), model(pts)]).argmax(1).view(-1, len(xb)) != yb
+        model.train(was)
+        broken.append(wrong.any(0))
+    hit = torch.cat(broken).to(torch.float64)
+    count = torch.bincount(y, minlength=num_classes).to(torch.float64)
+    errors = torch.bincount(y, weights=hit, minlength=num_classes) / count
+    return errors.to(torch.float32)
+
+
+class ClassReweighting:
+    """The per-class weights of the adversarial terms, measured again at the start of every epoch on the first
+    ``cfg.reweight_images`` training images (see the module's docstring)."""
+
+    def __init__(self, data: TrainData, attack: MSDConfig, strength: float, images: int, per_epoch: int):
+        self.x, self.y = data.take(torch.arange(min(images, len(data.y))))
+        self.attack, self.strength, self.per_epoch = attack, strength, per_epoch
+        self.num_classes = int(data.y.max()) + 1
+        self.epoch, self.weights = -1, torch.ones(self.num_classes, device=self.x.device)
+        self.history: list[dict[str, Any]] = []
+
+    def per_sample(self, model: nn.Module, step: int, y: torch.Tensor) -> torch.Tensor:
+        """The weight of each label in ``y`` at optimizer step ``step``."""
+        epoch = step // self.per_epoch
+        if epoch != self.epoch:
+            errors = class_errors(model, self.x, self.y, self.attack, self.num_classes)
+            self.epoch, self.weights = epoch, class_weights(errors, self.strength)
+            self.history.append({"epoch": epoch + 1, "robust_error": [round(float(e), 4) for e in errors],
+                                 "weights": [round(float(w), 4) for w in self.weights]})
+        return self.weights[y]
+
+
+def _reweighting(cfg, data: TrainData, attack: MSDConfig) -> ClassReweighting | None:
+    if not cfg.class_reweight:
+        return None
+    return ClassReweighting(data, attack, cfg.class_reweight, cfg.reweight_images,
+                            (len(data.y) + cfg.batch_size - 1) // cfg.batch_size)
+
+
+def _weighted_mean(values: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    return values.mean() if weights is None else (values * weights).mean()
+
+
 @dataclass(frozen=True)
 class MSDTrainConfig(MultiNormAttackConfig):
     """Multi-norm adversarial training of a classifier (the ``msd_cnn`` baseline), sized for two CPU cores:
     5 MSD steps per batch (the original used 100) and 4 epochs. ``weight_average``: the decay per step of an
     exponential moving average of the weights, which the trained model keeps (0: the last weights). ``augment``: the
-    probability that a training image is first zoomed and sheared (:func:`dim.train.augment.random_affine`)."""
+    probability that a training image is first zoomed and sheared (:func:`dim.train.augment.random_affine`).
+    ``class_reweight`` / ``reweight_images``: per-class weights of the adversarial loss (module docstring)."""
     epochs: int = 4
     batch_size: int = 128
     lr: float = 1e-3
     weight_average: float = 0.0
     augment: float = 0.0
+    class_reweight: float = 0.0
+    reweight_images: int = 1000
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_average(self.weight_average)
         check_probability(self.augment)
+        check_reweighting(self.class_reweight, self.reweight_images)
 
 
 @register_recipe("msd", MSDTrainConfig)
@@ -172,19 +257,27 @@ def fit_msd(model: nn.Module, data: TrainData, cfg: MSDTrainConfig, gen: torch.G
     attack = cfg.attack(tuple(data.x.shape[1:]), model)
     n = len(data.y)
     scale = _warmup(cfg, n, cfg.batch_size)
+    reweight = _reweighting(cfg, data, attack)
 
     def loss_fn(idx, g, step):
         x, y = data.take(idx)
         if cfg.augment:
             x = random_affine(x, cfg.augment, g)
         x_adv = adversarial_points(model, x, y, attack, scale(step), cfg.mode == "avg")
-        return F.cross_entropy(model(x_adv), y.repeat(len(x_adv) // len(x)))
+        y_adv = y.repeat(len(x_adv) // len(x))
+        if reweight is None:
+            return F.cross_entropy(model(x_adv), y_adv)
+        return _weighted_mean(F.cross_entropy(model(x_adv), y_adv, reduction="none"),
+                              reweight.per_sample(model, step, y_adv))
 
     with with_gradient(model, "auto", "multi-norm adversarial training"):   # BPDA through a binarization, if any
         loss = run_epochs(model, loss_fn, n, cfg.epochs, cfg.batch_size, cfg.lr, gen,
                           "multi-norm adversarial training", show, state_dir and state_dir / "msd.safetensors",
                           average=cfg.weight_average)
-    return {"final_adversarial_loss": loss, "attack_eps": {nm.value: e for nm, e in attack.eps.items()}}
+    out = {"final_adversarial_loss": loss, "attack_eps": {nm.value: e for nm, e in attack.eps.items()}}
+    if reweight is not None:
+        out["class_reweighting"] = reweight.history
+    return out
 
 
 @dataclass(frozen=True)
@@ -192,7 +285,8 @@ class ScoreMSDTrainConfig(MultiNormAttackConfig):
     """DIM's clean recipe (``pretrain_*``), then end-to-end multi-norm adversarial training (``epochs``), whose
     weights are, with ``weight_average`` > 0, an exponential moving average over its steps (that decay per step).
     ``augment`` is the probability that an image of the adversarial phase is first zoomed and sheared
-    (:func:`dim.train.augment.random_affine`; its adversarial point is then sought around the distorted image)."""
+    (:func:`dim.train.augment.random_affine`; its adversarial point is then sought around the distorted image).
+    ``class_reweight`` / ``reweight_images``: per-class weights of the adversarial terms (module docstring)."""
     pretrain_denoiser_epochs: int = ScoreTrainConfig.denoiser_epochs
     pretrain_epochs: int = ScoreTrainConfig.epochs
     epochs: int = 5
@@ -207,6 +301,8 @@ class ScoreMSDTrainConfig(MultiNormAttackConfig):
     trades: float = 0.0
     weight_average: float = 0.0
     augment: float = 0.0
+    class_reweight: float = 0.0
+    reweight_images: int = 1000
     im_sigma: float = ScoreTrainConfig.im_sigma
     binarized_fraction: float = ScoreTrainConfig.binarized_fraction
 
@@ -214,6 +310,7 @@ class ScoreMSDTrainConfig(MultiNormAttackConfig):
         super().__post_init__()
         check_average(self.weight_average)
         check_probability(self.augment)
+        check_reweighting(self.class_reweight, self.reweight_images)
 
     def pretrain(self) -> ScoreTrainConfig:
         return ScoreTrainConfig(denoiser_epochs=self.pretrain_denoiser_epochs, epochs=self.pretrain_epochs,
@@ -222,13 +319,15 @@ class ScoreMSDTrainConfig(MultiNormAttackConfig):
 
 
 def _balanced_recon(rec: torch.Tensor, target: torch.Tensor, y: torch.Tensor, w_pos: float,
-                    w_neg: float) -> torch.Tensor:
+                    w_neg: float, weights: torch.Tensor | None = None) -> torch.Tensor:
     """Eq. 2 with positives and negatives weighted apart: ``rec`` (K, B, d), the own class's model towards
-    ``target`` (B, d), the others towards black; each part averaged over its members."""
+    ``target`` (B, d), the others towards black; each part averaged over its members (each sample weighted by
+    ``weights`` (B,), if given)."""
     k = rec.shape[0]
     pos = F.one_hot(y, k).t().to(rec.dtype)                                          # (K, B)
     err = ((rec - pos.unsqueeze(-1) * target.unsqueeze(0)) ** 2).mean(-1)            # (K, B)
-    return w_pos * (pos * err).sum(0).mean() + w_neg * ((1 - pos) * err).sum(0).mean() / max(k - 1, 1)
+    return w_pos * _weighted_mean((pos * err).sum(0), weights) + \
+        w_neg * _weighted_mean(((1 - pos) * err).sum(0), weights) / max(k - 1, 1)
 
 
 @register_recipe("score_msd", ScoreMSDTrainConfig)
@@ -239,6 +338,7 @@ def fit_score_msd(model: nn.Module, data: TrainData, cfg: ScoreMSDTrainConfig, g
     out = {f"pretrain_{k}": v for k, v in out.items()}
     n = len(data.y)
     scale = _warmup(cfg, n, cfg.batch_size)
+    reweight = _reweighting(cfg, data, attack)
     model.train()
 
     def loss_fn(idx, g, step):
@@ -254,12 +354,16 @@ def fit_score_msd(model: nn.Module, data: TrainData, cfg: ScoreMSDTrainConfig, g
         d_clean, d_adv = dn[:len(x)], dn[len(x):]
         r_clean, r_adv = rec[:, :len(x)], rec[:, len(x):]
         loss = torch.zeros((), device=x.device)
+        w = None if reweight is None else reweight.per_sample(model, step, y_adv)
         if cfg.adv_ce:
-            loss = loss + cfg.adv_ce * F.cross_entropy(model.logits_of(d_adv, r_adv), y_adv)
+            ce = F.cross_entropy(model.logits_of(d_adv, r_adv), y_adv, reduction="mean" if w is None else "none")
+            loss = loss + cfg.adv_ce * _weighted_mean(ce, w)
         if cfg.purify and model.denoiser is not None:
-            loss = loss + cfg.purify * F.mse_loss(d_adv, x.flatten(1).repeat(reps, 1))
+            target = x.flatten(1).repeat(reps, 1)
+            loss = loss + cfg.purify * (F.mse_loss(d_adv, target) if w is None else
+                                        _weighted_mean(((d_adv - target) ** 2).mean(1), w))
         if cfg.adv_pos or cfg.adv_neg:
-            loss = loss + _balanced_recon(r_adv, d_clean.detach().repeat(reps, 1), y_adv, cfg.adv_pos, cfg.adv_neg)
+            loss = loss + _balanced_recon(r_adv, d_clean.detach().repeat(reps, 1), y_adv, cfg.adv_pos, cfg.adv_neg, w)
         if cfg.clean_weight:
             clean = _balanced_recon(r_clean, d_clean, y, 0.5, 0.5) + F.cross_entropy(model.logits_of(d_clean, r_clean), y)
             loss = loss + cfg.clean_weight * clean
@@ -274,6 +378,8 @@ def fit_score_msd(model: nn.Module, data: TrainData, cfg: ScoreMSDTrainConfig, g
                                                    state_dir and state_dir / "score_msd.safetensors",
                                                    average=cfg.weight_average)
     out["attack_eps"] = {nm.value: e for nm, e in attack.eps.items()}
+    if reweight is not None:
+        out["class_reweighting"] = reweight.history
     return out
 
 
