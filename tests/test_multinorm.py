@@ -419,10 +419,13 @@ def test_class_errors_count_the_images_the_attack_or_the_model_gets_wrong(batch)
     with torch.no_grad():
         net[1].weight.mul_(1e-3)
         net[1].bias.copy_(torch.tensor([100.0] + [0.0] * 11))
-    errors = class_errors(net, x, y, MSDConfig(eps=EPS, steps=1), 12, batch_size=25)
+    errors, confusion = class_errors(net, x, y, MSDConfig(eps=EPS, steps=1), 12, batch_size=25)
     present = torch.bincount(y, minlength=12) > 0
     assert float(errors[0]) == 0.0 and bool((errors[1:10][present[1:10]] == 1).all())
     assert bool(torch.isnan(errors[10:]).all())
+    expected = torch.zeros(10, 12)
+    expected[1:10, 0] = 1.0                                     # every other class went to 0, and nowhere else
+    assert torch.equal(confusion[:10][present[:10]], expected[present[:10]])
 
 
 @pytest.mark.parametrize("name,overrides", [("dim_at", FAST_DIM_AT), ("msd_cnn", {"batch_size": 32, "steps": 1})])
@@ -436,8 +439,8 @@ def test_class_reweighting_is_measured_every_epoch_and_weights_the_adversarial_t
 
     def errors_spy(model, x, y, attack, k, *a, **kw):
         probes.append(len(x))
-        out = real_errors(model, x, y, attack, k, *a, **kw)
-        return torch.zeros_like(out).index_fill_(0, torch.tensor([y[0].item()]), 1.0)   # only y[0]'s class broken
+        out, confusion = real_errors(model, x, y, attack, k, *a, **kw)
+        return torch.zeros_like(out).index_fill_(0, torch.tensor([y[0].item()]), 1.0), confusion  # only y[0]'s
 
     def mean_spy(values, weights):
         means.append(weights)
@@ -479,3 +482,39 @@ def test_per_sample_weights_of_the_reconstruction_terms():
     assert torch.allclose(_balanced_recon(rec, target, y, 1.0, 0.5, torch.ones(4)), plain)
     only_first = _balanced_recon(rec, target, y, 1.0, 0.5, torch.tensor([4.0, 0.0, 0.0, 0.0]))
     assert torch.allclose(only_first, _balanced_recon(rec[:, :1], target[:1], y[:1], 1.0, 0.5))
+
+
+def test_pair_weights_grow_with_how_often_a_class_is_sent_to_another():
+    from dim.train.multinorm import pair_weights
+    confusion = torch.tensor([[0.0, 0.3, 0.0], [0.1, 0.0, 0.2], [float("nan")] * 3])
+    w = pair_weights(confusion, 1.0)                # mean over the four measured pairs: 0.15
+    assert torch.allclose(w, torch.tensor([[1.0, 2 / 3, 1.0], [2.0, 1.0, 1.0], [0.0, 4 / 3, 1.0]]))   # [model, class]
+    assert torch.equal(pair_weights(torch.zeros(3, 3), 1.0), torch.ones(3, 3))
+
+
+def test_pair_reweighting_weights_each_internal_models_rejection(data_dir, tmp_path, monkeypatch):
+    """``pair_reweight``: the rejection term of each adversarial batch takes, for internal model j and a sample of
+    class c, the weight measured for c -> j at the epoch's start; the class weights stay off."""
+    from dim.train import multinorm as mn
+    recons = []
+    real = mn._balanced_recon
+
+    def spy(rec, target, y, w_pos, w_neg, weights=None, neg_weights=None):
+        recons.append((y, weights, neg_weights))
+        return real(rec, target, y, w_pos, w_neg, weights, neg_weights)
+
+    monkeypatch.setattr(mn, "_balanced_recon", spy)
+    monkeypatch.setattr("dim.train._check_not_chance", lambda *a, **k: None)
+    card = train("dim_at", tmp_path / "m", epochs=1, data_dir=data_dir, limit=64, eval_limit=50, show=False,
+                 device="cpu", train_overrides={**FAST_DIM_AT, "pair_reweight": 1.0, "reweight_images": 64})
+    (entry,) = card["class_reweighting"]
+    assert "weights" not in entry and len(entry["confusion"]) == 10
+    pairs = torch.tensor(entry["pair_weights"])
+    assert torch.allclose(pairs, mn.pair_weights(torch.tensor(entry["confusion"]), 1.0), atol=1e-4)
+    adversarial = [(y, w, wn) for y, w, wn in recons if wn is not None]
+    assert len(adversarial) == 2 and all(w is None for _, w, _ in adversarial)
+    for y, _, wn in adversarial:
+        assert torch.allclose(wn, pairs[:, y], atol=1e-4)
+    with pytest.raises(ValueError, match=r"pair_reweight must be in \[0, 1\]"):
+        train("dim_at", tmp_path / "bad", epochs=1, data_dir=data_dir, limit=64, eval_limit=50, show=False,
+              train_overrides={"pair_reweight": -0.5})

@@ -31,6 +31,10 @@ Both recipes can weight their adversarial terms per class (``class_reweight`` > 
 ``reweight_images`` training images, and class ``c`` with robust error ``e_c`` (broken by any norm's point) weighs
 ``1 + class_reweight * (e_c - mean e) / mean e`` in that epoch: a class the attack breaks more often is trained on
 harder, the weights average 1 over the classes, and at ``class_reweight = 1`` they are proportional to the error.
+``score_msd`` can also weight its rejection term per pair (``pair_reweight`` > 0): internal model ``j`` rejecting an
+adversarial image of class ``c`` weighs ``1 + pair_reweight * (r_cj - mean r) / mean r``, with ``r_cj`` the fraction
+of class ``c``'s probe images that the attack sends to ``j`` (the mean over the pairs ``j != c``): the internal
+model that accepts another class's adversarial digits is the one asked hardest to reject them.
 The measurement depends only on the weights at the epoch's start, so a resumed training reweights exactly as an
 uninterrupted one; the card records each measured epoch's errors and weights.
 
@@ -156,11 +160,12 @@ def adversarial_points(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attac
     return x_adv
 
 
-def check_reweighting(strength: float, images: int) -> None:
-    """Refuse a per-class reweighting strength outside [0, 1] or a probe of no images."""
-    if not 0.0 <= strength <= 1.0:
-        raise ValueError(f"class_reweight must be in [0, 1] (0: off, 1: weights proportional to the class's robust "
-                         f"error), got {strength}")
+def check_reweighting(strength: float, images: int, pair_strength: float = 0.0) -> None:
+    """Refuse a per-class or per-pair reweighting strength outside [0, 1] or a probe of no images."""
+    for key, value in (("class_reweight", strength), ("pair_reweight", pair_strength)):
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{key} must be in [0, 1] (0: off, 1: weights proportional to the measured error), "
+                             f"got {value}")
     if images < 1:
         raise ValueError(f"reweight_images must be at least 1, got {images}")
 
@@ -176,52 +181,94 @@ def class_weights(errors: torch.Tensor, strength: float) -> torch.Tensor:
     return torch.where(seen, w, torch.ones_like(w))
 
 
+def pair_weights(confusion: torch.Tensor, strength: float) -> torch.Tensor:
+    """Weights (K, K) of the rejection terms, ``[j, c]`` for internal model ``j`` and an image of class ``c``:
+    ``1 + strength * (r_cj - mean r) / mean r`` over the pairs ``j != c`` from the fraction ``r_cj`` of class
+    ``c``'s images that the attack sends to ``j`` (``confusion[c, j]``); 1 on the diagonal, for a class without
+    measured images (nan rows) and everywhere when nothing was broken."""
+    k = confusion.shape[0]
+    off = ~torch.eye(k, dtype=torch.bool, device=confusion.device) & ~torch.isnan(confusion)
+    mean = confusion[off].mean() if off.any() else confusion.new_zeros(())
+    if not float(mean) > 0:
+        return torch.ones_like(confusion)
+    w = torch.where(off, 1 + strength * (confusion - mean) / mean, torch.ones_like(confusion))
+    return w.t().contiguous()
+
+
 def class_errors(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: MSDConfig, num_classes: int,
-                 batch_size: int = 250) -> torch.Tensor:
+                 batch_size: int = 250) -> tuple[torch.Tensor, torch.Tensor]:
     """The fraction of each class's images (K,; nan for a class without any) that the attack breaks in some norm
-    (every norm's track at its full radius) or that the model already misclassifies."""
-    broken = []
+    (every norm's track at its full radius) or that the model already misclassifies, and where they go: (K, K),
+    ``[c, j]`` the fraction of class ``c``'s images that the clean image or some norm's point sends to ``j != c``."""
+    broken, sent = [], []
     for i in range(0, len(x), batch_size):
         xb, yb = x[i:i + batch_size], y[i:i + batch_size]
         pts = adversarial_points(model, xb, yb, attack, 1.0, every=True)
         was = model.training
         model.eval()
         with torch.no_grad():
-            wrong = torch.cat([model(xb), model(pts)]).argmax(1).view(-1, len(xb)) != yb
+            pred = torch.cat([model(xb), model(pts)]).argmax(1).view(-1, len(xb))       # (1 + M, B)
         model.train(was)
-        broken.append(wrong.any(0))
-    hit = torch.cat(broken).to(torch.float64)
+        broken.append((pred != yb).any(0))
+        to = F.one_hot(pred, max(num_classes, int(pred.max()) + 1))[..., :num_classes].amax(0).bool()  # (B, K)
+        to[torch.arange(len(yb), device=yb.device), yb] = False
+        sent.append(to)
+    hit, reached = torch.cat(broken).to(torch.float64), torch.cat(sent).to(torch.float64)
     count = torch.bincount(y, minlength=num_classes).to(torch.float64)
     errors = torch.bincount(y, weights=hit, minlength=num_classes) / count
-    return errors.to(torch.float32)
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.float64, device=y.device).index_add_(0, y, reached)
+    return errors.to(torch.float32), (confusion / count.unsqueeze(1)).to(torch.float32)
 
 
 class ClassReweighting:
-    """The per-class weights of the adversarial terms, measured again at the start of every epoch on the first
-    ``cfg.reweight_images`` training images (see the module's docstring)."""
+    """The per-class weights of the adversarial terms (``class_reweight``) and the per-pair weights of the rejection
+    terms (``pair_reweight``), measured again at the start of every epoch on the first ``reweight_images`` training
+    images (see the module's docstring)."""
 
-    def __init__(self, data: TrainData, attack: MSDConfig, strength: float, images: int, per_epoch: int):
+    def __init__(self, data: TrainData, attack: MSDConfig, strength: float, pair_strength: float, images: int,
+                 per_epoch: int):
         self.x, self.y = data.take(torch.arange(min(images, len(data.y))))
-        self.attack, self.strength, self.per_epoch = attack, strength, per_epoch
+        self.attack, self.strength, self.pair_strength, self.per_epoch = attack, strength, pair_strength, per_epoch
         self.num_classes = int(data.y.max()) + 1
-        self.epoch, self.weights = -1, torch.ones(self.num_classes, device=self.x.device)
+        self.epoch = -1
+        self.weights = torch.ones(self.num_classes, device=self.x.device)
+        self.pairs = torch.ones(self.num_classes, self.num_classes, device=self.x.device)
         self.history: list[dict[str, Any]] = []
 
-    def per_sample(self, model: nn.Module, step: int, y: torch.Tensor) -> torch.Tensor:
-        """The weight of each label in ``y`` at optimizer step ``step``."""
+    def measure(self, model: nn.Module, step: int) -> None:
+        """Measure the weights again if optimizer step ``step`` starts a new epoch."""
         epoch = step // self.per_epoch
-        if epoch != self.epoch:
-            errors = class_errors(model, self.x, self.y, self.attack, self.num_classes)
-            self.epoch, self.weights = epoch, class_weights(errors, self.strength)
-            self.history.append({"epoch": epoch + 1, "robust_error": [round(float(e), 4) for e in errors],
-                                 "weights": [round(float(w), 4) for w in self.weights]})
-        return self.weights[y]
+        if epoch == self.epoch:
+            return
+        errors, confusion = class_errors(model, self.x, self.y, self.attack, self.num_classes)
+        self.epoch = epoch
+        entry: dict[str, Any] = {"epoch": epoch + 1, "robust_error": [round(float(e), 4) for e in errors]}
+        if self.strength:
+            self.weights = class_weights(errors, self.strength)
+            entry["weights"] = [round(float(w), 4) for w in self.weights]
+        if self.pair_strength:
+            self.pairs = pair_weights(confusion, self.pair_strength)
+            entry["confusion"] = [[round(float(v), 4) for v in row] for row in confusion]
+            entry["pair_weights"] = [[round(float(v), 4) for v in row] for row in self.pairs]
+        self.history.append(entry)
+
+    def per_sample(self, model: nn.Module, step: int, y: torch.Tensor) -> torch.Tensor | None:
+        """The class weight of each label in ``y`` at optimizer step ``step`` (None without ``class_reweight``)."""
+        self.measure(model, step)
+        return self.weights[y] if self.strength else None
+
+    def per_pair(self, model: nn.Module, step: int, y: torch.Tensor) -> torch.Tensor | None:
+        """(K, B): the weight of internal model ``j`` rejecting sample ``b`` of label ``y[b]`` (None without
+        ``pair_reweight``)."""
+        self.measure(model, step)
+        return self.pairs[:, y] if self.pair_strength else None
 
 
 def _reweighting(cfg, data: TrainData, attack: MSDConfig) -> ClassReweighting | None:
-    if not cfg.class_reweight:
+    pair = getattr(cfg, "pair_reweight", 0.0)
+    if not (cfg.class_reweight or pair):
         return None
-    return ClassReweighting(data, attack, cfg.class_reweight, cfg.reweight_images,
+    return ClassReweighting(data, attack, cfg.class_reweight, pair, cfg.reweight_images,
                             (len(data.y) + cfg.batch_size - 1) // cfg.batch_size)
 
 
@@ -286,7 +333,8 @@ class ScoreMSDTrainConfig(MultiNormAttackConfig):
     weights are, with ``weight_average`` > 0, an exponential moving average over its steps (that decay per step).
     ``augment`` is the probability that an image of the adversarial phase is first zoomed and sheared
     (:func:`dim.train.augment.random_affine`; its adversarial point is then sought around the distorted image).
-    ``class_reweight`` / ``reweight_images``: per-class weights of the adversarial terms (module docstring)."""
+    ``class_reweight`` / ``pair_reweight`` / ``reweight_images``: per-class weights of the adversarial terms and
+    per-pair weights of the rejection term (module docstring)."""
     pretrain_denoiser_epochs: int = ScoreTrainConfig.denoiser_epochs
     pretrain_epochs: int = ScoreTrainConfig.epochs
     epochs: int = 5
@@ -302,6 +350,7 @@ class ScoreMSDTrainConfig(MultiNormAttackConfig):
     weight_average: float = 0.0
     augment: float = 0.0
     class_reweight: float = 0.0
+    pair_reweight: float = 0.0
     reweight_images: int = 1000
     im_sigma: float = ScoreTrainConfig.im_sigma
     binarized_fraction: float = ScoreTrainConfig.binarized_fraction
@@ -310,7 +359,7 @@ class ScoreMSDTrainConfig(MultiNormAttackConfig):
         super().__post_init__()
         check_average(self.weight_average)
         check_probability(self.augment)
-        check_reweighting(self.class_reweight, self.reweight_images)
+        check_reweighting(self.class_reweight, self.reweight_images, self.pair_reweight)
 
     def pretrain(self) -> ScoreTrainConfig:
         return ScoreTrainConfig(denoiser_epochs=self.pretrain_denoiser_epochs, epochs=self.pretrain_epochs,
@@ -319,15 +368,17 @@ class ScoreMSDTrainConfig(MultiNormAttackConfig):
 
 
 def _balanced_recon(rec: torch.Tensor, target: torch.Tensor, y: torch.Tensor, w_pos: float,
-                    w_neg: float, weights: torch.Tensor | None = None) -> torch.Tensor:
+                    w_neg: float, weights: torch.Tensor | None = None,
+                    neg_weights: torch.Tensor | None = None) -> torch.Tensor:
     """Eq. 2 with positives and negatives weighted apart: ``rec`` (K, B, d), the own class's model towards
     ``target`` (B, d), the others towards black; each part averaged over its members (each sample weighted by
-    ``weights`` (B,), if given)."""
+    ``weights`` (B,), and each rejection, model ``j`` and sample ``b``, by ``neg_weights[j, b]``, if given)."""
     k = rec.shape[0]
     pos = F.one_hot(y, k).t().to(rec.dtype)                                          # (K, B)
     err = ((rec - pos.unsqueeze(-1) * target.unsqueeze(0)) ** 2).mean(-1)            # (K, B)
+    neg = (1 - pos) * err if neg_weights is None else (1 - pos) * err * neg_weights
     return w_pos * _weighted_mean((pos * err).sum(0), weights) + \
-        w_neg * _weighted_mean(((1 - pos) * err).sum(0), weights) / max(k - 1, 1)
+        w_neg * _weighted_mean(neg.sum(0), weights) / max(k - 1, 1)
 
 
 @register_recipe("score_msd", ScoreMSDTrainConfig)
@@ -355,6 +406,7 @@ def fit_score_msd(model: nn.Module, data: TrainData, cfg: ScoreMSDTrainConfig, g
         r_clean, r_adv = rec[:, :len(x)], rec[:, len(x):]
         loss = torch.zeros((), device=x.device)
         w = None if reweight is None else reweight.per_sample(model, step, y_adv)
+        wn = None if reweight is None else reweight.per_pair(model, step, y_adv)
         if cfg.adv_ce:
             ce = F.cross_entropy(model.logits_of(d_adv, r_adv), y_adv, reduction="mean" if w is None else "none")
             loss = loss + cfg.adv_ce * _weighted_mean(ce, w)
@@ -363,7 +415,8 @@ def fit_score_msd(model: nn.Module, data: TrainData, cfg: ScoreMSDTrainConfig, g
             loss = loss + cfg.purify * (F.mse_loss(d_adv, target) if w is None else
                                         _weighted_mean(((d_adv - target) ** 2).mean(1), w))
         if cfg.adv_pos or cfg.adv_neg:
-            loss = loss + _balanced_recon(r_adv, d_clean.detach().repeat(reps, 1), y_adv, cfg.adv_pos, cfg.adv_neg, w)
+            loss = loss + _balanced_recon(r_adv, d_clean.detach().repeat(reps, 1), y_adv, cfg.adv_pos, cfg.adv_neg,
+                                          w, wn)
         if cfg.clean_weight:
             clean = _balanced_recon(r_clean, d_clean, y, 0.5, 0.5) + F.cross_entropy(model.logits_of(d_clean, r_clean), y)
             loss = loss + cfg.clean_weight * clean
