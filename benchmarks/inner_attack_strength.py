@@ -178,6 +178,15 @@ def _compared(path: Path) -> dict:
             "all_norms": m["union_incl_adaptive"]}
 
 
+def _training(model_dir: Path) -> dict:
+    """What the card says of the model's training: recipe settings, clean accuracy, seconds, and any per-epoch
+    record a recipe adds (``class_reweighting``)."""
+    card = json.loads((model_dir / "card.json").read_text())
+    keep = ("model", "seed", "clean_accuracy", "train_seconds", "class_reweighting")
+    return {k: card[k] for k in keep if k in card} | {"train_config": card["config"]["train"],
+                                                     "model_config": card["config"].get("model", {})}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("model_dir", type=Path)
@@ -217,7 +226,8 @@ def main() -> None:
         print(f"{p['split']:5s} steps {p['steps']:3d} vs {p['other']}: {p['difference']:+.3f} "
               f"{p['interval_95']}, {p['only_a']} vs {p['only_b']}, p = {p['p_value']}")
     write_result(f"inner_attack_{label}",
-                 {"model_dir": str(args.model_dir), "threads": torch.get_num_threads(), "runs": runs,
+                 {"model_dir": str(args.model_dir), "training": _training(args.model_dir),
+                  "threads": torch.get_num_threads(), "runs": runs,
                   "evaluation_suite_on_the_same_images": compare, "paired": pairs})
 
 
