@@ -466,7 +466,9 @@ def test_class_reweighting_is_measured_every_epoch_and_weights_the_adversarial_t
 @pytest.mark.parametrize("name", ["dim_at", "msd_cnn"])
 def test_a_bad_class_reweighting_is_refused(name, data_dir, tmp_path):
     for bad, message in (({"class_reweight": 1.5}, r"class_reweight must be in \[0, 1\]"),
-                         ({"class_reweight": 0.5, "reweight_images": 0}, "reweight_images must be at least 1")):
+                         ({"class_reweight": 0.5, "reweight_images": 0}, "reweight_images must be at least 1"),
+                         ({"class_reweight": 0.5, "reweight_images": 3},     # the first three: 5, 0, 4
+                          r"the first 3 training images hold no image of class \[1, 2, 3, 6, 7, 8, 9\]")):
         with pytest.raises(ValueError, match=message):
             train(name, tmp_path / "m", epochs=1, data_dir=data_dir, limit=64, eval_limit=50,
                   train_overrides=bad, show=False)

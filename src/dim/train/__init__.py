@@ -119,6 +119,8 @@ def train(name: str, out_dir: Path, *, epochs: int | None = None, seed: int = 0,
             check_blocks((1, *spec.input_shape), input_binarization(model).pool)
         train_cfg = recipe.recorded(train_cfg_over)
         tr = _load_tensors(spec, "train", data_dir, limit, dev)
+        if hasattr(cfg, "validate_data"):  # and one that cannot work with these labels
+            cfg.validate_data(tr.y)
         # the device type is part of the identity: a generator's state resumes only where it was saved
         state_dir = _prepare_state_dir(out_dir, {"model": name, "model_cfg": model_cfg, "train_cfg": train_cfg,
                                                  "seed": seed, "limit": limit, "dataset": dataset,

@@ -113,6 +113,12 @@ class MultiNormAttackConfig:
             raise ValueError("partial_flips=True moves pixels partway into a ramp's band: it needs flips=True and a "
                              "model whose input binarization is a ramp (--model-set binarize_width=0.4)")
 
+    def validate_data(self, y: torch.Tensor) -> None:
+        """Refuse training labels ``y`` that a per-class reweighting cannot measure (called before any training
+        state is written)."""
+        if getattr(self, "class_reweight", 0.0) or getattr(self, "pair_reweight", 0.0):
+            check_probe(y, self.reweight_images)
+
     def attack(self, input_shape: tuple[int, int, int], model: nn.Module | None = None) -> MSDConfig:
         """The :class:`MSDConfig` for images of ``input_shape`` = (C, H, W); with ``flips``, for ``model``'s
         binarization threshold (a model without binarization is refused)."""
@@ -168,6 +174,16 @@ def check_reweighting(strength: float, images: int, pair_strength: float = 0.0) 
                              f"got {value}")
     if images < 1:
         raise ValueError(f"reweight_images must be at least 1, got {images}")
+
+
+def check_probe(y: torch.Tensor, images: int) -> None:
+    """Refuse a reweighting whose probe, the first ``images`` of the training labels ``y``, misses a class of the
+    training set (its weight could not be measured)."""
+    missing = sorted(set(y.unique().tolist()) - set(y[:images].unique().tolist()))
+    if missing:
+        raise ValueError(f"reweight_images={images}: the first {min(images, len(y))} training images hold no image "
+                         f"of class {missing}, whose weights could not be measured; raise reweight_images or shuffle "
+                         "the training set (the probe takes the first images)")
 
 
 def class_weights(errors: torch.Tensor, strength: float) -> torch.Tensor:
@@ -230,6 +246,7 @@ class ClassReweighting:
         self.x, self.y = data.take(torch.arange(min(images, len(data.y))))
         self.attack, self.strength, self.pair_strength, self.per_epoch = attack, strength, pair_strength, per_epoch
         self.num_classes = int(data.y.max()) + 1
+        check_probe(data.y, images)
         self.epoch = -1
         self.weights = torch.ones(self.num_classes, device=self.x.device)
         self.pairs = torch.ones(self.num_classes, self.num_classes, device=self.x.device)
@@ -385,11 +402,11 @@ def _balanced_recon(rec: torch.Tensor, target: torch.Tensor, y: torch.Tensor, w_
 def fit_score_msd(model: nn.Module, data: TrainData, cfg: ScoreMSDTrainConfig, gen: torch.Generator, show: bool,
                   state_dir: Path | None = None) -> dict[str, Any]:
     attack = cfg.attack(tuple(data.x.shape[1:]), model)     # a bad attack fails before the pretraining
+    reweight = _reweighting(cfg, data, attack)
     out = fit_score_model(model, data, cfg.pretrain(), gen, show, state_dir)
     out = {f"pretrain_{k}": v for k, v in out.items()}
     n = len(data.y)
     scale = _warmup(cfg, n, cfg.batch_size)
-    reweight = _reweighting(cfg, data, attack)
     model.train()
 
     def loss_fn(idx, g, step):
