@@ -62,7 +62,9 @@ def test_every_trainable_model_learns(name, data_dir, tmp_path):
         extra = SMALL_DENOISER if recipe.startswith("score") else {}
     extra.update(CHEAP_ATTACKS.get(recipe, {}))
     # the paper's objective alone (no cross-entropy) learns more slowly: it gets 1,200 images, for 6 epochs
-    limit = 1200 if recipe == "score_paper" else 400
+    # after one adversarial epoch on 400 images DIM's clean accuracy sits at the bar, where float differences
+    # between CPUs decide; 600 images keep it clear
+    limit = {"score_paper": 1200, "score_msd": 600}.get(recipe, 400)
     if recipe == "score_paper":
         epochs = 6
     card = train(name, tmp_path / name, epochs=epochs, seed=0, data_dir=data_dir, limit=limit, eval_limit=500,
