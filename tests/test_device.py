@@ -66,6 +66,17 @@ def test_device_of_and_generators():
     assert torch.equal(torch.rand(5, generator=a), torch.rand(5, generator=b))
     info = device_info("cpu")
     assert info["device"] == "cpu" and info["torch"] == torch.__version__ and "cuda" in info
+    assert info["isa"] == torch.backends.cpu.get_cpu_capability() and info["threads"] == torch.get_num_threads()
+
+
+def test_the_cpus_model_name_is_read_from_the_kernels_cpuinfo(tmp_path):
+    from dim.core.device import cpu_model
+    f = tmp_path / "cpuinfo"
+    f.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B13\nflags\t\t: fma avx2\n")
+    assert cpu_model(str(f)) == "AMD EPYC 7B13"
+    f.write_text("processor\t: 0\nflags\t\t: fma\n")            # no model name (some ARM kernels)
+    assert cpu_model(str(f)) is None
+    assert cpu_model(str(tmp_path / "missing")) is None
 
 
 # ------------------------------------------------------- DIM_DEVICE=cpu keeps everything on the CPU

@@ -94,9 +94,24 @@ def device_info(device: torch.device | str) -> dict[str, Any]:
         info["name"] = torch.cuda.get_device_name(index)
         info["capability"] = ".".join(map(str, torch.cuda.get_device_capability(index)))
     else:
-        info["name"] = platform.processor() or platform.machine() or "cpu"
+        info["name"] = cpu_model() or platform.processor() or platform.machine() or "cpu"
+        info["isa"] = torch.backends.cpu.get_cpu_capability()   # the widest vector kernels torch uses: AVX2, AVX512...
         info["threads"] = torch.get_num_threads()
     return info
+
+
+def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str | None:
+    """The CPU's model name as the kernel reports it (Linux), or None: speed figures depend on it, and
+    ``platform.processor()`` says only ``x86_64`` there."""
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and value.strip():
+                    return value.strip()
+    except OSError:
+        return None
+    return None
 
 
 def describe(info: dict[str, Any] | None) -> str:

@@ -132,7 +132,8 @@ def check_average(decay: float) -> None:
 
 def run_epochs(module: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Generator, int], torch.Tensor], n: int,
                epochs: int, batch_size: int, lr: float, gen: torch.Generator, desc: str, show: bool,
-               state_path: Path | None = None, average: float = 0.0) -> float:
+               state_path: Path | None = None, average: float = 0.0,
+               before_step: Callable[[], None] | None = None) -> float:
     """Train ``module``'s parameters with Adam and a cosine learning-rate decay.
 
     ``loss_fn(idx, gen, step)`` gives the loss of the batch of sample indices ``idx`` at
@@ -147,6 +148,9 @@ def run_epochs(module: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Generat
     in ``module`` at the end: in adversarial training the averaged weights are often more robust than the last
     iterate (Gowal et al. 2020, "Uncovering the limits of adversarial training"). The batches, and so the
     adversarial points, are those of the trained (not the averaged) weights.
+
+    ``before_step``, if given, runs after each backward pass and before the optimizer's step (adversarial weight
+    perturbation puts the unperturbed weights back there: :class:`dim.train.awp.WeightPerturbation`).
     """
     check_average(average)
     params = [p for p in module.parameters() if p.requires_grad]
@@ -171,6 +175,8 @@ def run_epochs(module: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Generat
                 loss = loss_fn(idx, gen, step)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
+                if before_step is not None:
+                    before_step()
                 opt.step()
                 if running is not None:
                     with torch.no_grad():

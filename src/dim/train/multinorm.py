@@ -63,6 +63,7 @@ from ..attacks.multinorm import MODES, MSDConfig, every_norm, msd
 from ..core.norms import Norm, scaled_thresholds
 from ..models.binarize import has_binarization, has_ramp
 from .augment import check_probability, random_affine
+from .awp import WeightPerturbation, check_awp
 from .loop import TrainData, check_average, register_recipe, run_epochs
 from .score import ScoreTrainConfig, fit_score_model
 
@@ -299,7 +300,8 @@ class MSDTrainConfig(MultiNormAttackConfig):
     5 MSD steps per batch (the original used 100) and 4 epochs. ``weight_average``: the decay per step of an
     exponential moving average of the weights, which the trained model keeps (0: the last weights). ``augment``: the
     probability that a training image is first zoomed and sheared (:func:`dim.train.augment.random_affine`).
-    ``class_reweight`` / ``reweight_images``: per-class weights of the adversarial loss (module docstring)."""
+    ``class_reweight`` / ``reweight_images``: per-class weights of the adversarial loss (module docstring).
+    ``awp``: adversarial weight perturbation of that relative size (:mod:`dim.train.awp`; 0: off)."""
     epochs: int = 4
     batch_size: int = 128
     lr: float = 1e-3
@@ -307,12 +309,14 @@ class MSDTrainConfig(MultiNormAttackConfig):
     augment: float = 0.0
     class_reweight: float = 0.0
     reweight_images: int = 1000
+    awp: float = 0.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_average(self.weight_average)
         check_probability(self.augment)
         check_reweighting(self.class_reweight, self.reweight_images)
+        check_awp(self.awp)
 
 
 @register_recipe("msd", MSDTrainConfig)
@@ -322,6 +326,7 @@ def fit_msd(model: nn.Module, data: TrainData, cfg: MSDTrainConfig, gen: torch.G
     n = len(data.y)
     scale = _warmup(cfg, n, cfg.batch_size)
     reweight = _reweighting(cfg, data, attack)
+    awp = WeightPerturbation(model, cfg.awp)
 
     def loss_fn(idx, g, step):
         x, y = data.take(idx)
@@ -329,15 +334,13 @@ def fit_msd(model: nn.Module, data: TrainData, cfg: MSDTrainConfig, gen: torch.G
             x = random_affine(x, cfg.augment, g)
         x_adv = adversarial_points(model, x, y, attack, scale(step), cfg.mode == "avg")
         y_adv = y.repeat(len(x_adv) // len(x))
-        if reweight is None:
-            return F.cross_entropy(model(x_adv), y_adv)
-        return _weighted_mean(F.cross_entropy(model(x_adv), y_adv, reduction="none"),
-                              reweight.per_sample(model, step, y_adv))
+        w = None if reweight is None else reweight.per_sample(model, step, y_adv)
+        return awp.loss(lambda: _weighted_mean(F.cross_entropy(model(x_adv), y_adv, reduction="none"), w))
 
     with with_gradient(model, "auto", "multi-norm adversarial training"):   # BPDA through a binarization, if any
         loss = run_epochs(model, loss_fn, n, cfg.epochs, cfg.batch_size, cfg.lr, gen,
                           "multi-norm adversarial training", show, state_dir and state_dir / "msd.safetensors",
-                          average=cfg.weight_average)
+                          average=cfg.weight_average, before_step=awp.restore)
     out = {"final_adversarial_loss": loss, "attack_eps": {nm.value: e for nm, e in attack.eps.items()}}
     if reweight is not None:
         out["class_reweighting"] = reweight.history
@@ -351,7 +354,8 @@ class ScoreMSDTrainConfig(MultiNormAttackConfig):
     ``augment`` is the probability that an image of the adversarial phase is first zoomed and sheared
     (:func:`dim.train.augment.random_affine`; its adversarial point is then sought around the distorted image).
     ``class_reweight`` / ``pair_reweight`` / ``reweight_images``: per-class weights of the adversarial terms and
-    per-pair weights of the rejection term (module docstring)."""
+    per-pair weights of the rejection term (module docstring). ``awp``: adversarial weight perturbation of that
+    relative size in the adversarial phase (:mod:`dim.train.awp`; 0: off)."""
     pretrain_denoiser_epochs: int = ScoreTrainConfig.denoiser_epochs
     pretrain_epochs: int = ScoreTrainConfig.epochs
     epochs: int = 5
@@ -369,6 +373,7 @@ class ScoreMSDTrainConfig(MultiNormAttackConfig):
     class_reweight: float = 0.0
     pair_reweight: float = 0.0
     reweight_images: int = 1000
+    awp: float = 0.0
     im_sigma: float = ScoreTrainConfig.im_sigma
     binarized_fraction: float = ScoreTrainConfig.binarized_fraction
 
@@ -377,6 +382,7 @@ class ScoreMSDTrainConfig(MultiNormAttackConfig):
         check_average(self.weight_average)
         check_probability(self.augment)
         check_reweighting(self.class_reweight, self.reweight_images, self.pair_reweight)
+        check_awp(self.awp)
 
     def pretrain(self) -> ScoreTrainConfig:
         return ScoreTrainConfig(denoiser_epochs=self.pretrain_denoiser_epochs, epochs=self.pretrain_epochs,
@@ -408,49 +414,59 @@ def fit_score_msd(model: nn.Module, data: TrainData, cfg: ScoreMSDTrainConfig, g
     n = len(data.y)
     scale = _warmup(cfg, n, cfg.batch_size)
     model.train()
+    awp = WeightPerturbation(model, cfg.awp)
 
     def loss_fn(idx, g, step):
         x, y = data.take(idx)
         if cfg.augment:
             x = random_affine(x, cfg.augment, g)
         x_adv = adversarial_points(model, x, y, attack, scale(step), cfg.mode == "avg")
-        reps = len(x_adv) // len(x)                                   # "avg": every norm's point of each image
-        y_adv = y.repeat(reps)
-        both = torch.cat([x, x_adv])                                  # one pass over clean and adversarial
-        dn = model.denoise(both)                                      # (B + reps * B, d)
-        rec = model.heads(torch.cat([dn[:len(x)] + _noise(dn[:len(x)], cfg.im_sigma, g), dn[len(x):]]))
-        d_clean, d_adv = dn[:len(x)], dn[len(x):]
-        r_clean, r_adv = rec[:, :len(x)], rec[:, len(x):]
-        loss = torch.zeros((), device=x.device)
-        w = None if reweight is None else reweight.per_sample(model, step, y_adv)
-        wn = None if reweight is None else reweight.per_pair(model, step, y_adv)
-        if cfg.adv_ce:
-            ce = F.cross_entropy(model.logits_of(d_adv, r_adv), y_adv, reduction="mean" if w is None else "none")
-            loss = loss + cfg.adv_ce * _weighted_mean(ce, w)
-        if cfg.purify and model.denoiser is not None:
-            target = x.flatten(1).repeat(reps, 1)
-            loss = loss + cfg.purify * (F.mse_loss(d_adv, target) if w is None else
-                                        _weighted_mean(((d_adv - target) ** 2).mean(1), w))
-        if cfg.adv_pos or cfg.adv_neg:
-            loss = loss + _balanced_recon(r_adv, d_clean.detach().repeat(reps, 1), y_adv, cfg.adv_pos, cfg.adv_neg,
-                                          w, wn)
-        if cfg.clean_weight:
-            clean = _balanced_recon(r_clean, d_clean, y, 0.5, 0.5) + F.cross_entropy(model.logits_of(d_clean, r_clean), y)
-            loss = loss + cfg.clean_weight * clean
-        if cfg.trades:      # the clean prediction without the internal models' training noise
-            clean_logits = model.logits_of(d_clean, model.heads(d_clean)).repeat(reps, 1)
-            loss = loss + cfg.trades * trades_kl(clean_logits, model.logits_of(d_adv, r_adv))
-        return loss
+        w = None if reweight is None else reweight.per_sample(model, step, y.repeat(len(x_adv) // len(x)))
+        wn = None if reweight is None else reweight.per_pair(model, step, y.repeat(len(x_adv) // len(x)))
+        return awp.loss(lambda: _score_msd_loss(model, cfg, x, y, x_adv, w, wn, g))
 
     with with_gradient(model, "auto", "the adversarial phase"):   # BPDA through a binarization, if any
         out["final_adversarial_loss"] = run_epochs(model, loss_fn, n, cfg.epochs, cfg.batch_size, cfg.lr, gen,
                                                    "multi-norm adversarial training", show,
                                                    state_dir and state_dir / "score_msd.safetensors",
-                                                   average=cfg.weight_average)
+                                                   average=cfg.weight_average, before_step=awp.restore)
     out["attack_eps"] = {nm.value: e for nm, e in attack.eps.items()}
     if reweight is not None:
         out["class_reweighting"] = reweight.history
     return out
+
+
+def _score_msd_loss(model: nn.Module, cfg: ScoreMSDTrainConfig, x: torch.Tensor, y: torch.Tensor,
+                    x_adv: torch.Tensor, w: torch.Tensor | None, wn: torch.Tensor | None,
+                    g: torch.Generator) -> torch.Tensor:
+    """``score_msd``'s loss of one batch: clean images ``x`` with labels ``y`` and their adversarial points ``x_adv``
+    (one per image, or with ``mode="avg"`` one per norm and image), per-sample weights ``w`` and per-pair rejection
+    weights ``wn`` of the adversarial terms (or None)."""
+    reps = len(x_adv) // len(x)                                   # "avg": every norm's point of each image
+    y_adv = y.repeat(reps)
+    both = torch.cat([x, x_adv])                                  # one pass over clean and adversarial
+    dn = model.denoise(both)                                      # (B + reps * B, d)
+    rec = model.heads(torch.cat([dn[:len(x)] + _noise(dn[:len(x)], cfg.im_sigma, g), dn[len(x):]]))
+    d_clean, d_adv = dn[:len(x)], dn[len(x):]
+    r_clean, r_adv = rec[:, :len(x)], rec[:, len(x):]
+    loss = torch.zeros((), device=x.device)
+    if cfg.adv_ce:
+        ce = F.cross_entropy(model.logits_of(d_adv, r_adv), y_adv, reduction="mean" if w is None else "none")
+        loss = loss + cfg.adv_ce * _weighted_mean(ce, w)
+    if cfg.purify and model.denoiser is not None:
+        target = x.flatten(1).repeat(reps, 1)
+        loss = loss + cfg.purify * (F.mse_loss(d_adv, target) if w is None else
+                                    _weighted_mean(((d_adv - target) ** 2).mean(1), w))
+    if cfg.adv_pos or cfg.adv_neg:
+        loss = loss + _balanced_recon(r_adv, d_clean.detach().repeat(reps, 1), y_adv, cfg.adv_pos, cfg.adv_neg,
+                                      w, wn)
+    if cfg.clean_weight:
+        clean = _balanced_recon(r_clean, d_clean, y, 0.5, 0.5) + F.cross_entropy(model.logits_of(d_clean, r_clean), y)
+        loss = loss + cfg.clean_weight * clean
+    if cfg.trades:      # the clean prediction without the internal models' training noise
+        clean_logits = model.logits_of(d_clean, model.heads(d_clean)).repeat(reps, 1)
+        loss = loss + cfg.trades * trades_kl(clean_logits, model.logits_of(d_adv, r_adv))
+    return loss
 
 
 def trades_kl(clean_logits: torch.Tensor, adv_logits: torch.Tensor) -> torch.Tensor:
