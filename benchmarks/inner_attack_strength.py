@@ -16,6 +16,10 @@ training attack leaves far more samples robust than the evaluation's suite (``--
 file on the same images), the model has learned to resist its training attack and the training attack is the limit;
 if it finds nearly as much, the limit is what the model can fit.
 
+``--knn K`` asks a judge that was never attacked, the vote of the K nearest training images (``knn_judge.py``),
+which class each point that broke the model looks like: how many broken samples the attack moved to where the
+adversarial class's digits are, rather than left as their own digit with specks.
+
 Writes ``results/inner_attack_<model>.json`` (``--label`` names it otherwise), and with ``--figure`` a picture of
 the first samples broken at L0 or L1 on each split, ``results/inner_attack_<label>_<split>.png``.
 """
@@ -26,11 +30,13 @@ import dataclasses
 import json
 import time
 from collections import Counter
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import torch
 from common import RESULTS, write_result
+from knn_judge import judge, knn_vote
 from paired_union import as_json
 
 import dim
@@ -65,7 +71,26 @@ def _robust(model, x_adv: torch.Tensor, x: torch.Tensor, y: torch.Tensor, norm,
     return ~((pred != y.numpy()) & inside), int((~inside).sum()), pred
 
 
-def measure(model_dir: Path, split: str, n: int, steps: int, batch: int, figure: Path | None = None) -> dict:
+@lru_cache(maxsize=1)
+def _training_split() -> tuple[torch.Tensor, torch.Tensor]:
+    xs, ys = load_split("mnist", "train")
+    return torch.from_numpy(xs), torch.from_numpy(ys)
+
+
+def _knn(split: str, n: int, k: int, xs: np.ndarray, labels: np.ndarray, points: dict[str, np.ndarray],
+         preds: dict[str, np.ndarray], clean: np.ndarray, per: dict[str, np.ndarray], union: np.ndarray) -> dict:
+    """The nearest training images' vote (:mod:`knn_judge`) on every point that broke the model; on the training
+    split each image's own copy does not vote."""
+    ref_x, ref_y = _training_split()
+    skip = np.arange(n) if split == "train" else None
+    broken = {nm: clean & ~per[nm] for nm in points}
+    votes = {nm: knn_vote(points[nm], ref_x, ref_y, k, skip) for nm in points}
+    out = judge(labels, knn_vote(xs, ref_x, ref_y, k, skip), broken, preds, votes, clean & ~union)
+    return {"k": k, **out}
+
+
+def measure(model_dir: Path, split: str, n: int, steps: int, batch: int, figure: Path | None = None,
+            knn: int = 0) -> dict:
     model = dim.load_model(model_dir).eval()
     xs, ys = load_split("mnist", split, limit=n)
     x_all, y_all = torch.from_numpy(xs), torch.from_numpy(ys)
@@ -116,16 +141,19 @@ def measure(model_dir: Path, split: str, n: int, steps: int, batch: int, figure:
         fooled = clean & ~per[nm.value]
         went = np.where(fooled, p, went)
     pairs = Counter(f"{a}->{b}" for a, b in zip(labels[went >= 0], went[went >= 0]))
+    all_points = {k: np.concatenate(v) for k, v in points.items()}
+    all_preds = {k: np.concatenate(v) for k, v in preds.items()}
     if figure:
-        _draw(figure, xs, labels, {k: np.concatenate(v) for k, v in points.items()},
-              {k: np.concatenate(v) for k, v in preds.items()}, clean, per)
+        _draw(figure, xs, labels, all_points, all_preds, clean, per)
+    judged = {"knn_judge": _knn(split, n, knn, xs, labels, all_points, all_preds, clean,
+                                {nm.value: per[nm.value] for nm in norms}, union)} if knn else {}
     return {"split": split, "n": n, "steps": steps, "seconds": round(time.perf_counter() - t0, 1),
             "eps": {nm.value: e for nm, e in attack.eps.items()}, "clean": block(clean),
             "robust": {k: block(v) for k, v in per.items()}, "all_norms": block(union),
             "all_norms_per_class": {str(c): block(union[labels == c]) for c in np.unique(labels)},
             "all_norms_per_sample": "".join("1" if r else "0" for r in union),
             "broken_to_class": [[pair, count] for pair, count in pairs.most_common(12)],
-            "points_outside_ball": outside}
+            "points_outside_ball": outside, **judged}
 
 
 def _draw(path: Path, xs: np.ndarray, labels: np.ndarray, points: dict[str, np.ndarray], preds: dict[str, np.ndarray],
@@ -201,6 +229,9 @@ def main() -> None:
                     help="an earlier result of this benchmark (another model, the same splits, N and steps): "
                          "the union compared sample by sample")
     ap.add_argument("--label", default=None)
+    ap.add_argument("--knn", type=int, default=0, metavar="K",
+                    help="judge every point that broke the model by the vote of its K nearest training images "
+                         "(knn_judge.py; 0: off)")
     ap.add_argument("--figure", action="store_true",
                     help="draw the first samples broken at L0 or L1 (the last step count of each split) to "
                          "results/inner_attack_<label>_<split>.png")
@@ -215,12 +246,18 @@ def main() -> None:
         compare[split] = _compared(Path(file))
     label = args.label or args.model_dir.name
     runs = [measure(args.model_dir, s, args.n, k, args.batch,
-                    RESULTS / f"inner_attack_{label}_{s}.png" if args.figure and k == args.steps[-1] else None)
+                    RESULTS / f"inner_attack_{label}_{s}.png" if args.figure and k == args.steps[-1] else None,
+                    args.knn)
             for s in args.splits for k in args.steps]
     for r in runs:
         print(f"{r['split']:5s} steps {r['steps']:3d}: clean {r['clean']['accuracy']:.3f}  "
               + "  ".join(f"{k} {v['accuracy']:.3f}" for k, v in r["robust"].items())
               + f"  all {r['all_norms']['accuracy']:.3f}  ({r['seconds']} s)", flush=True)
+        if "knn_judge" in r:
+            j = r["knn_judge"]
+            print(f"      {j['k']}-NN judge: clean read right {j['clean_read_right']:.3f}; of "
+                  f"{j['broken_in_some_norm']} broken, {j['some_point_to_adversarial_class_clean_read_right']} "
+                  f"moved to where the adversarial class's training images are: {j['pairs'][:5]}", flush=True)
     pairs = paired(runs, args.paired_with) if args.paired_with else []
     for p in pairs:
         print(f"{p['split']:5s} steps {p['steps']:3d} vs {p['other']}: {p['difference']:+.3f} "
