@@ -78,15 +78,16 @@ def _training_split() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _knn(split: str, n: int, k: int, xs: np.ndarray, labels: np.ndarray, points: dict[str, np.ndarray],
-         preds: dict[str, np.ndarray], clean: np.ndarray, per: dict[str, np.ndarray], union: np.ndarray) -> dict:
-    """The nearest training images' vote (:mod:`knn_judge`) on every point that broke the model; on the training
-    split each image's own copy does not vote."""
+         preds: dict[str, np.ndarray], clean: np.ndarray, per: dict[str, np.ndarray],
+         union: np.ndarray) -> tuple[dict, dict[str, np.ndarray]]:
+    """The nearest training images' vote (:mod:`knn_judge`) on every point that broke the model, and the votes on
+    every norm's points; on the training split each image's own copy does not vote."""
     ref_x, ref_y = _training_split()
     skip = np.arange(n) if split == "train" else None
     broken = {nm: clean & ~per[nm] for nm in points}
     votes = {nm: knn_vote(points[nm], ref_x, ref_y, k, skip) for nm in points}
     out = judge(labels, knn_vote(xs, ref_x, ref_y, k, skip), broken, preds, votes, clean & ~union)
-    return {"k": k, **out}
+    return {"k": k, **out}, votes
 
 
 def measure(model_dir: Path, split: str, n: int, steps: int, batch: int, figure: Path | None = None,
@@ -143,10 +144,12 @@ def measure(model_dir: Path, split: str, n: int, steps: int, batch: int, figure:
     pairs = Counter(f"{a}->{b}" for a, b in zip(labels[went >= 0], went[went >= 0]))
     all_points = {k: np.concatenate(v) for k, v in points.items()}
     all_preds = {k: np.concatenate(v) for k, v in preds.items()}
+    judged, votes = {}, None
+    if knn:
+        judged["knn_judge"], votes = _knn(split, n, knn, xs, labels, all_points, all_preds, clean,
+                                          {nm.value: per[nm.value] for nm in norms}, union)
     if figure:
-        _draw(figure, xs, labels, all_points, all_preds, clean, per)
-    judged = {"knn_judge": _knn(split, n, knn, xs, labels, all_points, all_preds, clean,
-                                {nm.value: per[nm.value] for nm in norms}, union)} if knn else {}
+        _draw(figure, xs, labels, all_points, all_preds, clean, per, votes)
     return {"split": split, "n": n, "steps": steps, "seconds": round(time.perf_counter() - t0, 1),
             "eps": {nm.value: e for nm, e in attack.eps.items()}, "clean": block(clean),
             "robust": {k: block(v) for k, v in per.items()}, "all_norms": block(union),
@@ -157,9 +160,10 @@ def measure(model_dir: Path, split: str, n: int, steps: int, batch: int, figure:
 
 
 def _draw(path: Path, xs: np.ndarray, labels: np.ndarray, points: dict[str, np.ndarray], preds: dict[str, np.ndarray],
-          clean: np.ndarray, per: dict[str, np.ndarray], count: int = 12) -> None:
+          clean: np.ndarray, per: dict[str, np.ndarray], votes: dict[str, np.ndarray] | None = None,
+          count: int = 12) -> None:
     """The first ``count`` samples an L0 or L1 track broke: each image above, its adversarial point below (the
-    norm and the class it went to in the title)."""
+    norm and the class it went to in the title, and the nearest training images' vote if ``votes``)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -172,7 +176,8 @@ def _draw(path: Path, xs: np.ndarray, labels: np.ndarray, points: dict[str, np.n
     fig, axes = plt.subplots(2, len(picks), figsize=(1.4 * len(picks), 3.2), squeeze=False)
     for col, (i, nm) in enumerate(picks):
         for row, (img, title) in enumerate(((xs[i, 0], f"#{i}: {labels[i]}"),
-                                            (points[nm][i, 0], f"{nm} -> {preds[nm][i]}"))):
+                                            (points[nm][i, 0], f"{nm} -> {preds[nm][i]}"
+                                             + (f" (NN {votes[nm][i]})" if votes else "")))):
             axes[row, col].imshow(img, cmap="gray", vmin=0, vmax=1)
             axes[row, col].set_title(title, fontsize=8)
             axes[row, col].axis("off")
