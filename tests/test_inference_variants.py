@@ -1,26 +1,17 @@
 """benchmarks/inference_variants.py: models that change how trained weights run (an ensemble of seeds)."""
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 import torch
+from conftest import benchmark_module
 
 from dim.models import create_model
 from dim.models.binarize import input_binarization
 
-PATH = Path(__file__).resolve().parent.parent / "benchmarks" / "inference_variants.py"
-
 
 @pytest.fixture(scope="module")
 def variants():
-    spec = importlib.util.spec_from_file_location("inference_variants", PATH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["inference_variants"] = module
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_module("inference_variants")
 
 
 def _member(seed: int, **cfg) -> torch.nn.Module:

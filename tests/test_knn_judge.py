@@ -1,24 +1,15 @@
 """benchmarks/knn_judge.py: the nearest training images' vote on adversarial points."""
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
-
-PATH = Path(__file__).resolve().parent.parent / "benchmarks" / "knn_judge.py"
+from conftest import benchmark_module
 
 
 @pytest.fixture(scope="module")
 def kj():
-    spec = importlib.util.spec_from_file_location("knn_judge", PATH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["knn_judge"] = module
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_module("knn_judge")
 
 
 def _reference():
