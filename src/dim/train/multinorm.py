@@ -335,7 +335,12 @@ def fit_msd(model: nn.Module, data: TrainData, cfg: MSDTrainConfig, gen: torch.G
         x_adv = adversarial_points(model, x, y, attack, scale(step), cfg.mode == "avg")
         y_adv = y.repeat(len(x_adv) // len(x))
         w = None if reweight is None else reweight.per_sample(model, step, y_adv)
-        return awp.loss(lambda: _weighted_mean(F.cross_entropy(model(x_adv), y_adv, reduction="none"), w))
+
+        def adv_loss():
+            if w is None:
+                return F.cross_entropy(model(x_adv), y_adv)
+            return _weighted_mean(F.cross_entropy(model(x_adv), y_adv, reduction="none"), w)
+        return awp.loss(adv_loss)
 
     with with_gradient(model, "auto", "multi-norm adversarial training"):   # BPDA through a binarization, if any
         loss = run_epochs(model, loss_fn, n, cfg.epochs, cfg.batch_size, cfg.lr, gen,
