@@ -426,8 +426,9 @@ def fit_score_msd(model: nn.Module, data: TrainData, cfg: ScoreMSDTrainConfig, g
         if cfg.augment:
             x = random_affine(x, cfg.augment, g)
         x_adv = adversarial_points(model, x, y, attack, scale(step), cfg.mode == "avg")
-        w = None if reweight is None else reweight.per_sample(model, step, y.repeat(len(x_adv) // len(x)))
-        wn = None if reweight is None else reweight.per_pair(model, step, y.repeat(len(x_adv) // len(x)))
+        y_adv = y.repeat(len(x_adv) // len(x))                      # "avg": every norm's point of each image
+        w = None if reweight is None else reweight.per_sample(model, step, y_adv)
+        wn = None if reweight is None else reweight.per_pair(model, step, y_adv)
         return awp.loss(lambda: _score_msd_loss(model, cfg, x, y, x_adv, w, wn, g))
 
     with with_gradient(model, "auto", "the adversarial phase"):   # BPDA through a binarization, if any
