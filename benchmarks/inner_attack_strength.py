@@ -42,6 +42,7 @@ from paired_union import as_json
 import dim
 from dim.attacks.adaptive import with_gradient
 from dim.attacks.multinorm import every_norm, msd
+from dim.checkpoint import load_ensemble
 from dim.core.norms import distances
 from dim.data import load_split
 from dim.evaluation.metrics import paired_difference, wilson_interval
@@ -90,12 +91,12 @@ def _knn(split: str, n: int, k: int, xs: np.ndarray, labels: np.ndarray, points:
     return {"k": k, **out}, votes
 
 
-def measure(model_dir: Path, split: str, n: int, steps: int, batch: int, figure: Path | None = None,
+def measure(model_dirs: list[Path], split: str, n: int, steps: int, batch: int, figure: Path | None = None,
             knn: int = 0) -> dict:
-    model = dim.load_model(model_dir).eval()
+    model = (dim.load_model(model_dirs[0]) if len(model_dirs) == 1 else load_ensemble(model_dirs)).eval()
     xs, ys = load_split("mnist", split, limit=n)
     x_all, y_all = torch.from_numpy(xs), torch.from_numpy(ys)
-    attack = _inner_attack(model_dir, model, tuple(x_all.shape[1:]), steps)
+    attack = _inner_attack(model_dirs[0], model, tuple(x_all.shape[1:]), steps)
     norms = list(attack.eps)
     with torch.no_grad():
         clean = (model(x_all).argmax(1) == y_all).numpy()
@@ -222,7 +223,9 @@ def _training(model_dir: Path) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("model_dir", type=Path)
+    ap.add_argument("model_dirs", type=Path, nargs="+",
+                    help="a model directory, or several: their ensemble (the mean of their logits), attacked with "
+                         "the first one's training attack")
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--splits", nargs="+", default=["train", "test"])
     ap.add_argument("--steps", type=int, nargs="+", default=[5, 20])
@@ -249,8 +252,8 @@ def main() -> None:
         if split not in args.splits or not file:
             raise SystemExit(f"--compare {item!r}: expected SPLIT=FILE with SPLIT one of {args.splits}")
         compare[split] = _compared(Path(file))
-    label = args.label or args.model_dir.name
-    runs = [measure(args.model_dir, s, args.n, k, args.batch,
+    label = args.label or "+".join(d.name for d in args.model_dirs)
+    runs = [measure(args.model_dirs, s, args.n, k, args.batch,
                     RESULTS / f"inner_attack_{label}_{s}.png" if args.figure and k == args.steps[-1] else None,
                     args.knn)
             for s in args.splits for k in args.steps]
@@ -268,7 +271,10 @@ def main() -> None:
         print(f"{p['split']:5s} steps {p['steps']:3d} vs {p['other']}: {p['difference']:+.3f} "
               f"{p['interval_95']}, {p['only_a']} vs {p['only_b']}, p = {p['p_value']}")
     write_result(f"inner_attack_{label}",
-                 {"model_dir": str(args.model_dir), "training": _training(args.model_dir),
+                 {"model_dir": str(args.model_dirs[0]) if len(args.model_dirs) == 1 else None,
+                  "training": _training(args.model_dirs[0]) if len(args.model_dirs) == 1 else None,
+                  **({"ensemble": [{"model_dir": str(d), "training": _training(d)} for d in args.model_dirs]}
+                     if len(args.model_dirs) > 1 else {}),
                   "threads": torch.get_num_threads(), "runs": runs,
                   "evaluation_suite_on_the_same_images": compare, "paired": pairs})
 

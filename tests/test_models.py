@@ -190,7 +190,7 @@ def test_input_gradient_prepared_in_the_forward_equals_the_layer_by_layer_one():
         lambda t: input_grad.input_grad_sums(t, im64.enc1.linear, im64.enc2, im64.dec1, im64.dec2), (d64,))
 
 
-@pytest.mark.parametrize("name", [m for m in MODELS if get_entry(m).recipe.startswith("score")])
+@pytest.mark.parametrize("name", [m for m in MODELS if (get_entry(m).recipe or "").startswith("score")])
 def test_scores_equal_eq3_on_the_stored_reconstructions(name):
     """``scores`` (fused sums) and ``scores_of(*reconstructions)`` (what training uses) agree, gradients too."""
     model = dim.create_model(name).eval()

@@ -19,7 +19,7 @@ from dim.train import train
 
 pytestmark = pytest.mark.slow   # trains every model on another image shape
 
-TRAINABLE = [m for m in list_models() if get_entry(m).weights_from is None]
+TRAINABLE = [m for m in list_models() if get_entry(m).trainable]
 SHAPE, CLASSES = (3, 16, 16), 4
 # ABS searches 8,000 random latents per class at inference; a few hundred do for 16 x 16 squares
 FAST_ABS = {"n_random": 100, "n_steps": 3}

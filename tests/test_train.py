@@ -18,7 +18,7 @@ from dim.train import train
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow   # trains models
 
-TRAINABLE = [m for m in list_models() if get_entry(m).weights_from is None]
+TRAINABLE = [m for m in list_models() if get_entry(m).trainable]
 SMALL = {"batch_size": 16}  # small data: more, smaller steps
 SMALL_DENOISER = {"denoiser_epochs": 6}  # on 400-600 images the denoiser needs more epochs than the default 4
 # "learns" needs the recipe's loop, not its full inner attack: one or two attack steps instead of the recipes' 3-5

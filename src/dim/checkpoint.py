@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save
 
 from .core.device import DeviceLike, resolve_device
 from .fileio import atomic_write_bytes, atomic_write_text
+from .models.ensemble import Ensemble
 from .models.registry import create_model, list_models
 from .provenance import file_sha256
 
@@ -129,3 +130,15 @@ def load_model(model_dir: Path | str, expected_model: str | None = None,
                               "the weights were modified after training")
     model.card = card
     return model.to(dev).eval()
+
+
+def load_ensemble(model_dirs: list[Path | str], device: DeviceLike = None) -> nn.Module:
+    """The ensemble (:class:`dim.models.ensemble.Ensemble`: the mean of their logits) of the models in
+    ``model_dirs``, each loaded by :func:`load_model`; in eval mode on ``device``. Its ``cards`` are the members'."""
+    members = [load_model(d, device=device) for d in model_dirs]
+    try:
+        model = Ensemble(members)
+    except ValueError as exc:
+        raise CheckpointError(f"{', '.join(map(str, model_dirs))}: {exc}") from None
+    model.cards = [m.card for m in members]
+    return model.eval()

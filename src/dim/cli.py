@@ -168,7 +168,7 @@ def models_cmd() -> None:
     table = Table("name", "paper", "recipe", "weights from", "description")
     for name in list_models():
         e = get_entry(name)
-        table.add_row(name, e.paper_name, e.recipe, e.weights_from or "-", e.description)
+        table.add_row(name, e.paper_name, e.recipe or "-", e.weights_from or "-", e.description)
     out.print(table)
 
 
@@ -242,6 +242,24 @@ def train_cmd(model: str = typer.Argument(..., help="Model name (see 'dim models
                  eval_limit=eval_limit, device=_device(device))
     out.print(f"{model}: clean accuracy {card['clean_accuracy']:.4f} on {card['test_samples']} test images, "
               f"{card['train_seconds']:.1f} s on {card['device']['device']} -> {target}", highlight=False)
+
+
+@app.command("ensemble")
+@friendly_errors
+def ensemble_cmd(model_dirs: list[Path] = typer.Argument(..., help="Two or more trained model directories of one "
+                                                                 "model and config (e.g. seeds 0, 1, 2)."),
+                 out_dir: Path = typer.Option(..., "--out", help="The ensemble's model directory."),
+                 data_dir: Optional[Path] = DataDirOpt,
+                 eval_limit: Optional[int] = typer.Option(None, "--eval-limit", min=1,
+                                                          help="Measure clean accuracy on the first N test images "
+                                                               "(default: all 10,000)."),
+                 device: Optional[str] = DeviceOpt,
+                 ) -> None:
+    """Write OUT: the ensemble of trained models (the mean of their logits), a model directory like any other."""
+    from .train.ensemble import assemble
+    card = assemble(model_dirs, out_dir, data_dir=data_dir, eval_limit=eval_limit, device=_device(device))
+    out.print(f"ensemble of {len(model_dirs)} {card['config']['model']['member']}: clean accuracy "
+              f"{card['clean_accuracy']:.4f} on {card['test_samples']} test images -> {out_dir}", highlight=False)
 
 
 @app.command("evaluate")

@@ -4,6 +4,7 @@ from .registry import ModelEntry, create_model, get_entry, list_models, register
 from . import abs as _abs  # noqa: F401  (registers abs, biabs)
 from . import cnn as _cnn  # noqa: F401  (registers cnn, bicnn, madry)
 from . import dim as _dim  # noqa: F401  (registers dim, bidim, im, single_im, dn_single_im)
+from . import ensemble as _ensemble  # noqa: F401  (registers ensemble; after the models it is made of)
 
 __all__ = ["Binarize", "GradientMode", "ModelEntry", "create_model", "get_entry", "gradient_mode", "has_binarization",
            "list_models", "register_model", "set_gradient_mode"]

@@ -22,8 +22,13 @@ class ModelEntry:
     config_cls: type
     description: str
     paper_name: str
-    recipe: str                       # key into dim.train.RECIPES
+    recipe: str | None                # key into dim.train.RECIPES; None: assembled from trained models
     weights_from: str | None = None   # inference variant of this trained model
+
+    @property
+    def trainable(self) -> bool:
+        """Whether ``dim train NAME`` trains it (not an inference variant, not assembled from trained models)."""
+        return self.recipe is not None and self.weights_from is None
 
     def default_config(self) -> dict[str, Any]:
         return dataclasses.asdict(self.config_cls())
@@ -32,7 +37,7 @@ class ModelEntry:
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
-def register_model(name: str, *, config: type, description: str, paper_name: str, recipe: str,
+def register_model(name: str, *, config: type, description: str, paper_name: str, recipe: str | None,
                    weights_from: str | None = None) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Decorator: register ``factory(config) -> nn.Module`` under ``name``."""
 

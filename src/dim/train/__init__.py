@@ -79,6 +79,9 @@ def train(name: str, out_dir: Path, *, epochs: int | None = None, seed: int = 0,
     """
     dev = resolve_device(device)
     entry = get_entry(name)
+    if entry.recipe is None:
+        raise ValueError(f"{name!r} is assembled from trained models, not trained: train its members, then run "
+                         f"'dim {name} DIR DIR ... --out OUT'")
     recipe = RECIPES[entry.recipe]
     out_dir = Path(out_dir)
     train_cfg_over = dict(train_overrides or {})
