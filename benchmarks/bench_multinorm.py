@@ -91,6 +91,7 @@ def main() -> None:
         shutil.copy(run_card_path, target / "cards" / run_card_path.name)
         models[card["model"]] = {
             "dir": str(d), "train_config": card["config"]["train"], "weights_from": card.get("weights_from"),
+            **({"members": card["members"]} if "members" in card else {}),   # an ensemble (dim ensemble)
             "train_seconds": card["train_seconds"], "device": card.get("device", {}).get("device"),
             "clean_accuracy_full_test_set": card["clean_accuracy"], "test_samples": card["test_samples"],
             **_summary(json.loads(run_card_path.read_text())),
