@@ -14,42 +14,19 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import dim
-from dim.models.binarize import Binarize, input_binarization
+from dim.checkpoint import load_ensemble
+from dim.models.binarize import Binarize
 
 ROOT = Path(__file__).resolve().parent.parent
 QUOTED = ROOT / "weights" / "bidim_at_ramp_dnramp_w08"
 
 
-class SharedInputEnsemble(nn.Module):
-    """Members' logits averaged, with one input binarization in front of them all (the members' own are
-    replaced by the identity). The members must binarize their input the same way; sharing the module keeps the
-    attacks that flip the input's binarized pixels (``dim.models.binarize.input_binarization``) and BPDA
-    applicable to the ensemble as a whole."""
-
-    def __init__(self, members: list[nn.Module]):
-        super().__init__()
-        first = input_binarization(members[0])
-        for m in members[1:]:
-            other = input_binarization(m)
-            if (other.threshold, other.width, other.pool) != (first.threshold, first.width, first.pool):
-                raise ValueError(f"members binarize their input differently: {first} and {other}")
-        self.bin_in = first
-        for m in members:
-            m.bin_in = nn.Identity()
-        self.members = nn.ModuleList(members)
-        self.num_classes = members[0].num_classes
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.bin_in(x)
-        return torch.stack([m(h) for m in self.members]).mean(0)
-
-
 def ensemble_w08_seeds() -> nn.Module:
-    """The quoted model (seed 0) and its recipe's seed 1, logits averaged. Seed 1 is made by
+    """The quoted model (seed 0) and its recipe's seed 1, logits averaged (:class:`dim.models.ensemble.Ensemble`,
+    what ``dim ensemble`` writes to a folder). Seed 1 is made by
     ``dim train bidim_at_ramp --set clean_weight=1.0 --model-set denoiser_binarize_width=0.8 --seed 1
     --out models/bidim_at_ramp_dnramp_w08_s1``."""
-    return SharedInputEnsemble([dim.load_model(QUOTED),
-                                dim.load_model(ROOT / "models" / "bidim_at_ramp_dnramp_w08_s1")]).eval()
+    return load_ensemble([QUOTED, ROOT / "models" / "bidim_at_ramp_dnramp_w08_s1"])
 
 
 def _denoise_twice(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
