@@ -50,14 +50,17 @@ from dim.models.registry import get_entry
 from dim.train.loop import RECIPES
 
 
-def _inner_attack(model_dir: Path, model: torch.nn.Module, input_shape: tuple[int, int, int], steps: int):
-    """The recipe's inner attack (the card's training settings) at ``steps`` steps."""
+def _inner_attack(model_dir: Path, model: torch.nn.Module, input_shape: tuple[int, int, int], steps: int,
+                  mt_classes: int | None = None):
+    """The recipe's inner attack (the card's training settings) at ``steps`` steps; ``mt_classes`` replaces the
+    card's number of runner-up classes that MSD's point is also sought towards (None: the card's)."""
     card = json.loads((model_dir / "card.json").read_text())
     recipe = RECIPES[get_entry(card["model"]).recipe]
     fields = {f.name for f in dataclasses.fields(recipe.config_cls)}
     cfg = recipe.config_cls(**{k: (tuple(v) if isinstance(v, list) else v)
                                for k, v in card["config"]["train"].items() if k in fields})
-    return dataclasses.replace(cfg.attack(input_shape, model), steps=steps)
+    attack = dataclasses.replace(cfg.attack(input_shape, model), steps=steps)
+    return attack if mt_classes is None else dataclasses.replace(attack, mt_classes=mt_classes)
 
 
 def _robust(model, x_adv: torch.Tensor, x: torch.Tensor, y: torch.Tensor, norm,
@@ -92,11 +95,11 @@ def _knn(split: str, n: int, k: int, xs: np.ndarray, labels: np.ndarray, points:
 
 
 def measure(model_dirs: list[Path], split: str, n: int, steps: int, batch: int, figure: Path | None = None,
-            knn: int = 0) -> dict:
+            knn: int = 0, mt_classes: int | None = None) -> dict:
     model = (dim.load_model(model_dirs[0]) if len(model_dirs) == 1 else load_ensemble(model_dirs)).eval()
     xs, ys = load_split("mnist", split, limit=n)
     x_all, y_all = torch.from_numpy(xs), torch.from_numpy(ys)
-    attack = _inner_attack(model_dirs[0], model, tuple(x_all.shape[1:]), steps)
+    attack = _inner_attack(model_dirs[0], model, tuple(x_all.shape[1:]), steps, mt_classes)
     norms = list(attack.eps)
     with torch.no_grad():
         clean = (model(x_all).argmax(1) == y_all).numpy()
@@ -151,7 +154,8 @@ def measure(model_dirs: list[Path], split: str, n: int, steps: int, batch: int, 
                                           {nm.value: per[nm.value] for nm in norms}, union)
     if figure:
         _draw(figure, xs, labels, all_points, all_preds, clean, per, votes)
-    return {"split": split, "n": n, "steps": steps, "seconds": round(time.perf_counter() - t0, 1),
+    return {"split": split, "n": n, "steps": steps, "mt_classes": attack.mt_classes,
+            "seconds": round(time.perf_counter() - t0, 1),
             "eps": {nm.value: e for nm, e in attack.eps.items()}, "clean": block(clean),
             "robust": {k: block(v) for k, v in per.items()}, "all_norms": block(union),
             "all_norms_per_class": {str(c): block(union[labels == c]) for c in np.unique(labels)},
@@ -237,6 +241,9 @@ def main() -> None:
                     help="an earlier result of this benchmark (another model, the same splits, N and steps): "
                          "the union compared sample by sample")
     ap.add_argument("--label", default=None)
+    ap.add_argument("--mt-classes", type=int, default=None, metavar="K",
+                    help="MSD's point also sought by K runs targeted at each image's K most likely other classes "
+                         "(the attack's mt_classes; the tracks per norm stay untargeted; default: the card's)")
     ap.add_argument("--knn", type=int, default=0, metavar="K",
                     help="judge every point that broke the model by the vote of its K nearest training images "
                          "(knn_judge.py; 0: off)")
@@ -255,7 +262,7 @@ def main() -> None:
     label = args.label or "+".join(d.name for d in args.model_dirs)
     runs = [measure(args.model_dirs, s, args.n, k, args.batch,
                     RESULTS / f"inner_attack_{label}_{s}.png" if args.figure and k == args.steps[-1] else None,
-                    args.knn)
+                    args.knn, args.mt_classes)
             for s in args.splits for k in args.steps]
     for r in runs:
         print(f"{r['split']:5s} steps {r['steps']:3d}: clean {r['clean']['accuracy']:.3f}  "

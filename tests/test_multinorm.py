@@ -141,6 +141,35 @@ def test_given_targets_replace_the_cycled_ones_and_bad_ones_are_refused(batch):
             msd(net, x, y, cfg, targets=bad)
 
 
+@pytest.mark.parametrize("mode", sorted(multinorm.MODES))
+def test_runner_up_runs_keep_each_samples_point_of_highest_margin(batch, mode):
+    """``mt_classes=2``: the untargeted run and one run targeted at each of the two most likely other classes; per
+    sample the point of highest untargeted margin among the three, inside its ball and the box."""
+    from dim.attacks.gradient import margin_loss
+    torch.manual_seed(0)
+    net = create_model("cnn").eval()
+    x, y = batch
+    base = MSDConfig(eps=EPS, steps=3, loss="ce", mode=mode)
+    x_mt, which = msd(net, x, y, MSDConfig(eps=EPS, steps=3, loss="ce", mode=mode, mt_classes=2))
+    _inside(x, x_mt, which, EPS)
+    runners = net(x).detach().scatter(1, y[:, None], float("-inf")).topk(2, dim=1).indices
+    targeted = MSDConfig(eps=EPS, steps=3, loss="targeted_margin", mode=mode)
+    points = [msd(net, x, y, base)[0]] + [msd(net, x, y, targeted, targets=runners[:, j])[0] for j in range(2)]
+    with torch.no_grad():
+        margins = [margin_loss(net(p), y, None) for p in points]
+        got = margin_loss(net(x_mt), y, None)
+    runs = torch.stack(margins)
+    assert torch.allclose(got, runs.max(0).values, atol=1e-5)
+    assert (runs[1:].max(0).values > runs[0]).any()         # a targeted run wins somewhere: the point is not the same
+
+
+def test_a_bad_number_of_runner_up_classes_is_refused():
+    with pytest.raises(ValueError, match="at least 0"):
+        MSDConfig(eps=EPS, mt_classes=-1)
+    with pytest.raises(ValueError, match="targeted already"):
+        MSDConfig(eps=EPS, loss="targeted_margin", mt_classes=1)
+
+
 def test_each_norms_step_alone_leaves_its_ball_without_the_projection(batch):
     """The steps really need the projection the test above checks: without it they leave the ball."""
     x, y = batch
@@ -326,7 +355,10 @@ def test_a_bad_norm_list_is_refused_before_any_state_is_written(data_dir, tmp_pa
                                ("msd_cnn", {"mode": "mean"}, "mode"),
                                ("msd_cnn", {"flips": True}, "needs a model that binarizes"),
                                ("bidim_at_bin", {"flips": True, "partial_flips": True}, "ramp"),
-                               ("bidim_at_ramp", {"flips": False, "partial_flips": True}, "flips=True")):
+                               ("bidim_at_ramp", {"flips": False, "partial_flips": True}, "flips=True"),
+                               ("msd_cnn", {"mt_classes": -1}, "at least 0"),
+                               ("msd_cnn", {"mt_classes": 1, "mode": "avg"}, "AVG"),
+                               ("msd_cnn", {"mt_classes": 1, "loss": "targeted_margin"}, "targeted already")):
         with pytest.raises(ValueError, match=message):
             train(name, tmp_path / "m", epochs=1, data_dir=data_dir, limit=64, eval_limit=50,
                   train_overrides=bad, show=False)
@@ -522,3 +554,9 @@ def test_pair_reweighting_weights_each_internal_models_rejection(data_dir, tmp_p
     with pytest.raises(ValueError, match=r"pair_reweight must be in \[0, 1\]"):
         train("dim_at", tmp_path / "bad", epochs=1, data_dir=data_dir, limit=64, eval_limit=50, show=False,
               train_overrides={"pair_reweight": -0.5})
+
+
+def test_runner_up_classes_reach_the_training_attack():
+    from dim.train.multinorm import MSDTrainConfig, ScoreMSDFlipsTrainConfig
+    assert MSDTrainConfig(mt_classes=2).attack((1, 28, 28)).mt_classes == 2
+    assert ScoreMSDFlipsTrainConfig().attack((1, 28, 28), create_model("bidim_at_ramp")).mt_classes == 0

@@ -45,6 +45,9 @@ L-inf ball of 0.3 cannot move a pixel that is below 0.2 or above 0.8; what every
 pixels near the threshold (stroke edges), which this training shows the model. With ``flips=True`` the inner
 attack's steps are such flips, chosen by gain per unit of cost (:func:`dim.attacks.multinorm.flip_step`);
 ``partial_flips=True`` lets its L-inf step move pixels partway into a ramp's band (the ``ramp-flips`` attack).
+``mt_classes = k`` > 0 makes the inner attack multi-targeted (:func:`dim.attacks.multinorm.msd`): ``k`` more runs
+climb the margin towards each image's ``k`` most likely other classes, and each image trains on the point of highest
+margin over all runs, as the evaluation's multi-targeted flips search.
 """
 from __future__ import annotations
 
@@ -59,7 +62,7 @@ import torch.nn.functional as F
 from ..attacks.adaptive import with_gradient
 from ..attacks.binflip import input_units
 from ..attacks.gradient import LOSSES
-from ..attacks.multinorm import MODES, MSDConfig, every_norm, msd
+from ..attacks.multinorm import MODES, MSDConfig, check_mt_classes, every_norm, msd
 from ..core.norms import Norm, scaled_thresholds
 from ..models.binarize import has_binarization, has_ramp
 from .augment import check_probability, random_affine
@@ -88,6 +91,7 @@ class MultiNormAttackConfig:
     eps_warmup_epochs: float = 1.0
     flips: bool = False
     partial_flips: bool = False
+    mt_classes: int = 0
 
     def __post_init__(self) -> None:
         """Refuse a bad attack before any training state is written."""
@@ -100,6 +104,10 @@ class MultiNormAttackConfig:
             raise ValueError(f"loss {self.loss!r}: expected one of {sorted(LOSSES)}")
         if self.steps < 1:
             raise ValueError(f"steps must be at least 1, got {self.steps}")
+        check_mt_classes(self.mt_classes, self.loss)
+        if self.mt_classes and self.mode == "avg":
+            raise ValueError(f"mt_classes={self.mt_classes}: AVG trains on every norm's track; the targeted runs "
+                             "join the attacks of modes 'msd' and 'max', which train on one point per image")
         for key, value in (("eps_linf", self.eps_linf), ("eps_l2", self.eps_l2), ("eps_l1", self.eps_l1),
                            ("eps_l0", self.eps_l0)):
             if value is not None and not value > 0:
@@ -138,7 +146,8 @@ class MultiNormAttackConfig:
             eps[nm] = float(default[nm] if given[nm] is None else given[nm])
         return MSDConfig(eps=eps, steps=self.steps, rel_step=self.rel_step, l1_coords=self.l1_coords,
                          loss=self.loss, mode="max" if self.mode == "avg" else self.mode, flip_threshold=threshold,
-                         flip_pool=pool, flip_width=width, flip_partial=self.partial_flips)
+                         flip_pool=pool, flip_width=width, flip_partial=self.partial_flips,
+                         mt_classes=self.mt_classes)
 
 
 def _warmup(cfg: MultiNormAttackConfig, n: int, batch_size: int):
